@@ -1,0 +1,536 @@
+//! One behaviour suite for every [`EventStore`] backend.
+//!
+//! Each check is a plain async fn taking the store under test; the memory
+//! backend's tests and the DynamoDB backend's tests (on the emulator) call
+//! the very same functions, so the two cannot drift apart.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+
+use crate::{
+    decide, Aggregate, AppendOutcome, AttrValue, Clock, DecideError, Direction, Error, EventStore, EventStoreExt,
+    ExpectedVersion, Head, NewEvent, ReadRequest, RecordedEvent, RetryPolicy, StreamId,
+};
+
+/// A clock the tests move by hand.
+#[derive(Clone, Default)]
+pub struct ManualClock(Arc<AtomicI64>);
+
+impl ManualClock {
+    pub fn at(ms: i64) -> Self {
+        Self(Arc::new(AtomicI64::new(ms)))
+    }
+    pub fn set(&self, ms: i64) {
+        self.0.store(ms, Ordering::SeqCst);
+    }
+    pub fn clock(&self) -> Clock {
+        let inner = self.0.clone();
+        Arc::new(move || inner.load(Ordering::SeqCst))
+    }
+}
+
+fn sid(s: &str) -> StreamId {
+    StreamId::new(s).unwrap()
+}
+
+fn ev(name: &str, payload: Value) -> NewEvent {
+    NewEvent::new(name, payload)
+}
+
+fn ids(events: &[RecordedEvent]) -> Vec<u64> {
+    events.iter().map(|e| e.event_id).collect()
+}
+
+pub async fn append_and_read(store: &dyn EventStore) {
+    let s = sid("order-1");
+    assert!(store.read_all(&s).await.unwrap().is_empty());
+    assert_eq!(store.version(&s).await.unwrap(), 0);
+
+    let payload: Value =
+        serde_json::from_str(r#"{"amount":12345678901234567890123,"price":0.1,"note":"café ☕","nested":{"l":[1,"a",null,true]}}"#)
+            .unwrap();
+    let first = ev("Placed", payload.clone())
+        .with_metadata(json!({"user": "ann"}))
+        .with_attribute("Tenant", AttrValue::S("acme".into()))
+        .with_attribute("Raw", AttrValue::B(vec![0, 159, 255]))
+        .with_attribute("Tags", AttrValue::Ss(vec!["a".into(), "b".into()]));
+    let out = store.append(&s, ExpectedVersion::NoStream, &[first.clone()]).await.unwrap();
+    assert_eq!((out.first, out.version, out.already_appended), (1, 1, false));
+
+    let out = store
+        .append(&s, ExpectedVersion::Exact(1), &[ev("Paid", json!({"n": 1})), ev("Shipped", json!("plain string"))])
+        .await
+        .unwrap();
+    assert_eq!((out.first, out.version), (2, 3));
+
+    let all = store.read_all(&s).await.unwrap();
+    assert_eq!(ids(&all), [1, 2, 3]);
+    assert_eq!(all[0].payload, payload);
+    assert_eq!(all[0].payload["amount"].to_string(), "12345678901234567890123");
+    assert_eq!(all[0].metadata, Some(json!({"user": "ann"})));
+    assert_eq!(all[0].id, Some(first.id));
+    assert_eq!(all[0].attributes, first.attributes);
+    assert_eq!(all[2].payload, json!("plain string"));
+    assert_eq!(all[1].name, "Paid");
+
+    let backward = store.read(&s, ReadRequest::last(10)).await.unwrap();
+    assert_eq!(ids(&backward), [3, 2, 1]);
+    let page = store
+        .read(
+            &s,
+            ReadRequest {
+                from: Some(2),
+                direction: Direction::Forward,
+                limit: Some(1),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids(&page), [2]);
+    let page = store
+        .read(
+            &s,
+            ReadRequest {
+                from: Some(2),
+                direction: Direction::Backward,
+                limit: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids(&page), [2, 1]);
+    assert!(store.read(&s, ReadRequest::after(3)).await.unwrap().is_empty());
+    assert_eq!(store.version(&s).await.unwrap(), 3);
+    // another stream is independent
+    assert!(store.read_all(&sid("order-2")).await.unwrap().is_empty());
+}
+
+fn assert_conflict(result: Result<AppendOutcome, Error>, expected_actual: u64) {
+    match result {
+        Err(Error::Conflict { actual, .. }) => assert_eq!(actual, expected_actual),
+        other => panic!("expected a conflict with actual version {expected_actual}, got {other:?}"),
+    }
+}
+
+pub async fn conflicts_never_overwrite_and_never_leave_gaps(store: &dyn EventStore) {
+    let s = sid("acct-1");
+    store
+        .append(&s, ExpectedVersion::NoStream, &[ev("Opened", json!({})), ev("Deposited", json!({"n": 5}))])
+        .await
+        .unwrap();
+    let before = store.read_all(&s).await.unwrap();
+
+    assert_conflict(store.append(&s, ExpectedVersion::NoStream, &[ev("Opened", json!({}))]).await, 2);
+    assert_conflict(store.append(&s, ExpectedVersion::Exact(0), &[ev("Opened", json!({}))]).await, 2);
+    assert_conflict(store.append(&s, ExpectedVersion::Exact(1), &[ev("X", json!({}))]).await, 2);
+    // a gap: version 5 does not exist
+    assert_conflict(store.append(&s, ExpectedVersion::Exact(5), &[ev("X", json!({}))]).await, 2);
+    assert_conflict(
+        store.append(&sid("acct-new"), ExpectedVersion::Exact(3), &[ev("X", json!({}))]).await,
+        0,
+    );
+    // A stale head from an earlier read conflicts just the same.
+    let stale = Head::of(&before[0]);
+    assert_conflict(store.append_after(&s, stale, &[ev("X", json!({}))]).await, 2);
+    assert_eq!(store.read_all(&s).await.unwrap(), before, "a conflict changed the stream");
+    let fresh = Head::of(&before[1]);
+    assert_eq!(store.append_after(&s, fresh, &[ev("Y", json!({}))]).await.unwrap().version, 3);
+    let retried = store.append_after(&s, fresh, &[ev("Z", json!({}))]).await;
+    assert_conflict(retried, 3);
+    let before: Vec<_> = store.read_all(&s).await.unwrap();
+    assert_eq!(ids(&before), [1, 2, 3]);
+    assert!(store.read_all(&sid("acct-new")).await.unwrap().is_empty());
+
+    let msg = store
+        .append(&s, ExpectedVersion::Exact(1), &[ev("X", json!({}))])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("actual version is 3"), "{msg}");
+}
+
+pub async fn multi_event_appends_are_atomic(store: &dyn EventStore) {
+    let s = sid("cart-1");
+    store.append(&s, ExpectedVersion::NoStream, &[ev("Created", json!({}))]).await.unwrap();
+    store.append(&s, ExpectedVersion::Exact(1), &[ev("Added", json!({}))]).await.unwrap();
+    // A stale writer's three-event transaction: nothing of it may appear.
+    let stale = [ev("A", json!({})), ev("B", json!({})), ev("C", json!({}))];
+    assert_conflict(store.append(&s, ExpectedVersion::Exact(1), &stale).await, 2);
+    assert_eq!(ids(&store.read_all(&s).await.unwrap()), [1, 2]);
+    // A multi-event append that opens a stream which exists: nothing either.
+    assert_conflict(store.append(&s, ExpectedVersion::NoStream, &stale).await, 2);
+    assert_eq!(ids(&store.read_all(&s).await.unwrap()), [1, 2]);
+    // The full 100 items when opening a stream; 99 after an existing event.
+    let hundred: Vec<_> = (0..100).map(|i| ev("Line", json!({ "i": i }))).collect();
+    let out = store.append(&sid("big-1"), ExpectedVersion::NoStream, &hundred).await.unwrap();
+    assert_eq!(out.version, 100);
+    let ninety_nine: Vec<_> = (0..99).map(|i| ev("Line", json!({ "i": i }))).collect();
+    let out = store.append(&sid("big-1"), ExpectedVersion::Exact(100), &ninety_nine).await.unwrap();
+    assert_eq!(out.version, 199);
+    let all = store.read_all(&sid("big-1")).await.unwrap();
+    assert_eq!(ids(&all), (1..=199).collect::<Vec<_>>());
+}
+
+pub async fn limits_are_refused_before_writing(store: &dyn EventStore) {
+    let s = sid("limits-1");
+    let too_many: Vec<_> = (0..101).map(|_| ev("E", json!({}))).collect();
+    assert!(matches!(
+        store.append(&s, ExpectedVersion::NoStream, &too_many).await,
+        Err(Error::TooManyEvents { count: 101, max: 100 })
+    ));
+    store.append(&s, ExpectedVersion::NoStream, &[ev("E", json!({}))]).await.unwrap();
+    assert!(matches!(
+        store.append(&s, ExpectedVersion::Exact(1), &too_many[..100]).await,
+        Err(Error::TooManyEvents { count: 100, max: 99 })
+    ));
+    let huge = ev("Huge", json!({ "blob": "x".repeat(401 * 1024) }));
+    assert!(matches!(
+        store.append(&s, ExpectedVersion::Exact(1), &[huge]).await,
+        Err(Error::ItemTooLarge { .. })
+    ));
+    let fat: Vec<_> = (0..11).map(|_| ev("Fat", json!({ "blob": "x".repeat(390 * 1024) }))).collect();
+    assert!(matches!(
+        store.append(&s, ExpectedVersion::Exact(1), &fat).await,
+        Err(Error::TransactionTooLarge { .. })
+    ));
+    assert!(matches!(store.append(&s, ExpectedVersion::Any, &[]).await, Err(Error::EmptyAppend)));
+    let inexact: Value = serde_json::from_str(&format!("{{\"n\":{}}}", "7".repeat(39))).unwrap();
+    assert!(matches!(
+        store.append(&s, ExpectedVersion::Exact(1), &[ev("E", inexact)]).await,
+        Err(Error::InvalidEvent { .. })
+    ));
+    assert_eq!(ids(&store.read_all(&s).await.unwrap()), [1]);
+}
+
+pub async fn retried_appends_are_recognised(store: &dyn EventStore) {
+    let s = sid("retry-1");
+    let one = [ev("Created", json!({}))];
+    let first = store.append(&s, ExpectedVersion::NoStream, &one).await.unwrap();
+    let again = store.append(&s, ExpectedVersion::NoStream, &one).await.unwrap();
+    assert!(again.already_appended && !first.already_appended);
+    assert_eq!((again.first, again.version), (1, 1));
+
+    let two = [ev("A", json!({})), ev("B", json!({}))];
+    store.append(&s, ExpectedVersion::Exact(1), &two).await.unwrap();
+    let again = store.append(&s, ExpectedVersion::Exact(1), &two).await.unwrap();
+    assert!(again.already_appended);
+    assert_eq!((again.first, again.version), (2, 3));
+
+    let any = [ev("C", json!({}))];
+    store.append(&s, ExpectedVersion::Any, &any).await.unwrap();
+    let again = store.append(&s, ExpectedVersion::Any, &any).await.unwrap();
+    assert!(again.already_appended);
+    assert_eq!(again.version, 4);
+    assert_eq!(ids(&store.read_all(&s).await.unwrap()), [1, 2, 3, 4]);
+
+    // Same position, other events: a real conflict.
+    assert_conflict(store.append(&s, ExpectedVersion::Exact(1), &[ev("A", json!({}))]).await, 4);
+}
+
+pub async fn any_appends_at_the_end(store: &dyn EventStore) {
+    let s = sid("any-1");
+    assert_eq!(store.append(&s, ExpectedVersion::Any, &[ev("A", json!({}))]).await.unwrap().version, 1);
+    let out = store
+        .append(&s, ExpectedVersion::Any, &[ev("B", json!({})), ev("C", json!({}))])
+        .await
+        .unwrap();
+    assert_eq!((out.first, out.version), (2, 3));
+}
+
+pub async fn timestamps_never_go_backwards(store: &dyn EventStore, clock: &ManualClock) {
+    let s = sid("clock-1");
+    clock.set(1_700_000_010_000);
+    store.append(&s, ExpectedVersion::NoStream, &[ev("A", json!({}))]).await.unwrap();
+    clock.set(1_700_000_005_000); // this writer's clock is behind
+    let out = store.append(&s, ExpectedVersion::Exact(1), &[ev("B", json!({}))]).await.unwrap();
+    assert_eq!(out.timestamp_ms, 1_700_000_010_000);
+    let out = store.append(&s, ExpectedVersion::Any, &[ev("C", json!({}))]).await.unwrap();
+    assert_eq!(out.timestamp_ms, 1_700_000_010_000);
+    clock.set(1_700_000_020_000);
+    store.append(&s, ExpectedVersion::Exact(3), &[ev("D", json!({}))]).await.unwrap();
+    let ts: Vec<_> = store.read_all(&s).await.unwrap().iter().map(|e| e.timestamp_ms).collect();
+    assert_eq!(ts, [1_700_000_010_000, 1_700_000_010_000, 1_700_000_010_000, 1_700_000_020_000]);
+}
+
+/// 16 tasks each run `per_task` increment commands through the decide loop
+/// on one stream: every command lands exactly once, each saw the full state.
+pub async fn concurrent_decide_loses_no_update(store: Arc<dyn EventStore>, per_task: u64) {
+    let s = sid("counter-1");
+    let tasks = 16;
+    // Sixteen writers on one stream is a hot spot: back off further than
+    // the default so that writers take turns instead of colliding.
+    let policy = RetryPolicy {
+        max_attempts: 1_000,
+        base_delay: std::time::Duration::from_millis(25),
+        max_delay: std::time::Duration::from_secs(1),
+    };
+    let mut handles = Vec::new();
+    for _ in 0..tasks {
+        let store = store.clone();
+        let s = s.clone();
+        handles.push(tokio::spawn(async move {
+            let mut counter = Aggregate::new(0_u64);
+            let mut conflicts = 0;
+            for _ in 0..per_task {
+                let done = decide(
+                    store.as_ref(),
+                    &s,
+                    &mut counter,
+                    |n: &mut u64, e: &RecordedEvent| {
+                        *n = e.payload["value"].as_u64().unwrap_or(0);
+                    },
+                    |n: &u64| -> Result<_, std::convert::Infallible> {
+                        Ok(vec![NewEvent::new("Incremented", json!({ "value": n + 1 }))])
+                    },
+                    &policy,
+                )
+                .await
+                .expect("decide");
+                conflicts += done.attempts - 1;
+            }
+            conflicts
+        }));
+    }
+    let mut conflicts = 0;
+    for h in handles {
+        conflicts += h.await.expect("task");
+    }
+    let all = store.read_all(&s).await.unwrap();
+    let total = tasks * per_task;
+    assert_eq!(ids(&all), (1..=total).collect::<Vec<_>>());
+    for e in &all {
+        assert_eq!(e.payload["value"].as_u64(), Some(e.event_id), "a lost update at {}", e.event_id);
+    }
+    eprintln!("{total} commands from {tasks} tasks, {conflicts} conflicts retried");
+}
+
+/// A store adapter that lets a rival writer append before every append.
+#[derive(Debug)]
+struct Rival<'a>(&'a dyn EventStore);
+
+#[async_trait]
+impl EventStore for Rival<'_> {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+    ) -> crate::Result<AppendOutcome> {
+        self.0.append(stream, ExpectedVersion::Any, &[ev("Rival", json!({}))]).await?;
+        self.0.append(stream, expected, events).await
+    }
+    async fn read(&self, stream: &StreamId, request: ReadRequest) -> crate::Result<Vec<RecordedEvent>> {
+        self.0.read(stream, request).await
+    }
+}
+
+pub async fn decide_refusal_and_exhaustion_are_distinct(store: &dyn EventStore) {
+    let s = sid("decide-1");
+    let fold = |n: &mut u32, _: &RecordedEvent| *n += 1;
+    let mut agg = Aggregate::new(0_u32);
+    let refused = decide(store, &s, &mut agg, fold, |_: &u32| Err::<Vec<NewEvent>, _>("no"), &RetryPolicy::default()).await;
+    assert!(matches!(refused, Err(DecideError::Rejected("no"))));
+    assert!(store.read_all(&s).await.unwrap().is_empty());
+
+    let nothing = decide(store, &s, &mut agg, fold, |_: &u32| Ok::<_, ()>(vec![]), &RetryPolicy::default())
+        .await
+        .unwrap();
+    assert_eq!(nothing.outcome, None);
+
+    let rival = Rival(store);
+    let policy = RetryPolicy {
+        max_attempts: 3,
+        ..RetryPolicy::default()
+    };
+    let mut agg = Aggregate::new(0_u32);
+    let exhausted = decide(&rival, &s, &mut agg, fold, |_: &u32| Ok::<_, ()>(vec![ev("Mine", json!({}))]), &policy).await;
+    match exhausted {
+        Err(DecideError::Exhausted { attempts: 3, last, .. }) => {
+            assert!(matches!(*last, Error::Conflict { .. }))
+        }
+        other => panic!("expected exhaustion, got {other:?}"),
+    }
+    let names: Vec<_> = store.read_all(&s).await.unwrap().into_iter().map(|e| e.name).collect();
+    assert_eq!(names, ["Rival", "Rival", "Rival"]);
+
+    // The same rival, with enough attempts... still never wins: but a fresh
+    // writer without rival succeeds at the current version.
+    let ok = decide(store, &s, &mut agg, fold, |n: &u32| Ok::<_, ()>(vec![ev("Mine", json!({ "seen": n }))]), &policy)
+        .await
+        .unwrap();
+    assert_eq!(ok.outcome.map(|o| o.version), Some(4));
+    assert_eq!(store.read_all(&s).await.unwrap()[3].payload, json!({"seen": 3}));
+}
+
+mod memory {
+    use super::*;
+    use crate::MemoryStore;
+
+    fn store() -> MemoryStore {
+        MemoryStore::new()
+    }
+
+    #[tokio::test]
+    async fn append_and_read() {
+        super::append_and_read(&store()).await;
+    }
+    #[tokio::test]
+    async fn conflicts() {
+        conflicts_never_overwrite_and_never_leave_gaps(&store()).await;
+    }
+    #[tokio::test]
+    async fn atomic() {
+        multi_event_appends_are_atomic(&store()).await;
+    }
+    #[tokio::test]
+    async fn limits() {
+        limits_are_refused_before_writing(&store()).await;
+    }
+    #[tokio::test]
+    async fn retries() {
+        retried_appends_are_recognised(&store()).await;
+    }
+    #[tokio::test]
+    async fn any() {
+        any_appends_at_the_end(&store()).await;
+    }
+    #[tokio::test]
+    async fn timestamps() {
+        let clock = ManualClock::at(0);
+        timestamps_never_go_backwards(&MemoryStore::with_clock(clock.clock()), &clock).await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_decide() {
+        concurrent_decide_loses_no_update(Arc::new(store()), 100).await;
+    }
+    #[tokio::test]
+    async fn decide_outcomes() {
+        decide_refusal_and_exhaustion_are_distinct(&store()).await;
+    }
+
+    #[tokio::test]
+    async fn change_feed_is_shaped_like_dynamodb_streams() {
+        let store = store();
+        let s = sid("feed-1");
+        store
+            .append(&s, ExpectedVersion::NoStream, &[ev("A", json!({"n": 1})), ev("B", json!({}))])
+            .await
+            .unwrap();
+        let (records, next) = store.changes(0, 10);
+        assert_eq!(next, 2);
+        assert_eq!(records[0]["eventName"], "INSERT");
+        assert_eq!(records[0]["dynamodb"]["Keys"]["StreamId"]["S"], "feed-1");
+        assert_eq!(records[1]["dynamodb"]["NewImage"]["EventId"]["N"], "2");
+        assert_eq!(records[0]["dynamodb"]["NewImage"]["Payload"]["M"]["n"]["N"], "1");
+        let seq = |r: &Value| r["dynamodb"]["SequenceNumber"].as_str().unwrap().to_owned();
+        assert!(seq(&records[0]).len() >= 21 && seq(&records[0]) < seq(&records[1]));
+        assert_eq!(store.changes(next, 10).0.len(), 0);
+        assert_eq!(store.changes(1, 10).0.len(), 1);
+    }
+}
+
+mod dynamodb {
+    use super::*;
+    use crate::{DynamoStore, TableStatus};
+    use evs_testkit::{unique_name, Moto};
+
+    async fn store_with_clock(clock: Option<Clock>) -> Option<DynamoStore> {
+        let moto = Moto::shared()?;
+        let mut store = DynamoStore::new(moto.dynamodb().await, unique_name("events"));
+        if let Some(c) = clock {
+            store = store.with_clock(c);
+        }
+        assert_eq!(store.create_table().await.unwrap(), TableStatus::Created);
+        Some(store)
+    }
+
+    async fn store() -> Option<DynamoStore> {
+        store_with_clock(None).await
+    }
+
+    #[tokio::test]
+    async fn append_and_read() {
+        let Some(s) = store().await else { return };
+        super::append_and_read(&s).await;
+    }
+    #[tokio::test]
+    async fn conflicts() {
+        let Some(s) = store().await else { return };
+        conflicts_never_overwrite_and_never_leave_gaps(&s).await;
+    }
+    #[tokio::test]
+    async fn atomic() {
+        let Some(s) = store().await else { return };
+        multi_event_appends_are_atomic(&s).await;
+    }
+    #[tokio::test]
+    async fn limits() {
+        let Some(s) = store().await else { return };
+        limits_are_refused_before_writing(&s).await;
+    }
+    #[tokio::test]
+    async fn retries() {
+        let Some(s) = store().await else { return };
+        retried_appends_are_recognised(&s).await;
+    }
+    #[tokio::test]
+    async fn any() {
+        let Some(s) = store().await else { return };
+        any_appends_at_the_end(&s).await;
+    }
+    #[tokio::test]
+    async fn timestamps() {
+        let clock = ManualClock::at(0);
+        let Some(s) = store_with_clock(Some(clock.clock())).await else { return };
+        timestamps_never_go_backwards(&s, &clock).await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_decide() {
+        // A server of its own: the emulator copies all its tables on every
+        // transaction, so sharing it would slow every other test down.
+        let Some(moto) = Moto::start() else { return };
+        let s = DynamoStore::new(moto.dynamodb().await, unique_name("counter"));
+        s.create_table().await.unwrap();
+        concurrent_decide_loses_no_update(Arc::new(s), 100).await;
+    }
+    #[tokio::test]
+    async fn decide_outcomes() {
+        let Some(s) = store().await else { return };
+        decide_refusal_and_exhaustion_are_distinct(&s).await;
+    }
+
+    #[tokio::test]
+    async fn create_table_twice_and_missing_table() {
+        let Some(s) = store().await else { return };
+        assert_eq!(s.create_table().await.unwrap(), TableStatus::AlreadyExists);
+        assert!(s.stream_arn().await.unwrap().is_some());
+        let Some(moto) = Moto::shared() else { return };
+        let missing = DynamoStore::new(moto.dynamodb().await, unique_name("missing"));
+        let err = missing.read_all(&sid("x")).await.unwrap_err();
+        assert!(matches!(err, Error::TableNotFound { .. }), "{err:?}");
+        let err = missing.append(&sid("x"), ExpectedVersion::Any, &[ev("E", json!({}))]).await.unwrap_err();
+        assert!(matches!(err, Error::TableNotFound { .. }), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn reads_follow_pagination_past_one_megabyte() {
+        let Some(s) = store().await else { return };
+        let stream = sid("paged-1");
+        // 30 events of ~60 KB: about 1.8 MB, so a query needs two pages.
+        let mut version = 0;
+        for chunk in 0..3 {
+            let events: Vec<_> = (0..10)
+                .map(|i| ev("Chunk", json!({ "i": chunk * 10 + i, "blob": "y".repeat(60 * 1024) })))
+                .collect();
+            version = s.append(&stream, ExpectedVersion::Exact(version), &events).await.unwrap().version;
+        }
+        let all = s.read_all(&stream).await.unwrap();
+        assert_eq!(ids(&all), (1..=30).collect::<Vec<_>>());
+        let back = s.read(&stream, ReadRequest::last(25)).await.unwrap();
+        assert_eq!(back.len(), 25);
+        assert_eq!(back[0].event_id, 30);
+    }
+}

@@ -1,0 +1,131 @@
+//! The event model and write path of an event store on DynamoDB.
+//!
+//! The principal type in this crate is the [`EventStore`] trait: append events
+//! to a stream with an [`ExpectedVersion`] and read a stream back. Two backends
+//! implement it with the same semantics: [`DynamoStore`] (the table in
+//! production) and [`MemoryStore`] (tests and the offline pipeline). On top of
+//! it, [`decide`] is the one way application code writes: load and fold the
+//! stream, run a pure decision, append with the loaded version, and on a
+//! conflict reload and decide again, a bounded number of times.
+//!
+//! Every backend keeps these rules:
+//!
+//! * a conflict never overwrites: it is [`Error::Conflict`] with the stream's
+//!   actual version;
+//! * `EventId`s are 1, 2, 3, … with no gap: appending after a version that
+//!   does not exist is a conflict;
+//! * a multi-event append is atomic; past DynamoDB's limits (100 items, 4 MB,
+//!   400 KB per item) it is refused before any call;
+//! * a retried append whose first attempt committed (same event ids)
+//!   succeeds with [`AppendOutcome::already_appended`] set;
+//! * `Timestamp` never goes backwards within a stream.
+//!
+//! The table's item layout is documented in [`item`]; [`attr`] holds the
+//! SDK-independent attribute values and their JSON conversions.
+#![deny(missing_docs)]
+
+pub mod attr;
+pub mod decide;
+pub mod item;
+pub mod model;
+pub mod store;
+
+#[cfg(test)]
+mod integration;
+
+pub use attr::{AttrValue, Item};
+pub use decide::{decide, Aggregate, DecideError, Decided, RetryPolicy};
+pub use model::{
+    format_timestamp_ms, AppendOutcome, Direction, ExpectedVersion, Head, NewEvent, ReadRequest, RecordedEvent, StreamId,
+    Version,
+};
+pub use store::dynamodb::{DynamoStore, TableStatus};
+pub use store::memory::MemoryStore;
+pub use store::{system_clock, Clock, EventStore, EventStoreExt};
+
+/// The error type of every store operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The stream is not at the expected version; nothing was written.
+    #[error("version conflict on stream {stream}: expected version {expected}, actual version is {actual}")]
+    Conflict {
+        /// The stream.
+        stream: StreamId,
+        /// What the writer expected.
+        expected: ExpectedVersion,
+        /// The stream's version when the conflict was detected (0: no stream).
+        actual: Version,
+    },
+    /// The stream id breaks a rule.
+    #[error("invalid stream id: {reason}")]
+    InvalidStreamId {
+        /// Which rule.
+        reason: String,
+    },
+    /// An event cannot be stored as given.
+    #[error("invalid event (EventId {event_id}): {reason}")]
+    InvalidEvent {
+        /// The EventId it would have had.
+        event_id: Version,
+        /// Why.
+        reason: String,
+    },
+    /// An append without events.
+    #[error("an append needs at least one event")]
+    EmptyAppend,
+    /// More events than one atomic append can hold.
+    #[error("{count} events in one append; DynamoDB's transaction limit allows at most {max} here")]
+    TooManyEvents {
+        /// Events given.
+        count: usize,
+        /// Most allowed.
+        max: usize,
+    },
+    /// One event is over DynamoDB's 400 KB item limit.
+    #[error("event {event_id} would be a {size}-byte item; DynamoDB's item limit is {max} bytes")]
+    ItemTooLarge {
+        /// The EventId it would have had.
+        event_id: Version,
+        /// Its size by DynamoDB's rules.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The events together are over DynamoDB's 4 MB transaction limit.
+    #[error("the append is {size} bytes; DynamoDB's transaction limit is {max} bytes")]
+    TransactionTooLarge {
+        /// Total size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// An item in the table is not a valid event.
+    #[error("item {event_id} of stream {stream} is not a valid event: {reason}")]
+    CorruptItem {
+        /// Its stream id as stored.
+        stream: String,
+        /// Its EventId (0 if unreadable).
+        event_id: Version,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The table does not exist.
+    #[error("table {table} does not exist (create it with `evs table create`)")]
+    TableNotFound {
+        /// Table name.
+        table: String,
+    },
+    /// The backend failed (network, credentials, throttling after retries, …).
+    #[error("{message}")]
+    Backend {
+        /// What was being done, and what went wrong.
+        message: String,
+        /// The underlying error.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+}
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

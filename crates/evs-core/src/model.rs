@@ -1,0 +1,306 @@
+//! The event model: stream ids, expected versions, events to append and
+//! events as recorded. Plain data, no I/O.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::attr::AttrValue;
+use crate::{Error, Result};
+
+/// Largest partition-key value DynamoDB accepts, in UTF-8 bytes.
+pub const MAX_STREAM_ID_BYTES: usize = 2048;
+
+/// A stream's version: the `EventId` of its last event, 0 for a stream with no events.
+pub type Version = u64;
+
+/// The id of one stream (one aggregate): the table's partition key.
+///
+/// Non-empty and at most 2048 UTF-8 bytes, DynamoDB's partition-key limit.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StreamId(String);
+
+impl StreamId {
+    /// Checks and wraps a stream id.
+    pub fn new(id: impl Into<String>) -> Result<Self> {
+        let id = id.into();
+        if id.is_empty() {
+            return Err(Error::InvalidStreamId {
+                reason: "a stream id must not be empty".into(),
+            });
+        }
+        if id.len() > MAX_STREAM_ID_BYTES {
+            return Err(Error::InvalidStreamId {
+                reason: format!(
+                    "a stream id is at most {MAX_STREAM_ID_BYTES} bytes, this one has {}",
+                    id.len()
+                ),
+            });
+        }
+        Ok(Self(id))
+    }
+
+    /// The id as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::str::FromStr for StreamId {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Self::new(s)
+    }
+}
+
+/// What the writer believes the stream's version to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ExpectedVersion {
+    /// Append whatever the version is (still never a gap, never an overwrite).
+    Any,
+    /// The stream must not exist yet; the first event gets `EventId` 1.
+    NoStream,
+    /// The stream's last event must be exactly this one (0 means no stream).
+    Exact(Version),
+}
+
+impl ExpectedVersion {
+    /// The version this expectation pins, if it pins one.
+    pub fn version(self) -> Option<Version> {
+        match self {
+            ExpectedVersion::Any => None,
+            ExpectedVersion::NoStream => Some(0),
+            ExpectedVersion::Exact(v) => Some(v),
+        }
+    }
+}
+
+impl fmt::Display for ExpectedVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExpectedVersion::Any => f.write_str("any"),
+            ExpectedVersion::NoStream => f.write_str("no stream"),
+            ExpectedVersion::Exact(v) => write!(f, "{v}"),
+        }
+    }
+}
+
+/// An event to append.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    /// Unique id of this event; a retried append with the same ids is recognised.
+    pub id: Uuid,
+    /// The event's name (type), e.g. `OrderPlaced`.
+    pub name: String,
+    /// The event's data, stored as a DynamoDB map (or other type) with exact numbers.
+    pub payload: Value,
+    /// Optional metadata (correlation ids, user, …).
+    pub metadata: Option<Value>,
+    /// Further attributes stored on the item as they are.
+    pub attributes: BTreeMap<String, AttrValue>,
+}
+
+impl NewEvent {
+    /// A new event with a fresh random id.
+    pub fn new(name: impl Into<String>, payload: Value) -> Self {
+        Self {
+            id: Uuid::new_v4(),
+            name: name.into(),
+            payload,
+            metadata: None,
+            attributes: BTreeMap::new(),
+        }
+    }
+
+    /// Sets the event's id (to make an append idempotent across processes).
+    pub fn with_id(mut self, id: Uuid) -> Self {
+        self.id = id;
+        self
+    }
+
+    /// Sets the metadata.
+    pub fn with_metadata(mut self, metadata: Value) -> Self {
+        self.metadata = Some(metadata);
+        self
+    }
+
+    /// Adds an extra attribute. Names of the event's own attributes are refused at append.
+    pub fn with_attribute(mut self, name: impl Into<String>, value: AttrValue) -> Self {
+        self.attributes.insert(name.into(), value);
+        self
+    }
+}
+
+/// An event as stored in a stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedEvent {
+    /// The stream it belongs to.
+    pub stream_id: StreamId,
+    /// Its position in the stream: 1, 2, 3, … with no gaps.
+    pub event_id: Version,
+    /// The event's name.
+    pub name: String,
+    /// The event's data.
+    pub payload: Value,
+    /// When it was appended, epoch milliseconds; never decreases within a stream.
+    pub timestamp_ms: i64,
+    /// The id given at append (absent on items written by other tools).
+    pub id: Option<Uuid>,
+    /// Metadata, if any.
+    pub metadata: Option<Value>,
+    /// Every other attribute of the item, as stored.
+    pub attributes: BTreeMap<String, AttrValue>,
+}
+
+impl RecordedEvent {
+    /// The event as one JSON object, the line format of `evs read`:
+    /// `streamId`, `eventId`, `eventName`, `timestamp` (RFC 3339 UTC, ms),
+    /// `payload`, and `id`, `metadata`, `attributes` when present.
+    pub fn to_json(&self) -> Value {
+        let mut map = serde_json::Map::new();
+        map.insert("streamId".into(), Value::String(self.stream_id.to_string()));
+        map.insert("eventId".into(), Value::from(self.event_id));
+        map.insert("eventName".into(), Value::String(self.name.clone()));
+        map.insert("timestamp".into(), Value::String(format_timestamp_ms(self.timestamp_ms)));
+        map.insert("payload".into(), self.payload.clone());
+        if let Some(id) = self.id {
+            map.insert("id".into(), Value::String(id.to_string()));
+        }
+        if let Some(m) = &self.metadata {
+            map.insert("metadata".into(), m.clone());
+        }
+        if !self.attributes.is_empty() {
+            map.insert(
+                "attributes".into(),
+                Value::Object(
+                    self.attributes
+                        .iter()
+                        .map(|(k, v)| (k.clone(), crate::attr::to_dynamo_json(v)))
+                        .collect(),
+                ),
+            );
+        }
+        Value::Object(map)
+    }
+}
+
+/// Formats epoch milliseconds as RFC 3339 UTC with milliseconds,
+/// e.g. `2026-11-23T22:07:32.123Z`. Out-of-range values print as the number.
+pub fn format_timestamp_ms(ms: i64) -> String {
+    let nanos = i128::from(ms) * 1_000_000;
+    match time::OffsetDateTime::from_unix_timestamp_nanos(nanos) {
+        Ok(t) => {
+            let fmt = time::macros::format_description!(
+                "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+            );
+            t.format(&fmt).unwrap_or_else(|_| ms.to_string())
+        }
+        Err(_) => ms.to_string(),
+    }
+}
+
+/// A stream's last event as a strongly consistent read showed it: enough for
+/// [`EventStore::append_after`](crate::EventStore::append_after).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    /// Its `EventId` (the stream's version).
+    pub version: Version,
+    /// Its `Timestamp`, epoch ms.
+    pub timestamp_ms: i64,
+}
+
+impl Head {
+    /// The head of a stream whose last event is `event`.
+    pub fn of(event: &RecordedEvent) -> Self {
+        Self {
+            version: event.event_id,
+            timestamp_ms: event.timestamp_ms,
+        }
+    }
+}
+
+/// The result of a successful append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendOutcome {
+    /// `EventId` of the first appended event.
+    pub first: Version,
+    /// The stream's version after the append (`EventId` of the last event).
+    pub version: Version,
+    /// The timestamp given to the appended events.
+    pub timestamp_ms: i64,
+    /// True when these events were already stored by an earlier attempt with
+    /// the same event ids (a retry whose first attempt committed).
+    pub already_appended: bool,
+}
+
+/// Which way to read a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Direction {
+    /// Oldest first.
+    #[default]
+    Forward,
+    /// Newest first.
+    Backward,
+}
+
+/// What part of a stream to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReadRequest {
+    /// First `EventId` to return: the lowest when reading forward, the highest
+    /// when reading backward. `None` starts at the beginning (forward) or end (backward).
+    pub from: Option<Version>,
+    /// Reading direction.
+    pub direction: Direction,
+    /// Most events to return; `None` for all.
+    pub limit: Option<usize>,
+}
+
+impl ReadRequest {
+    /// The whole stream, oldest first.
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    /// Events after `version`, oldest first.
+    pub fn after(version: Version) -> Self {
+        Self {
+            from: Some(version + 1),
+            ..Self::default()
+        }
+    }
+
+    /// The last `n` events, newest first.
+    pub fn last(n: usize) -> Self {
+        Self {
+            from: None,
+            direction: Direction::Backward,
+            limit: Some(n),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_ids_are_checked() {
+        assert!(StreamId::new("").is_err());
+        assert!(StreamId::new("x".repeat(2049)).is_err());
+        assert_eq!(StreamId::new("order-1").unwrap().as_str(), "order-1");
+    }
+
+    #[test]
+    fn timestamps_print_as_rfc3339_ms() {
+        assert_eq!(format_timestamp_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(format_timestamp_ms(1_795_471_652_123), "2026-11-23T22:07:32.123Z");
+    }
+}

@@ -1,0 +1,379 @@
+//! The DynamoDB backend. Only this module talks to the DynamoDB SDK.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, KeySchemaElement, KeyType, Put, ReturnValuesOnConditionCheckFailure,
+    ScalarAttributeType, StreamSpecification, StreamViewType, TableStatus as SdkTableStatus, TransactWriteItem,
+};
+use aws_sdk_dynamodb::Client;
+
+use super::write::{self, Backend, Written};
+use super::{system_clock, Clock, EventStore};
+use crate::attr::{AttrValue, Item};
+use crate::item;
+use crate::model::{AppendOutcome, Direction, ExpectedVersion, Head, NewEvent, ReadRequest, RecordedEvent, StreamId, Version};
+use crate::{Error, Result};
+
+/// An event store in a DynamoDB table (see [`crate::item`] for the layout).
+#[derive(Clone)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+    clock: Clock,
+}
+
+impl std::fmt::Debug for DynamoStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DynamoStore").field("table", &self.table).finish_non_exhaustive()
+    }
+}
+
+/// What [`DynamoStore::create_table`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableStatus {
+    /// The table was created and is active.
+    Created,
+    /// The table existed already.
+    AlreadyExists,
+}
+
+impl DynamoStore {
+    /// A store on `table`, using `client` (built once by the caller from its configuration).
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+            clock: system_clock(),
+        }
+    }
+
+    /// Replaces the clock that stamps appended events (tests move time with it).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The table's name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// Creates the events table: on-demand, `StreamId` (S) partition key,
+    /// `EventId` (N) sort key, a stream with `NEW_IMAGE`. Waits until active.
+    pub async fn create_table(&self) -> Result<TableStatus> {
+        let result = self
+            .client
+            .create_table()
+            .table_name(&self.table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(attr_def(item::STREAM_ID, ScalarAttributeType::S)?)
+            .attribute_definitions(attr_def(item::EVENT_ID, ScalarAttributeType::N)?)
+            .key_schema(key(item::STREAM_ID, KeyType::Hash)?)
+            .key_schema(key(item::EVENT_ID, KeyType::Range)?)
+            .stream_specification(
+                StreamSpecification::builder()
+                    .stream_enabled(true)
+                    .stream_view_type(StreamViewType::NewImage)
+                    .build()
+                    .map_err(|e| backend("building the stream specification", e))?,
+            )
+            .send()
+            .await;
+        let status = match result {
+            Ok(_) => TableStatus::Created,
+            Err(e) if e.code() == Some("ResourceInUseException") => TableStatus::AlreadyExists,
+            Err(e) => return Err(self.sdk_error("creating the table", e)),
+        };
+        for _ in 0..120 {
+            let described = self
+                .client
+                .describe_table()
+                .table_name(&self.table)
+                .send()
+                .await
+                .map_err(|e| self.sdk_error("describing the table", e))?;
+            if described.table().and_then(|t| t.table_status()) == Some(&SdkTableStatus::Active) {
+                return Ok(status);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Err(Error::Backend {
+            message: format!("table {} did not become active within 60 s", self.table),
+            source: None,
+        })
+    }
+
+    /// The ARN of the table's stream, if it has one.
+    pub async fn stream_arn(&self) -> Result<Option<String>> {
+        let described = self
+            .client
+            .describe_table()
+            .table_name(&self.table)
+            .send()
+            .await
+            .map_err(|e| self.sdk_error("describing the table", e))?;
+        Ok(described.table().and_then(|t| t.latest_stream_arn()).map(str::to_owned))
+    }
+
+    fn sdk_error<E, R>(&self, doing: &str, err: SdkError<E, R>) -> Error
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug + Send + Sync + 'static,
+    {
+        if err.code() == Some("ResourceNotFoundException") {
+            return Error::TableNotFound {
+                table: self.table.clone(),
+            };
+        }
+        let message = format!("DynamoDB error while {doing} on table {}: {}", self.table, DisplayErrorContext(&err));
+        Error::Backend {
+            message,
+            source: Some(Box::new(err)),
+        }
+    }
+}
+
+fn backend(doing: &str, e: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::Backend {
+        message: format!("{doing}: {e}"),
+        source: Some(Box::new(e)),
+    }
+}
+
+fn attr_def(name: &str, kind: ScalarAttributeType) -> Result<AttributeDefinition> {
+    AttributeDefinition::builder()
+        .attribute_name(name)
+        .attribute_type(kind)
+        .build()
+        .map_err(|e| backend("building an attribute definition", e))
+}
+
+fn key(name: &str, kind: KeyType) -> Result<KeySchemaElement> {
+    KeySchemaElement::builder()
+        .attribute_name(name)
+        .key_type(kind)
+        .build()
+        .map_err(|e| backend("building the key schema", e))
+}
+
+/// Converts an item to the SDK's representation.
+pub fn to_sdk(value: &AttrValue) -> AttributeValue {
+    match value {
+        AttrValue::S(s) => AttributeValue::S(s.clone()),
+        AttrValue::N(n) => AttributeValue::N(n.clone()),
+        AttrValue::B(b) => AttributeValue::B(Blob::new(b.clone())),
+        AttrValue::Bool(b) => AttributeValue::Bool(*b),
+        AttrValue::Null => AttributeValue::Null(true),
+        AttrValue::M(m) => AttributeValue::M(m.iter().map(|(k, v)| (k.clone(), to_sdk(v))).collect()),
+        AttrValue::L(l) => AttributeValue::L(l.iter().map(to_sdk).collect()),
+        AttrValue::Ss(s) => AttributeValue::Ss(s.clone()),
+        AttrValue::Ns(n) => AttributeValue::Ns(n.clone()),
+        AttrValue::Bs(b) => AttributeValue::Bs(b.iter().map(|b| Blob::new(b.clone())).collect()),
+    }
+}
+
+/// Converts an SDK attribute value; `None` for a type this crate does not know.
+pub fn from_sdk(value: &AttributeValue) -> Option<AttrValue> {
+    Some(match value {
+        AttributeValue::S(s) => AttrValue::S(s.clone()),
+        AttributeValue::N(n) => AttrValue::N(n.clone()),
+        AttributeValue::B(b) => AttrValue::B(b.as_ref().to_vec()),
+        AttributeValue::Bool(b) => AttrValue::Bool(*b),
+        AttributeValue::Null(_) => AttrValue::Null,
+        AttributeValue::M(m) => AttrValue::M(
+            m.iter()
+                .map(|(k, v)| Some((k.clone(), from_sdk(v)?)))
+                .collect::<Option<_>>()?,
+        ),
+        AttributeValue::L(l) => AttrValue::L(l.iter().map(from_sdk).collect::<Option<_>>()?),
+        AttributeValue::Ss(s) => AttrValue::Ss(s.clone()),
+        AttributeValue::Ns(n) => AttrValue::Ns(n.clone()),
+        AttributeValue::Bs(b) => AttrValue::Bs(b.iter().map(|b| b.as_ref().to_vec()).collect()),
+        _ => return None,
+    })
+}
+
+fn item_to_sdk(item: Item) -> HashMap<String, AttributeValue> {
+    item.iter().map(|(k, v)| (k.clone(), to_sdk(v))).collect()
+}
+
+fn key_of(stream: &StreamId, event_id: Version) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        (item::STREAM_ID.to_owned(), AttributeValue::S(stream.as_str().to_owned())),
+        (item::EVENT_ID.to_owned(), AttributeValue::N(event_id.to_string())),
+    ])
+}
+
+const NOT_EXISTS: &str = "attribute_not_exists(StreamId)";
+
+#[async_trait]
+impl Backend for DynamoStore {
+    async fn write(
+        &self,
+        stream: &StreamId,
+        after: Version,
+        timestamp_ms: i64,
+        items: Vec<Item>,
+        check_previous: bool,
+    ) -> Result<Written> {
+        if !check_previous && items.len() == 1 {
+            let Some(only) = items.into_iter().next() else {
+                return Err(Error::EmptyAppend);
+            };
+            let uuid = only.get(item::EVENT_UUID).map(to_sdk);
+            let result = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item_to_sdk(only)))
+                .condition_expression(NOT_EXISTS)
+                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+                .send()
+                .await;
+            return match result {
+                Ok(_) => Ok(Written::Done),
+                Err(e) => match e.as_service_error() {
+                    Some(PutItemError::ConditionalCheckFailedException(c)) => {
+                        // The item in the way came back: is it ours?
+                        let foreign = c
+                            .item()
+                            .is_some_and(|old| old.get(item::EVENT_UUID) != uuid.as_ref());
+                        Ok(Written::ConditionFailed { foreign })
+                    }
+                    _ if e.code() == Some("TransactionConflictException") => {
+                        Ok(Written::ConditionFailed { foreign: false })
+                    }
+                    _ => Err(self.sdk_error("appending an event", e)),
+                },
+            };
+        }
+        let mut ops = Vec::with_capacity(items.len() + 1);
+        if check_previous {
+            let check = ConditionCheck::builder()
+                .table_name(&self.table)
+                .set_key(Some(key_of(stream, after)))
+                .condition_expression("attribute_exists(EventId) AND #ts <= :ts")
+                .expression_attribute_names("#ts", item::TIMESTAMP)
+                .expression_attribute_values(":ts", AttributeValue::N(timestamp_ms.to_string()))
+                .build()
+                .map_err(|e| backend("building the condition check", e))?;
+            ops.push(TransactWriteItem::builder().condition_check(check).build());
+        }
+        for it in items {
+            let put = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(item_to_sdk(it)))
+                .condition_expression(NOT_EXISTS)
+                .build()
+                .map_err(|e| backend("building a transactional put", e))?;
+            ops.push(TransactWriteItem::builder().put(put).build());
+        }
+        let result = self.client.transact_write_items().set_transact_items(Some(ops)).send().await;
+        match result {
+            Ok(_) => Ok(Written::Done),
+            Err(e) => {
+                let cancelled = e.as_service_error().and_then(|s| match s {
+                    aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) => Some(c),
+                    _ => None,
+                });
+                match cancelled {
+                    // Cancelled by a condition or by a concurrent transaction on
+                    // the same items: nothing was written; the caller re-reads.
+                    Some(c)
+                        if c.cancellation_reasons().iter().any(|r| {
+                            matches!(r.code(), Some("ConditionalCheckFailed") | Some("TransactionConflict"))
+                        }) || c.cancellation_reasons().is_empty() =>
+                    {
+                        Ok(Written::ConditionFailed { foreign: false })
+                    }
+                    _ if e.code() == Some("TransactionConflictException") => Ok(Written::ConditionFailed { foreign: false }),
+                    _ => Err(self.sdk_error("appending events in a transaction", e)),
+                }
+            }
+        }
+    }
+
+    async fn read(&self, stream: &StreamId, request: ReadRequest) -> Result<Vec<RecordedEvent>> {
+        let forward = request.direction == Direction::Forward;
+        let limit = request.limit.unwrap_or(usize::MAX);
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        let (condition, bound) = match (request.from, forward) {
+            (Some(from), true) => ("StreamId = :s AND EventId >= :e", Some(from)),
+            (Some(from), false) => ("StreamId = :s AND EventId <= :e", Some(from)),
+            (None, _) => ("StreamId = :s", None),
+        };
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let remaining = limit - out.len();
+            let mut query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression(condition)
+                .expression_attribute_values(":s", AttributeValue::S(stream.as_str().to_owned()))
+                .scan_index_forward(forward)
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take());
+            if let Some(b) = bound {
+                query = query.expression_attribute_values(":e", AttributeValue::N(b.to_string()));
+            }
+            if remaining < 10_000 {
+                query = query.limit(i32::try_from(remaining).unwrap_or(i32::MAX));
+            }
+            let page = query.send().await.map_err(|e| self.sdk_error("reading a stream", e))?;
+            for raw in page.items() {
+                let item: Item = raw
+                    .iter()
+                    .map(|(k, v)| {
+                        from_sdk(v).map(|v| (k.clone(), v)).ok_or_else(|| Error::CorruptItem {
+                            stream: stream.to_string(),
+                            event_id: 0,
+                            reason: format!("attribute {k} has a type this version does not know"),
+                        })
+                    })
+                    .collect::<Result<_>>()?;
+                out.push(item::decode(item)?);
+                if out.len() >= limit {
+                    return Ok(out);
+                }
+            }
+            match page.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    fn now_ms(&self) -> i64 {
+        (self.clock)()
+    }
+}
+
+#[async_trait]
+impl EventStore for DynamoStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+    ) -> Result<AppendOutcome> {
+        write::append(self, stream, expected, events, None).await
+    }
+
+    async fn append_after(&self, stream: &StreamId, last: Head, events: &[NewEvent]) -> Result<AppendOutcome> {
+        write::append(self, stream, ExpectedVersion::Exact(last.version), events, Some(last)).await
+    }
+
+    async fn read(&self, stream: &StreamId, request: ReadRequest) -> Result<Vec<RecordedEvent>> {
+        Backend::read(self, stream, request).await
+    }
+}

@@ -1,0 +1,168 @@
+//! The append algorithm, shared by every backend.
+
+use async_trait::async_trait;
+
+use crate::attr::Item;
+use crate::item;
+use crate::model::{AppendOutcome, ExpectedVersion, Head, NewEvent, ReadRequest, RecordedEvent, StreamId, Version};
+use crate::{Error, Result};
+
+/// What a backend's conditional write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Written {
+    /// Every item was written.
+    Done,
+    /// A condition failed (or a concurrent transaction interfered): nothing
+    /// was written. `foreign` is true when the backend saw that the item at
+    /// `after + 1` exists with another event id, so this cannot be a retry of
+    /// an append that committed.
+    ConditionFailed {
+        /// The item in the way is known not to be ours.
+        foreign: bool,
+    },
+}
+
+/// The primitive a backend provides.
+#[async_trait]
+pub(crate) trait Backend: Send + Sync {
+    /// Atomically: when `check_previous`, require the item `after` to exist
+    /// with a `Timestamp` at most `timestamp_ms`; require none of `items` to
+    /// exist; then write them all. `items` are consecutive events starting at
+    /// `after + 1`. `check_previous` is false when `after` is 0 or when a
+    /// strongly consistent read has just shown item `after` to be the last.
+    async fn write(
+        &self,
+        stream: &StreamId,
+        after: Version,
+        timestamp_ms: i64,
+        items: Vec<Item>,
+        check_previous: bool,
+    ) -> Result<Written>;
+
+    /// Strongly consistent read.
+    async fn read(&self, stream: &StreamId, request: ReadRequest) -> Result<Vec<RecordedEvent>>;
+
+    /// Wall clock, epoch ms.
+    fn now_ms(&self) -> i64;
+}
+
+/// How often one append re-reads and tries again before giving up: the
+/// stream moved (only with `Any`), the clock was behind the stream's last
+/// timestamp, or a concurrent transaction interfered.
+const MAX_ROUNDS: usize = 8;
+
+fn head_of(tail_newest_first: &[RecordedEvent]) -> Head {
+    tail_newest_first.first().map_or(
+        Head {
+            version: 0,
+            timestamp_ms: i64::MIN,
+        },
+        |e| Head {
+            version: e.event_id,
+            timestamp_ms: e.timestamp_ms,
+        },
+    )
+}
+
+/// True when `stored` (oldest first) are exactly `events`, by event id.
+fn same_events(stored: &[RecordedEvent], events: &[NewEvent]) -> bool {
+    stored.len() == events.len() && stored.iter().zip(events).all(|(s, e)| s.id == Some(e.id))
+}
+
+fn already(stored: &[RecordedEvent]) -> Option<AppendOutcome> {
+    Some(AppendOutcome {
+        first: stored.first()?.event_id,
+        version: stored.last()?.event_id,
+        timestamp_ms: stored.last()?.timestamp_ms,
+        already_appended: true,
+    })
+}
+
+/// Appends with `expected`; `known` is the stream's last event as a strongly
+/// consistent read has just shown it (then no condition item is needed).
+pub(crate) async fn append(
+    backend: &dyn Backend,
+    stream: &StreamId,
+    expected: ExpectedVersion,
+    events: &[NewEvent],
+    known: Option<Head>,
+) -> Result<AppendOutcome> {
+    if events.is_empty() {
+        return Err(Error::EmptyAppend);
+    }
+    let n = events.len() as Version;
+    // Refuse what can never fit before any call, whatever the version.
+    // An append after an existing event carries one condition item, so it
+    // holds one event fewer than an append that opens the stream.
+    let condition_items = usize::from(matches!(expected, ExpectedVersion::Exact(v) if v > 0));
+    item::encode_batch(stream, 0, 0, events, condition_items)?;
+
+    let mut head: Option<Head> = known;
+    if expected == ExpectedVersion::Any {
+        // One read gives the head and tells whether this is a retry of an append that committed.
+        let mut tail = backend.read(stream, ReadRequest::last(events.len())).await?;
+        let h = head_of(&tail);
+        tail.reverse();
+        if same_events(&tail, events) {
+            return already(&tail).ok_or(Error::EmptyAppend);
+        }
+        head = Some(h);
+    }
+
+    for _ in 0..MAX_ROUNDS {
+        let after = match (expected.version(), head) {
+            (Some(v), _) => v,
+            (None, Some(h)) => h.version,
+            (None, None) => 0,
+        };
+        // When a read has shown `after` to be the last event, it exists and
+        // its timestamp is known: no condition on it is needed.
+        let vouched = head.filter(|h| h.version == after);
+        let check_previous = after > 0 && vouched.is_none();
+        let floor = vouched.map_or(i64::MIN, |h| h.timestamp_ms);
+        let timestamp_ms = backend.now_ms().max(floor);
+        let items = item::encode_batch(stream, after, timestamp_ms, events, usize::from(check_previous))?;
+        let written = backend.write(stream, after, timestamp_ms, items, check_previous).await?;
+        if written == Written::Done {
+            return Ok(AppendOutcome {
+                first: after + 1,
+                version: after + n,
+                timestamp_ms,
+                already_appended: false,
+            });
+        }
+        // Something is in the way: find out what.
+        let h = head_of(&backend.read(stream, ReadRequest::last(1)).await?);
+        if h.version >= after + n && written != (Written::ConditionFailed { foreign: true }) {
+            let stored = backend
+                .read(
+                    stream,
+                    ReadRequest {
+                        from: Some(after + 1),
+                        limit: Some(events.len()),
+                        ..ReadRequest::default()
+                    },
+                )
+                .await?;
+            if same_events(&stored, events) {
+                return already(&stored).ok_or(Error::EmptyAppend);
+            }
+        }
+        if expected != ExpectedVersion::Any && h.version != after {
+            return Err(Error::Conflict {
+                stream: stream.clone(),
+                expected,
+                actual: h.version,
+            });
+        }
+        // Same version (the clock was behind the last event, or a concurrent
+        // transaction interfered), or `Any` and the stream moved: try again.
+        head = Some(h);
+    }
+    Err(Error::Backend {
+        message: format!(
+            "append to stream {stream} did not go through after {MAX_ROUNDS} attempts: the stream keeps changing or transactions keep colliding"
+        ),
+        source: None,
+    })
+}
