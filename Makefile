@@ -17,6 +17,10 @@ $(MOTO_STAMP):
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'moto[server]==$(MOTO_VERSION)'
 	touch $@
 
+## run: the offline demo (no AWS, no emulator)
+run:
+	cargo run -q -p evs-core --example demo
+
 ## test: every test of the workspace; emulator-backed tests start their own moto server
 test: venv
 	EVS_MOTO_SERVER=$(abspath $(VENV))/bin/moto_server cargo test --workspace --all-targets

@@ -151,7 +151,9 @@ pub fn to_json(value: &AttrValue) -> Value {
         AttrValue::L(l) => Value::Array(l.iter().map(to_json).collect()),
         AttrValue::Ss(s) => Value::Array(s.iter().cloned().map(Value::String).collect()),
         AttrValue::Ns(n) => Value::Array(n.iter().map(|n| number_json(n)).collect()),
-        AttrValue::Bs(b) => Value::Array(b.iter().map(|b| Value::String(base64_encode(b))).collect()),
+        AttrValue::Bs(b) => {
+            Value::Array(b.iter().map(|b| Value::String(base64_encode(b))).collect())
+        }
     }
 }
 
@@ -178,8 +180,14 @@ pub fn to_dynamo_json(value: &AttrValue) -> Value {
         AttrValue::Null => ("NULL", Value::Bool(true)),
         AttrValue::M(m) => ("M", item_to_dynamo_json(m)),
         AttrValue::L(l) => ("L", Value::Array(l.iter().map(to_dynamo_json).collect())),
-        AttrValue::Ss(s) => ("SS", Value::Array(s.iter().cloned().map(Value::String).collect())),
-        AttrValue::Ns(n) => ("NS", Value::Array(n.iter().cloned().map(Value::String).collect())),
+        AttrValue::Ss(s) => (
+            "SS",
+            Value::Array(s.iter().cloned().map(Value::String).collect()),
+        ),
+        AttrValue::Ns(n) => (
+            "NS",
+            Value::Array(n.iter().cloned().map(Value::String).collect()),
+        ),
         AttrValue::Bs(b) => (
             "BS",
             Value::Array(b.iter().map(|b| Value::String(base64_encode(b))).collect()),
@@ -192,7 +200,11 @@ pub fn to_dynamo_json(value: &AttrValue) -> Value {
 
 /// Converts an item to a DynamoDB JSON object.
 pub fn item_to_dynamo_json(item: &Item) -> Value {
-    Value::Object(item.iter().map(|(k, v)| (k.clone(), to_dynamo_json(v))).collect())
+    Value::Object(
+        item.iter()
+            .map(|(k, v)| (k.clone(), to_dynamo_json(v)))
+            .collect(),
+    )
 }
 
 /// Parses a DynamoDB JSON object (an image or `Keys`) into an item.
@@ -212,18 +224,28 @@ pub fn from_dynamo_json(value: &Value) -> Result<AttrValue, AttrError> {
 
 fn dj_err(path: &str, reason: impl Into<String>) -> AttrError {
     AttrError::DynamoJson {
-        path: if path.is_empty() { "$".to_owned() } else { path.to_owned() },
+        path: if path.is_empty() {
+            "$".to_owned()
+        } else {
+            path.to_owned()
+        },
         reason: reason.into(),
     }
 }
 
 fn from_dynamo_json_at(value: &Value, path: &str) -> Result<AttrValue, AttrError> {
     let Value::Object(map) = value else {
-        return Err(dj_err(path, "an attribute value must be an object with one type key"));
+        return Err(dj_err(
+            path,
+            "an attribute value must be an object with one type key",
+        ));
     };
     let mut entries = map.iter();
     let (Some((tag, inner)), None) = (entries.next(), entries.next()) else {
-        return Err(dj_err(path, "an attribute value must have exactly one type key"));
+        return Err(dj_err(
+            path,
+            "an attribute value must have exactly one type key",
+        ));
     };
     let string = |v: &Value| -> Result<String, AttrError> {
         v.as_str()
@@ -295,7 +317,12 @@ pub fn value_size(value: &AttrValue) -> usize {
         AttrValue::N(n) => number_size(n),
         AttrValue::B(b) => b.len(),
         AttrValue::Bool(_) | AttrValue::Null => 1,
-        AttrValue::M(m) => 3 + m.iter().map(|(k, v)| k.len() + value_size(v) + 1).sum::<usize>(),
+        AttrValue::M(m) => {
+            3 + m
+                .iter()
+                .map(|(k, v)| k.len() + value_size(v) + 1)
+                .sum::<usize>()
+        }
         AttrValue::L(l) => 3 + l.iter().map(|v| value_size(v) + 1).sum::<usize>(),
         AttrValue::Ss(s) => s.iter().map(String::len).sum(),
         AttrValue::Ns(n) => n.iter().map(|n| number_size(n)).sum(),
@@ -320,7 +347,17 @@ mod tests {
 
     #[test]
     fn numbers_that_dynamodb_stores_exactly() {
-        for ok in ["0", "-0", "1", "12345678901234567890123", "1.5e10", "0.000001", "9.9e125", "1e-130", "0.0"] {
+        for ok in [
+            "0",
+            "-0",
+            "1",
+            "12345678901234567890123",
+            "1.5e10",
+            "0.000001",
+            "9.9e125",
+            "1e-130",
+            "0.0",
+        ] {
             assert_eq!(validate_number(ok), Ok(()), "{ok}");
         }
         let too_many = "1".repeat(39);
@@ -328,7 +365,10 @@ mod tests {
             assert!(validate_number(bad).is_err(), "{bad}");
         }
         // trailing zeros are not significant
-        assert_eq!(validate_number(&format!("{}{}", "1".repeat(38), "000")), Ok(()));
+        assert_eq!(
+            validate_number(&format!("{}{}", "1".repeat(38), "000")),
+            Ok(())
+        );
     }
 
     #[test]
@@ -368,7 +408,10 @@ mod tests {
         let mut item = Item::new();
         item.insert("ab".into(), AttrValue::S("xyz".into()));
         assert_eq!(item_size(&item), 5);
-        item.insert("m".into(), AttrValue::M(BTreeMap::from([("k".into(), AttrValue::Bool(true))])));
+        item.insert(
+            "m".into(),
+            AttrValue::M(BTreeMap::from([("k".into(), AttrValue::Bool(true))])),
+        );
         assert_eq!(item_size(&item), 5 + 1 + 3 + 1 + 1 + 1);
     }
 }

@@ -38,7 +38,9 @@
 
 use std::time::Duration;
 
-use crate::model::{AppendOutcome, ExpectedVersion, Head, NewEvent, ReadRequest, RecordedEvent, StreamId, Version};
+use crate::model::{
+    AppendOutcome, ExpectedVersion, Head, NewEvent, ReadRequest, RecordedEvent, StreamId, Version,
+};
 use crate::store::EventStore;
 use crate::Error;
 
@@ -106,7 +108,12 @@ impl<S> Aggregate<S> {
     }
 
     /// Reads the events after `version` and folds them in. Returns how many.
-    pub async fn catch_up<St, F>(&mut self, store: &St, stream: &StreamId, fold: F) -> Result<usize, Error>
+    pub async fn catch_up<St, F>(
+        &mut self,
+        store: &St,
+        stream: &StreamId,
+        fold: F,
+    ) -> Result<usize, Error>
     where
         St: EventStore + ?Sized,
         F: Fn(&mut S, &RecordedEvent),

@@ -11,8 +11,9 @@ use async_trait::async_trait;
 use serde_json::{json, Value};
 
 use crate::{
-    decide, Aggregate, AppendOutcome, AttrValue, Clock, DecideError, Direction, Error, EventStore, EventStoreExt,
-    ExpectedVersion, Head, NewEvent, ReadRequest, RecordedEvent, RetryPolicy, StreamId,
+    decide, Aggregate, AppendOutcome, AttrValue, Clock, DecideError, Direction, Error, EventStore,
+    EventStoreExt, ExpectedVersion, Head, NewEvent, ReadRequest, RecordedEvent, RetryPolicy,
+    StreamId,
 };
 
 /// A clock the tests move by hand.
@@ -57,11 +58,24 @@ pub async fn append_and_read(store: &dyn EventStore) {
         .with_attribute("Tenant", AttrValue::S("acme".into()))
         .with_attribute("Raw", AttrValue::B(vec![0, 159, 255]))
         .with_attribute("Tags", AttrValue::Ss(vec!["a".into(), "b".into()]));
-    let out = store.append(&s, ExpectedVersion::NoStream, &[first.clone()]).await.unwrap();
-    assert_eq!((out.first, out.version, out.already_appended), (1, 1, false));
+    let out = store
+        .append(&s, ExpectedVersion::NoStream, &[first.clone()])
+        .await
+        .unwrap();
+    assert_eq!(
+        (out.first, out.version, out.already_appended),
+        (1, 1, false)
+    );
 
     let out = store
-        .append(&s, ExpectedVersion::Exact(1), &[ev("Paid", json!({"n": 1})), ev("Shipped", json!("plain string"))])
+        .append(
+            &s,
+            ExpectedVersion::Exact(1),
+            &[
+                ev("Paid", json!({"n": 1})),
+                ev("Shipped", json!("plain string")),
+            ],
+        )
         .await
         .unwrap();
     assert_eq!((out.first, out.version), (2, 3));
@@ -69,7 +83,10 @@ pub async fn append_and_read(store: &dyn EventStore) {
     let all = store.read_all(&s).await.unwrap();
     assert_eq!(ids(&all), [1, 2, 3]);
     assert_eq!(all[0].payload, payload);
-    assert_eq!(all[0].payload["amount"].to_string(), "12345678901234567890123");
+    assert_eq!(
+        all[0].payload["amount"].to_string(),
+        "12345678901234567890123"
+    );
     assert_eq!(all[0].metadata, Some(json!({"user": "ann"})));
     assert_eq!(all[0].id, Some(first.id));
     assert_eq!(all[0].attributes, first.attributes);
@@ -102,7 +119,11 @@ pub async fn append_and_read(store: &dyn EventStore) {
         .await
         .unwrap();
     assert_eq!(ids(&page), [2, 1]);
-    assert!(store.read(&s, ReadRequest::after(3)).await.unwrap().is_empty());
+    assert!(store
+        .read(&s, ReadRequest::after(3))
+        .await
+        .unwrap()
+        .is_empty());
     assert_eq!(store.version(&s).await.unwrap(), 3);
     // another stream is independent
     assert!(store.read_all(&sid("order-2")).await.unwrap().is_empty());
@@ -118,26 +139,70 @@ fn assert_conflict(result: Result<AppendOutcome, Error>, expected_actual: u64) {
 pub async fn conflicts_never_overwrite_and_never_leave_gaps(store: &dyn EventStore) {
     let s = sid("acct-1");
     store
-        .append(&s, ExpectedVersion::NoStream, &[ev("Opened", json!({})), ev("Deposited", json!({"n": 5}))])
+        .append(
+            &s,
+            ExpectedVersion::NoStream,
+            &[ev("Opened", json!({})), ev("Deposited", json!({"n": 5}))],
+        )
         .await
         .unwrap();
     let before = store.read_all(&s).await.unwrap();
 
-    assert_conflict(store.append(&s, ExpectedVersion::NoStream, &[ev("Opened", json!({}))]).await, 2);
-    assert_conflict(store.append(&s, ExpectedVersion::Exact(0), &[ev("Opened", json!({}))]).await, 2);
-    assert_conflict(store.append(&s, ExpectedVersion::Exact(1), &[ev("X", json!({}))]).await, 2);
-    // a gap: version 5 does not exist
-    assert_conflict(store.append(&s, ExpectedVersion::Exact(5), &[ev("X", json!({}))]).await, 2);
     assert_conflict(
-        store.append(&sid("acct-new"), ExpectedVersion::Exact(3), &[ev("X", json!({}))]).await,
+        store
+            .append(&s, ExpectedVersion::NoStream, &[ev("Opened", json!({}))])
+            .await,
+        2,
+    );
+    assert_conflict(
+        store
+            .append(&s, ExpectedVersion::Exact(0), &[ev("Opened", json!({}))])
+            .await,
+        2,
+    );
+    assert_conflict(
+        store
+            .append(&s, ExpectedVersion::Exact(1), &[ev("X", json!({}))])
+            .await,
+        2,
+    );
+    // a gap: version 5 does not exist
+    assert_conflict(
+        store
+            .append(&s, ExpectedVersion::Exact(5), &[ev("X", json!({}))])
+            .await,
+        2,
+    );
+    assert_conflict(
+        store
+            .append(
+                &sid("acct-new"),
+                ExpectedVersion::Exact(3),
+                &[ev("X", json!({}))],
+            )
+            .await,
         0,
     );
     // A stale head from an earlier read conflicts just the same.
     let stale = Head::of(&before[0]);
-    assert_conflict(store.append_after(&s, stale, &[ev("X", json!({}))]).await, 2);
-    assert_eq!(store.read_all(&s).await.unwrap(), before, "a conflict changed the stream");
+    assert_conflict(
+        store.append_after(&s, stale, &[ev("X", json!({}))]).await,
+        2,
+    );
+    assert_eq!(
+        store.read_all(&s).await.unwrap(),
+        before,
+        "a conflict changed the stream"
+    );
     let fresh = Head::of(&before[1]);
-    assert_eq!(store.append_after(&s, fresh, &[ev("Y", json!({}))]).await.unwrap().version, 3);
+    assert_eq!(
+        store
+            .append_after(&s, fresh, &[ev("Y", json!({}))])
+            .await
+            .unwrap()
+            .version,
+        3
+    );
     let retried = store.append_after(&s, fresh, &[ev("Z", json!({}))]).await;
     assert_conflict(retried, 3);
     let before: Vec<_> = store.read_all(&s).await.unwrap();
@@ -154,8 +219,14 @@ pub async fn conflicts_never_overwrite_and_never_leave_gaps(store: &dyn EventSto
 
 pub async fn multi_event_appends_are_atomic(store: &dyn EventStore) {
     let s = sid("cart-1");
-    store.append(&s, ExpectedVersion::NoStream, &[ev("Created", json!({}))]).await.unwrap();
-    store.append(&s, ExpectedVersion::Exact(1), &[ev("Added", json!({}))]).await.unwrap();
+    store
+        .append(&s, ExpectedVersion::NoStream, &[ev("Created", json!({}))])
+        .await
+        .unwrap();
+    store
+        .append(&s, ExpectedVersion::Exact(1), &[ev("Added", json!({}))])
+        .await
+        .unwrap();
     // A stale writer's three-event transaction: nothing of it may appear.
     let stale = [ev("A", json!({})), ev("B", json!({})), ev("C", json!({}))];
     assert_conflict(store.append(&s, ExpectedVersion::Exact(1), &stale).await, 2);
@@ -165,10 +236,16 @@ pub async fn multi_event_appends_are_atomic(store: &dyn EventStore) {
     assert_eq!(ids(&store.read_all(&s).await.unwrap()), [1, 2]);
     // The full 100 items when opening a stream; 99 after an existing event.
     let hundred: Vec<_> = (0..100).map(|i| ev("Line", json!({ "i": i }))).collect();
-    let out = store.append(&sid("big-1"), ExpectedVersion::NoStream, &hundred).await.unwrap();
+    let out = store
+        .append(&sid("big-1"), ExpectedVersion::NoStream, &hundred)
+        .await
+        .unwrap();
     assert_eq!(out.version, 100);
     let ninety_nine: Vec<_> = (0..99).map(|i| ev("Line", json!({ "i": i }))).collect();
-    let out = store.append(&sid("big-1"), ExpectedVersion::Exact(100), &ninety_nine).await.unwrap();
+    let out = store
+        .append(&sid("big-1"), ExpectedVersion::Exact(100), &ninety_nine)
+        .await
+        .unwrap();
     assert_eq!(out.version, 199);
     let all = store.read_all(&sid("big-1")).await.unwrap();
     assert_eq!(ids(&all), (1..=199).collect::<Vec<_>>());
@@ -179,27 +256,45 @@ pub async fn limits_are_refused_before_writing(store: &dyn EventStore) {
     let too_many: Vec<_> = (0..101).map(|_| ev("E", json!({}))).collect();
     assert!(matches!(
         store.append(&s, ExpectedVersion::NoStream, &too_many).await,
-        Err(Error::TooManyEvents { count: 101, max: 100 })
+        Err(Error::TooManyEvents {
+            count: 101,
+            max: 100
+        })
     ));
-    store.append(&s, ExpectedVersion::NoStream, &[ev("E", json!({}))]).await.unwrap();
+    store
+        .append(&s, ExpectedVersion::NoStream, &[ev("E", json!({}))])
+        .await
+        .unwrap();
     assert!(matches!(
-        store.append(&s, ExpectedVersion::Exact(1), &too_many[..100]).await,
-        Err(Error::TooManyEvents { count: 100, max: 99 })
+        store
+            .append(&s, ExpectedVersion::Exact(1), &too_many[..100])
+            .await,
+        Err(Error::TooManyEvents {
+            count: 100,
+            max: 99
+        })
     ));
     let huge = ev("Huge", json!({ "blob": "x".repeat(401 * 1024) }));
     assert!(matches!(
         store.append(&s, ExpectedVersion::Exact(1), &[huge]).await,
         Err(Error::ItemTooLarge { .. })
     ));
-    let fat: Vec<_> = (0..11).map(|_| ev("Fat", json!({ "blob": "x".repeat(390 * 1024) }))).collect();
+    let fat: Vec<_> = (0..11)
+        .map(|_| ev("Fat", json!({ "blob": "x".repeat(390 * 1024) })))
+        .collect();
     assert!(matches!(
         store.append(&s, ExpectedVersion::Exact(1), &fat).await,
         Err(Error::TransactionTooLarge { .. })
     ));
-    assert!(matches!(store.append(&s, ExpectedVersion::Any, &[]).await, Err(Error::EmptyAppend)));
+    assert!(matches!(
+        store.append(&s, ExpectedVersion::Any, &[]).await,
+        Err(Error::EmptyAppend)
+    ));
     let inexact: Value = serde_json::from_str(&format!("{{\"n\":{}}}", "7".repeat(39))).unwrap();
     assert!(matches!(
-        store.append(&s, ExpectedVersion::Exact(1), &[ev("E", inexact)]).await,
+        store
+            .append(&s, ExpectedVersion::Exact(1), &[ev("E", inexact)])
+            .await,
         Err(Error::InvalidEvent { .. })
     ));
     assert_eq!(ids(&store.read_all(&s).await.unwrap()), [1]);
@@ -208,14 +303,26 @@ pub async fn limits_are_refused_before_writing(store: &dyn EventStore) {
 pub async fn retried_appends_are_recognised(store: &dyn EventStore) {
     let s = sid("retry-1");
     let one = [ev("Created", json!({}))];
-    let first = store.append(&s, ExpectedVersion::NoStream, &one).await.unwrap();
-    let again = store.append(&s, ExpectedVersion::NoStream, &one).await.unwrap();
+    let first = store
+        .append(&s, ExpectedVersion::NoStream, &one)
+        .await
+        .unwrap();
+    let again = store
+        .append(&s, ExpectedVersion::NoStream, &one)
+        .await
+        .unwrap();
     assert!(again.already_appended && !first.already_appended);
     assert_eq!((again.first, again.version), (1, 1));
 
     let two = [ev("A", json!({})), ev("B", json!({}))];
-    store.append(&s, ExpectedVersion::Exact(1), &two).await.unwrap();
-    let again = store.append(&s, ExpectedVersion::Exact(1), &two).await.unwrap();
+    store
+        .append(&s, ExpectedVersion::Exact(1), &two)
+        .await
+        .unwrap();
+    let again = store
+        .append(&s, ExpectedVersion::Exact(1), &two)
+        .await
+        .unwrap();
     assert!(again.already_appended);
     assert_eq!((again.first, again.version), (2, 3));
 
@@ -227,14 +334,30 @@ pub async fn retried_appends_are_recognised(store: &dyn EventStore) {
     assert_eq!(ids(&store.read_all(&s).await.unwrap()), [1, 2, 3, 4]);
 
     // Same position, other events: a real conflict.
-    assert_conflict(store.append(&s, ExpectedVersion::Exact(1), &[ev("A", json!({}))]).await, 4);
+    assert_conflict(
+        store
+            .append(&s, ExpectedVersion::Exact(1), &[ev("A", json!({}))])
+            .await,
+        4,
+    );
 }
 
 pub async fn any_appends_at_the_end(store: &dyn EventStore) {
     let s = sid("any-1");
-    assert_eq!(store.append(&s, ExpectedVersion::Any, &[ev("A", json!({}))]).await.unwrap().version, 1);
+    assert_eq!(
+        store
+            .append(&s, ExpectedVersion::Any, &[ev("A", json!({}))])
+            .await
+            .unwrap()
+            .version,
+        1
+    );
     let out = store
-        .append(&s, ExpectedVersion::Any, &[ev("B", json!({})), ev("C", json!({}))])
+        .append(
+            &s,
+            ExpectedVersion::Any,
+            &[ev("B", json!({})), ev("C", json!({}))],
+        )
         .await
         .unwrap();
     assert_eq!((out.first, out.version), (2, 3));
@@ -243,16 +366,42 @@ pub async fn any_appends_at_the_end(store: &dyn EventStore) {
 pub async fn timestamps_never_go_backwards(store: &dyn EventStore, clock: &ManualClock) {
     let s = sid("clock-1");
     clock.set(1_700_000_010_000);
-    store.append(&s, ExpectedVersion::NoStream, &[ev("A", json!({}))]).await.unwrap();
+    store
+        .append(&s, ExpectedVersion::NoStream, &[ev("A", json!({}))])
+        .await
+        .unwrap();
     clock.set(1_700_000_005_000); // this writer's clock is behind
-    let out = store.append(&s, ExpectedVersion::Exact(1), &[ev("B", json!({}))]).await.unwrap();
+    let out = store
+        .append(&s, ExpectedVersion::Exact(1), &[ev("B", json!({}))])
+        .await
+        .unwrap();
     assert_eq!(out.timestamp_ms, 1_700_000_010_000);
-    let out = store.append(&s, ExpectedVersion::Any, &[ev("C", json!({}))]).await.unwrap();
+    let out = store
+        .append(&s, ExpectedVersion::Any, &[ev("C", json!({}))])
+        .await
+        .unwrap();
     assert_eq!(out.timestamp_ms, 1_700_000_010_000);
     clock.set(1_700_000_020_000);
-    store.append(&s, ExpectedVersion::Exact(3), &[ev("D", json!({}))]).await.unwrap();
-    let ts: Vec<_> = store.read_all(&s).await.unwrap().iter().map(|e| e.timestamp_ms).collect();
-    assert_eq!(ts, [1_700_000_010_000, 1_700_000_010_000, 1_700_000_010_000, 1_700_000_020_000]);
+    store
+        .append(&s, ExpectedVersion::Exact(3), &[ev("D", json!({}))])
+        .await
+        .unwrap();
+    let ts: Vec<_> = store
+        .read_all(&s)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.timestamp_ms)
+        .collect();
+    assert_eq!(
+        ts,
+        [
+            1_700_000_010_000,
+            1_700_000_010_000,
+            1_700_000_010_000,
+            1_700_000_020_000
+        ]
+    );
 }
 
 /// 16 tasks each run `per_task` increment commands through the decide loop
@@ -264,8 +413,8 @@ pub async fn concurrent_decide_loses_no_update(store: Arc<dyn EventStore>, per_t
     // the default so that writers take turns instead of colliding.
     let policy = RetryPolicy {
         max_attempts: 1_000,
-        base_delay: std::time::Duration::from_millis(25),
-        max_delay: std::time::Duration::from_secs(1),
+        base_delay: std::time::Duration::from_millis(250),
+        max_delay: std::time::Duration::from_secs(4),
     };
     let mut handles = Vec::new();
     for _ in 0..tasks {
@@ -283,7 +432,10 @@ pub async fn concurrent_decide_loses_no_update(store: Arc<dyn EventStore>, per_t
                         *n = e.payload["value"].as_u64().unwrap_or(0);
                     },
                     |n: &u64| -> Result<_, std::convert::Infallible> {
-                        Ok(vec![NewEvent::new("Incremented", json!({ "value": n + 1 }))])
+                        Ok(vec![NewEvent::new(
+                            "Incremented",
+                            json!({ "value": n + 1 }),
+                        )])
                     },
                     &policy,
                 )
@@ -302,7 +454,12 @@ pub async fn concurrent_decide_loses_no_update(store: Arc<dyn EventStore>, per_t
     let total = tasks * per_task;
     assert_eq!(ids(&all), (1..=total).collect::<Vec<_>>());
     for e in &all {
-        assert_eq!(e.payload["value"].as_u64(), Some(e.event_id), "a lost update at {}", e.event_id);
+        assert_eq!(
+            e.payload["value"].as_u64(),
+            Some(e.event_id),
+            "a lost update at {}",
+            e.event_id
+        );
     }
     eprintln!("{total} commands from {tasks} tasks, {conflicts} conflicts retried");
 }
@@ -319,10 +476,16 @@ impl EventStore for Rival<'_> {
         expected: ExpectedVersion,
         events: &[NewEvent],
     ) -> crate::Result<AppendOutcome> {
-        self.0.append(stream, ExpectedVersion::Any, &[ev("Rival", json!({}))]).await?;
+        self.0
+            .append(stream, ExpectedVersion::Any, &[ev("Rival", json!({}))])
+            .await?;
         self.0.append(stream, expected, events).await
     }
-    async fn read(&self, stream: &StreamId, request: ReadRequest) -> crate::Result<Vec<RecordedEvent>> {
+    async fn read(
+        &self,
+        stream: &StreamId,
+        request: ReadRequest,
+    ) -> crate::Result<Vec<RecordedEvent>> {
         self.0.read(stream, request).await
     }
 }
@@ -331,13 +494,28 @@ pub async fn decide_refusal_and_exhaustion_are_distinct(store: &dyn EventStore) 
     let s = sid("decide-1");
     let fold = |n: &mut u32, _: &RecordedEvent| *n += 1;
     let mut agg = Aggregate::new(0_u32);
-    let refused = decide(store, &s, &mut agg, fold, |_: &u32| Err::<Vec<NewEvent>, _>("no"), &RetryPolicy::default()).await;
+    let refused = decide(
+        store,
+        &s,
+        &mut agg,
+        fold,
+        |_: &u32| Err::<Vec<NewEvent>, _>("no"),
+        &RetryPolicy::default(),
+    )
+    .await;
     assert!(matches!(refused, Err(DecideError::Rejected("no"))));
     assert!(store.read_all(&s).await.unwrap().is_empty());
 
-    let nothing = decide(store, &s, &mut agg, fold, |_: &u32| Ok::<_, ()>(vec![]), &RetryPolicy::default())
-        .await
-        .unwrap();
+    let nothing = decide(
+        store,
+        &s,
+        &mut agg,
+        fold,
+        |_: &u32| Ok::<_, ()>(vec![]),
+        &RetryPolicy::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(nothing.outcome, None);
 
     let rival = Rival(store);
@@ -346,23 +524,49 @@ pub async fn decide_refusal_and_exhaustion_are_distinct(store: &dyn EventStore) 
         ..RetryPolicy::default()
     };
     let mut agg = Aggregate::new(0_u32);
-    let exhausted = decide(&rival, &s, &mut agg, fold, |_: &u32| Ok::<_, ()>(vec![ev("Mine", json!({}))]), &policy).await;
+    let exhausted = decide(
+        &rival,
+        &s,
+        &mut agg,
+        fold,
+        |_: &u32| Ok::<_, ()>(vec![ev("Mine", json!({}))]),
+        &policy,
+    )
+    .await;
     match exhausted {
-        Err(DecideError::Exhausted { attempts: 3, last, .. }) => {
+        Err(DecideError::Exhausted {
+            attempts: 3, last, ..
+        }) => {
             assert!(matches!(*last, Error::Conflict { .. }))
         }
         other => panic!("expected exhaustion, got {other:?}"),
     }
-    let names: Vec<_> = store.read_all(&s).await.unwrap().into_iter().map(|e| e.name).collect();
+    let names: Vec<_> = store
+        .read_all(&s)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
     assert_eq!(names, ["Rival", "Rival", "Rival"]);
 
     // The same rival, with enough attempts... still never wins: but a fresh
     // writer without rival succeeds at the current version.
-    let ok = decide(store, &s, &mut agg, fold, |n: &u32| Ok::<_, ()>(vec![ev("Mine", json!({ "seen": n }))]), &policy)
-        .await
-        .unwrap();
+    let ok = decide(
+        store,
+        &s,
+        &mut agg,
+        fold,
+        |n: &u32| Ok::<_, ()>(vec![ev("Mine", json!({ "seen": n }))]),
+        &policy,
+    )
+    .await
+    .unwrap();
     assert_eq!(ok.outcome.map(|o| o.version), Some(4));
-    assert_eq!(store.read_all(&s).await.unwrap()[3].payload, json!({"seen": 3}));
+    assert_eq!(
+        store.read_all(&s).await.unwrap()[3].payload,
+        json!({"seen": 3})
+    );
 }
 
 mod memory {
@@ -416,7 +620,11 @@ mod memory {
         let store = store();
         let s = sid("feed-1");
         store
-            .append(&s, ExpectedVersion::NoStream, &[ev("A", json!({"n": 1})), ev("B", json!({}))])
+            .append(
+                &s,
+                ExpectedVersion::NoStream,
+                &[ev("A", json!({"n": 1})), ev("B", json!({}))],
+            )
             .await
             .unwrap();
         let (records, next) = store.changes(0, 10);
@@ -424,7 +632,10 @@ mod memory {
         assert_eq!(records[0]["eventName"], "INSERT");
         assert_eq!(records[0]["dynamodb"]["Keys"]["StreamId"]["S"], "feed-1");
         assert_eq!(records[1]["dynamodb"]["NewImage"]["EventId"]["N"], "2");
-        assert_eq!(records[0]["dynamodb"]["NewImage"]["Payload"]["M"]["n"]["N"], "1");
+        assert_eq!(
+            records[0]["dynamodb"]["NewImage"]["Payload"]["M"]["n"]["N"],
+            "1"
+        );
         let seq = |r: &Value| r["dynamodb"]["SequenceNumber"].as_str().unwrap().to_owned();
         assert!(seq(&records[0]).len() >= 21 && seq(&records[0]) < seq(&records[1]));
         assert_eq!(store.changes(next, 10).0.len(), 0);
@@ -484,7 +695,9 @@ mod dynamodb {
     #[tokio::test]
     async fn timestamps() {
         let clock = ManualClock::at(0);
-        let Some(s) = store_with_clock(Some(clock.clock())).await else { return };
+        let Some(s) = store_with_clock(Some(clock.clock())).await else {
+            return;
+        };
         timestamps_never_go_backwards(&s, &clock).await;
     }
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -511,7 +724,10 @@ mod dynamodb {
         let missing = DynamoStore::new(moto.dynamodb().await, unique_name("missing"));
         let err = missing.read_all(&sid("x")).await.unwrap_err();
         assert!(matches!(err, Error::TableNotFound { .. }), "{err:?}");
-        let err = missing.append(&sid("x"), ExpectedVersion::Any, &[ev("E", json!({}))]).await.unwrap_err();
+        let err = missing
+            .append(&sid("x"), ExpectedVersion::Any, &[ev("E", json!({}))])
+            .await
+            .unwrap_err();
         assert!(matches!(err, Error::TableNotFound { .. }), "{err:?}");
     }
 
@@ -523,9 +739,18 @@ mod dynamodb {
         let mut version = 0;
         for chunk in 0..3 {
             let events: Vec<_> = (0..10)
-                .map(|i| ev("Chunk", json!({ "i": chunk * 10 + i, "blob": "y".repeat(60 * 1024) })))
+                .map(|i| {
+                    ev(
+                        "Chunk",
+                        json!({ "i": chunk * 10 + i, "blob": "y".repeat(60 * 1024) }),
+                    )
+                })
                 .collect();
-            version = s.append(&stream, ExpectedVersion::Exact(version), &events).await.unwrap().version;
+            version = s
+                .append(&stream, ExpectedVersion::Exact(version), &events)
+                .await
+                .unwrap()
+                .version;
         }
         let all = s.read_all(&stream).await.unwrap();
         assert_eq!(ids(&all), (1..=30).collect::<Vec<_>>());

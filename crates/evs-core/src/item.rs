@@ -37,7 +37,9 @@ pub const EVENT_UUID: &str = "EventUuid";
 /// Metadata attribute.
 pub const METADATA: &str = "Metadata";
 
-const RESERVED: [&str; 7] = [STREAM_ID, EVENT_ID, EVENT_NAME, PAYLOAD, TIMESTAMP, EVENT_UUID, METADATA];
+const RESERVED: [&str; 7] = [
+    STREAM_ID, EVENT_ID, EVENT_NAME, PAYLOAD, TIMESTAMP, EVENT_UUID, METADATA,
+];
 
 /// DynamoDB's item size limit in bytes.
 pub const MAX_ITEM_BYTES: usize = 400 * 1024;
@@ -47,7 +49,12 @@ pub const MAX_TRANSACTION_ITEMS: usize = 100;
 pub const MAX_TRANSACTION_BYTES: usize = 4 * 1024 * 1024;
 
 /// Encodes `event` as the item stored at `event_id` of `stream`.
-pub fn encode(stream: &StreamId, event_id: Version, timestamp_ms: i64, event: &NewEvent) -> Result<Item> {
+pub fn encode(
+    stream: &StreamId,
+    event_id: Version,
+    timestamp_ms: i64,
+    event: &NewEvent,
+) -> Result<Item> {
     let index = event_id;
     if event.name.is_empty() {
         return Err(Error::InvalidEvent {
@@ -55,7 +62,11 @@ pub fn encode(stream: &StreamId, event_id: Version, timestamp_ms: i64, event: &N
             reason: "the event name must not be empty".into(),
         });
     }
-    if let Some(name) = event.attributes.keys().find(|k| RESERVED.contains(&k.as_str())) {
+    if let Some(name) = event
+        .attributes
+        .keys()
+        .find(|k| RESERVED.contains(&k.as_str()))
+    {
         return Err(Error::InvalidEvent {
             event_id: index,
             reason: format!("extra attribute {name:?} would overwrite the event's own attribute"),
@@ -69,7 +80,10 @@ pub fn encode(stream: &StreamId, event_id: Version, timestamp_ms: i64, event: &N
     item.insert(STREAM_ID.into(), AttrValue::S(stream.as_str().to_owned()));
     item.insert(EVENT_ID.into(), AttrValue::N(event_id.to_string()));
     item.insert(EVENT_NAME.into(), AttrValue::S(event.name.clone()));
-    item.insert(PAYLOAD.into(), attr::from_json(&event.payload).map_err(invalid)?);
+    item.insert(
+        PAYLOAD.into(),
+        attr::from_json(&event.payload).map_err(invalid)?,
+    );
     item.insert(TIMESTAMP.into(), AttrValue::N(timestamp_ms.to_string()));
     item.insert(EVENT_UUID.into(), AttrValue::S(event.id.to_string()));
     if let Some(m) = &event.metadata {
@@ -127,7 +141,8 @@ pub fn decode(mut item: Item) -> Result<RecordedEvent> {
         Some(AttrValue::S(s)) => s,
         _ => return Err(corrupt("?", 0, "StreamId missing or not a string")),
     };
-    let stream_id = StreamId::new(stream_raw.clone()).map_err(|_| corrupt(&stream_raw, 0, "invalid StreamId"))?;
+    let stream_id = StreamId::new(stream_raw.clone())
+        .map_err(|_| corrupt(&stream_raw, 0, "invalid StreamId"))?;
     let event_id = match item.remove(EVENT_ID) {
         Some(AttrValue::N(n)) => n
             .parse::<u64>()
@@ -140,12 +155,19 @@ pub fn decode(mut item: Item) -> Result<RecordedEvent> {
         _ => return Err(c("EventName missing or not a string")),
     };
     let timestamp_ms = match item.remove(TIMESTAMP) {
-        Some(AttrValue::N(n)) => parse_timestamp(&n).ok_or_else(|| c("Timestamp is not epoch milliseconds"))?,
+        Some(AttrValue::N(n)) => {
+            parse_timestamp(&n).ok_or_else(|| c("Timestamp is not epoch milliseconds"))?
+        }
         _ => return Err(c("Timestamp missing or not a number")),
     };
-    let payload = item.remove(PAYLOAD).map(|v| attr::to_json(&v)).unwrap_or_default();
+    let payload = item
+        .remove(PAYLOAD)
+        .map(|v| attr::to_json(&v))
+        .unwrap_or_default();
     let id = match item.remove(EVENT_UUID) {
-        Some(AttrValue::S(s)) => Some(Uuid::parse_str(&s).map_err(|_| c("EventUuid is not a UUID"))?),
+        Some(AttrValue::S(s)) => {
+            Some(Uuid::parse_str(&s).map_err(|_| c("EventUuid is not a UUID"))?)
+        }
         None => None,
         Some(_) => return Err(c("EventUuid is not a string")),
     };
@@ -188,10 +210,13 @@ mod tests {
 
     #[test]
     fn encode_decode_round_trip_with_extra_attributes() {
-        let e = NewEvent::new("Created", json!({"n": 123456789012345678901234_u128, "s": "é"}))
-            .with_metadata(json!({"user": "u"}))
-            .with_attribute("Tenant", AttrValue::S("t1".into()))
-            .with_attribute("Tags", AttrValue::Ss(vec!["a".into()]));
+        let e = NewEvent::new(
+            "Created",
+            json!({"n": 123456789012345678901234_u128, "s": "é"}),
+        )
+        .with_metadata(json!({"user": "u"}))
+        .with_attribute("Tenant", AttrValue::S("t1".into()))
+        .with_attribute("Tags", AttrValue::Ss(vec!["a".into()]));
         let item = encode(&stream(), 7, 1000, &e).unwrap();
         let back = decode(item).unwrap();
         assert_eq!(back.event_id, 7);
@@ -205,15 +230,24 @@ mod tests {
     #[test]
     fn limits_are_refused_before_any_call() {
         let big = NewEvent::new("Big", json!({"x": "a".repeat(MAX_ITEM_BYTES)}));
-        assert!(matches!(encode(&stream(), 1, 0, &big), Err(Error::ItemTooLarge { .. })));
+        assert!(matches!(
+            encode(&stream(), 1, 0, &big),
+            Err(Error::ItemTooLarge { .. })
+        ));
         let many: Vec<_> = (0..101).map(|_| NewEvent::new("E", json!({}))).collect();
         assert!(matches!(
             encode_batch(&stream(), 0, 0, &many, 0),
-            Err(Error::TooManyEvents { count: 101, max: 100 })
+            Err(Error::TooManyEvents {
+                count: 101,
+                max: 100
+            })
         ));
         assert!(matches!(
             encode_batch(&stream(), 3, 0, &many[..100], 1),
-            Err(Error::TooManyEvents { count: 100, max: 99 })
+            Err(Error::TooManyEvents {
+                count: 100,
+                max: 99
+            })
         ));
         let fat: Vec<_> = (0..11)
             .map(|_| NewEvent::new("E", json!({"x": "a".repeat(390 * 1024)})))
@@ -222,17 +256,33 @@ mod tests {
             encode_batch(&stream(), 0, 0, &fat, 0),
             Err(Error::TransactionTooLarge { .. })
         ));
-        assert!(matches!(encode_batch(&stream(), 0, 0, &[], 0), Err(Error::EmptyAppend)));
-        let reserved = NewEvent::new("E", json!({})).with_attribute("EventId", AttrValue::N("1".into()));
-        assert!(matches!(encode(&stream(), 1, 0, &reserved), Err(Error::InvalidEvent { .. })));
-        let inexact = NewEvent::new("E", serde_json::from_str(&format!("{{\"n\":{}}}", "9".repeat(40))).unwrap());
-        assert!(matches!(encode(&stream(), 1, 0, &inexact), Err(Error::InvalidEvent { .. })));
+        assert!(matches!(
+            encode_batch(&stream(), 0, 0, &[], 0),
+            Err(Error::EmptyAppend)
+        ));
+        let reserved =
+            NewEvent::new("E", json!({})).with_attribute("EventId", AttrValue::N("1".into()));
+        assert!(matches!(
+            encode(&stream(), 1, 0, &reserved),
+            Err(Error::InvalidEvent { .. })
+        ));
+        let inexact = NewEvent::new(
+            "E",
+            serde_json::from_str(&format!("{{\"n\":{}}}", "9".repeat(40))).unwrap(),
+        );
+        assert!(matches!(
+            encode(&stream(), 1, 0, &inexact),
+            Err(Error::InvalidEvent { .. })
+        ));
     }
 
     #[test]
     fn corrupt_items_are_typed_errors() {
         let mut item = encode(&stream(), 1, 5, &NewEvent::new("E", json!(1))).unwrap();
         item.insert(TIMESTAMP.into(), AttrValue::S("yesterday".into()));
-        assert!(matches!(decode(item), Err(Error::CorruptItem { event_id: 1, .. })));
+        assert!(matches!(
+            decode(item),
+            Err(Error::CorruptItem { event_id: 1, .. })
+        ));
     }
 }

@@ -36,8 +36,8 @@ mod integration;
 pub use attr::{AttrValue, Item};
 pub use decide::{decide, Aggregate, DecideError, Decided, RetryPolicy};
 pub use model::{
-    format_timestamp_ms, AppendOutcome, Direction, ExpectedVersion, Head, NewEvent, ReadRequest, RecordedEvent, StreamId,
-    Version,
+    format_timestamp_ms, AppendOutcome, Direction, ExpectedVersion, Head, NewEvent, ReadRequest,
+    RecordedEvent, StreamId, Version,
 };
 pub use store::dynamodb::{DynamoStore, TableStatus};
 pub use store::memory::MemoryStore;
@@ -75,7 +75,9 @@ pub enum Error {
     #[error("an append needs at least one event")]
     EmptyAppend,
     /// More events than one atomic append can hold.
-    #[error("{count} events in one append; DynamoDB's transaction limit allows at most {max} here")]
+    #[error(
+        "{count} events in one append; DynamoDB's transaction limit allows at most {max} here"
+    )]
     TooManyEvents {
         /// Events given.
         count: usize,

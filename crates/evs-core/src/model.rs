@@ -169,7 +169,10 @@ impl RecordedEvent {
         map.insert("streamId".into(), Value::String(self.stream_id.to_string()));
         map.insert("eventId".into(), Value::from(self.event_id));
         map.insert("eventName".into(), Value::String(self.name.clone()));
-        map.insert("timestamp".into(), Value::String(format_timestamp_ms(self.timestamp_ms)));
+        map.insert(
+            "timestamp".into(),
+            Value::String(format_timestamp_ms(self.timestamp_ms)),
+        );
         map.insert("payload".into(), self.payload.clone());
         if let Some(id) = self.id {
             map.insert("id".into(), Value::String(id.to_string()));
@@ -301,6 +304,9 @@ mod tests {
     #[test]
     fn timestamps_print_as_rfc3339_ms() {
         assert_eq!(format_timestamp_ms(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(format_timestamp_ms(1_795_471_652_123), "2026-11-23T22:07:32.123Z");
+        assert_eq!(
+            format_timestamp_ms(1_795_471_652_123),
+            "2026-11-23T22:07:32.123Z"
+        );
     }
 }

@@ -103,12 +103,16 @@ kill $m 2>/dev/null
                 return Ok(moto);
             }
             if let Ok(Some(status)) = moto.child.try_wait() {
-                return Err(format!("the server exited early ({status}); port {port} may be taken"));
+                return Err(format!(
+                    "the server exited early ({status}); port {port} may be taken"
+                ));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
         moto.stop();
-        Err(format!("the server did not listen on port {port} within 60 s"))
+        Err(format!(
+            "the server did not listen on port {port} within 60 s"
+        ))
     }
 
     /// One server shared by the whole test process.
@@ -151,7 +155,9 @@ kill $m 2>/dev/null
     /// Stops the server (also done on drop).
     pub fn stop(&mut self) {
         // The watchdog's trap kills the server, then the watchdog exits.
-        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
         let _ = self.child.wait();
     }
 }

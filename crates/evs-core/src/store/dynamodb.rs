@@ -4,12 +4,13 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, KeySchemaElement, KeyType, Put, ReturnValuesOnConditionCheckFailure,
-    ScalarAttributeType, StreamSpecification, StreamViewType, TableStatus as SdkTableStatus, TransactWriteItem,
+    AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, KeySchemaElement, KeyType,
+    Put, ReturnValuesOnConditionCheckFailure, ScalarAttributeType, StreamSpecification,
+    StreamViewType, TableStatus as SdkTableStatus, TransactWriteItem,
 };
 use aws_sdk_dynamodb::Client;
 
@@ -17,7 +18,10 @@ use super::write::{self, Backend, Written};
 use super::{system_clock, Clock, EventStore};
 use crate::attr::{AttrValue, Item};
 use crate::item;
-use crate::model::{AppendOutcome, Direction, ExpectedVersion, Head, NewEvent, ReadRequest, RecordedEvent, StreamId, Version};
+use crate::model::{
+    AppendOutcome, Direction, ExpectedVersion, Head, NewEvent, ReadRequest, RecordedEvent,
+    StreamId, Version,
+};
 use crate::{Error, Result};
 
 /// An event store in a DynamoDB table (see [`crate::item`] for the layout).
@@ -30,7 +34,9 @@ pub struct DynamoStore {
 
 impl std::fmt::Debug for DynamoStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DynamoStore").field("table", &self.table).finish_non_exhaustive()
+        f.debug_struct("DynamoStore")
+            .field("table", &self.table)
+            .finish_non_exhaustive()
     }
 }
 
@@ -118,7 +124,10 @@ impl DynamoStore {
             .send()
             .await
             .map_err(|e| self.sdk_error("describing the table", e))?;
-        Ok(described.table().and_then(|t| t.latest_stream_arn()).map(str::to_owned))
+        Ok(described
+            .table()
+            .and_then(|t| t.latest_stream_arn())
+            .map(str::to_owned))
     }
 
     fn sdk_error<E, R>(&self, doing: &str, err: SdkError<E, R>) -> Error
@@ -131,12 +140,47 @@ impl DynamoStore {
                 table: self.table.clone(),
             };
         }
-        let message = format!("DynamoDB error while {doing} on table {}: {}", self.table, DisplayErrorContext(&err));
+        let message = format!(
+            "DynamoDB error while {doing} on table {}: {}",
+            self.table,
+            describe(&err)
+        );
         Error::Backend {
             message,
             source: Some(Box::new(err)),
         }
     }
+}
+
+/// An SDK error as one readable line: the service's code and message when
+/// the service answered, else the chain of causes (connection refused, no
+/// credentials, …), each once.
+fn describe<E, R>(err: &SdkError<E, R>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + 'static,
+{
+    if let Some(service) = err.as_service_error() {
+        return match (service.code(), service.message()) {
+            (Some(code), Some(msg)) => format!("{code}: {msg}"),
+            (Some(code), None) => code.to_owned(),
+            _ => service.to_string(),
+        };
+    }
+    let mut parts: Vec<String> = Vec::new();
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cause = c.source();
+    }
+    let line = parts.join(": ");
+    if line.contains("no credentials found") {
+        return "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE".to_owned();
+    }
+    line
 }
 
 fn backend(doing: &str, e: impl std::error::Error + Send + Sync + 'static) -> Error {
@@ -170,7 +214,9 @@ pub fn to_sdk(value: &AttrValue) -> AttributeValue {
         AttrValue::B(b) => AttributeValue::B(Blob::new(b.clone())),
         AttrValue::Bool(b) => AttributeValue::Bool(*b),
         AttrValue::Null => AttributeValue::Null(true),
-        AttrValue::M(m) => AttributeValue::M(m.iter().map(|(k, v)| (k.clone(), to_sdk(v))).collect()),
+        AttrValue::M(m) => {
+            AttributeValue::M(m.iter().map(|(k, v)| (k.clone(), to_sdk(v))).collect())
+        }
         AttrValue::L(l) => AttributeValue::L(l.iter().map(to_sdk).collect()),
         AttrValue::Ss(s) => AttributeValue::Ss(s.clone()),
         AttrValue::Ns(n) => AttributeValue::Ns(n.clone()),
@@ -205,8 +251,14 @@ fn item_to_sdk(item: Item) -> HashMap<String, AttributeValue> {
 
 fn key_of(stream: &StreamId, event_id: Version) -> HashMap<String, AttributeValue> {
     HashMap::from([
-        (item::STREAM_ID.to_owned(), AttributeValue::S(stream.as_str().to_owned())),
-        (item::EVENT_ID.to_owned(), AttributeValue::N(event_id.to_string())),
+        (
+            item::STREAM_ID.to_owned(),
+            AttributeValue::S(stream.as_str().to_owned()),
+        ),
+        (
+            item::EVENT_ID.to_owned(),
+            AttributeValue::N(event_id.to_string()),
+        ),
     ])
 }
 
@@ -233,7 +285,9 @@ impl Backend for DynamoStore {
                 .table_name(&self.table)
                 .set_item(Some(item_to_sdk(only)))
                 .condition_expression(NOT_EXISTS)
-                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
                 .send()
                 .await;
             return match result {
@@ -274,7 +328,12 @@ impl Backend for DynamoStore {
                 .map_err(|e| backend("building a transactional put", e))?;
             ops.push(TransactWriteItem::builder().put(put).build());
         }
-        let result = self.client.transact_write_items().set_transact_items(Some(ops)).send().await;
+        let result = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(ops))
+            .send()
+            .await;
         match result {
             Ok(_) => Ok(Written::Done),
             Err(e) => {
@@ -287,12 +346,17 @@ impl Backend for DynamoStore {
                     // the same items: nothing was written; the caller re-reads.
                     Some(c)
                         if c.cancellation_reasons().iter().any(|r| {
-                            matches!(r.code(), Some("ConditionalCheckFailed") | Some("TransactionConflict"))
+                            matches!(
+                                r.code(),
+                                Some("ConditionalCheckFailed") | Some("TransactionConflict")
+                            )
                         }) || c.cancellation_reasons().is_empty() =>
                     {
                         Ok(Written::ConditionFailed { foreign: false })
                     }
-                    _ if e.code() == Some("TransactionConflictException") => Ok(Written::ConditionFailed { foreign: false }),
+                    _ if e.code() == Some("TransactionConflictException") => {
+                        Ok(Written::ConditionFailed { foreign: false })
+                    }
                     _ => Err(self.sdk_error("appending events in a transaction", e)),
                 }
             }
@@ -329,16 +393,23 @@ impl Backend for DynamoStore {
             if remaining < 10_000 {
                 query = query.limit(i32::try_from(remaining).unwrap_or(i32::MAX));
             }
-            let page = query.send().await.map_err(|e| self.sdk_error("reading a stream", e))?;
+            let page = query
+                .send()
+                .await
+                .map_err(|e| self.sdk_error("reading a stream", e))?;
             for raw in page.items() {
                 let item: Item = raw
                     .iter()
                     .map(|(k, v)| {
-                        from_sdk(v).map(|v| (k.clone(), v)).ok_or_else(|| Error::CorruptItem {
-                            stream: stream.to_string(),
-                            event_id: 0,
-                            reason: format!("attribute {k} has a type this version does not know"),
-                        })
+                        from_sdk(v)
+                            .map(|v| (k.clone(), v))
+                            .ok_or_else(|| Error::CorruptItem {
+                                stream: stream.to_string(),
+                                event_id: 0,
+                                reason: format!(
+                                    "attribute {k} has a type this version does not know"
+                                ),
+                            })
                     })
                     .collect::<Result<_>>()?;
                 out.push(item::decode(item)?);
@@ -369,8 +440,20 @@ impl EventStore for DynamoStore {
         write::append(self, stream, expected, events, None).await
     }
 
-    async fn append_after(&self, stream: &StreamId, last: Head, events: &[NewEvent]) -> Result<AppendOutcome> {
-        write::append(self, stream, ExpectedVersion::Exact(last.version), events, Some(last)).await
+    async fn append_after(
+        &self,
+        stream: &StreamId,
+        last: Head,
+        events: &[NewEvent],
+    ) -> Result<AppendOutcome> {
+        write::append(
+            self,
+            stream,
+            ExpectedVersion::Exact(last.version),
+            events,
+            Some(last),
+        )
+        .await
     }
 
     async fn read(&self, stream: &StreamId, request: ReadRequest) -> Result<Vec<RecordedEvent>> {

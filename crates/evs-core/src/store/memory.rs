@@ -16,7 +16,10 @@ use super::write::{self, Backend, Written};
 use super::{system_clock, Clock, EventStore};
 use crate::attr::{self, AttrValue, Item};
 use crate::item;
-use crate::model::{AppendOutcome, Direction, ExpectedVersion, Head, NewEvent, ReadRequest, RecordedEvent, StreamId, Version};
+use crate::model::{
+    AppendOutcome, Direction, ExpectedVersion, Head, NewEvent, ReadRequest, RecordedEvent,
+    StreamId, Version,
+};
 use crate::Result;
 
 #[derive(Default)]
@@ -131,7 +134,11 @@ impl Backend for MemoryStore {
     ) -> Result<Written> {
         let now = self.now_ms();
         let mut state = self.lock();
-        let events = state.streams.get(stream).map(Vec::as_slice).unwrap_or_default();
+        let events = state
+            .streams
+            .get(stream)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         let len = events.len() as Version;
         if check_previous {
             let prev_ok = after <= len
@@ -157,7 +164,11 @@ impl Backend for MemoryStore {
             let record = stream_record(first + i, it, now);
             state.feed.push(record);
         }
-        state.streams.entry(stream.clone()).or_default().extend(items);
+        state
+            .streams
+            .entry(stream.clone())
+            .or_default()
+            .extend(items);
         drop(state);
         self.notify.notify_waiters();
         self.notify.notify_one();
@@ -174,13 +185,15 @@ impl Backend for MemoryStore {
             match request.direction {
                 Direction::Forward => {
                     let from = request.from.unwrap_or(1).max(1);
-                    let start = usize::try_from(from - 1).unwrap_or(usize::MAX).min(events.len());
+                    let start = usize::try_from(from - 1)
+                        .unwrap_or(usize::MAX)
+                        .min(events.len());
                     events[start..].iter().take(limit).cloned().collect()
                 }
                 Direction::Backward => {
-                    let end = request
-                        .from
-                        .map_or(events.len(), |f| usize::try_from(f).unwrap_or(usize::MAX).min(events.len()));
+                    let end = request.from.map_or(events.len(), |f| {
+                        usize::try_from(f).unwrap_or(usize::MAX).min(events.len())
+                    });
                     events[..end].iter().rev().take(limit).cloned().collect()
                 }
             }
@@ -204,8 +217,20 @@ impl EventStore for MemoryStore {
         write::append(self, stream, expected, events, None).await
     }
 
-    async fn append_after(&self, stream: &StreamId, last: Head, events: &[NewEvent]) -> Result<AppendOutcome> {
-        write::append(self, stream, ExpectedVersion::Exact(last.version), events, Some(last)).await
+    async fn append_after(
+        &self,
+        stream: &StreamId,
+        last: Head,
+        events: &[NewEvent],
+    ) -> Result<AppendOutcome> {
+        write::append(
+            self,
+            stream,
+            ExpectedVersion::Exact(last.version),
+            events,
+            Some(last),
+        )
+        .await
     }
 
     async fn read(&self, stream: &StreamId, request: ReadRequest) -> Result<Vec<RecordedEvent>> {

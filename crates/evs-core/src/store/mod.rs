@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::model::{AppendOutcome, ExpectedVersion, Head, NewEvent, ReadRequest, RecordedEvent, StreamId, Version};
+use crate::model::{
+    AppendOutcome, ExpectedVersion, Head, NewEvent, ReadRequest, RecordedEvent, StreamId, Version,
+};
 use crate::Result;
 
 pub mod dynamodb;
@@ -45,8 +47,12 @@ pub fn system_clock() -> Clock {
 #[async_trait]
 pub trait EventStore: Send + Sync + fmt::Debug {
     /// Appends `events` to `stream` if it is at `expected`.
-    async fn append(&self, stream: &StreamId, expected: ExpectedVersion, events: &[NewEvent])
-        -> Result<AppendOutcome>;
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+    ) -> Result<AppendOutcome>;
 
     /// Appends `events` right after `last`, the stream's last event as a
     /// strongly consistent read of this store has just shown it. The same as
@@ -54,8 +60,14 @@ pub trait EventStore: Send + Sync + fmt::Debug {
     /// backend may save work: the read already proved that event exists and
     /// gave its timestamp (DynamoDB: one conditional `PutItem` instead of a
     /// transaction). Pass only heads read from this store.
-    async fn append_after(&self, stream: &StreamId, last: Head, events: &[NewEvent]) -> Result<AppendOutcome> {
-        self.append(stream, ExpectedVersion::Exact(last.version), events).await
+    async fn append_after(
+        &self,
+        stream: &StreamId,
+        last: Head,
+        events: &[NewEvent],
+    ) -> Result<AppendOutcome> {
+        self.append(stream, ExpectedVersion::Exact(last.version), events)
+            .await
     }
 
     /// Reads events of `stream` (an empty list when the stream does not exist).

@@ -4,7 +4,9 @@ use async_trait::async_trait;
 
 use crate::attr::Item;
 use crate::item;
-use crate::model::{AppendOutcome, ExpectedVersion, Head, NewEvent, ReadRequest, RecordedEvent, StreamId, Version};
+use crate::model::{
+    AppendOutcome, ExpectedVersion, Head, NewEvent, ReadRequest, RecordedEvent, StreamId, Version,
+};
 use crate::{Error, Result};
 
 /// What a backend's conditional write did.
@@ -100,7 +102,9 @@ pub(crate) async fn append(
     let mut head: Option<Head> = known;
     if expected == ExpectedVersion::Any {
         // One read gives the head and tells whether this is a retry of an append that committed.
-        let mut tail = backend.read(stream, ReadRequest::last(events.len())).await?;
+        let mut tail = backend
+            .read(stream, ReadRequest::last(events.len()))
+            .await?;
         let h = head_of(&tail);
         tail.reverse();
         if same_events(&tail, events) {
@@ -109,7 +113,12 @@ pub(crate) async fn append(
         head = Some(h);
     }
 
-    for _ in 0..MAX_ROUNDS {
+    for round in 0..MAX_ROUNDS {
+        if round > 0 {
+            // Jittered, growing pause so that colliding writers spread out.
+            let cap_ms = (2_u64 << round).min(100);
+            tokio::time::sleep(std::time::Duration::from_millis(fastrand::u64(0..=cap_ms))).await;
+        }
         let after = match (expected.version(), head) {
             (Some(v), _) => v,
             (None, Some(h)) => h.version,
@@ -121,8 +130,16 @@ pub(crate) async fn append(
         let check_previous = after > 0 && vouched.is_none();
         let floor = vouched.map_or(i64::MIN, |h| h.timestamp_ms);
         let timestamp_ms = backend.now_ms().max(floor);
-        let items = item::encode_batch(stream, after, timestamp_ms, events, usize::from(check_previous))?;
-        let written = backend.write(stream, after, timestamp_ms, items, check_previous).await?;
+        let items = item::encode_batch(
+            stream,
+            after,
+            timestamp_ms,
+            events,
+            usize::from(check_previous),
+        )?;
+        let written = backend
+            .write(stream, after, timestamp_ms, items, check_previous)
+            .await?;
         if written == Written::Done {
             return Ok(AppendOutcome {
                 first: after + 1,

@@ -1,0 +1,322 @@
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use evs_testkit::{unique_name, Moto};
+use serde_json::Value;
+
+struct Evs {
+    env: Vec<(&'static str, String)>,
+    table: String,
+}
+
+impl Evs {
+    /// A fresh table on the shared emulator, created with `evs table create`.
+    fn new() -> Option<Evs> {
+        let moto = Moto::shared()?;
+        let evs = Evs {
+            env: moto.env(),
+            table: unique_name("cli"),
+        };
+        let out = evs.run(&["table", "create"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let line: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(line["status"], "created");
+        assert!(line["streamArn"]
+            .as_str()
+            .is_some_and(|a| a.contains(&evs.table)));
+        Some(evs)
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_evs"));
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", std::env::temp_dir())
+            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("EVS_TABLE", &self.table)
+            .args(args);
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    fn run_stdin(&self, args: &[&str], input: &str) -> Output {
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn json_line(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status.code(),
+        stderr(out)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn ndjson(out: &Output) -> Vec<Value> {
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status.code(),
+        stderr(out)
+    );
+    String::from_utf8(out.stdout.clone())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// One clear line on stderr, no panic, no backtrace.
+fn assert_one_line_error(out: &Output, code: i32, says: &str) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(code), "stderr: {err}");
+    assert!(err.contains(says), "expected {says:?} in: {err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+        "{err}"
+    );
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "more than one line: {err}"
+    );
+}
+
+#[test]
+fn create_append_read_and_conflict() {
+    let Some(evs) = Evs::new() else { return };
+    let again = evs.run(&["table", "create"]);
+    assert_eq!(json_line(&again)["status"], "already exists");
+
+    let out = evs.run(&[
+        "append",
+        "--stream",
+        "order-1",
+        "--expected-version",
+        "none",
+        "--event-name",
+        "Placed",
+        "--payload",
+        r#"{"total":12345678901234567890123,"who":"Zoë"}"#,
+        "--metadata",
+        r#"{"by":"cli"}"#,
+    ]);
+    let line = json_line(&out);
+    assert_eq!(
+        (line["firstEventId"].as_u64(), line["version"].as_u64()),
+        (Some(1), Some(1))
+    );
+
+    // A conflict: exit code 3 and the actual version in the message.
+    let out = evs.run(&[
+        "append",
+        "--stream",
+        "order-1",
+        "--expected-version",
+        "none",
+        "--event-name",
+        "Placed",
+    ]);
+    assert_one_line_error(&out, 3, "actual version is 1");
+    let out = evs.run(&[
+        "append",
+        "--stream",
+        "order-1",
+        "--expected-version",
+        "4",
+        "--event-name",
+        "Paid",
+    ]);
+    assert_one_line_error(&out, 3, "actual version is 1");
+
+    // Several events from a file, atomically.
+    let dir = std::env::temp_dir().join(unique_name("evs-cli"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("events.ndjson");
+    std::fs::write(&file, "{\"eventName\":\"Paid\",\"payload\":{\"amount\":1.50}}\n{\"eventName\":\"Shipped\",\"payload\":{}}\n").unwrap();
+    let line = json_line(&evs.run(&[
+        "append",
+        "--stream",
+        "order-1",
+        "--expected-version",
+        "1",
+        "--events",
+        file.to_str().unwrap(),
+    ]));
+    assert_eq!(
+        (line["firstEventId"].as_u64(), line["version"].as_u64()),
+        (Some(2), Some(3))
+    );
+    // The same file with a stale version writes nothing.
+    let out = evs.run(&[
+        "append",
+        "--stream",
+        "order-1",
+        "--expected-version",
+        "1",
+        "--events",
+        file.to_str().unwrap(),
+    ]);
+    assert_one_line_error(&out, 3, "actual version is 3");
+    // From stdin.
+    let out = evs.run_stdin(
+        &[
+            "append",
+            "--stream",
+            "order-1",
+            "--expected-version",
+            "any",
+            "--events",
+            "-",
+        ],
+        "{\"eventName\":\"Delivered\"}\n",
+    );
+    assert_eq!(json_line(&out)["version"].as_u64(), Some(4));
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let events = ndjson(&evs.run(&["read", "--stream", "order-1"]));
+    let names: Vec<_> = events
+        .iter()
+        .map(|e| e["eventName"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Placed", "Paid", "Shipped", "Delivered"]);
+    let first = &events[0];
+    assert_eq!(first["streamId"], "order-1");
+    assert_eq!(first["eventId"], 1);
+    assert_eq!(
+        first["payload"]["total"].to_string(),
+        "12345678901234567890123"
+    );
+    assert_eq!(first["payload"]["who"], "Zoë");
+    assert_eq!(first["metadata"]["by"], "cli");
+    let ts = first["timestamp"].as_str().unwrap();
+    assert!(
+        ts.len() == 24 && ts.ends_with('Z') && ts.as_bytes()[19] == b'.',
+        "{ts}"
+    );
+
+    let ids = |out: &Output| {
+        ndjson(out)
+            .iter()
+            .map(|e| e["eventId"].as_u64().unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ids(&evs.run(&["read", "--stream", "order-1", "--backward"])),
+        [4, 3, 2, 1]
+    );
+    assert_eq!(
+        ids(&evs.run(&["read", "--stream", "order-1", "--from", "2", "--limit", "2"])),
+        [2, 3]
+    );
+    assert_eq!(
+        ids(&evs.run(&[
+            "read",
+            "--stream",
+            "order-1",
+            "--from",
+            "3",
+            "--backward",
+            "--limit",
+            "2"
+        ])),
+        [3, 2]
+    );
+    assert!(ids(&evs.run(&["read", "--stream", "nobody"])).is_empty());
+}
+
+#[test]
+fn bad_input_gives_one_clear_line() {
+    let Some(evs) = Evs::new() else { return };
+    let out = evs.run(&[
+        "append",
+        "--stream",
+        "s",
+        "--event-name",
+        "E",
+        "--payload",
+        "{not json",
+    ]);
+    assert_one_line_error(&out, 1, "--payload is not valid JSON");
+    let out = evs.run(&[
+        "append",
+        "--stream",
+        "s",
+        "--expected-version",
+        "latest",
+        "--event-name",
+        "E",
+    ]);
+    assert_one_line_error(&out, 1, "--expected-version must be a number");
+    let out = evs.run(&[
+        "append",
+        "--stream",
+        "s",
+        "--events",
+        "/nonexistent/events.ndjson",
+    ]);
+    assert_one_line_error(&out, 1, "cannot open /nonexistent/events.ndjson");
+    let big = format!(
+        "{{\"eventName\":\"E\",\"payload\":{{\"blob\":\"{}\"}}}}\n",
+        "x".repeat(410 * 1024)
+    );
+    let out = evs.run_stdin(&["append", "--stream", "s", "--events", "-"], &big);
+    assert_one_line_error(&out, 1, "item limit");
+
+    // Unknown flag: the parser's usage error, exit 2.
+    let out = evs.run(&["read", "--stream", "s", "--sideways"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--sideways"));
+
+    // Missing table.
+    let out = evs
+        .command(&["read", "--stream", "s"])
+        .env("EVS_TABLE", unique_name("nope"))
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, 1, "does not exist");
+    // No table at all.
+    let out = evs
+        .command(&["read", "--stream", "s"])
+        .env_remove("EVS_TABLE")
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, 1, "no table given");
+    // No credentials.
+    let out = evs
+        .command(&["read", "--stream", "s"])
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, 1, "credentials");
+    // No region.
+    let out = evs
+        .command(&["read", "--stream", "s"])
+        .env_remove("AWS_REGION")
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, 1, "no AWS region");
+}

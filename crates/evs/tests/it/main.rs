@@ -1,0 +1,3 @@
+//! The `evs` binary end to end, against the emulator.
+
+mod cli;
