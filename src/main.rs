@@ -1,1 +1,55 @@
-fn main() {}
+//! The archiver Lambda's entry point: read the configuration once, build the
+//! sink once, and hand every invocation to [`evs_archiver::handler::handle`].
+
+use std::time::Duration;
+
+use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
+use evs_archiver::config::Config;
+use evs_archiver::handler;
+use evs_archiver::sink;
+use lambda_runtime::{service_fn, Error, LambdaEvent};
+use serde_json::Value;
+
+/// Time kept back from the invocation deadline for logging and the response.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(500);
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let config = Config::from_lookup(|k| std::env::var(k).ok())?;
+    let sink = sink::from_config(&config).await;
+    tracing::info!(archive = %sink.location(), prefix = %config.prefix, "archiver ready");
+    let (config, sink) = (&config, sink.as_ref());
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        let deadline_ms = i64::try_from(event.context.deadline).unwrap_or(i64::MAX);
+        let left = u64::try_from(deadline_ms - now_ms()).unwrap_or(0);
+        let timeout = Duration::from_millis(left).saturating_sub(DEADLINE_MARGIN);
+        let summary = handler::handle(&event.payload, sink, config, &now_ms, Some(timeout)).await?;
+        tracing::info!(
+            records_in = summary.records_in,
+            archived = summary.archived,
+            dead_lettered = summary.dead_lettered,
+            bytes = summary.bytes,
+            key = summary.key.as_deref().unwrap_or("-"),
+            oldest_record_age_ms = summary.oldest_record_age_ms.unwrap_or(0),
+            batch_item_failures = summary.batch_item_failures.len(),
+            "batch archived"
+        );
+        println!("{}", evs_archiver::metrics::emf_line(&summary, now_ms()));
+        let mut response = DynamoDbEventResponse::default();
+        for id in summary.batch_item_failures {
+            let mut failure = DynamoDbBatchItemFailure::default();
+            failure.item_identifier = Some(id);
+            response.batch_item_failures.push(failure);
+        }
+        Ok::<_, Error>(response)
+    }))
+    .await
+}

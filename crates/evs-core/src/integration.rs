@@ -59,7 +59,7 @@ pub async fn append_and_read(store: &dyn EventStore) {
         .with_attribute("Raw", AttrValue::B(vec![0, 159, 255]))
         .with_attribute("Tags", AttrValue::Ss(vec!["a".into(), "b".into()]));
     let out = store
-        .append(&s, ExpectedVersion::NoStream, &[first.clone()])
+        .append(&s, ExpectedVersion::NoStream, std::slice::from_ref(&first))
         .await
         .unwrap();
     assert_eq!(

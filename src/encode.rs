@@ -1,0 +1,722 @@
+//! Archived events to the bytes of one archive object, and back. No I/O.
+//!
+//! [`encode_events`] sorts the events into archive order ([`archive_order`]:
+//! event timestamp, then `StreamId`, then `EventId`, then the stream record's
+//! `SequenceNumber` and `eventID`, a total order, so the same records always
+//! give the same bytes), writes one [`ArchivedEvent::to_line`] per line
+//! (NDJSON, `\n` after every line) and compresses them as [`Compression`]
+//! says. The [`EncodedBatch`] it returns carries what the writer needs for
+//! the key and the PUT: count, smallest and largest `SequenceNumber`, oldest
+//! and newest event timestamp, content type and content encoding.
+//!
+//! [`encode_dead_letters`] writes the dead letters of a batch as one JSON
+//! document:
+//!
+//! ```json
+//! {"count":1,"deadLetters":[{"reason":"not-insert","eventName":"MODIFY",
+//!   "detail":"eventName is \"MODIFY\": …","record":{…the raw stream record…}}]}
+//! ```
+//!
+//! [`decode_lines`], [`decode_events`] and [`decode_dead_letters`] read them back.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+
+use evs_core::format_timestamp_ms;
+use serde_json::{Map, Value};
+
+use crate::record::{ArchivedEvent, DeadLetter, DeadLetterReason, LineError, SequenceNumber};
+
+/// Content type of an events object.
+pub const NDJSON_CONTENT_TYPE: &str = "application/x-ndjson";
+/// Content type of a dead-letter object.
+pub const DEAD_LETTER_CONTENT_TYPE: &str = "application/json";
+
+/// How an events object is compressed; the key's extension says which.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Compression {
+    /// gzip at flate2's default level (6): `.ndjson.gz`, `Content-Encoding: gzip`.
+    #[default]
+    Gzip,
+    /// Plain NDJSON: `.ndjson`.
+    None,
+}
+
+impl Compression {
+    /// The key's extension.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Compression::Gzip => ".ndjson.gz",
+            Compression::None => ".ndjson",
+        }
+    }
+
+    /// The object's `Content-Encoding`, if any.
+    pub fn content_encoding(self) -> Option<&'static str> {
+        match self {
+            Compression::Gzip => Some("gzip"),
+            Compression::None => None,
+        }
+    }
+}
+
+/// Why a batch cannot be encoded.
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    /// There is nothing to encode: no object should be written.
+    #[error("an archive object needs at least one record")]
+    Empty,
+    /// Writing the bytes failed.
+    #[error("cannot encode the archive object: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Why bytes are not an archive object.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// Decompressing failed.
+    #[error("cannot decompress the archive object: {0}")]
+    Io(#[from] std::io::Error),
+    /// A line is not JSON (lines count from 1).
+    #[error("line {line} is not JSON: {source}")]
+    Json {
+        /// The line number.
+        line: usize,
+        /// The parse error.
+        source: serde_json::Error,
+    },
+    /// A line is JSON but not an archived event.
+    #[error("line {line}: {source}")]
+    Line {
+        /// The line number.
+        line: usize,
+        /// What is wrong.
+        source: LineError,
+    },
+    /// The dead-letter document is not what [`encode_dead_letters`] writes.
+    #[error("invalid dead-letter object: {0}")]
+    DeadLetters(String),
+}
+
+/// One encoded events object and what the writer needs to store it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedBatch {
+    /// The object's bytes.
+    pub bytes: Vec<u8>,
+    /// How many events (lines) it holds.
+    pub count: usize,
+    /// The smallest `SequenceNumber` among its records (by number).
+    pub first_sequence: SequenceNumber,
+    /// The largest `SequenceNumber` among its records (by number).
+    pub last_sequence: SequenceNumber,
+    /// The oldest event timestamp, epoch ms (the first line's).
+    pub oldest_timestamp_ms: i64,
+    /// The newest event timestamp, epoch ms (the last line's).
+    pub newest_timestamp_ms: i64,
+    /// How the bytes are compressed.
+    pub compression: Compression,
+}
+
+impl EncodedBatch {
+    /// The object's `Content-Type`.
+    pub fn content_type(&self) -> &'static str {
+        NDJSON_CONTENT_TYPE
+    }
+
+    /// The object's `Content-Encoding`, if any.
+    pub fn content_encoding(&self) -> Option<&'static str> {
+        self.compression.content_encoding()
+    }
+
+    /// A summary for the object's user metadata (S3 `x-amz-meta-*`): `evs-count`,
+    /// `evs-first-sequence`, `evs-last-sequence`, `evs-oldest-timestamp` and
+    /// `evs-newest-timestamp` (RFC 3339). ASCII only, as S3 requires.
+    pub fn metadata(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("evs-count".to_owned(), self.count.to_string()),
+            (
+                "evs-first-sequence".to_owned(),
+                self.first_sequence.to_string(),
+            ),
+            (
+                "evs-last-sequence".to_owned(),
+                self.last_sequence.to_string(),
+            ),
+            (
+                "evs-oldest-timestamp".to_owned(),
+                format_timestamp_ms(self.oldest_timestamp_ms),
+            ),
+            (
+                "evs-newest-timestamp".to_owned(),
+                format_timestamp_ms(self.newest_timestamp_ms),
+            ),
+        ])
+    }
+}
+
+/// The order of events inside an object: timestamp, `StreamId`, `EventId`,
+/// then `SequenceNumber` and `eventID` so that even duplicates have a fixed place.
+pub fn archive_order(a: &ArchivedEvent, b: &ArchivedEvent) -> Ordering {
+    a.event
+        .timestamp_ms
+        .cmp(&b.event.timestamp_ms)
+        .then_with(|| a.event.stream_id.as_str().cmp(b.event.stream_id.as_str()))
+        .then_with(|| a.event.event_id.cmp(&b.event.event_id))
+        .then_with(|| a.sequence_number.cmp(&b.sequence_number))
+        .then_with(|| a.record_id.cmp(&b.record_id))
+}
+
+/// Sorts events into [`archive_order`] (stable).
+pub fn sort_events(events: &mut [ArchivedEvent]) {
+    events.sort_by(archive_order);
+}
+
+/// Encodes `events` as one object: sorted, NDJSON, compressed.
+pub fn encode_events(
+    events: &[ArchivedEvent],
+    compression: Compression,
+) -> Result<EncodedBatch, EncodeError> {
+    let mut sorted: Vec<&ArchivedEvent> = events.iter().collect();
+    sorted.sort_by(|a, b| archive_order(a, b));
+    let (Some(first), Some(last)) = (sorted.first(), sorted.last()) else {
+        return Err(EncodeError::Empty);
+    };
+    let (oldest_timestamp_ms, newest_timestamp_ms) =
+        (first.event.timestamp_ms, last.event.timestamp_ms);
+    let mut first_sequence = &first.sequence_number;
+    let mut last_sequence = &first.sequence_number;
+    for e in &sorted {
+        first_sequence = first_sequence.min(&e.sequence_number);
+        last_sequence = last_sequence.max(&e.sequence_number);
+    }
+
+    let mut ndjson = Vec::new();
+    for e in &sorted {
+        serde_json::to_writer(&mut ndjson, &e.to_line()).map_err(std::io::Error::from)?;
+        ndjson.push(b'\n');
+    }
+    let bytes = match compression {
+        Compression::None => ndjson,
+        Compression::Gzip => {
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            gz.write_all(&ndjson)?;
+            gz.finish()?
+        }
+    };
+    Ok(EncodedBatch {
+        bytes,
+        count: sorted.len(),
+        first_sequence: first_sequence.clone(),
+        last_sequence: last_sequence.clone(),
+        oldest_timestamp_ms,
+        newest_timestamp_ms,
+        compression,
+    })
+}
+
+/// Decompresses an events object and parses each line as JSON.
+pub fn decode_lines(bytes: &[u8], compression: Compression) -> Result<Vec<Value>, DecodeError> {
+    let text = match compression {
+        Compression::None => std::borrow::Cow::Borrowed(bytes),
+        Compression::Gzip => {
+            let mut out = Vec::new();
+            flate2::read::MultiGzDecoder::new(bytes).read_to_end(&mut out)?;
+            std::borrow::Cow::Owned(out)
+        }
+    };
+    let body = text.strip_suffix(b"\n").unwrap_or(&text);
+    if body.is_empty() {
+        return Ok(Vec::new());
+    }
+    body.split(|&b| b == b'\n')
+        .enumerate()
+        .map(|(i, line)| {
+            serde_json::from_slice(line).map_err(|source| DecodeError::Json {
+                line: i + 1,
+                source,
+            })
+        })
+        .collect()
+}
+
+/// Decompresses an events object and reads each line as an [`ArchivedEvent`].
+pub fn decode_events(
+    bytes: &[u8],
+    compression: Compression,
+) -> Result<Vec<ArchivedEvent>, DecodeError> {
+    decode_lines(bytes, compression)?
+        .iter()
+        .enumerate()
+        .map(|(i, line)| {
+            ArchivedEvent::from_line(line).map_err(|source| DecodeError::Line {
+                line: i + 1,
+                source,
+            })
+        })
+        .collect()
+}
+
+/// One encoded dead-letter object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedDeadLetters {
+    /// The object's bytes (uncompressed JSON).
+    pub bytes: Vec<u8>,
+    /// How many dead letters it holds.
+    pub count: usize,
+    /// The smallest valid `SequenceNumber` among the records, if any has one.
+    pub first_sequence: Option<SequenceNumber>,
+}
+
+impl EncodedDeadLetters {
+    /// The object's `Content-Type`.
+    pub fn content_type(&self) -> &'static str {
+        DEAD_LETTER_CONTENT_TYPE
+    }
+
+    /// A summary for the object's user metadata: `evs-count` and, when known,
+    /// `evs-first-sequence`.
+    pub fn metadata(&self) -> BTreeMap<String, String> {
+        let mut m = BTreeMap::from([("evs-count".to_owned(), self.count.to_string())]);
+        if let Some(seq) = &self.first_sequence {
+            m.insert("evs-first-sequence".to_owned(), seq.to_string());
+        }
+        m
+    }
+}
+
+/// Encodes the dead letters of a batch, in the order given, as one JSON document.
+pub fn encode_dead_letters(dead: &[DeadLetter]) -> Result<EncodedDeadLetters, EncodeError> {
+    if dead.is_empty() {
+        return Err(EncodeError::Empty);
+    }
+    let entries: Vec<Value> = dead
+        .iter()
+        .map(|d| {
+            let mut entry = Map::new();
+            entry.insert("reason".into(), Value::String(d.reason.code().into()));
+            if let DeadLetterReason::NotInsert { event_name } = &d.reason {
+                entry.insert("eventName".into(), Value::String(event_name.clone()));
+            }
+            entry.insert("detail".into(), Value::String(d.detail.clone()));
+            entry.insert("record".into(), d.raw.clone());
+            Value::Object(entry)
+        })
+        .collect();
+    let mut doc = Map::new();
+    doc.insert("count".into(), Value::from(dead.len()));
+    doc.insert("deadLetters".into(), Value::Array(entries));
+    let bytes = serde_json::to_vec(&Value::Object(doc)).map_err(std::io::Error::from)?;
+    Ok(EncodedDeadLetters {
+        bytes,
+        count: dead.len(),
+        first_sequence: dead.iter().filter_map(DeadLetter::sequence_number).min(),
+    })
+}
+
+/// Reads a dead-letter object back.
+pub fn decode_dead_letters(bytes: &[u8]) -> Result<Vec<DeadLetter>, DecodeError> {
+    let bad = |what: &str| DecodeError::DeadLetters(what.to_owned());
+    let doc: Value =
+        serde_json::from_slice(bytes).map_err(|source| DecodeError::Json { line: 1, source })?;
+    let entries = doc
+        .get("deadLetters")
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad("no deadLetters array"))?;
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, entry)| {
+            let code = entry.get("reason").and_then(Value::as_str);
+            let event_name = entry.get("eventName").and_then(Value::as_str);
+            let reason = code
+                .and_then(|c| DeadLetterReason::from_code(c, event_name))
+                .ok_or_else(|| bad(&format!("entry {i}: unknown or missing reason")))?;
+            let detail = entry
+                .get("detail")
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad(&format!("entry {i}: no detail")))?
+                .to_owned();
+            let raw = entry
+                .get("record")
+                .cloned()
+                .ok_or_else(|| bad(&format!("entry {i}: no record")))?;
+            Ok(DeadLetter {
+                reason,
+                detail,
+                raw,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::tests::{image, insert_record};
+    use crate::record::{classify, parse_batch, Classified};
+    use evs_core::attr::{self, AttrValue};
+    use proptest::prelude::*;
+    use serde_json::json;
+    use std::collections::BTreeMap;
+
+    fn event(seq: &str, stream: &str, event_id: u64, ts: i64) -> ArchivedEvent {
+        match classify(&insert_record(seq, image(stream, event_id, ts))) {
+            Classified::Event(e) => *e,
+            Classified::DeadLetter(d) => panic!("{d:?}"),
+        }
+    }
+
+    fn order(events: &[ArchivedEvent]) -> Vec<(i64, String, u64)> {
+        events
+            .iter()
+            .map(|e| {
+                (
+                    e.event.timestamp_ms,
+                    e.event.stream_id.to_string(),
+                    e.event.event_id,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn events_sort_by_timestamp_then_stream_then_event_id() {
+        let mut events = vec![
+            event("100000000000000000005", "b", 2, 20),
+            event("100000000000000000004", "a", 9, 30),
+            event("100000000000000000003", "b", 1, 20),
+            event("100000000000000000002", "a", 3, 20),
+            event("100000000000000000001", "c", 1, 10),
+        ];
+        sort_events(&mut events);
+        assert_eq!(
+            order(&events),
+            vec![
+                (10, "c".into(), 1),
+                (20, "a".into(), 3),
+                (20, "b".into(), 1),
+                (20, "b".into(), 2),
+                (30, "a".into(), 9)
+            ]
+        );
+        // duplicates (a retried record) have a fixed place too
+        let a = event("100000000000000000009", "a", 1, 5);
+        let mut b = a.clone();
+        b.sequence_number = SequenceNumber::new("99999999999999999999").unwrap();
+        assert_eq!(archive_order(&a, &b), Ordering::Greater);
+        b.sequence_number = a.sequence_number.clone();
+        b.record_id = "zz".into();
+        assert_eq!(archive_order(&a, &b), Ordering::Less);
+    }
+
+    #[test]
+    fn an_object_round_trips_with_its_summary() {
+        let events = vec![
+            event("1100000000017454423010", "b", 2, 1_795_471_652_200),
+            event("999999999999999999999", "a", 1, 1_795_471_652_100),
+            event("1100000000017454423009", "b", 1, 1_795_471_652_150),
+        ];
+        for compression in [Compression::Gzip, Compression::None] {
+            let batch = encode_events(&events, compression).unwrap();
+            assert_eq!(batch.count, 3);
+            assert_eq!(batch.first_sequence.as_str(), "999999999999999999999");
+            assert_eq!(batch.last_sequence.as_str(), "1100000000017454423010");
+            assert_eq!(batch.oldest_timestamp_ms, 1_795_471_652_100);
+            assert_eq!(batch.newest_timestamp_ms, 1_795_471_652_200);
+            assert_eq!(batch.content_type(), "application/x-ndjson");
+            let meta = batch.metadata();
+            assert_eq!(meta["evs-count"], "3");
+            assert_eq!(meta["evs-first-sequence"], "999999999999999999999");
+            assert_eq!(meta["evs-oldest-timestamp"], "2026-11-23T22:07:32.100Z");
+            assert!(meta.iter().all(|(k, v)| k.is_ascii() && v.is_ascii()));
+            let back = decode_events(&batch.bytes, compression).unwrap();
+            let mut expected = events.clone();
+            sort_events(&mut expected);
+            assert_eq!(back, expected);
+            match compression {
+                Compression::Gzip => {
+                    assert_eq!(batch.content_encoding(), Some("gzip"));
+                    assert_eq!(&batch.bytes[..2], &[0x1f, 0x8b]);
+                }
+                Compression::None => {
+                    assert_eq!(batch.content_encoding(), None);
+                    let text = String::from_utf8(batch.bytes.clone()).unwrap();
+                    assert_eq!(text.lines().count(), 3);
+                    assert!(text.ends_with('\n'));
+                    assert!(text.starts_with(r#"{"streamId":"a","eventId":1,"#));
+                }
+            }
+        }
+        // the same records in any order give the same bytes
+        let mut reversed = events.clone();
+        reversed.reverse();
+        assert_eq!(
+            encode_events(&events, Compression::Gzip).unwrap(),
+            encode_events(&reversed, Compression::Gzip).unwrap()
+        );
+    }
+
+    #[test]
+    fn nothing_to_encode_is_an_error() {
+        assert!(matches!(
+            encode_events(&[], Compression::Gzip),
+            Err(EncodeError::Empty)
+        ));
+        assert!(matches!(encode_dead_letters(&[]), Err(EncodeError::Empty)));
+    }
+
+    #[test]
+    fn corrupt_objects_are_decode_errors() {
+        assert!(matches!(
+            decode_lines(b"not gzip", Compression::Gzip),
+            Err(DecodeError::Io(_))
+        ));
+        assert!(matches!(
+            decode_lines(b"{}\n{\n", Compression::None),
+            Err(DecodeError::Json { line: 2, .. })
+        ));
+        assert!(matches!(
+            decode_events(b"{}\n", Compression::None),
+            Err(DecodeError::Line { line: 1, .. })
+        ));
+        assert_eq!(
+            decode_lines(b"", Compression::None).unwrap(),
+            Vec::<Value>::new()
+        );
+    }
+
+    #[test]
+    fn dead_letters_round_trip() {
+        let mut modify = insert_record("100000000000000000007", image("s", 1, 5));
+        modify["eventName"] = json!("MODIFY");
+        let batch = json!({"Records": [modify, "garbage", insert_record("100000000000000000003", json!({"x": {"S": "y"}}))]});
+        let dead: Vec<DeadLetter> = parse_batch(&batch)
+            .unwrap()
+            .into_iter()
+            .map(|c| match c {
+                Classified::DeadLetter(d) => *d,
+                Classified::Event(e) => panic!("{e:?}"),
+            })
+            .collect();
+        let encoded = encode_dead_letters(&dead).unwrap();
+        assert_eq!(encoded.count, 3);
+        assert_eq!(encoded.content_type(), "application/json");
+        assert_eq!(
+            encoded.metadata()["evs-first-sequence"],
+            "100000000000000000003"
+        );
+        assert_eq!(
+            encoded.first_sequence.unwrap().as_str(),
+            "100000000000000000003"
+        );
+        let doc: Value = serde_json::from_slice(&encoded.bytes).unwrap();
+        assert_eq!(doc["count"], 3);
+        assert_eq!(doc["deadLetters"][0]["reason"], "not-insert");
+        assert_eq!(doc["deadLetters"][0]["eventName"], "MODIFY");
+        assert_eq!(doc["deadLetters"][1]["record"], "garbage");
+        assert_eq!(doc["deadLetters"][2]["reason"], "not-an-event");
+        assert_eq!(decode_dead_letters(&encoded.bytes).unwrap(), dead);
+        assert!(decode_dead_letters(b"{}").is_err());
+    }
+
+    // ---- the lossless property: stored item -> stream record -> line -> stored item ----
+
+    fn number() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<i64>().prop_map(|n| n.to_string()),
+            "-?[1-9][0-9]{20,37}", // big exact integers (23 digits and more)
+            "-?[0-9]{1,12}\\.[0-9]{1,12}", // decimals, some with leading zeros
+            "-?[1-9]\\.[0-9]{1,6}[eE]-?[1-9][0-9]?", // exponents
+            Just("0".to_owned()),
+        ]
+    }
+
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            ".{0,12}",     // any unicode
+            "[0-9]{1,25}", // strings that are JSON numbers
+            Just("{\"a\": [1, 2.50, null]}".to_owned()),
+            Just("true".to_owned()),
+        ]
+    }
+
+    fn bytes() -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(any::<u8>(), 0..12)
+    }
+
+    fn attr_value() -> impl Strategy<Value = AttrValue> {
+        let leaf = prop_oneof![
+            text().prop_map(AttrValue::S),
+            number().prop_map(AttrValue::N),
+            bytes().prop_map(AttrValue::B),
+            any::<bool>().prop_map(AttrValue::Bool),
+            Just(AttrValue::Null),
+            proptest::collection::vec(text(), 1..4).prop_map(AttrValue::Ss),
+            proptest::collection::vec(number(), 1..4).prop_map(AttrValue::Ns),
+            proptest::collection::vec(bytes(), 1..4).prop_map(AttrValue::Bs),
+        ];
+        leaf.prop_recursive(4, 32, 5, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..5).prop_map(AttrValue::L),
+                proptest::collection::btree_map("[a-zA-Z0-9_é ]{0,8}", inner, 0..5)
+                    .prop_map(AttrValue::M),
+            ]
+        })
+    }
+
+    fn has_binary_or_set(v: &AttrValue) -> bool {
+        match v {
+            AttrValue::B(_) | AttrValue::Ss(_) | AttrValue::Ns(_) | AttrValue::Bs(_) => true,
+            AttrValue::L(l) => l.iter().any(has_binary_or_set),
+            AttrValue::M(m) => m.values().any(has_binary_or_set),
+            _ => false,
+        }
+    }
+
+    /// The stored value a line gives back, the way a reader does it.
+    fn stored_from_line(json: &Value, attr_json: Option<&Value>) -> AttrValue {
+        match attr_json {
+            Some(a) => attr::from_dynamo_json(a).unwrap(),
+            None => attr::from_json(json).unwrap(),
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    struct Stored {
+        stream: String,
+        event_id: u64,
+        timestamp_ms: Option<i64>,
+        uuid: Option<u128>,
+        payload: Option<AttrValue>,
+        metadata: Option<AttrValue>,
+        extra: BTreeMap<String, AttrValue>,
+        acdt_seconds: u32,
+        seq: String,
+    }
+
+    fn stored() -> impl Strategy<Value = Stored> {
+        (
+            "[a-z0-9é-]{1,10}",
+            1..u64::from(u32::MAX),
+            proptest::option::of(0..=253_402_300_799_999_i64),
+            proptest::option::of(any::<u128>()),
+            proptest::option::of(attr_value()),
+            proptest::option::of(attr_value()),
+            proptest::collection::btree_map("X[a-zA-Z]{0,6}", attr_value(), 0..3),
+            any::<u32>(),
+            "[1-9][0-9]{20,39}",
+        )
+            .prop_map(
+                |(
+                    stream,
+                    event_id,
+                    timestamp_ms,
+                    uuid,
+                    payload,
+                    metadata,
+                    extra,
+                    acdt_seconds,
+                    seq,
+                )| Stored {
+                    stream,
+                    event_id,
+                    timestamp_ms,
+                    uuid,
+                    payload,
+                    metadata,
+                    extra,
+                    acdt_seconds,
+                    seq,
+                },
+            )
+    }
+
+    impl Stored {
+        fn record(&self) -> Value {
+            let mut item = self.extra.clone();
+            item.insert("StreamId".into(), AttrValue::S(self.stream.clone()));
+            item.insert("EventId".into(), AttrValue::N(self.event_id.to_string()));
+            item.insert("EventName".into(), AttrValue::S("Happened".into()));
+            if let Some(t) = self.timestamp_ms {
+                item.insert("Timestamp".into(), AttrValue::N(t.to_string()));
+            }
+            if let Some(u) = self.uuid {
+                item.insert(
+                    "EventUuid".into(),
+                    AttrValue::S(uuid::Uuid::from_u128(u).to_string()),
+                );
+            }
+            if let Some(p) = &self.payload {
+                item.insert("Payload".into(), p.clone());
+            }
+            if let Some(m) = &self.metadata {
+                item.insert("Metadata".into(), m.clone());
+            }
+            let mut record = insert_record(&self.seq, attr::item_to_dynamo_json(&item));
+            record["dynamodb"]["ApproximateCreationDateTime"] = json!(self.acdt_seconds);
+            record
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn archiving_loses_nothing(items in proptest::collection::vec(stored(), 1..4), gz in any::<bool>()) {
+            let compression = if gz { Compression::Gzip } else { Compression::None };
+            let records: Vec<Value> = items.iter().map(Stored::record).collect();
+            let events: Vec<ArchivedEvent> = parse_batch(&json!({"Records": records}))
+                .unwrap()
+                .into_iter()
+                .map(|c| match c {
+                    Classified::Event(e) => *e,
+                    Classified::DeadLetter(d) => panic!("{d:?}"),
+                })
+                .collect();
+            let batch = encode_events(&events, compression).unwrap();
+            let lines = decode_lines(&batch.bytes, compression).unwrap();
+            prop_assert_eq!(lines.len(), items.len());
+            // each line is a JSON value; find the one of each item by its record id
+            for s in &items {
+                let line = lines
+                    .iter()
+                    .find(|l| l["eventID"] == format!("ev-{}", s.seq).as_str())
+                    .unwrap();
+                prop_assert_eq!(&line["streamId"], &json!(s.stream));
+                prop_assert_eq!(line["eventId"].as_u64(), Some(s.event_id));
+                prop_assert_eq!(&line["sequenceNumber"], &json!(s.seq));
+                let expected_ms = s.timestamp_ms.unwrap_or(i64::from(s.acdt_seconds) * 1000);
+                prop_assert_eq!(&line["timestamp"], &json!(evs_core::format_timestamp_ms(expected_ms)));
+                prop_assert_eq!(line.get("timestampSource").is_some(), s.timestamp_ms.is_none());
+
+                match &s.payload {
+                    None => prop_assert_eq!(&line["payload"], &Value::Null),
+                    Some(AttrValue::S(text)) if serde_json::from_str::<Value>(text).is_ok() => {
+                        prop_assert_eq!(&line["payloadEncoding"], "json-string");
+                        prop_assert_eq!(&line["payload"], &serde_json::from_str::<Value>(text).unwrap());
+                    }
+                    Some(p) => {
+                        prop_assert!(line.get("payloadEncoding").is_none());
+                        if has_binary_or_set(p) {
+                            prop_assert!(line.get("payloadAttr").is_some());
+                        }
+                        prop_assert_eq!(&stored_from_line(&line["payload"], line.get("payloadAttr")), p);
+                        prop_assert_eq!(&line["payload"], &attr::to_json(p));
+                    }
+                }
+                match &s.metadata {
+                    None => prop_assert!(line.get("metadata").is_none()),
+                    Some(m) => prop_assert_eq!(&stored_from_line(&line["metadata"], line.get("metadataAttr")), m),
+                }
+                let attributes = line.get("attributes").map_or_else(
+                    || Ok(BTreeMap::new()),
+                    attr::item_from_dynamo_json,
+                );
+                prop_assert_eq!(&attributes.unwrap(), &s.extra);
+            }
+            // and the typed reading of the lines gives back the classified events
+            let mut expected = events.clone();
+            sort_events(&mut expected);
+            prop_assert_eq!(decode_events(&batch.bytes, compression).unwrap(), expected);
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! The archiver's handler: one DynamoDB Streams batch in, at most one archive
+//! object (and at most one dead-letter object) out.
+//!
+//! It is a plain async function of the raw Lambda event, a [`Sink`], the
+//! configuration and a clock: `main` wires it to the Lambda runtime, `evs
+//! invoke` and the tests call it directly. It reads no environment variable.
+//!
+//! Order of work, and why:
+//! 1. every record is classified on its own (`record`), so one malformed
+//!    record can never make the batch fail and block the shard;
+//! 2. the events are sorted and encoded (`encode`), a pure step;
+//! 3. the batch is sealed: the key takes the wall clock *now* (`key`), never
+//!    the events' own timestamps, which is what makes replay safe;
+//! 4. the archive object is written; if that fails the invocation fails and
+//!    the event source mapping retries the batch (a new attempt, a new key);
+//! 5. the dead-letter object is written; if only that fails, the records
+//!    from the first dead-lettered one on are reported in
+//!    `batchItemFailures`, so the archived part is not redone needlessly and
+//!    no record is acknowledged unwritten.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::config::Config;
+use crate::encode;
+use crate::key;
+use crate::record::{self, Classified};
+use crate::sink::{Object, Sink, SinkError};
+
+/// What one invocation did; printed by `evs invoke`, logged by the Lambda.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    /// Records in the batch.
+    pub records_in: usize,
+    /// Events archived.
+    pub archived: usize,
+    /// Records sent to the dead-letter prefix.
+    pub dead_lettered: usize,
+    /// Bytes of the archive object.
+    pub bytes: usize,
+    /// The archive object's key, when one was written.
+    pub key: Option<String>,
+    /// The dead-letter object's key, when one was written.
+    pub dead_letter_key: Option<String>,
+    /// Age of the oldest event at seal time, ms.
+    pub oldest_record_age_ms: Option<i64>,
+    /// Sequence numbers Lambda must deliver again (the first of them and all after).
+    pub batch_item_failures: Vec<String>,
+    /// Seal time, epoch ms.
+    pub sealed_at_ms: i64,
+}
+
+/// Why an invocation failed (the mapping retries the batch).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandlerError {
+    /// The event is not a DynamoDB Streams batch at all.
+    #[error("not a DynamoDB Streams event: {0}")]
+    NotABatch(#[from] record::BatchError),
+    /// Encoding failed.
+    #[error("cannot encode the batch: {0}")]
+    Encode(#[from] encode::EncodeError),
+    /// A key could not be built.
+    #[error("cannot build the object key: {0}")]
+    Key(#[from] key::KeyError),
+    /// Writing the archive object failed.
+    #[error("archive object {key} was not written: {source}")]
+    Write {
+        /// The key.
+        key: String,
+        /// The sink's error.
+        #[source]
+        source: SinkError,
+    },
+    /// The write did not finish before the deadline.
+    #[error("archive object {key} was not written within {timeout:?} (the batch will be retried under a new key)")]
+    Deadline {
+        /// The key.
+        key: String,
+        /// The time allowed.
+        timeout: Duration,
+    },
+}
+
+/// Writes `object` at `key`, within `timeout` when one is given.
+async fn put_within(
+    sink: &dyn Sink,
+    key: &str,
+    object: &Object,
+    timeout: Option<Duration>,
+) -> Result<(), HandlerError> {
+    let put = sink.put(key, object);
+    let result = match timeout {
+        Some(t) => tokio::time::timeout(t, put)
+            .await
+            .map_err(|_| HandlerError::Deadline {
+                key: key.to_owned(),
+                timeout: t,
+            })?,
+        None => put.await,
+    };
+    result.map_err(|source| HandlerError::Write {
+        key: key.to_owned(),
+        source,
+    })
+}
+
+/// Handles one batch. `now_ms` is the wall clock; `timeout` bounds each write
+/// (the Lambda passes the time left before its deadline; a long-lived poller
+/// passes its own bound, so the settled frontier holds there too).
+pub async fn handle(
+    event: &Value,
+    sink: &dyn Sink,
+    config: &Config,
+    now_ms: &(dyn Fn() -> i64 + Send + Sync),
+    timeout: Option<Duration>,
+) -> Result<Summary, HandlerError> {
+    let classified = record::parse_batch(event)?;
+    let mut summary = Summary {
+        records_in: classified.len(),
+        ..Summary::default()
+    };
+    let mut events = Vec::new();
+    let mut dead = Vec::new();
+    for c in classified {
+        match c {
+            Classified::Event(e) => events.push(*e),
+            Classified::DeadLetter(d) => dead.push(*d),
+        }
+    }
+    summary.archived = events.len();
+    summary.dead_lettered = dead.len();
+
+    if !events.is_empty() {
+        let encoded = encode::encode_events(&events, config.compression)?;
+        let sealed_at = now_ms();
+        let suffix = key::Suffix::random(Some(encoded.first_sequence.clone()));
+        let key = key::ArchiveKey::new(&config.prefix, sealed_at, &suffix, config.compression)?;
+        let object = Object {
+            content_type: encoded.content_type().to_owned(),
+            content_encoding: encoded.content_encoding().map(str::to_owned),
+            metadata: encoded.metadata(),
+            bytes: encoded.bytes,
+        };
+        put_within(sink, key.as_str(), &object, timeout).await?;
+        summary.sealed_at_ms = sealed_at;
+        summary.bytes = object.bytes.len();
+        summary.key = Some(key.as_str().to_owned());
+        summary.oldest_record_age_ms = Some(sealed_at - encoded.oldest_timestamp_ms);
+    }
+
+    if !dead.is_empty() {
+        let sealed_at = now_ms();
+        let encoded = encode::encode_dead_letters(&dead)?;
+        let suffix = key::Suffix::random(encoded.first_sequence.clone());
+        let key = key::DeadLetterKey::new(&config.dead_letter_prefix, sealed_at, &suffix)?;
+        let object = Object {
+            content_type: encoded.content_type().to_owned(),
+            content_encoding: None,
+            metadata: encoded.metadata(),
+            bytes: encoded.bytes,
+        };
+        match put_within(sink, key.as_str(), &object, timeout).await {
+            Ok(()) => summary.dead_letter_key = Some(key.as_str().to_owned()),
+            Err(err) => {
+                // Report the first dead-lettered record (in delivery order):
+                // Lambda retries it and everything after it.
+                match dead.iter().find_map(|d| d.sequence_number()) {
+                    Some(seq) => {
+                        tracing::error!(error = %err, "dead-letter object not written; reporting a partial batch failure");
+                        summary.batch_item_failures.push(seq.to_string());
+                    }
+                    None => return Err(err),
+                }
+            }
+        }
+        if summary.sealed_at_ms == 0 {
+            summary.sealed_at_ms = sealed_at;
+        }
+    }
+    Ok(summary)
+}

@@ -1,0 +1,1110 @@
+//! DynamoDB Streams records in, archived events or dead letters out.
+//!
+//! [`classify`] looks at one raw stream record, exactly the JSON that Lambda
+//! delivers inside `{"Records": [...]}`, and returns either
+//! [`Classified::Event`] with an [`ArchivedEvent`] or [`Classified::DeadLetter`]
+//! with a [`DeadLetter`] that keeps the raw record, a typed
+//! [`DeadLetterReason`] and a human detail. It never fails and never panics:
+//! whatever the record holds, it is archived or dead-lettered, so one bad
+//! record can neither block a shard nor vanish. [`parse_batch`] does the same
+//! for every element of a whole Lambda event; only an event that has no
+//! `Records` array at all is an error ([`BatchError`]).
+//!
+//! # What is archived
+//!
+//! Only `INSERT` records whose `NewImage` decodes into an event of this store
+//! (see `evs_core::item`): `StreamId` (S), `EventId` (N, at least 1) and
+//! `EventName` (S) are required. Everything else is a dead letter:
+//!
+//! | reason                                 | when                                                        |
+//! |----------------------------------------|-------------------------------------------------------------|
+//! | [`DeadLetterReason::MalformedRecord`]  | not an object; no `eventName`, `eventID`, `dynamodb` or valid `SequenceNumber`; a `NewImage` that is not an object; an unusable `ApproximateCreationDateTime` when it is needed |
+//! | [`DeadLetterReason::NotInsert`]        | `MODIFY` or `REMOVE` (or anything but `INSERT`) on the append-only table |
+//! | [`DeadLetterReason::MissingNewImage`]  | `NewImage` absent, `null` or empty (e.g. a `KEYS_ONLY` stream) |
+//! | [`DeadLetterReason::InvalidAttribute`] | invalid DynamoDB JSON, or an event attribute of the wrong type or value |
+//! | [`DeadLetterReason::NotAnEvent`]       | the item has no `StreamId`, `EventId` or `EventName`         |
+//! | [`DeadLetterReason::MissingTimestamp`] | neither `Timestamp` nor `ApproximateCreationDateTime`       |
+//!
+//! A missing `Timestamp` falls back to the record's
+//! `ApproximateCreationDateTime` (epoch seconds, a JSON number or a numeric
+//! string, fractions allowed), truncated to milliseconds; the line then says
+//! `"timestampSource": "approximateCreationDateTime"`.
+//!
+//! # The line format (stable)
+//!
+//! [`ArchivedEvent::to_line`] is one NDJSON line of an archive object: the
+//! line of `evs read` ([`RecordedEvent::to_json`]) plus the stream record's
+//! identity and markers that keep the conversion lossless:
+//!
+//! ```json
+//! {"streamId":"order-1","eventId":3,"eventName":"Paid","timestamp":"2026-11-23T22:07:32.123Z",
+//!  "payload":{"amount":12345678901234567890123},"id":"…uuid…","metadata":{…},
+//!  "attributes":{"Tenant":{"S":"t1"}},
+//!  "eventID":"1f0c…","sequenceNumber":"1100000000017454423009",
+//!  "timestampSource":"approximateCreationDateTime","payloadEncoding":"json-string",
+//!  "payloadAttr":{"M":{…}},"metadataAttr":{"M":{…}}}
+//! ```
+//!
+//! * `eventId` is the event's number in its stream; `eventID` is the stream
+//!   record's id (DynamoDB Streams' own field name) and `sequenceNumber` its
+//!   `SequenceNumber`, kept as the decimal string it was.
+//! * `attributes` (every extra item attribute) is DynamoDB JSON, so it is exact.
+//! * `payload` and `metadata` are plain JSON with exact numbers. DynamoDB has
+//!   types JSON lacks: `evs_core::attr::to_json` writes binary as base64
+//!   strings and sets as arrays, which loses the type. Whenever the plain JSON
+//!   would not convert back to the very same attribute value (the payload
+//!   holds any `B`, `SS`, `NS` or `BS`, or a number whose text is not JSON
+//!   number syntax), the line **also** carries `payloadAttr` (resp.
+//!   `metadataAttr`): the attribute value as DynamoDB JSON. A reader that
+//!   needs the exact stored value uses `payloadAttr` when present and
+//!   `payload` otherwise; nothing is lost.
+//! * A `Payload` stored as a string (`S`) whose text parses as JSON is
+//!   archived as that JSON value and marked `"payloadEncoding": "json-string"`
+//!   (so `"42"` becomes `42`, and a reader can tell); insignificant whitespace
+//!   of that text is not kept, its values, key order and number text are. A
+//!   string that is not JSON stays a string, unmarked.
+//! * `timestampSource`, `payloadEncoding`, `payloadAttr` and `metadataAttr`
+//!   appear only when they say something; a reader must ignore fields it does
+//!   not know.
+//!
+//! [`ArchivedEvent::from_line`] reads a line back into the same value.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use evs_core::attr::{self, AttrValue, Item};
+use evs_core::item;
+use evs_core::{RecordedEvent, StreamId};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+/// Most digits a `SequenceNumber` has (AWS: 21 to 40).
+pub const MAX_SEQUENCE_NUMBER_DIGITS: usize = 40;
+
+/// The `ApproximateCreationDateTime` fallback marker of [`TimestampSource`] in a line.
+const APPROXIMATE_CREATION: &str = "approximateCreationDateTime";
+/// The marker of [`PayloadEncoding::JsonString`] in a line.
+const JSON_STRING: &str = "json-string";
+
+/// Compares two `SequenceNumber`s as the decimal numbers they are: by
+/// (length, text) once leading zeros are ignored. Never compare them as text
+/// alone (`"9" > "10"`) nor squeeze them into an integer type (40 digits do
+/// not fit a `u128`). Only numbers of one shard are comparable in meaning;
+/// across shards the order is merely total.
+pub fn compare_sequence_numbers(a: &str, b: &str) -> Ordering {
+    let a = a.trim_start_matches('0');
+    let b = b.trim_start_matches('0');
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+}
+
+/// Why a text is not a [`SequenceNumber`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid SequenceNumber {text:?}: {reason}")]
+pub struct SequenceNumberError {
+    /// The text that was given.
+    pub text: String,
+    /// What is wrong with it.
+    pub reason: &'static str,
+}
+
+/// A stream record's `SequenceNumber`: a decimal string of 1 to 40 digits
+/// without leading zeros (AWS sends 21 to 40), kept exactly as given and
+/// ordered as a number ([`compare_sequence_numbers`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SequenceNumber(String);
+
+impl SequenceNumber {
+    /// Checks and wraps a sequence number.
+    pub fn new(text: impl Into<String>) -> Result<Self, SequenceNumberError> {
+        let text = text.into();
+        let reason = if text.is_empty() {
+            Some("it is empty")
+        } else if !text.bytes().all(|b| b.is_ascii_digit()) {
+            Some("it is not a decimal string")
+        } else if text.len() > MAX_SEQUENCE_NUMBER_DIGITS {
+            Some("it has more than 40 digits")
+        } else if text.starts_with('0') {
+            Some("it starts with 0")
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => Err(SequenceNumberError { text, reason }),
+            None => Ok(Self(text)),
+        }
+    }
+
+    /// The number as its decimal text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Ord for SequenceNumber {
+    fn cmp(&self, other: &Self) -> Ordering {
+        compare_sequence_numbers(&self.0, &other.0)
+    }
+}
+
+impl PartialOrd for SequenceNumber {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl fmt::Display for SequenceNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for SequenceNumber {
+    type Err = SequenceNumberError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::new(s)
+    }
+}
+
+/// Where an archived event's timestamp came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum TimestampSource {
+    /// The item's own `Timestamp` attribute.
+    #[default]
+    Item,
+    /// The stream record's `ApproximateCreationDateTime` (whole seconds × 1000),
+    /// because the item had no `Timestamp`.
+    ApproximateCreationDateTime,
+}
+
+/// How an archived event's `payload` relates to the stored `Payload` attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum PayloadEncoding {
+    /// The attribute value converted to JSON (`evs_core::attr::to_json`).
+    #[default]
+    Attribute,
+    /// The attribute was a string holding JSON text; `payload` is that JSON.
+    JsonString,
+}
+
+/// One event as the archive holds it: the decoded event plus the stream
+/// record it came from and what makes its line lossless.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArchivedEvent {
+    /// The event (its `payload` already decoded as [`Self::payload_encoding`] says).
+    pub event: RecordedEvent,
+    /// The stream record's `eventID`.
+    pub record_id: String,
+    /// The stream record's `SequenceNumber`.
+    pub sequence_number: SequenceNumber,
+    /// Where `event.timestamp_ms` came from.
+    pub timestamp_source: TimestampSource,
+    /// How `event.payload` was obtained from the `Payload` attribute.
+    pub payload_encoding: PayloadEncoding,
+    /// The `Payload` attribute as stored, when `event.payload` alone does not
+    /// give it back exactly (binary, sets, numbers JSON cannot spell).
+    pub payload_attr: Option<AttrValue>,
+    /// The `Metadata` attribute as stored, under the same rule.
+    pub metadata_attr: Option<AttrValue>,
+}
+
+/// Why a line is not an archived event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid archive line: field {field}: {reason}")]
+pub struct LineError {
+    /// The line field at fault.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl ArchivedEvent {
+    /// The event as one archive line (see the module docs for the format).
+    pub fn to_line(&self) -> Value {
+        let mut line = self.event.to_json();
+        if let Value::Object(map) = &mut line {
+            map.insert("eventID".into(), Value::String(self.record_id.clone()));
+            map.insert(
+                "sequenceNumber".into(),
+                Value::String(self.sequence_number.to_string()),
+            );
+            if self.timestamp_source == TimestampSource::ApproximateCreationDateTime {
+                map.insert(
+                    "timestampSource".into(),
+                    Value::String(APPROXIMATE_CREATION.into()),
+                );
+            }
+            if self.payload_encoding == PayloadEncoding::JsonString {
+                map.insert("payloadEncoding".into(), Value::String(JSON_STRING.into()));
+            }
+            if let Some(a) = &self.payload_attr {
+                map.insert("payloadAttr".into(), attr::to_dynamo_json(a));
+            }
+            if let Some(a) = &self.metadata_attr {
+                map.insert("metadataAttr".into(), attr::to_dynamo_json(a));
+            }
+        }
+        line
+    }
+
+    /// Reads an archive line back. Unknown fields are ignored.
+    pub fn from_line(line: &Value) -> Result<Self, LineError> {
+        let err = |field: &'static str, reason: &str| LineError {
+            field,
+            reason: reason.to_owned(),
+        };
+        let Value::Object(map) = line else {
+            return Err(err("$", "a line must be a JSON object"));
+        };
+        let string = |field: &'static str| -> Result<&str, LineError> {
+            match map.get(field) {
+                Some(Value::String(s)) => Ok(s),
+                Some(_) => Err(err(field, "must be a string")),
+                None => Err(err(field, "is missing")),
+            }
+        };
+        let optional_string = |field: &'static str| -> Result<Option<&str>, LineError> {
+            match map.get(field) {
+                Some(Value::String(s)) => Ok(Some(s)),
+                Some(_) => Err(err(field, "must be a string")),
+                None => Ok(None),
+            }
+        };
+        let optional_attr = |field: &'static str| -> Result<Option<AttrValue>, LineError> {
+            map.get(field)
+                .map(|v| attr::from_dynamo_json(v).map_err(|e| err(field, &e.to_string())))
+                .transpose()
+        };
+
+        let stream_id =
+            StreamId::new(string("streamId")?).map_err(|e| err("streamId", &e.to_string()))?;
+        let event_id = map
+            .get("eventId")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| err("eventId", "must be a non-negative integer"))?;
+        let name = string("eventName")?.to_owned();
+        let timestamp_ms = parse_line_timestamp(string("timestamp")?)
+            .ok_or_else(|| err("timestamp", "not an RFC 3339 UTC time"))?;
+        let payload = map
+            .get("payload")
+            .cloned()
+            .ok_or_else(|| err("payload", "is missing"))?;
+        let id = optional_string("id")?
+            .map(|s| Uuid::parse_str(s).map_err(|e| err("id", &e.to_string())))
+            .transpose()?;
+        let metadata = map.get("metadata").cloned();
+        let attributes = match map.get("attributes") {
+            Some(v) => {
+                attr::item_from_dynamo_json(v).map_err(|e| err("attributes", &e.to_string()))?
+            }
+            None => Item::new(),
+        };
+        let record_id = string("eventID")?.to_owned();
+        let sequence_number = SequenceNumber::new(string("sequenceNumber")?)
+            .map_err(|e| err("sequenceNumber", &e.to_string()))?;
+        let timestamp_source = match optional_string("timestampSource")? {
+            None => TimestampSource::Item,
+            Some(APPROXIMATE_CREATION) => TimestampSource::ApproximateCreationDateTime,
+            Some(_) => return Err(err("timestampSource", "unknown timestamp source")),
+        };
+        let payload_encoding = match optional_string("payloadEncoding")? {
+            None => PayloadEncoding::Attribute,
+            Some(JSON_STRING) => PayloadEncoding::JsonString,
+            Some(_) => return Err(err("payloadEncoding", "unknown payload encoding")),
+        };
+        Ok(Self {
+            event: RecordedEvent {
+                stream_id,
+                event_id,
+                name,
+                payload,
+                timestamp_ms,
+                id,
+                metadata,
+                attributes: attributes.into_iter().collect::<BTreeMap<_, _>>(),
+            },
+            record_id,
+            sequence_number,
+            timestamp_source,
+            payload_encoding,
+            payload_attr: optional_attr("payloadAttr")?,
+            metadata_attr: optional_attr("metadataAttr")?,
+        })
+    }
+}
+
+/// Parses a line's `timestamp`: the RFC 3339 form `format_timestamp_ms`
+/// writes, or the bare number it writes for times it cannot format.
+fn parse_line_timestamp(text: &str) -> Option<i64> {
+    if let Ok(ms) = text.parse::<i64>() {
+        return Some(ms);
+    }
+    let fmt = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    let t = time::PrimitiveDateTime::parse(text, &fmt)
+        .ok()?
+        .assume_utc();
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
+/// Why a stream record was not archived as an event.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum DeadLetterReason {
+    /// The record is not the JSON of a DynamoDB Streams record (not an object;
+    /// no `eventName`, `eventID`, `dynamodb` or valid `SequenceNumber`; a
+    /// `NewImage` that is not an object; an unusable `ApproximateCreationDateTime`).
+    MalformedRecord,
+    /// Not an `INSERT`: the table is append-only, so `MODIFY`/`REMOVE` mean
+    /// someone changed history outside the store.
+    NotInsert {
+        /// The record's `eventName`.
+        event_name: String,
+    },
+    /// No `NewImage`, or an empty one (a stream view type without new images).
+    MissingNewImage,
+    /// Invalid DynamoDB JSON, or an event attribute of the wrong type or value.
+    InvalidAttribute,
+    /// The item is not an event: it lacks `StreamId`, `EventId` or `EventName`.
+    NotAnEvent,
+    /// Neither the item's `Timestamp` nor the record's `ApproximateCreationDateTime`.
+    MissingTimestamp,
+}
+
+impl DeadLetterReason {
+    /// A short stable code for logs, metrics and the dead-letter object.
+    pub fn code(&self) -> &'static str {
+        match self {
+            DeadLetterReason::MalformedRecord => "malformed-record",
+            DeadLetterReason::NotInsert { .. } => "not-insert",
+            DeadLetterReason::MissingNewImage => "missing-new-image",
+            DeadLetterReason::InvalidAttribute => "invalid-attribute",
+            DeadLetterReason::NotAnEvent => "not-an-event",
+            DeadLetterReason::MissingTimestamp => "missing-timestamp",
+        }
+    }
+
+    /// The reason with this [`code`](Self::code); `event_name` fills [`Self::NotInsert`].
+    pub fn from_code(code: &str, event_name: Option<&str>) -> Option<Self> {
+        Some(match code {
+            "malformed-record" => DeadLetterReason::MalformedRecord,
+            "not-insert" => DeadLetterReason::NotInsert {
+                event_name: event_name.unwrap_or_default().to_owned(),
+            },
+            "missing-new-image" => DeadLetterReason::MissingNewImage,
+            "invalid-attribute" => DeadLetterReason::InvalidAttribute,
+            "not-an-event" => DeadLetterReason::NotAnEvent,
+            "missing-timestamp" => DeadLetterReason::MissingTimestamp,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for DeadLetterReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeadLetterReason::NotInsert { event_name } => write!(f, "not-insert ({event_name})"),
+            other => f.write_str(other.code()),
+        }
+    }
+}
+
+/// A stream record that is not archived as an event, with why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    /// The typed reason.
+    pub reason: DeadLetterReason,
+    /// A human explanation (which field, what was wrong).
+    pub detail: String,
+    /// The record exactly as it was delivered.
+    pub raw: Value,
+}
+
+impl DeadLetter {
+    /// The record's `eventID`, if it has one.
+    pub fn record_id(&self) -> Option<&str> {
+        self.raw.get("eventID").and_then(Value::as_str)
+    }
+
+    /// The record's `SequenceNumber`, if it has a valid one.
+    pub fn sequence_number(&self) -> Option<SequenceNumber> {
+        let text = self.raw.get("dynamodb")?.get("SequenceNumber")?.as_str()?;
+        SequenceNumber::new(text).ok()
+    }
+}
+
+/// What [`classify`] makes of one stream record (boxed: a batch holds up to
+/// 10,000 of them and the two kinds differ much in size).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Classified {
+    /// An event to archive.
+    Event(Box<ArchivedEvent>),
+    /// A record for the dead-letter prefix.
+    DeadLetter(Box<DeadLetter>),
+}
+
+/// Why a whole Lambda event cannot be read. A bad *record* is never this
+/// error; it is a [`DeadLetter`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    /// The event is not a JSON object.
+    #[error("a DynamoDB Streams event must be a JSON object, not {found}")]
+    NotAnObject {
+        /// The JSON type that was found.
+        found: &'static str,
+    },
+    /// The event has no `Records` field.
+    #[error("the DynamoDB Streams event has no Records")]
+    MissingRecords,
+    /// `Records` is not an array.
+    #[error("the DynamoDB Streams event's Records must be an array, not {found}")]
+    RecordsNotArray {
+        /// The JSON type that was found.
+        found: &'static str,
+    },
+}
+
+/// Classifies every element of a Lambda DynamoDB Streams event
+/// (`{"Records": [...]}`), each independently and in order.
+pub fn parse_batch(event: &Value) -> Result<Vec<Classified>, BatchError> {
+    let Value::Object(map) = event else {
+        return Err(BatchError::NotAnObject {
+            found: json_type(event),
+        });
+    };
+    match map.get("Records") {
+        None => Err(BatchError::MissingRecords),
+        Some(Value::Array(records)) => Ok(records.iter().map(classify).collect()),
+        Some(other) => Err(BatchError::RecordsNotArray {
+            found: json_type(other),
+        }),
+    }
+}
+
+/// Classifies one raw stream record (see the module docs for the rules).
+pub fn classify(record: &Value) -> Classified {
+    match archive(record) {
+        Ok(event) => Classified::Event(Box::new(event)),
+        Err((reason, detail)) => Classified::DeadLetter(Box::new(DeadLetter {
+            reason,
+            detail,
+            raw: record.clone(),
+        })),
+    }
+}
+
+type Rejection = (DeadLetterReason, String);
+
+fn malformed(detail: impl Into<String>) -> Rejection {
+    (DeadLetterReason::MalformedRecord, detail.into())
+}
+
+fn archive(record: &Value) -> Result<ArchivedEvent, Rejection> {
+    let Value::Object(rec) = record else {
+        return Err(malformed(format!(
+            "a stream record must be a JSON object, not {}",
+            json_type(record)
+        )));
+    };
+    let event_name = match rec.get("eventName") {
+        Some(Value::String(s)) => s,
+        Some(other) => {
+            return Err(malformed(format!(
+                "eventName must be a string, not {}",
+                json_type(other)
+            )))
+        }
+        None => return Err(malformed("the record has no eventName")),
+    };
+    if event_name != "INSERT" {
+        return Err((
+            DeadLetterReason::NotInsert {
+                event_name: event_name.clone(),
+            },
+            format!("eventName is {event_name:?}: the table is append-only, only INSERT records are events"),
+        ));
+    }
+    let record_id = match rec.get("eventID") {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(_) => return Err(malformed("eventID must be a non-empty string")),
+        None => return Err(malformed("the record has no eventID")),
+    };
+    let Some(Value::Object(ddb)) = rec.get("dynamodb") else {
+        return Err(malformed("the record has no dynamodb object"));
+    };
+    let sequence_number = match ddb.get("SequenceNumber") {
+        Some(Value::String(s)) => {
+            SequenceNumber::new(s.as_str()).map_err(|e| malformed(format!("dynamodb.{e}")))?
+        }
+        Some(other) => {
+            return Err(malformed(format!(
+                "dynamodb.SequenceNumber must be a string, not {}",
+                json_type(other)
+            )))
+        }
+        None => return Err(malformed("the record has no dynamodb.SequenceNumber")),
+    };
+    let image = match ddb.get("NewImage") {
+        None | Some(Value::Null) => {
+            return Err(missing_new_image(
+                ddb,
+                "the record has no dynamodb.NewImage",
+            ))
+        }
+        Some(Value::Object(m)) if m.is_empty() => {
+            return Err(missing_new_image(
+                ddb,
+                "the record's dynamodb.NewImage is empty",
+            ))
+        }
+        Some(image @ Value::Object(_)) => image,
+        Some(other) => {
+            return Err(malformed(format!(
+                "dynamodb.NewImage must be an object, not {}",
+                json_type(other)
+            )))
+        }
+    };
+    let mut item = attr::item_from_dynamo_json(image)
+        .map_err(|e| (DeadLetterReason::InvalidAttribute, format!("NewImage: {e}")))?;
+
+    let missing: Vec<&str> = [item::STREAM_ID, item::EVENT_ID, item::EVENT_NAME]
+        .into_iter()
+        .filter(|k| !item.contains_key(*k))
+        .collect();
+    if !missing.is_empty() {
+        return Err((
+            DeadLetterReason::NotAnEvent,
+            format!(
+                "the item has no {}: not an event of this store",
+                missing.join(", ")
+            ),
+        ));
+    }
+
+    let timestamp_source = if item.contains_key(item::TIMESTAMP) {
+        TimestampSource::Item
+    } else {
+        let ms = match ddb.get("ApproximateCreationDateTime") {
+            None | Some(Value::Null) => {
+                return Err((
+                    DeadLetterReason::MissingTimestamp,
+                    "the item has no Timestamp and the record no dynamodb.ApproximateCreationDateTime".into(),
+                ))
+            }
+            Some(v) => approximate_creation_ms(v).ok_or_else(|| {
+                malformed(format!(
+                    "the item has no Timestamp and dynamodb.ApproximateCreationDateTime {v} is not epoch seconds"
+                ))
+            })?,
+        };
+        item.insert(item::TIMESTAMP.into(), AttrValue::N(ms.to_string()));
+        TimestampSource::ApproximateCreationDateTime
+    };
+
+    let payload_stored = item.remove(item::PAYLOAD);
+    let metadata_attr = item
+        .get(item::METADATA)
+        .cloned()
+        .filter(|m| !json_is_exact(m));
+    let mut event =
+        item::decode(item).map_err(|e| (DeadLetterReason::InvalidAttribute, e.to_string()))?;
+    if event.event_id == 0 {
+        return Err((
+            DeadLetterReason::InvalidAttribute,
+            format!(
+                "stream {}: EventId must be 1 or more, not 0",
+                event.stream_id
+            ),
+        ));
+    }
+    let (payload, payload_encoding, payload_attr) = match payload_stored {
+        None => (Value::Null, PayloadEncoding::Attribute, None),
+        Some(AttrValue::S(text)) => match serde_json::from_str::<Value>(&text) {
+            Ok(json) => (json, PayloadEncoding::JsonString, None),
+            Err(_) => (Value::String(text), PayloadEncoding::Attribute, None),
+        },
+        Some(stored) => {
+            let json = attr::to_json(&stored);
+            let exact = json_is_exact(&stored);
+            (json, PayloadEncoding::Attribute, (!exact).then_some(stored))
+        }
+    };
+    event.payload = payload;
+    Ok(ArchivedEvent {
+        event,
+        record_id,
+        sequence_number,
+        timestamp_source,
+        payload_encoding,
+        payload_attr,
+        metadata_attr,
+    })
+}
+
+fn missing_new_image(ddb: &Map<String, Value>, what: &str) -> Rejection {
+    let detail = match ddb.get("StreamViewType").and_then(Value::as_str) {
+        Some(view) => format!(
+            "{what} (StreamViewType {view}; the archiver needs NEW_IMAGE or NEW_AND_OLD_IMAGES)"
+        ),
+        None => what.to_owned(),
+    };
+    (DeadLetterReason::MissingNewImage, detail)
+}
+
+/// True when the value's plain JSON converts back to exactly the same value.
+fn json_is_exact(value: &AttrValue) -> bool {
+    attr::from_json(&attr::to_json(value)).is_ok_and(|back| &back == value)
+}
+
+/// `ApproximateCreationDateTime` (epoch seconds: a JSON number or a numeric
+/// string, fractions and exponents allowed) as epoch milliseconds, truncated.
+fn approximate_creation_ms(value: &Value) -> Option<i64> {
+    match value {
+        Value::Number(n) => seconds_to_ms(&n.to_string()),
+        Value::String(s) => seconds_to_ms(s.trim()),
+        _ => None,
+    }
+}
+
+/// Non-negative decimal seconds (`1700000000`, `1700000000.5`, `1.7e9`) to
+/// milliseconds, exactly, truncating below the millisecond.
+fn seconds_to_ms(text: &str) -> Option<i64> {
+    let (mantissa, exponent) = match text.find(['e', 'E']) {
+        Some(i) => (text.get(..i)?, text.get(i + 1..)?.parse::<i32>().ok()?),
+        None => (text, 0),
+    };
+    let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if (int_part.is_empty() && frac_part.is_empty())
+        || !int_part.bytes().all(|b| b.is_ascii_digit())
+        || !frac_part.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let digits = format!("{int_part}{frac_part}");
+    let digits = digits.trim_start_matches('0');
+    // value = digits × 10^scale milliseconds
+    let scale = i64::from(exponent) - i64::try_from(frac_part.len()).ok()? + 3;
+    if digits.is_empty() {
+        return Some(0);
+    }
+    if scale >= 0 {
+        if i64::try_from(digits.len()).ok()? + scale > 18 {
+            return None;
+        }
+        let base = digits.parse::<i64>().ok()?;
+        base.checked_mul(10_i64.checked_pow(u32::try_from(scale).ok()?)?)
+    } else {
+        let drop = usize::try_from(-scale).ok()?;
+        if drop >= digits.len() {
+            return Some(0);
+        }
+        let kept = digits.get(..digits.len() - drop)?;
+        if kept.len() > 18 {
+            return None;
+        }
+        kept.parse::<i64>().ok()
+    }
+}
+
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A stream record of an INSERT with this new image (DynamoDB JSON).
+    pub(crate) fn insert_record(seq: &str, image: Value) -> Value {
+        json!({
+            "eventID": format!("ev-{seq}"),
+            "eventName": "INSERT",
+            "eventVersion": "1.1",
+            "eventSource": "aws:dynamodb",
+            "awsRegion": "us-east-1",
+            "dynamodb": {
+                "ApproximateCreationDateTime": 1795471652,
+                "Keys": {"StreamId": image.get("StreamId").cloned().unwrap_or(json!({"S": "?"})),
+                         "EventId": image.get("EventId").cloned().unwrap_or(json!({"N": "0"}))},
+                "NewImage": image,
+                "SequenceNumber": seq,
+                "SizeBytes": 120,
+                "StreamViewType": "NEW_IMAGE"
+            },
+            "eventSourceARN": "arn:aws:dynamodb:us-east-1:123456789012:table/events/stream/2026-11-23T00:00:00.000"
+        })
+    }
+
+    pub(crate) fn image(stream: &str, event_id: u64, timestamp_ms: i64) -> Value {
+        json!({
+            "StreamId": {"S": stream},
+            "EventId": {"N": event_id.to_string()},
+            "EventName": {"S": "Created"},
+            "Timestamp": {"N": timestamp_ms.to_string()},
+            "Payload": {"M": {"n": {"N": "12345678901234567890123"}, "s": {"S": "ünï €"}}},
+        })
+    }
+
+    fn event(record: &Value) -> ArchivedEvent {
+        match classify(record) {
+            Classified::Event(e) => *e,
+            Classified::DeadLetter(d) => panic!("expected an event, got {d:?}"),
+        }
+    }
+
+    fn dead(record: &Value) -> DeadLetter {
+        match classify(record) {
+            Classified::DeadLetter(d) => {
+                assert_eq!(&d.raw, record, "the raw record is kept as it was");
+                *d
+            }
+            Classified::Event(e) => panic!("expected a dead letter, got {e:?}"),
+        }
+    }
+
+    #[test]
+    fn an_insert_becomes_a_line_in_the_read_shape() {
+        let mut img = image("order-1", 3, 1_795_471_652_123);
+        img["EventUuid"] = json!({"S": "67e55044-10b1-426f-9247-bb680e5fe0c8"});
+        img["Metadata"] = json!({"M": {"user": {"S": "u1"}}});
+        img["Tenant"] = json!({"S": "t1"});
+        let e = event(&insert_record("1100000000017454423009", img));
+        assert_eq!(e.timestamp_source, TimestampSource::Item);
+        assert_eq!(e.payload_attr, None);
+        let line = e.to_line();
+        assert_eq!(
+            serde_json::to_string(&line).unwrap(),
+            concat!(
+                r#"{"streamId":"order-1","eventId":3,"eventName":"Created","timestamp":"2026-11-23T22:07:32.123Z","#,
+                r#""payload":{"n":12345678901234567890123,"s":"ünï €"},"id":"67e55044-10b1-426f-9247-bb680e5fe0c8","#,
+                r#""metadata":{"user":"u1"},"attributes":{"Tenant":{"S":"t1"}},"#,
+                r#""eventID":"ev-1100000000017454423009","sequenceNumber":"1100000000017454423009"}"#
+            )
+        );
+        assert_eq!(ArchivedEvent::from_line(&line).unwrap(), e);
+    }
+
+    #[test]
+    fn missing_timestamp_falls_back_to_approximate_creation_as_number_or_string() {
+        for (acdt, ms) in [
+            (json!(1795471652), 1_795_471_652_000),
+            (json!("1795471652"), 1_795_471_652_000),
+            (json!(1795471652.1239), 1_795_471_652_123),
+            (json!("1795471652.5"), 1_795_471_652_500),
+            (
+                serde_json::from_str::<Value>("1.795471652e9").unwrap(),
+                1_795_471_652_000,
+            ),
+            (json!(0), 0),
+        ] {
+            let mut img = image("s", 1, 0);
+            img.as_object_mut().unwrap().remove("Timestamp");
+            let mut rec = insert_record("100000000000000000001", img);
+            rec["dynamodb"]["ApproximateCreationDateTime"] = acdt.clone();
+            let e = event(&rec);
+            assert_eq!(e.event.timestamp_ms, ms, "{acdt}");
+            assert_eq!(
+                e.timestamp_source,
+                TimestampSource::ApproximateCreationDateTime
+            );
+            let line = e.to_line();
+            assert_eq!(line["timestampSource"], "approximateCreationDateTime");
+            assert_eq!(ArchivedEvent::from_line(&line).unwrap(), e);
+        }
+    }
+
+    #[test]
+    fn the_item_timestamp_wins_over_approximate_creation() {
+        let mut rec = insert_record("100000000000000000001", image("s", 1, 42));
+        rec["dynamodb"]["ApproximateCreationDateTime"] = json!("garbage");
+        let e = event(&rec);
+        assert_eq!(e.event.timestamp_ms, 42);
+        assert!(e.to_line().get("timestampSource").is_none());
+    }
+
+    #[test]
+    fn seconds_parse_exactly() {
+        assert_eq!(seconds_to_ms("1"), Some(1000));
+        assert_eq!(seconds_to_ms("0.0019"), Some(1));
+        assert_eq!(seconds_to_ms(".5"), Some(500));
+        assert_eq!(seconds_to_ms("1e-3"), Some(1));
+        assert_eq!(seconds_to_ms("1e-4"), Some(0));
+        assert_eq!(seconds_to_ms("12.345678e2"), Some(1_234_567));
+        assert_eq!(
+            seconds_to_ms("9223372036854775"),
+            None,
+            "overflows once in ms"
+        );
+        assert_eq!(seconds_to_ms("9223372036854775.807e999999999"), None);
+        for bad in ["", ".", "-1", "+1", "1e", "abc", "1.2.3", "1e+"] {
+            assert_eq!(seconds_to_ms(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_json_string_payload_is_archived_as_json() {
+        let mut img = image("s", 1, 5);
+        img["Payload"] = json!({"S": "{\"amount\": 12345678901234567890123.50, \"ok\": true}"});
+        let e = event(&insert_record("100000000000000000001", img));
+        assert_eq!(e.payload_encoding, PayloadEncoding::JsonString);
+        let line = e.to_line();
+        assert_eq!(line["payloadEncoding"], "json-string");
+        assert_eq!(
+            line["payload"].to_string(),
+            r#"{"amount":12345678901234567890123.50,"ok":true}"#
+        );
+        assert_eq!(ArchivedEvent::from_line(&line).unwrap(), e);
+
+        let mut img = image("s", 1, 5);
+        img["Payload"] = json!({"S": "not json {"});
+        let line = event(&insert_record("100000000000000000001", img)).to_line();
+        assert_eq!(line["payload"], "not json {");
+        assert!(line.get("payloadEncoding").is_none());
+    }
+
+    #[test]
+    fn binary_and_sets_also_carry_the_attribute_value() {
+        let mut img = image("s", 1, 5);
+        let stored = json!({"M": {"b": {"B": "AAEC"}, "l": {"L": [{"NS": ["1", "2.5"]}, {"SS": ["x"]}, {"BS": ["AA=="]}]}}});
+        img["Payload"] = stored.clone();
+        img["Metadata"] = json!({"SS": ["a", "b"]});
+        let e = event(&insert_record("100000000000000000001", img));
+        let line = e.to_line();
+        assert_eq!(line["payloadAttr"], stored);
+        assert_eq!(
+            line["payload"],
+            json!({"b": "AAEC", "l": [[1, 2.5], ["x"], ["AA=="]]})
+        );
+        assert_eq!(line["metadataAttr"], json!({"SS": ["a", "b"]}));
+        assert_eq!(line["metadata"], json!(["a", "b"]));
+        assert_eq!(ArchivedEvent::from_line(&line).unwrap(), e);
+    }
+
+    #[test]
+    fn malformed_records_are_dead_letters() {
+        let good = insert_record("100000000000000000001", image("s", 1, 5));
+        let mut cases: Vec<(Value, &str)> = vec![
+            (json!("just a string"), "JSON object"),
+            (json!(null), "JSON object"),
+        ];
+        let mut no_name = good.clone();
+        no_name.as_object_mut().unwrap().remove("eventName");
+        cases.push((no_name, "eventName"));
+        let mut no_id = good.clone();
+        no_id.as_object_mut().unwrap().remove("eventID");
+        cases.push((no_id, "eventID"));
+        let mut no_ddb = good.clone();
+        no_ddb["dynamodb"] = json!([]);
+        cases.push((no_ddb, "dynamodb"));
+        for seq in [
+            json!("12a"),
+            json!(123),
+            json!("0123"),
+            json!("1".repeat(41)),
+        ] {
+            let mut bad_seq = good.clone();
+            bad_seq["dynamodb"]["SequenceNumber"] = seq;
+            cases.push((bad_seq, "SequenceNumber"));
+        }
+        let mut image_not_object = good.clone();
+        image_not_object["dynamodb"]["NewImage"] = json!("x");
+        cases.push((image_not_object, "NewImage"));
+        let mut bad_acdt = good.clone();
+        bad_acdt["dynamodb"]["NewImage"]
+            .as_object_mut()
+            .unwrap()
+            .remove("Timestamp");
+        bad_acdt["dynamodb"]["ApproximateCreationDateTime"] = json!("yesterday");
+        cases.push((bad_acdt, "ApproximateCreationDateTime"));
+        for (record, needle) in cases {
+            let d = dead(&record);
+            assert_eq!(d.reason, DeadLetterReason::MalformedRecord, "{record}");
+            assert!(d.detail.contains(needle), "{} lacks {needle}", d.detail);
+        }
+    }
+
+    #[test]
+    fn modify_and_remove_are_dead_letters() {
+        for name in ["MODIFY", "REMOVE"] {
+            let mut rec = insert_record("100000000000000000001", image("s", 1, 5));
+            rec["eventName"] = json!(name);
+            let d = dead(&rec);
+            assert_eq!(
+                d.reason,
+                DeadLetterReason::NotInsert {
+                    event_name: name.into()
+                }
+            );
+            assert_eq!(d.reason.code(), "not-insert");
+            assert!(d.detail.contains(name));
+            assert_eq!(d.record_id(), Some("ev-100000000000000000001"));
+            assert_eq!(
+                d.sequence_number().unwrap().as_str(),
+                "100000000000000000001"
+            );
+        }
+    }
+
+    #[test]
+    fn a_missing_or_empty_new_image_is_a_dead_letter() {
+        for image in [None, Some(json!(null)), Some(json!({}))] {
+            let mut rec = insert_record("100000000000000000001", json!({}));
+            let ddb = rec["dynamodb"].as_object_mut().unwrap();
+            ddb.insert("StreamViewType".into(), json!("KEYS_ONLY"));
+            match image {
+                Some(i) => ddb.insert("NewImage".into(), i),
+                None => ddb.remove("NewImage"),
+            };
+            let d = dead(&rec);
+            assert_eq!(d.reason, DeadLetterReason::MissingNewImage);
+            assert!(d.detail.contains("KEYS_ONLY"), "{}", d.detail);
+        }
+    }
+
+    #[test]
+    fn wrong_attribute_types_are_dead_letters() {
+        let cases = [
+            ("Payload", json!({"N": "not a number"})),
+            ("Payload", json!({"Q": "unknown type"})),
+            ("StreamId", json!({"N": "1"})),
+            ("EventId", json!({"S": "1"})),
+            ("EventId", json!({"N": "1.5"})),
+            ("EventId", json!({"N": "0"})),
+            ("EventName", json!({"BOOL": true})),
+            ("Timestamp", json!({"S": "yesterday"})),
+            ("EventUuid", json!({"S": "not-a-uuid"})),
+        ];
+        for (name, value) in cases {
+            let mut img = image("s", 1, 5);
+            img[name] = value.clone();
+            let d = dead(&insert_record("100000000000000000001", img));
+            assert_eq!(
+                d.reason,
+                DeadLetterReason::InvalidAttribute,
+                "{name} = {value}: {}",
+                d.detail
+            );
+        }
+    }
+
+    #[test]
+    fn items_that_are_not_events_are_dead_letters() {
+        for name in ["StreamId", "EventId", "EventName"] {
+            let mut img = image("s", 1, 5);
+            img.as_object_mut().unwrap().remove(name);
+            let d = dead(&insert_record("100000000000000000001", img));
+            assert_eq!(d.reason, DeadLetterReason::NotAnEvent);
+            assert!(d.detail.contains(name), "{}", d.detail);
+        }
+    }
+
+    #[test]
+    fn no_timestamp_at_all_is_a_dead_letter() {
+        let mut img = image("s", 1, 5);
+        img.as_object_mut().unwrap().remove("Timestamp");
+        let mut rec = insert_record("100000000000000000001", img);
+        rec["dynamodb"]
+            .as_object_mut()
+            .unwrap()
+            .remove("ApproximateCreationDateTime");
+        let d = dead(&rec);
+        assert_eq!(d.reason, DeadLetterReason::MissingTimestamp);
+    }
+
+    #[test]
+    fn reasons_round_trip_through_their_codes() {
+        for r in [
+            DeadLetterReason::MalformedRecord,
+            DeadLetterReason::NotInsert {
+                event_name: "MODIFY".into(),
+            },
+            DeadLetterReason::MissingNewImage,
+            DeadLetterReason::InvalidAttribute,
+            DeadLetterReason::NotAnEvent,
+            DeadLetterReason::MissingTimestamp,
+        ] {
+            let name = match &r {
+                DeadLetterReason::NotInsert { event_name } => Some(event_name.as_str()),
+                _ => None,
+            };
+            assert_eq!(DeadLetterReason::from_code(r.code(), name), Some(r));
+        }
+        assert_eq!(DeadLetterReason::from_code("nope", None), None);
+    }
+
+    #[test]
+    fn a_batch_classifies_each_record_on_its_own() {
+        let good = insert_record("100000000000000000001", image("s", 1, 5));
+        let event = json!({"Records": [good, 7, {"eventName": "REMOVE"}]});
+        let out = parse_batch(&event).unwrap();
+        assert_eq!(out.len(), 3);
+        assert!(matches!(out[0], Classified::Event(_)));
+        assert!(
+            matches!(&out[1], Classified::DeadLetter(d) if d.reason == DeadLetterReason::MalformedRecord)
+        );
+        assert!(
+            matches!(&out[2], Classified::DeadLetter(d) if matches!(d.reason, DeadLetterReason::NotInsert { .. }))
+        );
+        assert_eq!(parse_batch(&json!({"Records": []})).unwrap(), vec![]);
+        assert_eq!(
+            parse_batch(&json!([])),
+            Err(BatchError::NotAnObject { found: "an array" })
+        );
+        assert_eq!(parse_batch(&json!({})), Err(BatchError::MissingRecords));
+        assert_eq!(
+            parse_batch(&json!({"Records": {}})),
+            Err(BatchError::RecordsNotArray { found: "an object" })
+        );
+    }
+
+    #[test]
+    fn sequence_numbers_compare_as_numbers() {
+        use std::cmp::Ordering::*;
+        assert_eq!(compare_sequence_numbers("9", "10"), Less);
+        assert_eq!(
+            compare_sequence_numbers("999999999999999999999", "1000000000000000000000"),
+            Less
+        );
+        assert_eq!(compare_sequence_numbers("0010", "10"), Equal);
+        assert_eq!(
+            compare_sequence_numbers(&"9".repeat(40), &"9".repeat(39)),
+            Greater
+        );
+        let a = SequenceNumber::new("1100000000017454423009").unwrap();
+        let b = SequenceNumber::new("1100000000017454423010").unwrap();
+        assert!(a < b);
+        assert!(SequenceNumber::new("").is_err());
+        assert!(SequenceNumber::new("0").is_err());
+        assert!(SequenceNumber::new("1".repeat(40)).is_ok());
+    }
+
+    #[test]
+    fn lines_with_bad_fields_are_refused() {
+        let line = event(&insert_record("100000000000000000001", image("s", 1, 5))).to_line();
+        for (field, value) in [
+            ("eventId", json!(-1)),
+            ("timestamp", json!("yesterday")),
+            ("sequenceNumber", json!("x")),
+            ("timestampSource", json!("sundial")),
+            ("payloadEncoding", json!("rot13")),
+            ("payloadAttr", json!({"Q": 1})),
+        ] {
+            let mut bad = line.clone();
+            bad[field] = value;
+            assert_eq!(ArchivedEvent::from_line(&bad).unwrap_err().field, field);
+        }
+        let mut bad = line.clone();
+        bad.as_object_mut().unwrap().remove("eventID");
+        assert_eq!(ArchivedEvent::from_line(&bad).unwrap_err().field, "eventID");
+    }
+}

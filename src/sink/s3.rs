@@ -1,0 +1,183 @@
+//! The S3 sink. Only this module talks to the S3 SDK.
+
+use async_trait::async_trait;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::Client;
+
+use super::{Object, Sink, SinkError};
+
+/// An archive in an S3 bucket.
+#[derive(Debug, Clone)]
+pub struct S3Sink {
+    client: Client,
+    bucket: String,
+}
+
+/// S3's limit on a key, in UTF-8 bytes.
+pub const MAX_KEY_BYTES: usize = 1024;
+
+impl S3Sink {
+    /// A sink writing to `bucket` with `client` (configure path-style
+    /// addressing on the client when a custom endpoint is used).
+    pub fn new(client: Client, bucket: impl Into<String>) -> Self {
+        Self {
+            client,
+            bucket: bucket.into(),
+        }
+    }
+
+    /// The bucket.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+}
+
+fn check_key(key: &str) -> Result<(), SinkError> {
+    if key.is_empty() || key.len() > MAX_KEY_BYTES {
+        return Err(SinkError::InvalidKey {
+            key: key.to_owned(),
+            reason: format!("an S3 key is 1 to {MAX_KEY_BYTES} bytes"),
+        });
+    }
+    Ok(())
+}
+
+fn describe<E, R>(err: &SdkError<E, R>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + 'static,
+{
+    if let Some(code) = err.code() {
+        return match err.message() {
+            Some(m) => format!("{code}: {m}"),
+            None => code.to_owned(),
+        };
+    }
+    let mut parts: Vec<String> = Vec::new();
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cause = c.source();
+    }
+    parts.join(": ")
+}
+
+#[async_trait]
+impl Sink for S3Sink {
+    async fn put(&self, key: &str, object: &Object) -> Result<(), SinkError> {
+        check_key(key)?;
+        let mut request = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .if_none_match("*")
+            .content_type(&object.content_type)
+            .body(ByteStream::from(object.bytes.clone()));
+        if let Some(enc) = &object.content_encoding {
+            request = request.content_encoding(enc);
+        }
+        for (k, v) in &object.metadata {
+            request = request.metadata(k, v);
+        }
+        match request.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some("PreconditionFailed") => Err(SinkError::AlreadyExists {
+                key: key.to_owned(),
+            }),
+            Err(e) => Err(SinkError::S3 {
+                doing: "writing",
+                key: format!("s3://{}/{key}", self.bucket),
+                message: describe(&e),
+            }),
+        }
+    }
+
+    async fn get(&self, key: &str) -> Result<Vec<u8>, SinkError> {
+        check_key(key)?;
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| match e.code() {
+                Some("NoSuchKey") => SinkError::NotFound {
+                    key: key.to_owned(),
+                },
+                _ => SinkError::S3 {
+                    doing: "reading",
+                    key: format!("s3://{}/{key}", self.bucket),
+                    message: describe(&e),
+                },
+            })?;
+        let body = out.body.collect().await.map_err(|e| SinkError::S3 {
+            doing: "reading",
+            key: format!("s3://{}/{key}", self.bucket),
+            message: e.to_string(),
+        })?;
+        Ok(body.into_bytes().to_vec())
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, SinkError> {
+        let mut keys = Vec::new();
+        let mut token: Option<String> = None;
+        while keys.len() < limit {
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_start_after(start_after.map(str::to_owned))
+                .set_continuation_token(token.take())
+                .max_keys(i32::try_from((limit - keys.len()).min(1000)).unwrap_or(1000))
+                .send()
+                .await
+                .map_err(|e| SinkError::S3 {
+                    doing: "listing",
+                    key: format!("s3://{}/{prefix}", self.bucket),
+                    message: describe(&e),
+                })?;
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_owned)),
+            );
+            match page.next_continuation_token() {
+                Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_owned()),
+                _ => break,
+            }
+        }
+        keys.truncate(limit);
+        Ok(keys)
+    }
+
+    fn location(&self) -> String {
+        format!("s3://{}/", self.bucket)
+    }
+}
+
+/// An S3 client from the standard AWS environment; path-style addressing
+/// when a custom endpoint is configured.
+pub async fn client_from_env() -> Client {
+    let shared = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    client_for(&shared)
+}
+
+/// An S3 client for `shared`; path-style addressing when it names a custom endpoint.
+pub fn client_for(shared: &aws_config::SdkConfig) -> Client {
+    let conf = aws_sdk_s3::config::Builder::from(shared)
+        .force_path_style(shared.endpoint_url().is_some())
+        .build();
+    Client::from_conf(conf)
+}

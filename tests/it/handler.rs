@@ -1,0 +1,328 @@
+//! The handler end to end: Lambda event in, objects in a sink out.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use evs_archiver::config::Config;
+use evs_archiver::encode::{decode_dead_letters, decode_lines, Compression};
+use evs_archiver::handler::{handle, HandlerError, Summary};
+use evs_archiver::key::ArchiveKey;
+use evs_archiver::sink::{LocalDir, Object, S3Sink, Sink, SinkError};
+use evs_core::{EventStore, ExpectedVersion, MemoryStore, NewEvent, StreamId};
+use evs_testkit::{unique_name, Moto};
+use serde_json::{json, Value};
+
+const SEALED_AT: i64 = 1_795_471_652_123; // 2026-11-23T22:07:32.123Z
+
+fn clock() -> impl Fn() -> i64 + Send + Sync {
+    || SEALED_AT
+}
+
+fn sample(name: &str) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("events")
+        .join(name);
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn temp_dir() -> PathBuf {
+    std::env::temp_dir().join(unique_name("evs-handler"))
+}
+
+async fn lines_at(sink: &dyn Sink, key: &str) -> Vec<Value> {
+    decode_lines(&sink.get(key).await.unwrap(), Compression::Gzip).unwrap()
+}
+
+#[tokio::test]
+async fn mixed_batch_archives_events_and_dead_letters_the_rest() {
+    let dir = temp_dir();
+    let sink = LocalDir::new(&dir);
+    let config = Config::local(&dir);
+    let summary = handle(&sample("mixed.json"), &sink, &config, &clock(), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (summary.records_in, summary.archived, summary.dead_lettered),
+        (7, 4, 3)
+    );
+    assert!(summary.batch_item_failures.is_empty());
+
+    let key = summary.key.clone().unwrap();
+    let parsed = ArchiveKey::parse(&key).unwrap();
+    assert_eq!(parsed.sealed_at_ms(), SEALED_AT);
+    assert!(
+        key.starts_with("events/2026/11/23/22/20261123T220732123Z-"),
+        "{key}"
+    );
+    assert_eq!(
+        sink.list("events/", None, 10).await.unwrap(),
+        vec![key.clone()]
+    );
+
+    let lines = lines_at(&sink, &key).await;
+    assert_eq!(lines.len(), 4);
+    // archive order: event timestamp, then stream, then event id
+    let order: Vec<(i64, String, u64)> = lines
+        .iter()
+        .map(|l| {
+            let ts = time::OffsetDateTime::parse(
+                l["timestamp"].as_str().unwrap(),
+                &time::format_description::well_known::Rfc3339,
+            )
+            .unwrap();
+            (
+                (ts.unix_timestamp_nanos() / 1_000_000) as i64,
+                l["streamId"].as_str().unwrap().to_owned(),
+                l["eventId"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let mut sorted = order.clone();
+    sorted.sort();
+    assert_eq!(order, sorted);
+    let legacy = lines
+        .iter()
+        .find(|l| l["streamId"] == "legacy-import-77")
+        .unwrap();
+    assert_eq!(legacy["payload"], json!({"a": 1}));
+    assert_eq!(legacy["payloadEncoding"], "json-string");
+    let fallback = lines
+        .iter()
+        .find(|l| l["streamId"] == "invoice-2026-0042" && l["eventId"] == 2)
+        .unwrap();
+    assert_eq!(fallback["timestampSource"], "approximateCreationDateTime");
+    for l in &lines {
+        assert!(
+            l["eventID"].is_string() && l["sequenceNumber"].is_string(),
+            "{l}"
+        );
+    }
+
+    let dl_key = summary.dead_letter_key.clone().unwrap();
+    assert!(dl_key.starts_with("dead-letter/2026/11/23/22/"), "{dl_key}");
+    let dead = decode_dead_letters(&sink.get(&dl_key).await.unwrap()).unwrap();
+    let reasons: Vec<String> = dead.iter().map(|d| d.reason.code().to_owned()).collect();
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    assert!(dead.iter().all(|d| d.raw.is_object()));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn empty_batch_writes_nothing() {
+    let dir = temp_dir();
+    let sink = LocalDir::new(&dir);
+    let summary = handle(
+        &sample("empty.json"),
+        &sink,
+        &Config::local(&dir),
+        &clock(),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        summary,
+        Summary {
+            sealed_at_ms: 0,
+            ..Summary::default()
+        }
+    );
+    assert!(sink.list("", None, 10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn not_a_batch_fails_the_invocation() {
+    let dir = temp_dir();
+    let sink = LocalDir::new(&dir);
+    for bad in [json!([]), json!({"records": []}), json!({"Records": 5})] {
+        let err = handle(&bad, &sink, &Config::local(&dir), &clock(), None)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, HandlerError::NotABatch(_)), "{err:?}");
+    }
+}
+
+/// A batch made by the in-memory store's change feed, as the offline pipeline makes them.
+async fn feed_batch() -> (Value, usize) {
+    let store = MemoryStore::new();
+    for s in ["a-1", "b-2", "c-3"] {
+        let stream = StreamId::new(s).unwrap();
+        store
+            .append(
+                &stream,
+                ExpectedVersion::NoStream,
+                &[NewEvent::new(
+                    "Opened",
+                    json!({"n": 12345678901234567890123_u128}),
+                )],
+            )
+            .await
+            .unwrap();
+        store
+            .append(
+                &stream,
+                ExpectedVersion::Exact(1),
+                &[
+                    NewEvent::new("Changed", json!({"by": "zoë"})),
+                    NewEvent::new("Closed", json!(null)),
+                ],
+            )
+            .await
+            .unwrap();
+    }
+    let (records, n) = store.changes(0, 100);
+    (json!({ "Records": records }), n)
+}
+
+#[tokio::test]
+async fn s3_and_local_hold_the_same_object() {
+    let Some(moto) = Moto::shared() else { return };
+    let client = evs_archiver::sink::s3::client_for(&moto.sdk_config().await);
+    let bucket = unique_name("archive");
+    client.create_bucket().bucket(&bucket).send().await.unwrap();
+    let s3 = S3Sink::new(client.clone(), &bucket);
+    let (event, n) = feed_batch().await;
+    let mut config = Config::local("unused");
+    config.location = evs_archiver::config::Location::S3 {
+        bucket: bucket.clone(),
+    };
+    let summary = handle(
+        &event,
+        &s3,
+        &config,
+        &clock(),
+        Some(Duration::from_secs(30)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (summary.records_in, summary.archived, summary.dead_lettered),
+        (n, n, 0)
+    );
+    let key = summary.key.unwrap();
+    let from_s3 = lines_at(&s3, &key).await;
+    assert_eq!(from_s3.len(), n);
+    assert_eq!(
+        from_s3[0]["payload"]["n"].to_string(),
+        "12345678901234567890123"
+    );
+
+    let head = client
+        .head_object()
+        .bucket(&bucket)
+        .key(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.content_type(), Some("application/x-ndjson"));
+    assert_eq!(head.content_encoding(), Some("gzip"));
+    assert_eq!(
+        head.metadata()
+            .and_then(|m| m.get("evs-count"))
+            .map(String::as_str),
+        Some("9")
+    );
+
+    let dir = temp_dir();
+    let local = LocalDir::new(&dir);
+    let summary = handle(&event, &local, &Config::local(&dir), &clock(), None)
+        .await
+        .unwrap();
+    assert_eq!(lines_at(&local, &summary.key.unwrap()).await, from_s3);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_failed_put_fails_the_invocation() {
+    let Some(moto) = Moto::shared() else { return };
+    let client = evs_archiver::sink::s3::client_for(&moto.sdk_config().await);
+    let missing = S3Sink::new(client, unique_name("no-bucket"));
+    let (event, _) = feed_batch().await;
+    let err = handle(&event, &missing, &Config::local("unused"), &clock(), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, HandlerError::Write { .. }), "{err:?}");
+    assert!(err.to_string().contains("NoSuchBucket"), "{err}");
+}
+
+/// A sink that delays or refuses some writes (the sink trait, not the SDK).
+#[derive(Debug)]
+struct Faulty {
+    inner: LocalDir,
+    fail_prefix: Option<&'static str>,
+    delay: Duration,
+}
+
+#[async_trait]
+impl Sink for Faulty {
+    async fn put(&self, key: &str, object: &Object) -> Result<(), SinkError> {
+        tokio::time::sleep(self.delay).await;
+        if self.fail_prefix.is_some_and(|p| key.starts_with(p)) {
+            return Err(SinkError::S3 {
+                doing: "writing",
+                key: key.into(),
+                message: "SlowDown: reduce your request rate".into(),
+            });
+        }
+        self.inner.put(key, object).await
+    }
+    async fn get(&self, key: &str) -> Result<Vec<u8>, SinkError> {
+        self.inner.get(key).await
+    }
+    async fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, SinkError> {
+        self.inner.list(prefix, start_after, limit).await
+    }
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+}
+
+#[tokio::test]
+async fn a_failed_dead_letter_write_reports_the_first_dead_record() {
+    let dir = temp_dir();
+    let sink = Faulty {
+        inner: LocalDir::new(&dir),
+        fail_prefix: Some("dead-letter/"),
+        delay: Duration::ZERO,
+    };
+    let event = sample("mixed.json");
+    let summary = handle(&event, &sink, &Config::local(&dir), &clock(), None)
+        .await
+        .unwrap();
+    // The events were archived; Lambda re-delivers from the first dead record on.
+    assert!(summary.key.is_some() && summary.dead_letter_key.is_none());
+    let first_dead = event["Records"][1]["dynamodb"]["SequenceNumber"]
+        .as_str()
+        .unwrap();
+    assert_eq!(summary.batch_item_failures, [first_dead]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_write_past_the_deadline_fails_and_leaves_nothing() {
+    let dir = temp_dir();
+    let sink = Arc::new(Faulty {
+        inner: LocalDir::new(&dir),
+        fail_prefix: None,
+        delay: Duration::from_secs(5),
+    });
+    let (event, _) = feed_batch().await;
+    let err = handle(
+        &event,
+        sink.as_ref(),
+        &Config::local(&dir),
+        &clock(),
+        Some(Duration::from_millis(50)),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, HandlerError::Deadline { .. }), "{err:?}");
+    assert!(sink.list("", None, 10).await.unwrap().is_empty());
+}

@@ -1,0 +1,3 @@
+mod handler;
+mod sink;
+mod template;

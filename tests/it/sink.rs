@@ -1,0 +1,113 @@
+//! One behaviour suite for every sink: the local directory and S3 (on the emulator).
+
+use evs_archiver::sink::{LocalDir, Object, S3Sink, Sink, SinkError};
+use evs_testkit::{unique_name, Moto};
+
+fn object(body: &str) -> Object {
+    Object {
+        bytes: body.as_bytes().to_vec(),
+        content_type: "application/x-ndjson".into(),
+        content_encoding: None,
+        metadata: [("evs-count".to_owned(), "1".to_owned())].into(),
+    }
+}
+
+pub async fn sink_behaviour(sink: &dyn Sink) {
+    // Written out of order; listed in UTF-8 byte order, like S3.
+    let keys = [
+        "events/2026/11/23/22/20261123T220732123Z-b.ndjson",
+        "events/2026/11/23/22/20261123T220732123Z-a.ndjson",
+        "events/2026/11/23/23/20261123T230000000Z-a.ndjson",
+        "events/2027/01/01/00/20270101T000000000Z-a.ndjson",
+        "events/2026/11/23/22/20261123T220731999Z-z.ndjson",
+        "dead-letter/2026/11/23/22/20261123T220732123Z-a.json",
+    ];
+    for (i, k) in keys.iter().enumerate() {
+        sink.put(k, &object(&format!("body {i}"))).await.unwrap();
+    }
+    let mut expected: Vec<&str> = keys
+        .iter()
+        .copied()
+        .filter(|k| k.starts_with("events/"))
+        .collect();
+    expected.sort();
+    assert_eq!(sink.list("events/", None, 100).await.unwrap(), expected);
+    assert_eq!(
+        sink.list("events/", Some(expected[1]), 100).await.unwrap(),
+        expected[2..]
+    );
+    assert_eq!(
+        sink.list("events/", Some(expected[0]), 2).await.unwrap(),
+        expected[1..3]
+    );
+    // StartAfter accepts any string, not just existing keys.
+    assert_eq!(
+        sink.list("events/", Some("events/2026/11/23/23/"), 100)
+            .await
+            .unwrap(),
+        expected[3..]
+    );
+    assert!(sink
+        .list("events/", Some("events/9"), 100)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(sink.list("dead-letter/", None, 100).await.unwrap().len(), 1);
+    assert_eq!(sink.list("", None, 100).await.unwrap().len(), keys.len());
+
+    assert_eq!(sink.get(keys[1]).await.unwrap(), b"body 1");
+    // Never an overwrite.
+    let again = sink.put(keys[1], &object("other")).await;
+    assert!(
+        matches!(again, Err(SinkError::AlreadyExists { .. })),
+        "{again:?}"
+    );
+    assert_eq!(sink.get(keys[1]).await.unwrap(), b"body 1");
+    assert!(matches!(
+        sink.get("events/nope").await,
+        Err(SinkError::NotFound { .. })
+    ));
+}
+
+#[tokio::test]
+async fn local_directory() {
+    let dir = std::env::temp_dir().join(unique_name("evs-sink"));
+    let sink = LocalDir::new(&dir);
+    sink_behaviour(&sink).await;
+    // The layout is the key: a key is a path under the root.
+    assert!(dir
+        .join("events/2027/01/01/00/20270101T000000000Z-a.ndjson")
+        .is_file());
+    for bad in ["", "a/../b", "/abs", "a//b", "dir/"] {
+        assert!(
+            matches!(
+                sink.put(bad, &object("x")).await,
+                Err(SinkError::InvalidKey { .. })
+            ),
+            "{bad}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn s3_bucket() {
+    let Some(moto) = Moto::shared() else { return };
+    let client = evs_archiver::sink::s3::client_for(&moto.sdk_config().await);
+    let bucket = unique_name("sink");
+    client.create_bucket().bucket(&bucket).send().await.unwrap();
+    let sink = S3Sink::new(client.clone(), &bucket);
+    sink_behaviour(&sink).await;
+    // Listing pages past 1000 keys.
+    for i in 0..1005 {
+        sink.put(&format!("many/{i:05}"), &object("x"))
+            .await
+            .unwrap();
+    }
+    let all = sink.list("many/", None, 5000).await.unwrap();
+    assert_eq!(all.len(), 1005);
+    assert!(all.windows(2).all(|w| w[0] < w[1]));
+    let missing = S3Sink::new(client, unique_name("no-such-bucket"));
+    let err = missing.put("k", &object("x")).await.unwrap_err();
+    assert!(matches!(err, SinkError::S3 { .. }), "{err:?}");
+}
