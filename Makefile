@@ -4,10 +4,12 @@ PYTHON ?= python3
 VENV := .venv
 MOTO_VERSION := 5.2.5
 MOTO_STAMP := $(VENV)/.moto-$(MOTO_VERSION)
+CARGO_LAMBDA_VERSION := 1.9.2
+LAMBDA_STAMP := $(VENV)/.cargo-lambda-$(CARGO_LAMBDA_VERSION)
 CFN_LINT_VERSION := 1.58.0
 CFN_LINT_STAMP := $(VENV)/.cfn-lint-$(CFN_LINT_VERSION)
 
-.PHONY: all run test lint lint-template fmt check venv clean-venv
+.PHONY: all run test lint lint-template fmt check venv clean-venv invoke bench build deploy lambda-tools
 
 all: test
 
@@ -49,3 +51,28 @@ check: lint test
 
 clean-venv:
 	rm -rf $(VENV)
+
+## invoke: run the archiver's handler on the sample events into ./archive (or $$EVS_ARCHIVE)
+invoke:
+	cargo run -q -p evs -- invoke events/inserts.json events/mixed.json events/empty.json
+
+## bench: archiver throughput (criterion) side by side with a Python handler, and peak memory
+bench: venv
+	bash bench/run.sh
+
+## lambda-tools: cargo-lambda and zig in the venv (for `make build` and `cargo lambda watch`)
+lambda-tools: $(LAMBDA_STAMP)
+
+$(LAMBDA_STAMP): $(MOTO_STAMP)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'cargo-lambda==$(CARGO_LAMBDA_VERSION)' ziglang
+	touch $@
+
+## build: the arm64 Lambda (needs the Rust std for aarch64-unknown-linux-gnu; not part of CI)
+build: lambda-tools
+	PATH="$(abspath $(VENV))/bin:$$PATH" cargo lambda build --release --arm64 --bin evs-archiver
+	@ls -l target/lambda/evs-archiver/bootstrap
+
+## deploy: sam build + sam deploy --guided (needs the SAM CLI and AWS credentials; not part of CI)
+deploy:
+	sam build
+	sam deploy --guided

@@ -4,7 +4,7 @@
 //!
 //! | variable | meaning | default |
 //! |---|---|---|
-//! | `EVS_ARCHIVE` | `s3://BUCKET/PREFIX/` or a local directory | `./archive` (outside Lambda) |
+//! | `EVS_ARCHIVE` | `s3://BUCKET/PREFIX/` or a local directory (in Lambda only with `EVS_LOCAL_ARCHIVE_IN_LAMBDA=true`, for `cargo lambda watch`) | `./archive` outside Lambda; in Lambda a bucket is required |
 //! | `EVS_ARCHIVE_BUCKET` | the bucket (instead of an `s3://` `EVS_ARCHIVE`) | |
 //! | `EVS_ARCHIVE_PREFIX` | key prefix of archive objects, empty or ending in `/` | `events/` |
 //! | `EVS_DEAD_LETTER_PREFIX` | key prefix of dead-letter objects | `dead-letter/` |
@@ -115,9 +115,14 @@ impl Config {
             }
             (None, None) => (Location::Local(PathBuf::from(DEFAULT_LOCAL_ARCHIVE)), None),
         };
-        if in_lambda && matches!(location, Location::Local(_)) {
+        // A Lambda's disk vanishes with its sandbox: archiving there would
+        // acknowledge batches and lose them. Local emulators opt in.
+        if in_lambda
+            && matches!(location, Location::Local(_))
+            && get("EVS_LOCAL_ARCHIVE_IN_LAMBDA").as_deref() != Some("true")
+        {
             return Err(ConfigError(
-                "in Lambda the archive must be an S3 bucket (s3://BUCKET/PREFIX/)".into(),
+                "in Lambda the archive must be an S3 bucket (s3://BUCKET/PREFIX/); set EVS_LOCAL_ARCHIVE_IN_LAMBDA=true only under a local emulator such as `cargo lambda watch`".into(),
             ));
         }
         let prefix = match (url_prefix, get("EVS_ARCHIVE_PREFIX")) {
@@ -263,11 +268,11 @@ mod tests {
                 vec![("AWS_LAMBDA_FUNCTION_NAME", "f")],
                 "EVS_ARCHIVE_BUCKET is not set",
             ),
+            (vec![("EVS_ARCHIVE", "gs://b/")], "only s3://"),
             (
                 vec![("AWS_LAMBDA_FUNCTION_NAME", "f"), ("EVS_ARCHIVE", "/tmp/a")],
                 "must be an S3 bucket",
             ),
-            (vec![("EVS_ARCHIVE", "gs://b/")], "only s3://"),
             (
                 vec![
                     ("EVS_ARCHIVE_PREFIX", "a/"),

@@ -102,10 +102,23 @@ async fn put_within(
             })?,
         None => put.await,
     };
-    result.map_err(|source| HandlerError::Write {
-        key: key.to_owned(),
-        source,
-    })
+    match result {
+        Ok(()) => Ok(()),
+        // Every key carries a fresh random attempt id, so an object already
+        // there can only be this very write, retried by the SDK after its
+        // first try landed: it is written.
+        Err(SinkError::AlreadyExists { .. }) => {
+            tracing::warn!(
+                key,
+                "the object was already there: an earlier try of this write landed"
+            );
+            Ok(())
+        }
+        Err(source) => Err(HandlerError::Write {
+            key: key.to_owned(),
+            source,
+        }),
+    }
 }
 
 /// Handles one batch. `now_ms` is the wall clock; `timeout` bounds each write
@@ -149,7 +162,7 @@ pub async fn handle(
         summary.sealed_at_ms = sealed_at;
         summary.bytes = object.bytes.len();
         summary.key = Some(key.as_str().to_owned());
-        summary.oldest_record_age_ms = Some(sealed_at - encoded.oldest_timestamp_ms);
+        summary.oldest_record_age_ms = Some(sealed_at.saturating_sub(encoded.oldest_timestamp_ms));
     }
 
     if !dead.is_empty() {
@@ -167,8 +180,10 @@ pub async fn handle(
             Ok(()) => summary.dead_letter_key = Some(key.as_str().to_owned()),
             Err(err) => {
                 // Report the first dead-lettered record (in delivery order):
-                // Lambda retries it and everything after it.
-                match dead.iter().find_map(|d| d.sequence_number()) {
+                // Lambda retries it and everything after it. Without its
+                // sequence number, fail the whole invocation instead: a
+                // later record's number would acknowledge it unwritten.
+                match dead.first().and_then(|d| d.sequence_number()) {
                     Some(seq) => {
                         tracing::error!(error = %err, "dead-letter object not written; reporting a partial batch failure");
                         summary.batch_item_failures.push(seq.to_string());

@@ -13,6 +13,10 @@ use serde_json::Value;
 /// Time kept back from the invocation deadline for logging and the response.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(500);
 
+/// Bound on each write when the invocation carries no usable deadline (local
+/// emulators); in Lambda the deadline is always there.
+const FALLBACK_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -29,8 +33,13 @@ async fn main() -> Result<(), Error> {
     let (config, sink) = (&config, sink.as_ref());
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let deadline_ms = i64::try_from(event.context.deadline).unwrap_or(i64::MAX);
-        let left = u64::try_from(deadline_ms - now_ms()).unwrap_or(0);
-        let timeout = Duration::from_millis(left).saturating_sub(DEADLINE_MARGIN);
+        let left = Duration::from_millis(u64::try_from(deadline_ms.saturating_sub(now_ms())).unwrap_or(0));
+        let timeout = if left > DEADLINE_MARGIN {
+            left - DEADLINE_MARGIN
+        } else {
+            tracing::warn!(deadline_ms, "the invocation has no usable deadline; bounding writes by {FALLBACK_WRITE_TIMEOUT:?}");
+            FALLBACK_WRITE_TIMEOUT
+        };
         let summary = handler::handle(&event.payload, sink, config, &now_ms, Some(timeout)).await?;
         tracing::info!(
             records_in = summary.records_in,

@@ -2,6 +2,8 @@
 
 use std::io::Write;
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
@@ -63,7 +65,22 @@ fn io(doing: &'static str, path: &Path, source: std::io::Error) -> SinkError {
     }
 }
 
-fn put_blocking(path: &Path, key: &str, bytes: &[u8]) -> Result<(), SinkError> {
+/// Set when the `put` future is dropped (its deadline passed): the blocking
+/// writer then refuses to publish, so no object lands after the caller gave up.
+struct Cancel(Arc<AtomicBool>);
+
+impl Drop for Cancel {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+fn put_blocking(
+    path: &Path,
+    key: &str,
+    bytes: &[u8],
+    cancelled: &AtomicBool,
+) -> Result<(), SinkError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| io("creating directory", dir, e))?;
     let tmp = dir.join(format!("{TEMP_PREFIX}{}", uuid::Uuid::new_v4().simple()));
@@ -71,6 +88,16 @@ fn put_blocking(path: &Path, key: &str, bytes: &[u8]) -> Result<(), SinkError> {
         let mut file = std::fs::File::create_new(&tmp).map_err(|e| io("creating", &tmp, e))?;
         file.write_all(bytes).map_err(|e| io("writing", &tmp, e))?;
         file.sync_all().map_err(|e| io("syncing", &tmp, e))?;
+        if cancelled.load(Ordering::SeqCst) {
+            return Err(io(
+                "publishing",
+                path,
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the write was abandoned at its deadline",
+                ),
+            ));
+        }
         // A hard link publishes the complete file atomically and fails if the
         // key exists: never a partial object, never an overwrite.
         std::fs::hard_link(&tmp, path).map_err(|e| match e.kind() {
@@ -139,7 +166,9 @@ impl Sink for LocalDir {
         let path = self.key_path(key)?;
         let key = key.to_owned();
         let bytes = object.bytes.clone();
-        tokio::task::spawn_blocking(move || put_blocking(&path, &key, &bytes))
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let _cancel_on_drop = Cancel(cancelled.clone());
+        tokio::task::spawn_blocking(move || put_blocking(&path, &key, &bytes, &cancelled))
             .await
             .map_err(|e| SinkError::Io {
                 doing: "writing",

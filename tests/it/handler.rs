@@ -326,3 +326,27 @@ async fn a_write_past_the_deadline_fails_and_leaves_nothing() {
     assert!(matches!(err, HandlerError::Deadline { .. }), "{err:?}");
     assert!(sink.list("", None, 10).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_dead_letter_without_sequence_number_fails_the_invocation_when_unwritten() {
+    let dir = temp_dir();
+    let sink = Faulty {
+        inner: LocalDir::new(&dir),
+        fail_prefix: Some("dead-letter/"),
+        delay: Duration::ZERO,
+    };
+    let mixed = sample("mixed.json");
+    let mut broken = mixed["Records"][1].clone();
+    broken["dynamodb"]
+        .as_object_mut()
+        .unwrap()
+        .remove("SequenceNumber");
+    let event =
+        json!({ "Records": [mixed["Records"][0].clone(), broken, mixed["Records"][2].clone()] });
+    // Reporting the REMOVE's number would acknowledge the unwritten record before it.
+    let err = handle(&event, &sink, &Config::local(&dir), &clock(), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, HandlerError::Write { .. }), "{err:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

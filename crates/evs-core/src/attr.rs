@@ -106,7 +106,9 @@ pub fn validate_number(text: &str) -> Result<(), AttrError> {
     }
     // Decimal exponent of the leading significant digit.
     let leading_zeros = digits.len() - trimmed.len();
-    let magnitude = exponent + int_part.len() as i64 - 1 - leading_zeros as i64;
+    let magnitude = (int_part.len() as i64 - 1 - leading_zeros as i64)
+        .checked_add(exponent)
+        .ok_or_else(|| err("exponent out of range"))?;
     if magnitude > 125 {
         return Err(err("larger than 9.99…e125"));
     }

@@ -192,7 +192,11 @@ where
         }
         // The catch-up read just showed the head (when the aggregate read
         // its events itself), which lets the store skip a condition item.
-        let appended = match aggregate.head.filter(|h| h.version == aggregate.version) {
+        let vouched = aggregate
+            .head
+            .clone()
+            .filter(|h| h.version() == aggregate.version && h.stream() == stream);
+        let appended = match vouched {
             Some(head) => store.append_after(stream, head, &events).await,
             None => {
                 store
@@ -207,7 +211,7 @@ where
                     attempts: attempt,
                 })
             }
-            Err(conflict @ Error::Conflict { .. }) => {
+            Err(conflict @ (Error::Conflict { .. } | Error::Contention { .. })) => {
                 if attempt >= max {
                     return Err(DecideError::Exhausted {
                         stream: stream.clone(),

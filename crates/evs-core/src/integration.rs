@@ -197,14 +197,33 @@ pub async fn conflicts_never_overwrite_and_never_leave_gaps(store: &dyn EventSto
     let fresh = Head::of(&before[1]);
     assert_eq!(
         store
-            .append_after(&s, fresh, &[ev("Y", json!({}))])
+            .append_after(&s, fresh.clone(), &[ev("Y", json!({}))])
             .await
             .unwrap()
             .version,
         3
     );
-    let retried = store.append_after(&s, fresh, &[ev("Z", json!({}))]).await;
+    let retried = store
+        .append_after(&s, fresh.clone(), &[ev("Z", json!({}))])
+        .await;
     assert_conflict(retried, 3);
+    // A head of another stream vouches for nothing: no gap in that stream.
+    let other = sid("acct-other");
+    store
+        .append(
+            &other,
+            ExpectedVersion::NoStream,
+            &[ev("Opened", json!({}))],
+        )
+        .await
+        .unwrap();
+    assert_conflict(
+        store
+            .append_after(&other, fresh, &[ev("Z", json!({}))])
+            .await,
+        1,
+    );
+    assert_eq!(ids(&store.read_all(&other).await.unwrap()), [1]);
     let before: Vec<_> = store.read_all(&s).await.unwrap();
     assert_eq!(ids(&before), [1, 2, 3]);
     assert!(store.read_all(&sid("acct-new")).await.unwrap().is_empty());
@@ -332,13 +351,22 @@ pub async fn retried_appends_are_recognised(store: &dyn EventStore) {
     assert!(again.already_appended);
     assert_eq!(again.version, 4);
     assert_eq!(ids(&store.read_all(&s).await.unwrap()), [1, 2, 3, 4]);
+    // An `Any` retry after another writer appended is still recognised.
+    store
+        .append(&s, ExpectedVersion::Any, &[ev("Other", json!({}))])
+        .await
+        .unwrap();
+    let again = store.append(&s, ExpectedVersion::Any, &any).await.unwrap();
+    assert!(again.already_appended);
+    assert_eq!((again.first, again.version), (4, 4));
+    assert_eq!(ids(&store.read_all(&s).await.unwrap()), [1, 2, 3, 4, 5]);
 
     // Same position, other events: a real conflict.
     assert_conflict(
         store
             .append(&s, ExpectedVersion::Exact(1), &[ev("A", json!({}))])
             .await,
-        4,
+        5,
     );
 }
 
@@ -461,6 +489,11 @@ pub async fn concurrent_decide_loses_no_update(store: Arc<dyn EventStore>, per_t
             e.event_id
         );
     }
+    assert!(
+        all.windows(2)
+            .all(|w| w[0].timestamp_ms <= w[1].timestamp_ms),
+        "a timestamp went backwards"
+    );
     eprintln!("{total} commands from {tasks} tasks, {conflicts} conflicts retried");
 }
 

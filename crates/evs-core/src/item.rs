@@ -187,7 +187,10 @@ pub fn decode(mut item: Item) -> Result<RecordedEvent> {
 /// Parses a `Timestamp` number: integer epoch milliseconds (a fractional
 /// part, as some writers store, is truncated).
 pub fn parse_timestamp(text: &str) -> Option<i64> {
-    let int = text.split('.').next()?;
+    let (int, frac) = text.split_once('.').unwrap_or((text, ""));
+    if !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None; // exponents and other forms are not epoch milliseconds
+    }
     int.parse::<i64>().ok()
 }
 

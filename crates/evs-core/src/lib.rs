@@ -102,6 +102,15 @@ pub enum Error {
         /// The limit.
         max: usize,
     },
+    /// The append kept colliding with concurrent writers or transactions
+    /// (or throttling) and gave up; nothing was written.
+    #[error("append to stream {stream} did not go through after {attempts} attempts: the stream keeps changing or transactions keep colliding")]
+    Contention {
+        /// The stream.
+        stream: StreamId,
+        /// Attempts made.
+        attempts: usize,
+    },
     /// An item in the table is not a valid event.
     #[error("item {event_id} of stream {stream} is not a valid event: {reason}")]
     CorruptItem {

@@ -211,22 +211,38 @@ pub fn format_timestamp_ms(ms: i64) -> String {
 }
 
 /// A stream's last event as a strongly consistent read showed it: enough for
-/// [`EventStore::append_after`](crate::EventStore::append_after).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// [`EventStore::append_after`](crate::EventStore::append_after). It can only
+/// be made from a recorded event, and it remembers its stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Head {
-    /// Its `EventId` (the stream's version).
-    pub version: Version,
-    /// Its `Timestamp`, epoch ms.
-    pub timestamp_ms: i64,
+    stream: StreamId,
+    version: Version,
+    timestamp_ms: i64,
 }
 
 impl Head {
     /// The head of a stream whose last event is `event`.
     pub fn of(event: &RecordedEvent) -> Self {
         Self {
+            stream: event.stream_id.clone(),
             version: event.event_id,
             timestamp_ms: event.timestamp_ms,
         }
+    }
+
+    /// The stream.
+    pub fn stream(&self) -> &StreamId {
+        &self.stream
+    }
+
+    /// The event's `EventId` (the stream's version).
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// The event's `Timestamp`, epoch ms.
+    pub fn timestamp_ms(&self) -> i64 {
+        self.timestamp_ms
     }
 }
 
@@ -275,7 +291,7 @@ impl ReadRequest {
     /// Events after `version`, oldest first.
     pub fn after(version: Version) -> Self {
         Self {
-            from: Some(version + 1),
+            from: Some(version.saturating_add(1)),
             ..Self::default()
         }
     }

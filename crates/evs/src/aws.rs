@@ -17,3 +17,8 @@ pub async fn load() -> Result<SdkConfig> {
 pub async fn dynamodb() -> Result<aws_sdk_dynamodb::Client> {
     Ok(aws_sdk_dynamodb::Client::new(&load().await?))
 }
+
+/// An S3 client from the environment (path-style with a custom endpoint).
+pub async fn s3() -> Result<aws_sdk_s3::Client> {
+    Ok(evs_archiver::sink::s3::client_for(&load().await?))
+}

@@ -43,6 +43,13 @@ pub enum Command {
     Append(AppendArgs),
     /// Read a stream as NDJSON, one event a line.
     Read(ReadArgs),
+    /// Run the archiver's handler on DynamoDB Streams event files, in turn,
+    /// as the Lambda event source mapping would.
+    ///
+    /// Prints one JSON summary per invocation (key, counts,
+    /// batchItemFailures). Stops at the first failed invocation, which the
+    /// mapping would retry.
+    Invoke(InvokeArgs),
 }
 
 /// `evs table …`
@@ -112,4 +119,23 @@ pub struct ReadArgs {
     /// Print at most K events.
     #[arg(long, value_name = "K")]
     pub limit: Option<usize>,
+}
+
+/// `evs invoke`
+#[derive(Debug, Args)]
+pub struct InvokeArgs {
+    /// Where the archive goes: a local directory or `s3://BUCKET/PREFIX/`
+    /// (default: `./archive`). Other settings come from the archiver's
+    /// environment variables (`EVS_ARCHIVE_PREFIX`, `EVS_COMPRESSION`, …).
+    #[arg(long, env = "EVS_ARCHIVE", value_name = "DIR|s3://BUCKET/PREFIX")]
+    pub archive: Option<String>,
+
+    /// Seconds each invocation may take to write its objects (the Lambda
+    /// function timeout).
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub timeout: u64,
+
+    /// Lambda event files (JSON, `{"Records": [...]}`).
+    #[arg(value_name = "EVENT.json", required = true)]
+    pub files: Vec<PathBuf>,
 }

@@ -348,7 +348,10 @@ impl Backend for DynamoStore {
                         if c.cancellation_reasons().iter().any(|r| {
                             matches!(
                                 r.code(),
-                                Some("ConditionalCheckFailed") | Some("TransactionConflict")
+                                Some("ConditionalCheckFailed")
+                                    | Some("TransactionConflict")
+                                    | Some("ThrottlingError")
+                                    | Some("ProvisionedThroughputExceeded")
                             )
                         }) || c.cancellation_reasons().is_empty() =>
                     {
@@ -364,6 +367,52 @@ impl Backend for DynamoStore {
     }
 
     async fn read(&self, stream: &StreamId, request: ReadRequest) -> Result<Vec<RecordedEvent>> {
+        // A Query is only read-committed against transactions: while a
+        // multi-event append commits, a read may see part of it, even with a
+        // hole. EventIds are contiguous, so a hole is visible: read again.
+        for attempt in 1..=READ_ATTEMPTS {
+            let events = self.read_once(stream, request).await?;
+            if contiguous(&events, request) {
+                return Ok(events);
+            }
+            tracing::debug!(%stream, attempt, "read a stream with a hole (a transaction in flight); reading again");
+            tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
+        }
+        Err(Error::Backend {
+            message: format!(
+                "stream {stream} kept reading back with a gap in its EventIds after {READ_ATTEMPTS} attempts"
+            ),
+            source: None,
+        })
+    }
+
+    fn now_ms(&self) -> i64 {
+        (self.clock)()
+    }
+}
+
+/// Reads of one request before a persistent hole is an error.
+const READ_ATTEMPTS: u32 = 5;
+
+/// True when `events` can be what a read of a gap-free stream returns.
+fn contiguous(events: &[RecordedEvent], request: ReadRequest) -> bool {
+    let step_ok = |a: &RecordedEvent, b: &RecordedEvent| match request.direction {
+        Direction::Forward => b.event_id == a.event_id.saturating_add(1),
+        Direction::Backward => a.event_id == b.event_id.saturating_add(1),
+    };
+    let first_ok = match (request.direction, events.first()) {
+        (Direction::Forward, Some(first)) => first.event_id == request.from.unwrap_or(1).max(1),
+        _ => true,
+    };
+    first_ok && events.windows(2).all(|w| step_ok(&w[0], &w[1]))
+}
+
+impl DynamoStore {
+    async fn read_once(
+        &self,
+        stream: &StreamId,
+        request: ReadRequest,
+    ) -> Result<Vec<RecordedEvent>> {
         let forward = request.direction == Direction::Forward;
         let limit = request.limit.unwrap_or(usize::MAX);
         let mut out = Vec::new();
@@ -423,10 +472,6 @@ impl Backend for DynamoStore {
             }
         }
     }
-
-    fn now_ms(&self) -> i64 {
-        (self.clock)()
-    }
 }
 
 #[async_trait]
@@ -449,9 +494,9 @@ impl EventStore for DynamoStore {
         write::append(
             self,
             stream,
-            ExpectedVersion::Exact(last.version),
+            ExpectedVersion::Exact(last.version()),
             events,
-            Some(last),
+            write::Tip::vouched(stream, &last),
         )
         .await
     }

@@ -226,9 +226,9 @@ impl EventStore for MemoryStore {
         write::append(
             self,
             stream,
-            ExpectedVersion::Exact(last.version),
+            ExpectedVersion::Exact(last.version()),
             events,
-            Some(last),
+            write::Tip::vouched(stream, &last),
         )
         .await
     }

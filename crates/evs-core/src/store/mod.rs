@@ -56,7 +56,7 @@ pub trait EventStore: Send + Sync + fmt::Debug {
 
     /// Appends `events` right after `last`, the stream's last event as a
     /// strongly consistent read of this store has just shown it. The same as
-    /// `append(stream, ExpectedVersion::Exact(last.version), events)`, but a
+    /// `append(stream, ExpectedVersion::Exact(last.version()), events)`, but a
     /// backend may save work: the read already proved that event exists and
     /// gave its timestamp (DynamoDB: one conditional `PutItem` instead of a
     /// transaction). Pass only heads read from this store.
@@ -66,7 +66,7 @@ pub trait EventStore: Send + Sync + fmt::Debug {
         last: Head,
         events: &[NewEvent],
     ) -> Result<AppendOutcome> {
-        self.append(stream, ExpectedVersion::Exact(last.version), events)
+        self.append(stream, ExpectedVersion::Exact(last.version()), events)
             .await
     }
 

@@ -53,13 +53,34 @@ pub(crate) trait Backend: Send + Sync {
 /// timestamp, or a concurrent transaction interfered.
 const MAX_ROUNDS: usize = 8;
 
-fn head_of(tail_newest_first: &[RecordedEvent]) -> Head {
+/// How many of a stream's last events an `Any` append searches for its own
+/// events, to recognise a retry whose first attempt committed.
+pub(crate) const ANY_RETRY_WINDOW: usize = 25;
+
+/// A stream's last event as far as the append needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Tip {
+    pub(crate) version: Version,
+    pub(crate) timestamp_ms: i64,
+}
+
+impl Tip {
+    /// The tip a caller's head vouches for, when it is a head of `stream`.
+    pub(crate) fn vouched(stream: &StreamId, head: &Head) -> Option<Tip> {
+        (head.stream() == stream).then(|| Tip {
+            version: head.version(),
+            timestamp_ms: head.timestamp_ms(),
+        })
+    }
+}
+
+fn head_of(tail_newest_first: &[RecordedEvent]) -> Tip {
     tail_newest_first.first().map_or(
-        Head {
+        Tip {
             version: 0,
             timestamp_ms: i64::MIN,
         },
-        |e| Head {
+        |e| Tip {
             version: e.event_id,
             timestamp_ms: e.timestamp_ms,
         },
@@ -87,7 +108,7 @@ pub(crate) async fn append(
     stream: &StreamId,
     expected: ExpectedVersion,
     events: &[NewEvent],
-    known: Option<Head>,
+    known: Option<Tip>,
 ) -> Result<AppendOutcome> {
     if events.is_empty() {
         return Err(Error::EmptyAppend);
@@ -97,18 +118,41 @@ pub(crate) async fn append(
     // An append after an existing event carries one condition item, so it
     // holds one event fewer than an append that opens the stream.
     let condition_items = usize::from(matches!(expected, ExpectedVersion::Exact(v) if v > 0));
-    item::encode_batch(stream, 0, 0, events, condition_items)?;
+    if let ExpectedVersion::Exact(v) = expected {
+        if v.checked_add(n).is_none_or(|last| last > i64::MAX as u64) {
+            return Err(Error::InvalidEvent {
+                event_id: v,
+                reason: "the expected version is out of range".into(),
+            });
+        }
+    }
+    // Sized with a large EventId and the largest Timestamp, so nothing that
+    // passes here is refused later for its size.
+    item::encode_batch(
+        stream,
+        i64::MAX as u64 / 2,
+        i64::MAX,
+        events,
+        condition_items,
+    )?;
 
-    let mut head: Option<Head> = known;
+    let mut head: Option<Tip> = known;
     if expected == ExpectedVersion::Any {
-        // One read gives the head and tells whether this is a retry of an append that committed.
+        // One read gives the head and tells whether this is a retry of an
+        // append that committed (within the last ANY_RETRY_WINDOW events).
         let mut tail = backend
-            .read(stream, ReadRequest::last(events.len()))
+            .read(
+                stream,
+                ReadRequest::last(events.len().max(ANY_RETRY_WINDOW)),
+            )
             .await?;
         let h = head_of(&tail);
         tail.reverse();
-        if same_events(&tail, events) {
-            return already(&tail).ok_or(Error::EmptyAppend);
+        if let Some(start) = tail.iter().position(|e| e.id == Some(events[0].id)) {
+            let stored = &tail[start..tail.len().min(start + events.len())];
+            if same_events(stored, events) {
+                return already(stored).ok_or(Error::EmptyAppend);
+            }
         }
         head = Some(h);
     }
@@ -176,10 +220,8 @@ pub(crate) async fn append(
         // transaction interfered), or `Any` and the stream moved: try again.
         head = Some(h);
     }
-    Err(Error::Backend {
-        message: format!(
-            "append to stream {stream} did not go through after {MAX_ROUNDS} attempts: the stream keeps changing or transactions keep colliding"
-        ),
-        source: None,
+    Err(Error::Contention {
+        stream: stream.clone(),
+        attempts: MAX_ROUNDS,
     })
 }

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 mod append;
+mod invoke;
 mod read;
 mod table;
 
@@ -20,6 +21,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Table(TableCommand::Create) => table::create(&store().await?).await,
         Command::Append(args) => append::run(&store().await?, args).await,
         Command::Read(args) => read::run(&store().await?, args).await,
+        Command::Invoke(args) => invoke::run(args).await,
     }
 }
 

@@ -320,3 +320,77 @@ fn bad_input_gives_one_clear_line() {
         .unwrap();
     assert_one_line_error(&out, 1, "no AWS region");
 }
+
+fn sample(name: &str) -> String {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../events")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn invoke_runs_the_archiver_on_event_files() {
+    let Some(moto) = Moto::shared() else { return };
+    let evs = Evs {
+        env: moto.env(),
+        table: String::new(),
+    };
+    let dir = std::env::temp_dir().join(unique_name("evs-invoke"));
+    let archive = dir.display().to_string();
+    let out = evs.run(&[
+        "invoke",
+        "--archive",
+        &archive,
+        &sample("inserts.json"),
+        &sample("mixed.json"),
+        &sample("empty.json"),
+    ]);
+    let lines = ndjson(&out);
+    assert_eq!(lines.len(), 3);
+    assert_eq!(
+        (
+            lines[0]["recordsIn"].as_u64(),
+            lines[0]["archived"].as_u64()
+        ),
+        (Some(8), Some(8))
+    );
+    assert_eq!(lines[1]["deadLettered"].as_u64(), Some(3));
+    assert_eq!(lines[1]["batchItemFailures"], serde_json::json!([]));
+    assert!(lines[2]["key"].is_null());
+    for l in &lines[..2] {
+        let key = l["key"].as_str().unwrap();
+        assert!(dir.join(key).is_file(), "{key}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // The same into a bucket on the emulator.
+    let bucket = unique_name("invoke");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&moto.sdk_config().await)
+                .force_path_style(true)
+                .build(),
+        );
+        client.create_bucket().bucket(&bucket).send().await.unwrap();
+    });
+    let out = evs.run(&[
+        "invoke",
+        "--archive",
+        &format!("s3://{bucket}/archive/"),
+        &sample("inserts.json"),
+    ]);
+    let line = json_line(&out);
+    assert!(
+        line["key"].as_str().unwrap().starts_with("archive/"),
+        "{line}"
+    );
+    assert_eq!(line["archive"], format!("s3://{bucket}/"));
+
+    // A file that is not an event: one clear line, exit 1.
+    let out = evs.run(&["invoke", "--archive", &archive, "/nonexistent.json"]);
+    assert_one_line_error(&out, 1, "cannot read /nonexistent.json");
+    let out = evs.run(&["invoke", "--archive", "gs://x/", &sample("empty.json")]);
+    assert_one_line_error(&out, 1, "only s3://");
+}
