@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# `make bench`: the archiver's speed and memory, side by side with a Python handler.
+#
+# 1. builds the release archiver and the bench examples;
+# 2. generates three Lambda events with examples/gen_batch.rs (deterministic,
+#    seed 42) into <target>/bench-data/: 1k.json (1,000 records), 10k.json
+#    (10,000 records) and 6mb.json (as many records as fit in 6,000,000 bytes,
+#    the Lambda payload limit);
+# 3. runs the real handler once per file (examples/archive_file.rs) into a
+#    local directory: the archive object the Python handler is checked
+#    against, and the process's peak RSS (also from /usr/bin/time -v, if present);
+# 4. runs the criterion bench (benches/archive.rs) on the same files;
+# 5. runs bench/python_handler.py on the same files (and checks that its NDJSON
+#    is byte for byte the Rust archive's);
+# 6. prints a table (also written as results.json next to the data).
+#
+# Environment: PYTHON (default .venv/bin/python, made by `make venv`, else
+# python3; needs boto3), PY_MIN_SECONDS (Python timing per file, default 5).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\n==> %s\n' "$*" >&2; }
+
+PYTHON=${PYTHON:-}
+if [[ -z $PYTHON ]]; then
+    if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
+fi
+if ! "$PYTHON" -c 'import boto3' 2>/dev/null; then
+    echo "bench: $PYTHON cannot import boto3; run 'make venv' or set PYTHON" >&2
+    exit 1
+fi
+
+TARGET=$(cargo metadata --format-version 1 --no-deps |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+DATA=$TARGET/bench-data
+mkdir -p "$DATA"
+
+say "building (release)"
+cargo build --release -p evs-archiver --bin evs-archiver --example gen_batch --example archive_file
+
+say "generating inputs in $DATA"
+"$TARGET/release/examples/gen_batch" 1000 "$DATA/1k.json" >&2
+"$TARGET/release/examples/gen_batch" 10000 "$DATA/10k.json" >&2
+"$TARGET/release/examples/gen_batch" --target-bytes 6000000 "$DATA/6mb.json" >&2
+
+NAMES=(1k 10k 6mb)
+
+say "running the handler once per file (archive_file)"
+for name in "${NAMES[@]}"; do
+    rm -rf "$DATA/archive-$name"
+    "$TARGET/release/examples/archive_file" "$DATA/$name.json" --keep "$DATA/archive-$name" \
+        >"$DATA/archive_file-$name.json"
+done
+if [[ -x /usr/bin/time ]]; then
+    /usr/bin/time -v "$TARGET/release/examples/archive_file" "$DATA/6mb.json" \
+        >/dev/null 2>"$DATA/time-v-6mb.txt"
+fi
+
+say "criterion (cargo bench --bench archive)"
+EVS_BENCH_DATA=$DATA cargo bench --bench archive 2>&1 | tee "$DATA/criterion.log" >&2
+
+say "Python handler ($PYTHON)"
+for name in "${NAMES[@]}"; do
+    object=$(find "$DATA/archive-$name" -name '*.ndjson.gz' | head -n 1)
+    "$PYTHON" bench/python_handler.py "$DATA/$name.json" --compare "$object" \
+        --min-seconds "${PY_MIN_SECONDS:-5}" | tee "$DATA/python-$name.json" >&2
+done
+
+BINARY=$TARGET/release/evs-archiver
+INSTALLED_TARGETS=$(rustup target list --installed 2>/dev/null | tr '\n' ' ' || true)
+
+say "results"
+python3 - "$DATA" "$TARGET" "$BINARY" "$INSTALLED_TARGETS" <<'EOF'
+import json, os, re, sys
+
+data, target, binary, installed = sys.argv[1:5]
+names = ["1k", "10k", "6mb"]
+
+def load(path):
+    with open(path) as f:
+        return json.load(f)
+
+def criterion_ns(group, bench):
+    est = load(os.path.join(target, "criterion", group, bench, "new", "estimates.json"))
+    return est["mean"]["point_estimate"]
+
+rows, results = [], {"inputs": {}, "steps10k": {}}
+for name in names:
+    run = load(os.path.join(data, f"archive_file-{name}.json"))
+    py = load(os.path.join(data, f"python-{name}.json"))
+    records, size = run["records"], run["inputBytes"]
+    rust_s = criterion_ns("archive", name) / 1e9
+    r = {
+        "records": records,
+        "inputBytes": size,
+        "rust": {"seconds": rust_s, "recordsPerSecond": records / rust_s,
+                 "mbPerSecond": size / rust_s / 1e6, "outputBytes": run["summary"]["bytes"],
+                 "peakRssKiB": run["peakRssKiB"]},
+        "python": {"seconds": py["meanSeconds"], "recordsPerSecond": py["recordsPerSecond"],
+                   "mbPerSecond": py["mbPerSecond"], "outputBytes": py["outputBytes"],
+                   "steps": py["stepsMeanSeconds"]},
+        "sameNdjson": py.get("compare", {}).get("identical"),
+    }
+    r["speedup"] = py["meanSeconds"] / rust_s
+    results["inputs"][name] = r
+
+for step in ["1-parse-json", "2-classify", "3-sort-and-ndjson", "4-gzip"]:
+    try:
+        results["steps10k"][step] = criterion_ns("steps-10k", step) / 1e9
+    except OSError:
+        pass
+
+time_v = None
+try:
+    with open(os.path.join(data, "time-v-6mb.txt")) as f:
+        m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", f.read())
+        time_v = int(m.group(1)) if m else None
+except OSError:
+    pass
+results["peakRss6mbKiB"] = {"vmHwm": results["inputs"]["6mb"]["rust"]["peakRssKiB"], "timeV": time_v}
+results["binary"] = {"path": binary, "bytes": os.path.getsize(binary) if os.path.exists(binary) else None}
+results["installedTargets"] = installed.split()
+with open(os.path.join(data, "results.json"), "w") as f:
+    json.dump(results, f, indent=2)
+
+print()
+print(f"{'input':<6} {'records':>7} {'MB in':>6} | {'Rust rec/s':>10} {'MB/s':>6} | {'Python rec/s':>12} {'MB/s':>6} | {'speed-up':>8} | same NDJSON")
+for name in names:
+    r = results["inputs"][name]
+    print(f"{name:<6} {r['records']:>7} {r['inputBytes']/1e6:>6.2f} | "
+          f"{r['rust']['recordsPerSecond']:>10,.0f} {r['rust']['mbPerSecond']:>6.1f} | "
+          f"{r['python']['recordsPerSecond']:>12,.0f} {r['python']['mbPerSecond']:>6.1f} | "
+          f"{r['speedup']:>7.1f}x | {r['sameNdjson']}")
+print()
+if results["steps10k"]:
+    py = results["inputs"]["10k"]["python"]["steps"]
+    print("10k, per step (ms):  Rust: " + ", ".join(f"{k} {v*1e3:.0f}" for k, v in results["steps10k"].items()))
+    print("                   Python: " + ", ".join(f"{k} {v*1e3:.0f}" for k, v in py.items()))
+print(f"peak RSS, 6 MB batch ({results['inputs']['6mb']['records']} records, real handler, LocalDir): "
+      f"{results['peakRss6mbKiB']['vmHwm'] / 1024:.1f} MiB (VmHWM)"
+      + (f", {time_v / 1024:.1f} MiB (/usr/bin/time -v)" if time_v else ""))
+for name in names:
+    print(f"  peak RSS {name}: {results['inputs'][name]['rust']['peakRssKiB'] / 1024:.1f} MiB")
+b = results["binary"]["bytes"]
+print(f"release binary {binary}: " + (f"{b:,} bytes ({b / 2**20:.1f} MiB, stripped by profile.release)" if b else "missing"))
+print(f"installed rust targets: {installed or '?'}"
+      + ("" if "aarch64-unknown-linux-gnu" in installed else " (no aarch64 std: arm64 size not measured)"))
+print(f"details: {os.path.join(data, 'results.json')}")
+EOF

@@ -1,0 +1,668 @@
+//! Archive order in, exactly-once per-stream order out.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::checkpoint::{Checkpoint, CheckpointError, HeldEvent, CHECKPOINT_FORMAT};
+use crate::event::{ArchivePosition, ReplayEvent};
+
+/// Default bound of held-back events per stream.
+pub const DEFAULT_MAX_HELD_PER_STREAM: usize = 10_000;
+
+/// How a [`Sequencer`] behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SequencerConfig {
+    /// Most events held back for one stream while its next event is missing.
+    /// An event past that bound is refused ([`SequenceError::BufferFull`]),
+    /// never dropped: the caller back-fills the stream ([`Sequencer::fill`])
+    /// and offers the event again. At least 1.
+    pub max_held_per_stream: usize,
+}
+
+impl Default for SequencerConfig {
+    fn default() -> Self {
+        Self {
+            max_held_per_stream: DEFAULT_MAX_HELD_PER_STREAM,
+        }
+    }
+}
+
+/// What became of one offered event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offer {
+    /// It was its stream's next event: it was emitted, followed by
+    /// `released - 1` held-back successors (so `released >= 1`).
+    Delivered {
+        /// How many events were appended to the output.
+        released: usize,
+    },
+    /// It is ahead of its stream's next event and waits for it.
+    Held,
+    /// It was delivered or held already (a retried or re-bisected batch) and
+    /// was dropped.
+    Duplicate,
+}
+
+/// Why the sequencer refused a call. A refused call changes no state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SequenceError {
+    /// Positions must come in key order and after the cursor (the last fully
+    /// consumed key): an object at or before the cursor was consumed already.
+    #[error("object key {key:?} is not after the cursor {cursor:?}")]
+    KeyNotAfterCursor {
+        /// The key offered.
+        key: String,
+        /// The last fully consumed key.
+        cursor: String,
+    },
+    /// Event ids start at 1.
+    #[error("event 0 of stream {stream_id:?}: event ids start at 1")]
+    ZeroEventId {
+        /// The stream.
+        stream_id: String,
+    },
+    /// The stream already holds as many events as allowed while it waits for
+    /// `expected`; back-fill it ([`Sequencer::fill`]) and offer the event again.
+    #[error(
+        "stream {stream_id:?} waits for event {expected} and already holds {capacity} \
+         later events; event {event_id} was refused (back-fill the stream)"
+    )]
+    BufferFull {
+        /// The stream.
+        stream_id: String,
+        /// The event the stream waits for.
+        expected: u64,
+        /// The refused event.
+        event_id: u64,
+        /// [`SequencerConfig::max_held_per_stream`].
+        capacity: usize,
+    },
+    /// [`Sequencer::fill`] was given an event of another stream.
+    #[error("back-fill of stream {stream_id:?} was given an event of stream {found:?}")]
+    StreamMismatch {
+        /// The stream being filled.
+        stream_id: String,
+        /// The stream of the offending event.
+        found: String,
+    },
+}
+
+/// A stream whose next event is missing while later ones are held back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gap {
+    /// The stream.
+    pub stream_id: String,
+    /// The event the stream waits for (its last delivered id + 1).
+    pub expected: u64,
+    /// The smallest held-back event id (> `expected`).
+    pub first_held: u64,
+    /// How many events are held back.
+    pub held: usize,
+    /// The earliest archive position at which a held-back event was read:
+    /// the gap has been visible since then. `None` when every held event
+    /// came from [`Sequencer::fill`].
+    pub since: Option<ArchivePosition>,
+}
+
+impl Gap {
+    /// How long the gap has been visible, by the archive's clock: `now_ms`
+    /// minus the seal time of [`Gap::since`].
+    pub fn age_ms(&self, now_ms: i64) -> Option<i64> {
+        self.since
+            .as_ref()
+            .map(|at| now_ms.saturating_sub(at.sealed_at_ms))
+    }
+
+    /// The ids the stream misses for certain: `expected..first_held`.
+    pub fn missing(&self) -> std::ops::Range<u64> {
+        self.expected..self.first_held
+    }
+}
+
+/// Turns archive order into exactly-once, per-stream-ordered delivery.
+///
+/// Feed it every line of every object in key order ([`Sequencer::push`] or
+/// [`Sequencer::feed_object`]) and mark each object consumed
+/// ([`Sequencer::finish_object`]); every call appends what may be delivered
+/// now, in delivery order, to the caller's output vector.
+///
+/// State per stream is the last delivered event id (delivery is contiguous,
+/// so every id at or below it is a duplicate) plus the held-back events.
+#[derive(Debug, Clone, Default)]
+pub struct Sequencer {
+    config: SequencerConfig,
+    cursor: Option<String>,
+    delivered: HashMap<String, u64>,
+    held: BTreeMap<String, BTreeMap<u64, HeldEvent>>,
+}
+
+impl Sequencer {
+    /// A sequencer at the start of the archive with nothing delivered.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A sequencer at the start of the archive with a configuration.
+    pub fn with_config(config: SequencerConfig) -> Self {
+        Self {
+            config: Self::sane(config),
+            ..Self::default()
+        }
+    }
+
+    /// A sequencer whose per-stream versions come from the projection's own
+    /// store (where the projection records each stream's version with its
+    /// state): `versions` maps a stream to its last applied event id; streams
+    /// not in it start at 0.
+    ///
+    /// Every event of a stream after its version must be in an object after
+    /// `cursor` (or be back-filled). The safe choice is `cursor = None`:
+    /// replay the archive from the start and let dedupe skip what the
+    /// projection has applied. A later cursor is right only if it was stored
+    /// atomically with the versions *and* nothing was held back at that
+    /// moment (held events live only in a [`Checkpoint`]).
+    pub fn with_versions(
+        config: SequencerConfig,
+        cursor: Option<String>,
+        versions: impl IntoIterator<Item = (String, u64)>,
+    ) -> Self {
+        Self {
+            config: Self::sane(config),
+            cursor,
+            delivered: versions.into_iter().filter(|&(_, v)| v > 0).collect(),
+            held: BTreeMap::new(),
+        }
+    }
+
+    fn sane(mut config: SequencerConfig) -> SequencerConfig {
+        config.max_held_per_stream = config.max_held_per_stream.max(1);
+        config
+    }
+
+    /// The last fully consumed key (list the archive with `StartAfter` it).
+    pub fn cursor(&self) -> Option<&str> {
+        self.cursor.as_deref()
+    }
+
+    /// The stream's last delivered event id (0: none).
+    pub fn last_delivered(&self, stream_id: &str) -> u64 {
+        self.delivered.get(stream_id).copied().unwrap_or(0)
+    }
+
+    /// How many events are held back over all streams.
+    pub fn held_count(&self) -> usize {
+        self.held.values().map(BTreeMap::len).sum()
+    }
+
+    /// How many streams have delivered at least one event.
+    pub fn stream_count(&self) -> usize {
+        self.delivered.len()
+    }
+
+    fn check_key(&self, key: &str) -> Result<(), SequenceError> {
+        match &self.cursor {
+            Some(cursor) if key <= cursor.as_str() => Err(SequenceError::KeyNotAfterCursor {
+                key: key.to_owned(),
+                cursor: cursor.clone(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Offers one event read at `at` (a line of the object being consumed).
+    /// Appends to `out` whatever becomes deliverable.
+    pub fn push(
+        &mut self,
+        at: &ArchivePosition,
+        event: ReplayEvent,
+        out: &mut Vec<ReplayEvent>,
+    ) -> Result<Offer, SequenceError> {
+        self.check_key(&at.key)?;
+        self.accept(event, Some(at), out)
+    }
+
+    /// Offers every line of one object, then marks it consumed. On an error
+    /// the lines before the refused one stay consumed (and their output is in
+    /// `out`) and the object is not marked; offering it again is safe, the
+    /// lines already taken are duplicates.
+    pub fn feed_object(
+        &mut self,
+        at: &ArchivePosition,
+        events: impl IntoIterator<Item = ReplayEvent>,
+        out: &mut Vec<ReplayEvent>,
+    ) -> Result<(), SequenceError> {
+        self.check_key(&at.key)?;
+        for event in events {
+            self.accept(event, Some(at), out)?;
+        }
+        self.finish_object(at)
+    }
+
+    /// Marks the object at `at` fully consumed: the cursor moves to its key.
+    pub fn finish_object(&mut self, at: &ArchivePosition) -> Result<(), SequenceError> {
+        self.check_key(&at.key)?;
+        self.cursor = Some(at.key.clone());
+        Ok(())
+    }
+
+    /// Back-fill: delivers events of `stream_id` read from the table (the
+    /// source of truth), typically `gap.expected..gap.first_held`, in any
+    /// order, releasing the held-back events they unblock. Events already
+    /// delivered or held are dropped as duplicates, so reading the stream
+    /// from `expected` to its end is fine. Every event must belong to
+    /// `stream_id`; otherwise nothing is done.
+    pub fn fill(
+        &mut self,
+        stream_id: &str,
+        events: impl IntoIterator<Item = ReplayEvent>,
+        out: &mut Vec<ReplayEvent>,
+    ) -> Result<(), SequenceError> {
+        let mut events: Vec<ReplayEvent> = events.into_iter().collect();
+        if let Some(other) = events.iter().find(|e| e.stream_id != stream_id) {
+            return Err(SequenceError::StreamMismatch {
+                stream_id: stream_id.to_owned(),
+                found: other.stream_id.clone(),
+            });
+        }
+        if events.iter().any(|e| e.event_id == 0) {
+            return Err(SequenceError::ZeroEventId {
+                stream_id: stream_id.to_owned(),
+            });
+        }
+        events.sort_by_key(|e| e.event_id);
+        events.dedup_by_key(|e| e.event_id);
+        for event in events {
+            self.accept(event, None, out)?;
+        }
+        Ok(())
+    }
+
+    fn accept(
+        &mut self,
+        event: ReplayEvent,
+        at: Option<&ArchivePosition>,
+        out: &mut Vec<ReplayEvent>,
+    ) -> Result<Offer, SequenceError> {
+        if event.event_id == 0 {
+            return Err(SequenceError::ZeroEventId {
+                stream_id: event.stream_id,
+            });
+        }
+        let last = self.last_delivered(&event.stream_id);
+        if event.event_id <= last {
+            return Ok(Offer::Duplicate);
+        }
+        if event.event_id > last + 1 {
+            let held = self.held.entry(event.stream_id.clone()).or_default();
+            if held.contains_key(&event.event_id) {
+                return Ok(Offer::Duplicate);
+            }
+            if held.len() >= self.config.max_held_per_stream {
+                let error = SequenceError::BufferFull {
+                    stream_id: event.stream_id.clone(),
+                    expected: last + 1,
+                    event_id: event.event_id,
+                    capacity: self.config.max_held_per_stream,
+                };
+                if held.is_empty() {
+                    self.held.remove(&event.stream_id);
+                }
+                return Err(error);
+            }
+            held.insert(
+                event.event_id,
+                HeldEvent {
+                    event,
+                    read_at: at.cloned(),
+                },
+            );
+            return Ok(Offer::Held);
+        }
+        // The stream's next event: deliver it and every held successor.
+        let stream_id = event.stream_id.clone();
+        let mut next = event.event_id;
+        out.push(event);
+        let mut released = 1;
+        if let Some(held) = self.held.get_mut(&stream_id) {
+            while let Some(successor) = held.remove(&(next + 1)) {
+                next += 1;
+                out.push(successor.event);
+                released += 1;
+            }
+            if held.is_empty() {
+                self.held.remove(&stream_id);
+            }
+        }
+        self.delivered.insert(stream_id, next);
+        Ok(Offer::Delivered { released })
+    }
+
+    /// Every stream whose next event is missing while later events of it are
+    /// held back, by stream id.
+    ///
+    /// A stream whose *last* events are missing holds nothing and cannot be
+    /// told apart from a stream that simply has no more events: only the
+    /// table can (`verify` with table access compares every stream's last
+    /// version).
+    pub fn gaps(&self) -> Vec<Gap> {
+        self.held
+            .iter()
+            .filter_map(|(stream_id, held)| {
+                let (&first_held, _) = held.first_key_value()?;
+                let since = held
+                    .values()
+                    .filter_map(|h| h.read_at.as_ref())
+                    .min_by(|a, b| a.key.cmp(&b.key))
+                    .cloned();
+                Some(Gap {
+                    stream_id: stream_id.clone(),
+                    expected: self.last_delivered(stream_id) + 1,
+                    first_held,
+                    held: held.len(),
+                    since,
+                })
+            })
+            .collect()
+    }
+
+    /// The gaps visible for longer than `bound_ms` at `now_ms` (archive
+    /// clock), plus those of unknown age (held events from back-fill only):
+    /// the streams to back-fill from the table.
+    pub fn overdue_gaps(&self, now_ms: i64, bound_ms: i64) -> Vec<Gap> {
+        self.gaps()
+            .into_iter()
+            .filter(|gap| gap.age_ms(now_ms).is_none_or(|age| age > bound_ms))
+            .collect()
+    }
+
+    /// The state to persist: cursor, per-stream last delivered id, and the
+    /// held-back events.
+    ///
+    /// Resuming from it continues exactly where this sequencer is, even in
+    /// the middle of an object: list with `StartAfter` = the cursor, which
+    /// re-reads the object being consumed, and its lines already taken are
+    /// dropped as duplicates.
+    pub fn checkpoint(&self) -> Checkpoint {
+        let mut last_delivered: BTreeMap<String, u64> = BTreeMap::new();
+        last_delivered.extend(self.delivered.iter().map(|(s, &v)| (s.clone(), v)));
+        Checkpoint {
+            format: CHECKPOINT_FORMAT,
+            cursor: self.cursor.clone(),
+            last_delivered,
+            held: self
+                .held
+                .values()
+                .flat_map(|held| held.values().cloned())
+                .collect(),
+        }
+    }
+
+    /// A sequencer in the state a [`Checkpoint`] recorded, with the default
+    /// configuration.
+    pub fn resume(checkpoint: Checkpoint) -> Result<Self, CheckpointError> {
+        Self::resume_with(SequencerConfig::default(), checkpoint)
+    }
+
+    /// A sequencer in the state a [`Checkpoint`] recorded. The checkpoint is
+    /// checked: a known format, and every held event later than its stream's
+    /// next event, held once, within the configured bound.
+    pub fn resume_with(
+        config: SequencerConfig,
+        checkpoint: Checkpoint,
+    ) -> Result<Self, CheckpointError> {
+        if checkpoint.format != CHECKPOINT_FORMAT {
+            return Err(CheckpointError::UnsupportedFormat {
+                found: checkpoint.format,
+                supported: CHECKPOINT_FORMAT,
+            });
+        }
+        let mut sequencer =
+            Self::with_versions(config, checkpoint.cursor, checkpoint.last_delivered);
+        for held in checkpoint.held {
+            let stream_id = held.event.stream_id.clone();
+            let event_id = held.event.event_id;
+            let invalid = |reason| CheckpointError::InvalidHeld {
+                stream_id: stream_id.clone(),
+                event_id,
+                reason,
+            };
+            if event_id <= sequencer.last_delivered(&stream_id) + 1 {
+                return Err(invalid("it is not after the stream's next event"));
+            }
+            let stream = sequencer.held.entry(stream_id.clone()).or_default();
+            if stream.len() >= sequencer.config.max_held_per_stream {
+                return Err(invalid("the stream holds more events than allowed"));
+            }
+            if stream.insert(event_id, held).is_some() {
+                return Err(invalid("it is held twice"));
+            }
+        }
+        Ok(sequencer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ev(stream: &str, id: u64) -> ReplayEvent {
+        ReplayEvent::new(stream, id, json!({"streamId": stream, "eventId": id}))
+    }
+
+    fn at(key: &str) -> ArchivePosition {
+        ArchivePosition::new(key, key.len() as i64 * 1000)
+    }
+
+    fn ids(out: &[ReplayEvent]) -> Vec<(String, u64)> {
+        out.iter()
+            .map(|e| (e.stream_id.clone(), e.event_id))
+            .collect()
+    }
+
+    #[test]
+    fn delivers_in_order_and_drops_duplicates() {
+        let mut seq = Sequencer::new();
+        let mut out = Vec::new();
+        let k = at("k1");
+        assert_eq!(
+            seq.push(&k, ev("a", 1), &mut out),
+            Ok(Offer::Delivered { released: 1 })
+        );
+        assert_eq!(seq.push(&k, ev("a", 1), &mut out), Ok(Offer::Duplicate));
+        assert_eq!(seq.push(&k, ev("a", 3), &mut out), Ok(Offer::Held));
+        assert_eq!(seq.push(&k, ev("a", 3), &mut out), Ok(Offer::Duplicate));
+        assert_eq!(
+            seq.push(&k, ev("b", 1), &mut out),
+            Ok(Offer::Delivered { released: 1 })
+        );
+        assert_eq!(
+            seq.push(&k, ev("a", 2), &mut out),
+            Ok(Offer::Delivered { released: 2 })
+        );
+        assert_eq!(
+            ids(&out),
+            [
+                ("a".into(), 1),
+                ("b".into(), 1),
+                ("a".into(), 2),
+                ("a".into(), 3)
+            ]
+        );
+        assert_eq!(seq.held_count(), 0);
+        assert!(seq.gaps().is_empty());
+    }
+
+    #[test]
+    fn reports_gaps_with_position() {
+        let mut seq = Sequencer::new();
+        let mut out = Vec::new();
+        seq.feed_object(&at("k1"), [ev("a", 1), ev("a", 4)], &mut out)
+            .unwrap();
+        seq.feed_object(&at("k22"), [ev("a", 3), ev("b", 2)], &mut out)
+            .unwrap();
+        let gaps = seq.gaps();
+        assert_eq!(
+            gaps,
+            [
+                Gap {
+                    stream_id: "a".into(),
+                    expected: 2,
+                    first_held: 3,
+                    held: 2,
+                    since: Some(at("k1")),
+                },
+                Gap {
+                    stream_id: "b".into(),
+                    expected: 1,
+                    first_held: 2,
+                    held: 1,
+                    since: Some(at("k22")),
+                },
+            ]
+        );
+        assert_eq!(gaps[0].missing(), 2..3);
+        assert_eq!(gaps[0].age_ms(5_000), Some(3_000));
+        assert_eq!(seq.overdue_gaps(5_000, 2_500).len(), 1);
+        assert_eq!(seq.overdue_gaps(5_000, 500).len(), 2);
+    }
+
+    #[test]
+    fn fill_releases_held_events() {
+        let mut seq = Sequencer::new();
+        let mut out = Vec::new();
+        seq.feed_object(&at("k1"), [ev("a", 3), ev("a", 5)], &mut out)
+            .unwrap();
+        assert!(out.is_empty());
+        assert_eq!(
+            seq.fill("a", [ev("b", 1)], &mut out),
+            Err(SequenceError::StreamMismatch {
+                stream_id: "a".into(),
+                found: "b".into()
+            })
+        );
+        seq.fill(
+            "a",
+            [ev("a", 2), ev("a", 1), ev("a", 3), ev("a", 4), ev("a", 1)],
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(
+            out.iter().map(|e| e.event_id).collect::<Vec<_>>(),
+            [1, 2, 3, 4, 5]
+        );
+        assert!(seq.gaps().is_empty());
+        assert_eq!(seq.last_delivered("a"), 5);
+    }
+
+    #[test]
+    fn buffer_is_bounded_and_never_drops() {
+        let mut seq = Sequencer::with_config(SequencerConfig {
+            max_held_per_stream: 2,
+        });
+        let mut out = Vec::new();
+        let k = at("k1");
+        seq.push(&k, ev("a", 2), &mut out).unwrap();
+        seq.push(&k, ev("a", 3), &mut out).unwrap();
+        assert_eq!(
+            seq.push(&k, ev("a", 4), &mut out),
+            Err(SequenceError::BufferFull {
+                stream_id: "a".into(),
+                expected: 1,
+                event_id: 4,
+                capacity: 2
+            })
+        );
+        // Already held ones are still recognised as duplicates.
+        assert_eq!(seq.push(&k, ev("a", 3), &mut out), Ok(Offer::Duplicate));
+        seq.fill("a", [ev("a", 1)], &mut out).unwrap();
+        seq.push(&k, ev("a", 4), &mut out).unwrap();
+        assert_eq!(
+            out.iter().map(|e| e.event_id).collect::<Vec<_>>(),
+            [1, 2, 3, 4]
+        );
+    }
+
+    #[test]
+    fn refuses_keys_at_or_before_the_cursor_and_zero_ids() {
+        let mut seq = Sequencer::new();
+        let mut out = Vec::new();
+        seq.feed_object(&at("k2"), [ev("a", 1)], &mut out).unwrap();
+        assert_eq!(seq.cursor(), Some("k2"));
+        assert!(matches!(
+            seq.push(&at("k2"), ev("a", 2), &mut out),
+            Err(SequenceError::KeyNotAfterCursor { .. })
+        ));
+        assert!(matches!(
+            seq.push(&at("k1"), ev("a", 2), &mut out),
+            Err(SequenceError::KeyNotAfterCursor { .. })
+        ));
+        assert!(matches!(
+            seq.push(&at("k3"), ev("a", 0), &mut out),
+            Err(SequenceError::ZeroEventId { .. })
+        ));
+        assert_eq!(seq.last_delivered("a"), 1);
+    }
+
+    #[test]
+    fn checkpoint_round_trip_keeps_held_events() {
+        let mut seq = Sequencer::new();
+        let mut out = Vec::new();
+        seq.feed_object(&at("k1"), [ev("a", 1), ev("a", 3), ev("b", 1)], &mut out)
+            .unwrap();
+        let json = seq.checkpoint().to_json().unwrap();
+        let mut resumed = Sequencer::resume(Checkpoint::from_json(&json).unwrap()).unwrap();
+        assert_eq!(resumed.cursor(), Some("k1"));
+        assert_eq!(resumed.gaps(), seq.gaps());
+        let mut out = Vec::new();
+        resumed
+            .feed_object(&at("k2"), [ev("a", 3), ev("a", 2), ev("b", 1)], &mut out)
+            .unwrap();
+        assert_eq!(ids(&out), [("a".into(), 2), ("a".into(), 3)]);
+    }
+
+    #[test]
+    fn resume_checks_the_checkpoint() {
+        let mut checkpoint = Sequencer::new().checkpoint();
+        checkpoint.format = 99;
+        assert!(matches!(
+            Sequencer::resume(checkpoint),
+            Err(CheckpointError::UnsupportedFormat { found: 99, .. })
+        ));
+        let mut checkpoint = Sequencer::new().checkpoint();
+        checkpoint.last_delivered.insert("a".into(), 2);
+        checkpoint.held.push(HeldEvent {
+            event: ev("a", 3),
+            read_at: None,
+        });
+        assert!(matches!(
+            Sequencer::resume(checkpoint.clone()),
+            Err(CheckpointError::InvalidHeld { event_id: 3, .. })
+        ));
+        checkpoint.held[0].event = ev("a", 4);
+        checkpoint.held.push(HeldEvent {
+            event: ev("a", 4),
+            read_at: None,
+        });
+        assert!(matches!(
+            Sequencer::resume(checkpoint),
+            Err(CheckpointError::InvalidHeld { event_id: 4, .. })
+        ));
+    }
+
+    #[test]
+    fn versions_from_the_projection_skip_applied_events() {
+        let mut seq = Sequencer::with_versions(
+            SequencerConfig::default(),
+            None,
+            [("a".to_owned(), 2), ("b".to_owned(), 0)],
+        );
+        let mut out = Vec::new();
+        seq.feed_object(
+            &at("k1"),
+            [ev("a", 1), ev("a", 2), ev("a", 3), ev("b", 1)],
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(ids(&out), [("a".into(), 3), ("b".into(), 1)]);
+    }
+}
