@@ -20,7 +20,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use evs_archiver::config::Config;
 use evs_archiver::handler;
 use evs_archiver::sink::LocalDir;
-use serde_json::{json, Value};
+use serde_json::json;
 
 const USAGE: &str = "usage: archive_file EVENT.json [--keep ARCHIVE_DIR]";
 
@@ -87,9 +87,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let started = Instant::now();
     let bytes = std::fs::read(&event_file).map_err(|e| format!("{event_file}: {e}"))?;
     let input_bytes = bytes.len();
-    let event: Value =
-        serde_json::from_slice(&bytes).map_err(|e| format!("{event_file}: not JSON: {e}"))?;
-    drop(bytes);
+    let event = String::from_utf8(bytes).map_err(|e| format!("{event_file}: not UTF-8: {e}"))?;
     let parsed = started.elapsed();
 
     let sink = LocalDir::new(&dir);
@@ -97,7 +95,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let result = runtime.block_on(handler::handle(&event, &sink, &config, &now_ms, None));
+    let result = runtime.block_on(handler::handle_json(&event, &sink, &config, &now_ms, None));
     let total = started.elapsed();
     let peak_rss_kib = proc_status_kib("VmHWM");
 

@@ -131,7 +131,35 @@ pub async fn handle(
     now_ms: &(dyn Fn() -> i64 + Send + Sync),
     timeout: Option<Duration>,
 ) -> Result<Summary, HandlerError> {
-    let classified = record::parse_batch(event)?;
+    archive(record::parse_batch(event)?, sink, config, now_ms, timeout).await
+}
+
+/// [`handle`] on the event's JSON text, as the Lambda receives it: records
+/// are parsed one at a time, which keeps memory near the batch's size.
+pub async fn handle_json(
+    event: &str,
+    sink: &dyn Sink,
+    config: &Config,
+    now_ms: &(dyn Fn() -> i64 + Send + Sync),
+    timeout: Option<Duration>,
+) -> Result<Summary, HandlerError> {
+    archive(
+        record::parse_batch_json(event)?,
+        sink,
+        config,
+        now_ms,
+        timeout,
+    )
+    .await
+}
+
+async fn archive(
+    classified: Vec<Classified>,
+    sink: &dyn Sink,
+    config: &Config,
+    now_ms: &(dyn Fn() -> i64 + Send + Sync),
+    timeout: Option<Duration>,
+) -> Result<Summary, HandlerError> {
     let mut summary = Summary {
         records_in: classified.len(),
         ..Summary::default()

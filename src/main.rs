@@ -8,7 +8,7 @@ use evs_archiver::config::Config;
 use evs_archiver::handler;
 use evs_archiver::sink;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// Time kept back from the invocation deadline for logging and the response.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(500);
@@ -31,7 +31,7 @@ async fn main() -> Result<(), Error> {
     let sink = sink::from_config(&config).await;
     tracing::info!(archive = %sink.location(), prefix = %config.prefix, "archiver ready");
     let (config, sink) = (&config, sink.as_ref());
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Box<RawValue>>| async move {
         let deadline_ms = i64::try_from(event.context.deadline).unwrap_or(i64::MAX);
         let left = Duration::from_millis(u64::try_from(deadline_ms.saturating_sub(now_ms())).unwrap_or(0));
         let timeout = if left > DEADLINE_MARGIN {
@@ -40,7 +40,7 @@ async fn main() -> Result<(), Error> {
             tracing::warn!(deadline_ms, "the invocation has no usable deadline; bounding writes by {FALLBACK_WRITE_TIMEOUT:?}");
             FALLBACK_WRITE_TIMEOUT
         };
-        let summary = handler::handle(&event.payload, sink, config, &now_ms, Some(timeout)).await?;
+        let summary = handler::handle_json(event.payload.get(), sink, config, &now_ms, Some(timeout)).await?;
         tracing::info!(
             records_in = summary.records_in,
             archived = summary.archived,

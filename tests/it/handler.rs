@@ -350,3 +350,49 @@ async fn a_dead_letter_without_sequence_number_fails_the_invocation_when_unwritt
     assert!(matches!(err, HandlerError::Write { .. }), "{err:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn event_text_and_event_tree_give_the_same_objects() {
+    use evs_archiver::handler::handle_json;
+    for name in ["inserts.json", "mixed.json", "empty.json"] {
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("events")
+                .join(name),
+        )
+        .unwrap();
+        let (a, b) = (temp_dir(), temp_dir());
+        let (sa, sb) = (LocalDir::new(&a), LocalDir::new(&b));
+        let from_tree = handle(&sample(name), &sa, &Config::local(&a), &clock(), None)
+            .await
+            .unwrap();
+        let from_text = handle_json(&text, &sb, &Config::local(&b), &clock(), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                from_tree.records_in,
+                from_tree.archived,
+                from_tree.dead_lettered
+            ),
+            (
+                from_text.records_in,
+                from_text.archived,
+                from_text.dead_lettered
+            ),
+            "{name}"
+        );
+        if let (Some(ka), Some(kb)) = (&from_tree.key, &from_text.key) {
+            assert_eq!(lines_at(&sa, ka).await, lines_at(&sb, kb).await, "{name}");
+        }
+        let _ = (std::fs::remove_dir_all(&a), std::fs::remove_dir_all(&b));
+    }
+    let dir = temp_dir();
+    let sink = LocalDir::new(&dir);
+    for bad in ["[]", "{", "{\"records\":[]}", "{\"Records\":5}", ""] {
+        let err = handle_json(bad, &sink, &Config::local(&dir), &clock(), None)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, HandlerError::NotABatch(_)), "{bad}: {err:?}");
+    }
+}

@@ -32,11 +32,9 @@ pub async fn run(args: InvokeArgs) -> Result<()> {
     };
     let timeout = Duration::from_secs(args.timeout);
     for file in &args.files {
-        let text =
-            std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-        let event: Value = serde_json::from_slice(&text)
-            .with_context(|| format!("{} is not valid JSON", file.display()))?;
-        let summary = handler::handle(&event, sink.as_ref(), &config, &now_ms, Some(timeout))
+        let event = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        let summary = handler::handle_json(&event, sink.as_ref(), &config, &now_ms, Some(timeout))
             .await
             .with_context(|| {
                 format!(
