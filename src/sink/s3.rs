@@ -54,16 +54,7 @@ where
             None => code.to_owned(),
         };
     }
-    let mut parts: Vec<String> = Vec::new();
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        cause = c.source();
-    }
-    parts.join(": ")
+    evs_core::describe_chain(err)
 }
 
 #[async_trait]

@@ -167,16 +167,7 @@ where
             _ => service.to_string(),
         };
     }
-    let mut parts: Vec<String> = Vec::new();
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        cause = c.source();
-    }
-    let line = parts.join(": ");
+    let line = crate::describe_chain(err);
     if line.contains("no credentials found") {
         return "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE".to_owned();
     }
