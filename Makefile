@@ -9,7 +9,7 @@ LAMBDA_STAMP := $(VENV)/.cargo-lambda-$(CARGO_LAMBDA_VERSION)
 CFN_LINT_VERSION := 1.58.0
 CFN_LINT_STAMP := $(VENV)/.cfn-lint-$(CFN_LINT_VERSION)
 
-.PHONY: all run test lint lint-template fmt check venv clean-venv invoke bench build deploy lambda-tools
+.PHONY: all run test lint lint-template fmt check venv clean-venv invoke bench build deploy lambda-tools soak
 
 all: test
 
@@ -29,6 +29,11 @@ run:
 test: venv
 	EVS_MOTO_SERVER=$(abspath $(VENV))/bin/moto_server cargo test --workspace --all-targets
 	EVS_MOTO_SERVER=$(abspath $(VENV))/bin/moto_server cargo test --workspace --doc
+
+## soak: the replay and archiver property tests with many more cases (PROPTEST_CASES=N to change)
+soak:
+	PROPTEST_CASES=$${PROPTEST_CASES:-100000} cargo test --release -p evs-replay --test simulation
+	PROPTEST_CASES=$${PROPTEST_CASES:-10000} cargo test --release -p evs-archiver --lib
 
 ## lint: formatting, clippy and the SAM template, as CI runs them
 lint: lint-template
