@@ -46,16 +46,12 @@ const START_MS: i64 = 1_795_425_300_000;
 /// The first `SequenceNumber` (25 digits, as in `events/inserts.json`).
 const FIRST_SEQUENCE: u128 = 4_810_339_200_000_000_031_457_286;
 
-/// splitmix64: small, fast, deterministic.
-struct Rng(u64);
+/// Deterministic for a given seed.
+struct Rng(fastrand::Rng);
 
 impl Rng {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.u64(..)
     }
 
     /// A number in `0..n` (`n` > 0).
@@ -334,7 +330,7 @@ struct Generator {
 impl Generator {
     fn new(seed: u64) -> Self {
         Self {
-            rng: Rng(seed),
+            rng: Rng(fastrand::Rng::with_seed(seed)),
             streams: Vec::new(),
             clock_ms: START_MS,
             sequence: FIRST_SEQUENCE,

@@ -14,14 +14,11 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_dynamodb::Client;
 
-use super::write::{self, Backend, Written};
-use super::{system_clock, Clock, EventStore};
+use super::write::{Backend, Written};
+use super::{system_clock, Clock};
 use crate::attr::{AttrValue, Item};
 use crate::item;
-use crate::model::{
-    AppendOutcome, Direction, ExpectedVersion, Head, NewEvent, ReadRequest, RecordedEvent,
-    StreamId, Version,
-};
+use crate::model::{Direction, ReadRequest, RecordedEvent, StreamId, Version};
 use crate::{Error, Result};
 
 /// An event store in a DynamoDB table (see [`crate::item`] for the layout).
@@ -462,37 +459,5 @@ impl DynamoStore {
                 _ => return Ok(out),
             }
         }
-    }
-}
-
-#[async_trait]
-impl EventStore for DynamoStore {
-    async fn append(
-        &self,
-        stream: &StreamId,
-        expected: ExpectedVersion,
-        events: &[NewEvent],
-    ) -> Result<AppendOutcome> {
-        write::append(self, stream, expected, events, None).await
-    }
-
-    async fn append_after(
-        &self,
-        stream: &StreamId,
-        last: Head,
-        events: &[NewEvent],
-    ) -> Result<AppendOutcome> {
-        write::append(
-            self,
-            stream,
-            ExpectedVersion::Exact(last.version()),
-            events,
-            write::Tip::vouched(stream, &last),
-        )
-        .await
-    }
-
-    async fn read(&self, stream: &StreamId, request: ReadRequest) -> Result<Vec<RecordedEvent>> {
-        Backend::read(self, stream, request).await
     }
 }

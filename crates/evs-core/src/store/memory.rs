@@ -12,14 +12,11 @@ use async_trait::async_trait;
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
-use super::write::{self, Backend, Written};
-use super::{system_clock, Clock, EventStore};
+use super::write::{Backend, Written};
+use super::{system_clock, Clock};
 use crate::attr::{self, AttrValue, Item};
 use crate::item;
-use crate::model::{
-    AppendOutcome, Direction, ExpectedVersion, Head, NewEvent, ReadRequest, RecordedEvent,
-    StreamId, Version,
-};
+use crate::model::{Direction, ReadRequest, RecordedEvent, StreamId, Version};
 use crate::Result;
 
 #[derive(Default)]
@@ -203,37 +200,5 @@ impl Backend for MemoryStore {
 
     fn now_ms(&self) -> i64 {
         (self.clock)()
-    }
-}
-
-#[async_trait]
-impl EventStore for MemoryStore {
-    async fn append(
-        &self,
-        stream: &StreamId,
-        expected: ExpectedVersion,
-        events: &[NewEvent],
-    ) -> Result<AppendOutcome> {
-        write::append(self, stream, expected, events, None).await
-    }
-
-    async fn append_after(
-        &self,
-        stream: &StreamId,
-        last: Head,
-        events: &[NewEvent],
-    ) -> Result<AppendOutcome> {
-        write::append(
-            self,
-            stream,
-            ExpectedVersion::Exact(last.version()),
-            events,
-            write::Tip::vouched(stream, &last),
-        )
-        .await
-    }
-
-    async fn read(&self, stream: &StreamId, request: ReadRequest) -> Result<Vec<RecordedEvent>> {
-        Backend::read(self, stream, request).await
     }
 }

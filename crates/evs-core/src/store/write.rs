@@ -7,6 +7,7 @@ use crate::item;
 use crate::model::{
     AppendOutcome, ExpectedVersion, Head, NewEvent, ReadRequest, RecordedEvent, StreamId, Version,
 };
+use crate::store::EventStore;
 use crate::{Error, Result};
 
 /// What a backend's conditional write did.
@@ -24,9 +25,10 @@ pub(crate) enum Written {
     },
 }
 
-/// The primitive a backend provides.
+/// The primitive a backend provides; every backend gets [`EventStore`] from
+/// it, through the one append algorithm below.
 #[async_trait]
-pub(crate) trait Backend: Send + Sync {
+pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
     /// Atomically: when `check_previous`, require the item `after` to exist
     /// with a `Timestamp` at most `timestamp_ms`; require none of `items` to
     /// exist; then write them all. `items` are consecutive events starting at
@@ -224,4 +226,37 @@ pub(crate) async fn append(
         stream: stream.clone(),
         attempts: MAX_ROUNDS,
     })
+}
+
+#[async_trait]
+impl<B: Backend> EventStore for B {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+    ) -> Result<AppendOutcome> {
+        append(self, stream, expected, events, None).await
+    }
+
+    async fn append_after(
+        &self,
+        stream: &StreamId,
+        last: Head,
+        events: &[NewEvent],
+    ) -> Result<AppendOutcome> {
+        let known = Tip::vouched(stream, &last);
+        append(
+            self,
+            stream,
+            ExpectedVersion::Exact(last.version()),
+            events,
+            known,
+        )
+        .await
+    }
+
+    async fn read(&self, stream: &StreamId, request: ReadRequest) -> Result<Vec<RecordedEvent>> {
+        Backend::read(self, stream, request).await
+    }
 }
