@@ -21,9 +21,9 @@ $(MOTO_STAMP):
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'moto[server]==$(MOTO_VERSION)'
 	touch $@
 
-## run: the offline demo (no AWS, no emulator)
+## run: the offline demo (no AWS, no emulator): writers -> change feed -> archiver -> local archive -> live replay -> verify
 run:
-	cargo run -q -p evs-core --example demo
+	cargo run -q -p evs-replay --example demo
 
 ## test: every test of the workspace; emulator-backed tests start their own moto server
 test: venv

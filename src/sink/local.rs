@@ -115,6 +115,11 @@ fn put_blocking(
     result
 }
 
+/// Lists in key order by walking the tree in key order: each directory's
+/// entries sorted by the key they stand for (a directory `d` as `d/`), whole
+/// subtrees at or before `start_after` or outside `prefix` skipped, and the
+/// walk stops at `limit` keys. A follower listing after its cursor reads only
+/// the directories on the path to the cursor and what comes after it.
 fn list_blocking(
     root: &Path,
     prefix: &str,
@@ -122,42 +127,68 @@ fn list_blocking(
     limit: usize,
 ) -> Result<Vec<String>, SinkError> {
     let mut keys = Vec::new();
-    let mut stack = vec![(root.to_path_buf(), String::new())];
-    while let Some((dir, key_prefix)) = stack.pop() {
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(io("listing", &dir, e)),
+    if limit > 0 {
+        walk(root, "", prefix, start_after, limit, &mut keys)?;
+    }
+    Ok(keys)
+}
+
+fn walk(
+    dir: &Path,
+    key_prefix: &str,
+    prefix: &str,
+    start_after: Option<&str>,
+    limit: usize,
+    keys: &mut Vec<String>,
+) -> Result<(), SinkError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io("listing", dir, e)),
+    };
+    // (key or subtree prefix, is a directory)
+    let mut children: Vec<(String, bool)> = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| io("listing", dir, e))?;
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue; // not UTF-8: not a key this archive wrote
         };
-        for entry in entries {
-            let entry = entry.map_err(|e| io("listing", &dir, e))?;
-            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
-                continue; // not UTF-8: not a key this archive wrote
-            };
-            if name.starts_with(TEMP_PREFIX) {
-                continue;
+        if name.starts_with(TEMP_PREFIX) {
+            continue;
+        }
+        let kind = entry
+            .file_type()
+            .map_err(|e| io("listing", &entry.path(), e))?;
+        if kind.is_dir() {
+            let sub = format!("{key_prefix}{name}/");
+            // Descend only where keys with the prefix can be, and not into
+            // a subtree whose every key sorts at or before `start_after`.
+            let in_prefix = sub.starts_with(prefix) || prefix.starts_with(&sub);
+            let all_before = start_after.is_some_and(|s| sub.as_str() < s && !s.starts_with(&sub));
+            if in_prefix && !all_before {
+                children.push((sub, true));
             }
+        } else if kind.is_file() {
             let key = format!("{key_prefix}{name}");
-            let kind = entry
-                .file_type()
-                .map_err(|e| io("listing", &entry.path(), e))?;
-            if kind.is_dir() {
-                let sub = format!("{key}/");
-                // Descend only where keys with the prefix can be.
-                if sub.starts_with(prefix) || prefix.starts_with(&sub) {
-                    stack.push((entry.path(), sub));
-                }
-            } else if kind.is_file()
-                && key.starts_with(prefix)
-                && start_after.is_none_or(|s| key.as_str() > s)
-            {
-                keys.push(key);
+            if key.starts_with(prefix) && start_after.is_none_or(|s| key.as_str() > s) {
+                children.push((key, false));
             }
         }
     }
-    keys.sort_unstable();
-    keys.truncate(limit);
-    Ok(keys)
+    // Keys under `d/` sort together, between the siblings around `d/`.
+    children.sort_unstable();
+    for (key, is_dir) in children {
+        if keys.len() >= limit {
+            break;
+        }
+        if is_dir {
+            let name = key[key_prefix.len()..key.len() - 1].to_owned();
+            walk(&dir.join(name), &key, prefix, start_after, limit, keys)?;
+        } else {
+            keys.push(key);
+        }
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -209,5 +240,76 @@ impl Sink for LocalDir {
 
     fn location(&self) -> String {
         self.root.display().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The walk lists exactly what a sort of every key would, for awkward
+    /// names (`a.b` sorts before `a/…`, `a0` after), any prefix, any
+    /// `start_after` and any limit.
+    #[test]
+    fn the_ordered_walk_equals_a_full_sort() {
+        let root = std::env::temp_dir().join(format!(
+            "evs-local-walk-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        let keys = [
+            "a!",
+            "a.b",
+            "a/x",
+            "a/y/z",
+            "a0",
+            "ab/c",
+            "b/a.b",
+            "b/a/c",
+            "b/a0",
+            "events/2026/11/23/22/k1",
+            "events/2026/11/23/23/k2",
+            "events/2026/11/24/00/k3",
+            "events/2027/01/01/00/k4",
+            "evx",
+        ];
+        for key in keys {
+            let path = root.join(key);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, key).unwrap();
+        }
+        let mut sorted: Vec<&str> = keys.to_vec();
+        sorted.sort_unstable();
+        let mut probes: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
+        probes.extend(
+            [
+                "",
+                "a/",
+                "a/y",
+                "b/a",
+                "events/2026/11/23/23/",
+                "events/9",
+                "z",
+            ]
+            .map(String::from),
+        );
+        for prefix in ["", "a", "a/", "b/a", "ev", "events/", "events/2026/1", "q"] {
+            for start in std::iter::once(None).chain(probes.iter().map(|p| Some(p.as_str()))) {
+                for limit in [0, 1, 2, 100] {
+                    let expected: Vec<String> = sorted
+                        .iter()
+                        .filter(|k| k.starts_with(prefix) && start.is_none_or(|s| **k > s))
+                        .take(limit)
+                        .map(|k| (*k).to_owned())
+                        .collect();
+                    let got = list_blocking(&root, prefix, start, limit).unwrap();
+                    assert_eq!(
+                        got, expected,
+                        "prefix {prefix:?} after {start:?} limit {limit}"
+                    );
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&root);
     }
 }

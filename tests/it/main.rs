@@ -1,3 +1,4 @@
 mod handler;
+mod pump;
 mod sink;
 mod template;

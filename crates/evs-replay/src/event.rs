@@ -1,18 +1,28 @@
 //! The event and position types the sequencer works with.
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 /// One archived event, reduced to what ordering needs plus the line itself.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ReplayEvent {
     /// The event's stream (`streamId`).
     pub stream_id: String,
     /// The event's number in its stream (`eventId`): 1, 2, 3, … with no gap.
     pub event_id: u64,
-    /// The archived line, as parsed JSON (carried along, never inspected).
-    pub line: Value,
+    /// The event as one line of JSON text (carried along, never inspected;
+    /// kept as text so that delivering it costs no re-encoding).
+    pub line: Box<RawValue>,
+}
+
+impl PartialEq for ReplayEvent {
+    fn eq(&self, other: &Self) -> bool {
+        self.stream_id == other.stream_id
+            && self.event_id == other.event_id
+            && self.line.get() == other.line.get()
+    }
 }
 
 /// Why a line is not a [`ReplayEvent`].
@@ -30,8 +40,17 @@ pub enum EventError {
 }
 
 impl ReplayEvent {
-    /// An event from its parts.
-    pub fn new(stream_id: impl Into<String>, event_id: u64, line: Value) -> Self {
+    /// An event from its parts; `line` is the event as JSON.
+    pub fn new(stream_id: impl Into<String>, event_id: u64, line: &Value) -> Self {
+        Self {
+            stream_id: stream_id.into(),
+            event_id,
+            line: raw(line),
+        }
+    }
+
+    /// An event from its parts; `line` is JSON text already (not checked).
+    pub fn from_raw(stream_id: impl Into<String>, event_id: u64, line: Box<RawValue>) -> Self {
         Self {
             stream_id: stream_id.into(),
             event_id,
@@ -39,9 +58,14 @@ impl ReplayEvent {
         }
     }
 
+    /// The line as parsed JSON.
+    pub fn line_value(&self) -> Result<Value, serde_json::Error> {
+        serde_json::from_str(self.line.get())
+    }
+
     /// Reads `streamId` and `eventId` out of an archived line (the shape of
     /// `evs_archiver::record::ArchivedEvent::to_line`) and keeps the line.
-    pub fn from_line(line: Value) -> Result<Self, EventError> {
+    pub fn from_line(line: &Value) -> Result<Self, EventError> {
         let object = line.as_object().ok_or(EventError::NotAnObject)?;
         let stream_id = object
             .get("streamId")
@@ -57,9 +81,15 @@ impl ReplayEvent {
         Ok(Self {
             stream_id,
             event_id,
-            line,
+            line: raw(line),
         })
     }
+}
+
+/// A JSON value as compact text. Serializing a `Value` cannot fail (its map
+/// keys are strings); should it ever, the line is `null`, never a panic.
+fn raw(value: &Value) -> Box<RawValue> {
+    serde_json::value::to_raw_value(value).unwrap_or_default()
 }
 
 /// Where an event was read: the archive object's key and its seal time.
@@ -93,34 +123,34 @@ mod tests {
     #[test]
     fn from_line_reads_the_ids_and_keeps_the_line() {
         let line = json!({"streamId": "order-1", "eventId": 3, "eventName": "Paid"});
-        let event = ReplayEvent::from_line(line.clone()).unwrap();
-        assert_eq!(event, ReplayEvent::new("order-1", 3, line));
+        let event = ReplayEvent::from_line(&line).unwrap();
+        assert_eq!(event, ReplayEvent::new("order-1", 3, &line));
     }
 
     #[test]
     fn from_line_refuses_bad_lines() {
         assert_eq!(
-            ReplayEvent::from_line(json!([1])),
+            ReplayEvent::from_line(&json!([1])),
             Err(EventError::NotAnObject)
         );
         assert_eq!(
-            ReplayEvent::from_line(json!({"eventId": 1})),
+            ReplayEvent::from_line(&json!({"eventId": 1})),
             Err(EventError::StreamId)
         );
         assert_eq!(
-            ReplayEvent::from_line(json!({"streamId": "", "eventId": 1})),
+            ReplayEvent::from_line(&json!({"streamId": "", "eventId": 1})),
             Err(EventError::StreamId)
         );
         assert_eq!(
-            ReplayEvent::from_line(json!({"streamId": "a", "eventId": 0})),
+            ReplayEvent::from_line(&json!({"streamId": "a", "eventId": 0})),
             Err(EventError::EventId)
         );
         assert_eq!(
-            ReplayEvent::from_line(json!({"streamId": "a", "eventId": "1"})),
+            ReplayEvent::from_line(&json!({"streamId": "a", "eventId": "1"})),
             Err(EventError::EventId)
         );
         assert_eq!(
-            ReplayEvent::from_line(json!({"streamId": "a", "eventId": 1.5})),
+            ReplayEvent::from_line(&json!({"streamId": "a", "eventId": 1.5})),
             Err(EventError::EventId)
         );
     }

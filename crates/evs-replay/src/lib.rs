@@ -1,4 +1,16 @@
-//! The pure core of the archive replayer: no I/O, no clock, no AWS.
+//! The archive replayer: every archived event exactly once, each stream in
+//! `eventId` order, resumable from a checkpoint, following the live archive;
+//! and `verify`, which proves an archive complete.
+//!
+//! The principal type is [`Replayer`]: it lists an [`Archive`] (an S3 bucket
+//! or a local directory, through `evs_archiver::sink`) in key order, fetches
+//! objects ahead, and feeds every line to a [`Sequencer`]. [`verify`] reads a
+//! whole archive into an index of every stream's event ids and reports what
+//! is missing or contradictory.
+//!
+//! I/O lives in [`archive`], [`replayer`] and [`verify`]'s reader; the
+//! ordering logic below is pure (no I/O, no clock) and is what the
+//! simulation tests drive.
 //!
 //! The archive is a list of objects in key order, each holding NDJSON lines
 //! (DESIGN: "The ordering argument"). A replayer lists the objects, reads
@@ -23,12 +35,8 @@
 //!   sealed before `now - T - e` may be consumed, and the cursor never moves
 //!   past that settled frontier.
 //! * [`ReplayEvent`] is the minimal event the core needs: stream id, event id
-//!   and the archived line as JSON ([`ReplayEvent::from_line`] reads the two
-//!   ids out of a line).
-//!
-//! The crate does not depend on the archiver; the caller turns an archive key
-//! into an [`ArchivePosition`] (`ArchiveKey::sealed_at_ms`) and a line into a
-//! [`ReplayEvent`].
+//!   and the event as a line of JSON text ([`line::event_from_line`] turns an
+//!   archive line into the line `evs read` prints for the same event).
 //!
 //! ```
 //! use evs_replay::{ArchivePosition, ReplayEvent, Sequencer};
@@ -42,7 +50,7 @@
 //!     json!({"streamId": "a", "eventId": 1}),
 //!     json!({"streamId": "a", "eventId": 1}), // a duplicate from a retry
 //! ] {
-//!     let event = ReplayEvent::from_line(line)?;
+//!     let event = ReplayEvent::from_line(&line)?;
 //!     seq.push(&obj, event, &mut out)?;
 //! }
 //! seq.finish_object(&obj)?;
@@ -56,14 +64,20 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod archive;
 mod checkpoint;
 mod event;
 mod frontier;
+pub mod line;
+pub mod replayer;
 mod sequencer;
+pub mod verify;
 
+pub use archive::{Archive, ArchiveError, ArchiveObject};
 pub use checkpoint::{Checkpoint, CheckpointError, HeldEvent, CHECKPOINT_FORMAT};
 pub use event::{ArchivePosition, EventError, ReplayEvent};
 pub use frontier::{Frontier, DEFAULT_MARGIN_MS};
+pub use replayer::{ReplayError, ReplayOptions, ReplayStats, Replayer, Step};
 pub use sequencer::{
     Gap, Offer, SequenceError, Sequencer, SequencerConfig, DEFAULT_MAX_HELD_PER_STREAM,
 };

@@ -193,6 +193,11 @@ impl Sequencer {
         self.held.values().map(BTreeMap::len).sum()
     }
 
+    /// How many events of `stream_id` are held back.
+    pub fn held_in(&self, stream_id: &str) -> usize {
+        self.held.get(stream_id).map_or(0, BTreeMap::len)
+    }
+
     /// How many streams have delivered at least one event.
     pub fn stream_count(&self) -> usize {
         self.delivered.len()
@@ -318,6 +323,14 @@ impl Sequencer {
             return Ok(Offer::Held);
         }
         // The stream's next event: deliver it and every held successor.
+        if !self.held.contains_key(&event.stream_id) {
+            // The common case: nothing held, a known stream.
+            if let Some(last) = self.delivered.get_mut(&event.stream_id) {
+                *last = event.event_id;
+                out.push(event);
+                return Ok(Offer::Delivered { released: 1 });
+            }
+        }
         let stream_id = event.stream_id.clone();
         let mut next = event.event_id;
         out.push(event);
@@ -332,7 +345,12 @@ impl Sequencer {
                 self.held.remove(&stream_id);
             }
         }
-        self.delivered.insert(stream_id, next);
+        match self.delivered.get_mut(&stream_id) {
+            Some(last) => *last = next,
+            None => {
+                self.delivered.insert(stream_id, next);
+            }
+        }
         Ok(Offer::Delivered { released })
     }
 
@@ -446,7 +464,7 @@ mod tests {
     use serde_json::json;
 
     fn ev(stream: &str, id: u64) -> ReplayEvent {
-        ReplayEvent::new(stream, id, json!({"streamId": stream, "eventId": id}))
+        ReplayEvent::new(stream, id, &json!({"streamId": stream, "eventId": id}))
     }
 
     fn at(key: &str) -> ArchivePosition {

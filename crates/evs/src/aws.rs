@@ -22,3 +22,8 @@ pub async fn dynamodb() -> Result<aws_sdk_dynamodb::Client> {
 pub async fn s3() -> Result<aws_sdk_s3::Client> {
     Ok(evs_archiver::sink::s3::client_for(&load().await?))
 }
+
+/// A DynamoDB Streams client from the environment.
+pub async fn dynamodbstreams() -> Result<evs_archiver::pump::dynamodb::Client> {
+    Ok(evs_archiver::pump::dynamodb::client_for(&load().await?))
+}

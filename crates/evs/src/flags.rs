@@ -50,6 +50,36 @@ pub enum Command {
     /// batchItemFailures). Stops at the first failed invocation, which the
     /// mapping would retry.
     Invoke(InvokeArgs),
+    /// Run the archiver outside Lambda: read the table's DynamoDB stream
+    /// (every shard, a parent before its children) and archive each batch
+    /// with the Lambda's own handler.
+    ///
+    /// Prints one JSON line per batch (shard, key, counts) and a summary line
+    /// at the end. The position is checkpointed in a file after every batch,
+    /// so a restart resumes where the last run stopped. A failed or overdue
+    /// write is retried under a new key; a batch that keeps failing stops the
+    /// pump with an error, without committing it. Without --once it polls
+    /// until Ctrl-C or SIGTERM, then stops after the current batch.
+    Pump(PumpArgs),
+    /// Replay the archive: every event once, each stream in EventId order,
+    /// as NDJSON on stdout (the line shape of `evs read`).
+    ///
+    /// Order is archive order (objects by key, i.e. by the time the archiver
+    /// sealed them, then line order). Duplicates from retried batches are
+    /// dropped; an event archived before its predecessor is held until the
+    /// predecessor arrives. With --table (or EVS_TABLE), events missing from
+    /// the archive are read from the table and delivered in place. Without
+    /// it, a replay that ends with a stream still missing an event exits
+    /// with code 4 and names the stream and event. Progress goes to stderr
+    /// on a terminal.
+    Replay(ReplayArgs),
+    /// Prove the archive complete: every stream contiguous from event 1, no
+    /// event archived twice with different contents and, with --table, every
+    /// stream's last event equal to the table's (a parallel scan).
+    ///
+    /// Prints a report naming each stream and range that is missing; exits
+    /// 0 only when the archive is complete, 4 when it is not.
+    Verify(VerifyArgs),
 }
 
 /// `evs table …`
@@ -138,4 +168,120 @@ pub struct InvokeArgs {
     /// Lambda event files (JSON, `{"Records": [...]}`).
     #[arg(value_name = "EVENT.json", required = true)]
     pub files: Vec<PathBuf>,
+}
+
+/// `evs pump`
+#[derive(Debug, Args)]
+pub struct PumpArgs {
+    /// Where the archive goes: a local directory or `s3://BUCKET/PREFIX/`
+    /// (default: `./archive`). Other settings come from the archiver's
+    /// environment variables (`EVS_ARCHIVE_PREFIX`, `EVS_COMPRESSION`, …).
+    #[arg(long, env = "EVS_ARCHIVE", value_name = "DIR|s3://BUCKET/PREFIX")]
+    pub archive: Option<String>,
+
+    /// Most records per batch: one GetRecords call, 1 to 1000.
+    #[arg(long, value_name = "N", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub batch_size: u64,
+
+    /// Stop once every shard is caught up, instead of polling for more.
+    #[arg(long)]
+    pub once: bool,
+
+    /// Hard deadline in seconds on each object write (the Lambda function
+    /// timeout; readers' `--archiver-timeout` must be at least this).
+    #[arg(long, value_name = "SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: u64,
+
+    /// Where the pump keeps its position in the stream (JSON, rewritten
+    /// atomically after every batch; created on the first). Default:
+    /// `evs-pump-<TABLE>.json` in the working directory. A file written for
+    /// another stream is refused.
+    #[arg(long, env = "EVS_PUMP_CHECKPOINT", value_name = "FILE")]
+    pub checkpoint_file: Option<PathBuf>,
+}
+
+/// Where to read an archive, shared by `replay` and `verify`.
+#[derive(Debug, Args)]
+pub struct ArchiveArgs {
+    /// The archive: a local directory or `s3://BUCKET/PREFIX/` (default:
+    /// `./archive`). The key prefix is EVS_ARCHIVE_PREFIX (default
+    /// `events/`) unless the S3 URL names one.
+    #[arg(long, env = "EVS_ARCHIVE", value_name = "DIR|s3://BUCKET/PREFIX")]
+    pub archive: Option<String>,
+
+    /// Objects fetched and decoded ahead of the one being read.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub read_ahead: usize,
+}
+
+/// `evs replay`
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub archive: ArchiveArgs,
+
+    /// Start with the objects sealed at or after this time (RFC 3339, e.g.
+    /// `2026-11-24T08:00:00Z`): the archive's own clock, a convenience for
+    /// inspection, not a substitute for a checkpoint. Ignored when resuming
+    /// from --checkpoint-file.
+    #[arg(long, value_name = "RFC3339")]
+    pub since: Option<String>,
+
+    /// Resume from this checkpoint if it exists, and keep it up to date
+    /// (written atomically, at most every --checkpoint-interval and when the
+    /// replay stops). A resumed replay repeats no event and skips none.
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint_file: Option<PathBuf>,
+
+    /// Seconds between checkpoint writes.
+    #[arg(long, value_name = "SECONDS", default_value_t = 1.0)]
+    pub checkpoint_interval: f64,
+
+    /// After the history, keep following the archive as it grows, never
+    /// past the settled frontier (now - archiver timeout - clock margin).
+    /// Stop with Ctrl-C (the checkpoint is written first).
+    #[arg(long)]
+    pub follow: bool,
+
+    /// The archiver's function timeout in seconds (the Lambda's Timeout,
+    /// `FunctionTimeout` in template.yaml; `evs pump --timeout`). An object
+    /// can appear up to this long after the time in its key.
+    #[arg(long, value_name = "SECONDS", default_value_t = 900)]
+    pub archiver_timeout: u64,
+
+    /// Clock margin in seconds added to the archiver timeout: clock
+    /// differences between archiver and reader, late uploads.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub clock_margin: u64,
+
+    /// Follow mode with --table: back-fill a stream from the table once its
+    /// gap has been visible this many seconds (default: archiver timeout +
+    /// clock margin).
+    #[arg(long, value_name = "SECONDS")]
+    pub gap_timeout: Option<u64>,
+
+    /// Follow mode: longest wait between listings, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 1.0)]
+    pub poll_interval: f64,
+
+    /// No progress line on stderr, even on a terminal.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// `evs verify`
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub archive: ArchiveArgs,
+
+    /// Parallel segments of the table scan (with --table).
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub segments: u32,
+
+    /// No progress bar on stderr, even on a terminal.
+    #[arg(long, short)]
+    pub quiet: bool,
 }

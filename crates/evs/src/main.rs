@@ -4,7 +4,10 @@
 //! * 0: success;
 //! * 1: any error, reported as one line on stderr;
 //! * 2: bad usage (unknown flag, missing argument), reported by the parser;
-//! * 3: a version conflict on append.
+//! * 3: a version conflict on append;
+//! * 4: `replay` ended with a stream still missing an event, or `verify`
+//!   found the archive incomplete (the report says what is missing);
+//! * 130: interrupted (Ctrl-C) before the command finished.
 
 mod aws;
 mod cmd;
@@ -16,6 +19,10 @@ use clap::Parser;
 
 /// Exit code of a version conflict.
 const EXIT_CONFLICT: u8 = 3;
+/// Exit code of an incomplete replay or archive.
+const EXIT_INCOMPLETE: u8 = 4;
+/// Exit code of an interrupted command.
+const EXIT_INTERRUPTED: u8 = 130;
 
 fn main() -> ExitCode {
     let cli = flags::Cli::parse();
@@ -41,7 +48,14 @@ fn main() -> ExitCode {
             if cmd::is_broken_pipe(&err) {
                 return ExitCode::SUCCESS;
             }
+            if let Some(incomplete) = err.downcast_ref::<cmd::Incomplete>() {
+                eprintln!("evs: {incomplete}");
+                return ExitCode::from(EXIT_INCOMPLETE);
+            }
             eprintln!("evs: error: {}", one_line(&err));
+            if err.is::<cmd::Interrupted>() {
+                return ExitCode::from(EXIT_INTERRUPTED);
+            }
             match err.downcast_ref::<evs_core::Error>() {
                 Some(evs_core::Error::Conflict { .. }) => ExitCode::from(EXIT_CONFLICT),
                 _ => ExitCode::FAILURE,

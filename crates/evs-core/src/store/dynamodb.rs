@@ -1,6 +1,6 @@
 //! The DynamoDB backend. Only this module talks to the DynamoDB SDK.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -127,6 +127,91 @@ impl DynamoStore {
             .map(str::to_owned))
     }
 
+    /// Every stream's last `EventId`, by a Scan of the whole table in
+    /// `segments` parallel segments (1..=1,000,000; DynamoDB's bound on
+    /// `TotalSegments`), projecting only the keys. `progress` is called with
+    /// the number of items scanned so far after each page.
+    ///
+    /// Strongly consistent per page, but a Scan is not a snapshot: appends
+    /// that land while it runs may or may not be counted.
+    pub async fn last_versions(
+        &self,
+        segments: u32,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<BTreeMap<String, u64>> {
+        if segments == 0 || segments > MAX_SCAN_SEGMENTS {
+            return Err(Error::Backend {
+                message: format!(
+                    "a parallel scan takes 1 to {MAX_SCAN_SEGMENTS} segments, not {segments}"
+                ),
+                source: None,
+            });
+        }
+        let scanned = std::sync::atomic::AtomicU64::new(0);
+        let scans =
+            (0..segments).map(|segment| self.scan_segment(segment, segments, &scanned, progress));
+        let mut versions: BTreeMap<String, u64> = BTreeMap::new();
+        for part in futures_join_all(scans).await {
+            for (stream, version) in part? {
+                let last = versions.entry(stream).or_insert(0);
+                *last = (*last).max(version);
+            }
+        }
+        Ok(versions)
+    }
+
+    async fn scan_segment(
+        &self,
+        segment: u32,
+        segments: u32,
+        scanned: &std::sync::atomic::AtomicU64,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<HashMap<String, u64>> {
+        let mut versions: HashMap<String, u64> = HashMap::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        let segment_i32 = i32::try_from(segment).unwrap_or(i32::MAX);
+        let segments_i32 = i32::try_from(segments).unwrap_or(i32::MAX);
+        loop {
+            let page = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .projection_expression("#s, #e")
+                .expression_attribute_names("#s", item::STREAM_ID)
+                .expression_attribute_names("#e", item::EVENT_ID)
+                .consistent_read(true)
+                .segment(segment_i32)
+                .total_segments(segments_i32)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| self.sdk_error("scanning the table", e))?;
+            for raw in page.items() {
+                let (Some(AttributeValue::S(stream)), Some(AttributeValue::N(id))) =
+                    (raw.get(item::STREAM_ID), raw.get(item::EVENT_ID))
+                else {
+                    continue;
+                };
+                let Ok(id) = id.parse::<u64>() else {
+                    continue;
+                };
+                match versions.get_mut(stream.as_str()) {
+                    Some(last) => *last = (*last).max(id),
+                    None => {
+                        versions.insert(stream.clone(), id);
+                    }
+                }
+            }
+            let count = u64::try_from(page.items().len()).unwrap_or(0);
+            let total = scanned.fetch_add(count, std::sync::atomic::Ordering::Relaxed) + count;
+            progress(total);
+            match page.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => return Ok(versions),
+            }
+        }
+    }
+
     fn sdk_error<E, R>(&self, doing: &str, err: SdkError<E, R>) -> Error
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
@@ -147,6 +232,35 @@ impl DynamoStore {
             source: Some(Box::new(err)),
         }
     }
+}
+
+/// DynamoDB's bound on a Scan's `TotalSegments`.
+pub const MAX_SCAN_SEGMENTS: u32 = 1_000_000;
+
+/// Runs futures concurrently on this task and returns their outputs in order.
+async fn futures_join_all<F: std::future::Future>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output> {
+    let mut futures: Vec<std::pin::Pin<Box<F>>> = futures.map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(value) => *output = Some(value),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
 }
 
 /// An SDK error as one readable line: the service's code and message when

@@ -87,6 +87,16 @@ impl MemoryStore {
         self.notify.notified().await;
     }
 
+    /// Every stream's last `EventId` (the memory twin of
+    /// [`crate::DynamoStore::last_versions`]).
+    pub fn last_versions(&self) -> std::collections::BTreeMap<String, u64> {
+        self.lock()
+            .streams
+            .iter()
+            .map(|(id, events)| (id.to_string(), events.len() as u64))
+            .collect()
+    }
+
     /// Ids of every stream, sorted.
     pub fn stream_ids(&self) -> Vec<StreamId> {
         let mut ids: Vec<_> = self.lock().streams.keys().cloned().collect();

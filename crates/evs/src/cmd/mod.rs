@@ -2,8 +2,13 @@
 
 mod append;
 mod invoke;
+mod location;
+mod progress;
+mod pump;
 mod read;
+mod replay;
 mod table;
+mod verify;
 
 use anyhow::{Context, Result};
 use evs_core::DynamoStore;
@@ -22,8 +27,21 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Append(args) => append::run(&store().await?, args).await,
         Command::Read(args) => read::run(&store().await?, args).await,
         Command::Invoke(args) => invoke::run(args).await,
+        Command::Pump(args) => pump::run(cli.table.clone(), args).await,
+        Command::Replay(args) => replay::run(cli.table.as_deref(), args).await,
+        Command::Verify(args) => verify::run(cli.table.as_deref(), args).await,
     }
 }
+
+/// The archive or replay is incomplete: exit code 4 (the report was printed).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Incomplete(pub String);
+
+/// The command was interrupted (Ctrl-C) before it finished: exit code 130.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted{0}")]
+pub struct Interrupted(pub String);
 
 /// True when the error is stdout closing early (`evs read … | head`).
 pub fn is_broken_pipe(err: &anyhow::Error) -> bool {

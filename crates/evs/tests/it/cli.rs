@@ -4,14 +4,14 @@ use std::process::{Command, Output, Stdio};
 use evs_testkit::{unique_name, Moto};
 use serde_json::Value;
 
-struct Evs {
-    env: Vec<(&'static str, String)>,
-    table: String,
+pub(crate) struct Evs {
+    pub(crate) env: Vec<(&'static str, String)>,
+    pub(crate) table: String,
 }
 
 impl Evs {
     /// A fresh table on the shared emulator, created with `evs table create`.
-    fn new() -> Option<Evs> {
+    pub(crate) fn new() -> Option<Evs> {
         let moto = Moto::shared()?;
         let evs = Evs {
             env: moto.env(),
@@ -27,7 +27,7 @@ impl Evs {
         Some(evs)
     }
 
-    fn command(&self, args: &[&str]) -> Command {
+    pub(crate) fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_evs"));
         cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -38,7 +38,7 @@ impl Evs {
         cmd
     }
 
-    fn run(&self, args: &[&str]) -> Output {
+    pub(crate) fn run(&self, args: &[&str]) -> Output {
         self.command(args).output().unwrap()
     }
 
@@ -60,7 +60,7 @@ impl Evs {
     }
 }
 
-fn stderr(out: &Output) -> String {
+pub(crate) fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
@@ -74,7 +74,7 @@ fn json_line(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-fn ndjson(out: &Output) -> Vec<Value> {
+pub(crate) fn ndjson(out: &Output) -> Vec<Value> {
     assert!(
         out.status.success(),
         "exit {:?}: {}",

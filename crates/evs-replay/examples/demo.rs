@@ -1,0 +1,346 @@
+//! The whole pipeline offline, in one process (`make run`):
+//!
+//! concurrent writers (the decide loop) → the in-memory table → its change
+//! feed → the pump → the archiver's real handler → a local archive → a replay
+//! that follows the archive live and builds a projection → verify.
+//!
+//! Streams keep being created while the replay runs, and one PUT in nine
+//! "loses its acknowledgement" (the object is written, the pump is told it
+//! failed and writes the batch again under a new key), so the archive holds
+//! duplicates, as it does after Lambda retries. Every claim printed at the
+//! end is checked; the demo exits non-zero if one does not hold.
+
+use std::collections::BTreeMap;
+use std::error::Error;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use evs_archiver::config::Config;
+use evs_archiver::pump::{self, MemorySource, Stop};
+use evs_archiver::sink::{LocalDir, Object, Sink, SinkError};
+use evs_core::{
+    decide, Aggregate, EventStore, MemoryStore, NewEvent, RecordedEvent, RetryPolicy, StreamId,
+};
+use evs_replay::{verify, Archive, Frontier, ReplayOptions, Replayer, Step};
+use serde_json::json;
+
+type AnyError = Box<dyn Error + Send + Sync>;
+
+const WRITERS: usize = 8;
+const COMMANDS_PER_WRITER: usize = 60;
+/// The pump's hard deadline per write: the `T` of the settled frontier.
+const WRITE_TIMEOUT: Duration = Duration::from_millis(200);
+/// The clock margin `e` (one process, one clock: small).
+const CLOCK_MARGIN_MS: i64 = 100;
+
+/// A local directory whose every ninth PUT lands but reports a failure.
+#[derive(Debug)]
+struct LostAcks {
+    dir: LocalDir,
+    puts: AtomicU64,
+    lost: AtomicU64,
+}
+
+#[async_trait]
+impl Sink for LostAcks {
+    async fn put(&self, key: &str, object: &Object) -> Result<(), SinkError> {
+        self.dir.put(key, object).await?;
+        if self.puts.fetch_add(1, Ordering::SeqCst) % 9 == 8 {
+            self.lost.fetch_add(1, Ordering::SeqCst);
+            return Err(SinkError::Io {
+                doing: "acknowledging",
+                path: key.to_owned(),
+                source: std::io::Error::other("connection reset after the write landed"),
+            });
+        }
+        Ok(())
+    }
+
+    async fn get(&self, key: &str) -> Result<Vec<u8>, SinkError> {
+        self.dir.get(key).await
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, SinkError> {
+        self.dir.list(prefix, start_after, limit).await
+    }
+
+    fn location(&self) -> String {
+        self.dir.location()
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+struct Account {
+    balance: i64,
+}
+
+fn fold(account: &mut Account, event: &RecordedEvent) {
+    account.balance = event.payload["balance"].as_i64().unwrap_or(account.balance);
+}
+
+/// What the replay builds: every account's last event id and balance.
+#[derive(Debug, Default)]
+struct Projection {
+    accounts: BTreeMap<String, (u64, i64)>,
+    delivered: u64,
+    out_of_order: u64,
+    created_while_following: u64,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[tokio::main]
+async fn main() -> Result<(), AnyError> {
+    let dir: PathBuf = std::env::temp_dir().join(format!("evs-demo-{}", std::process::id()));
+    let started = Instant::now();
+    let store = MemoryStore::new();
+    let config = Config::local(dir.clone());
+    let sink = Arc::new(LostAcks {
+        dir: LocalDir::new(dir.clone()),
+        puts: AtomicU64::new(0),
+        lost: AtomicU64::new(0),
+    });
+    println!("evs demo: in-memory table -> change feed -> archiver handler -> local archive -> live replay -> verify");
+
+    // The archiver, outside Lambda: the pump on the table's change feed.
+    let (stop_pump, pump_stop) = Stop::channel();
+    let pump = {
+        let (store, sink, config) = (store.clone(), Arc::clone(&sink), config.clone());
+        tokio::spawn(async move {
+            let mut source = MemorySource::new(store);
+            let options = pump::Options {
+                batch_size: 25,
+                write_timeout: WRITE_TIMEOUT,
+                backoff: Duration::from_millis(5),
+                idle: Duration::from_millis(20),
+                ..pump::Options::default()
+            };
+            pump::run(
+                &mut source,
+                sink.as_ref(),
+                &config,
+                &options,
+                pump_stop,
+                &mut |_| {},
+            )
+            .await
+        })
+    };
+
+    // The replay: follows the archive from its start, back-fills from the
+    // table, and projects every account's balance, checking order as it goes.
+    let following = Arc::new(AtomicBool::new(false));
+    let stop_replay = Arc::new(AtomicBool::new(false));
+    let delivered = Arc::new(AtomicU64::new(0));
+    let replay = {
+        let archive = Archive::new(sink.clone(), config.prefix.clone());
+        let table: Arc<dyn EventStore> = Arc::new(store.clone());
+        let (following, stop) = (Arc::clone(&following), Arc::clone(&stop_replay));
+        let delivered = Arc::clone(&delivered);
+        tokio::spawn(async move {
+            let options = ReplayOptions {
+                follow: true,
+                frontier: Frontier::new(WRITE_TIMEOUT.as_millis() as i64, CLOCK_MARGIN_MS),
+                gap_bound_ms: 2_000,
+                poll_ms: 50,
+                ..ReplayOptions::default()
+            };
+            let mut replayer =
+                Replayer::new(archive, options, evs_core::system_clock()).with_table(table);
+            let mut projection = Projection::default();
+            while !stop.load(Ordering::SeqCst) {
+                match replayer.next().await? {
+                    Step::Object { events, .. } | Step::Backfill { events, .. } => {
+                        for event in events {
+                            let line = event.line_value()?;
+                            let seen_before = projection.accounts.contains_key(&event.stream_id);
+                            let entry = projection
+                                .accounts
+                                .entry(event.stream_id.clone())
+                                .or_insert((0, 0));
+                            if event.event_id != entry.0 + 1 {
+                                projection.out_of_order += 1;
+                            }
+                            *entry = (
+                                event.event_id,
+                                line["payload"]["balance"].as_i64().unwrap_or(entry.1),
+                            );
+                            projection.delivered += 1;
+                            delivered.fetch_add(1, Ordering::SeqCst);
+                            if !seen_before && following.load(Ordering::SeqCst) {
+                                projection.created_while_following += 1;
+                            }
+                        }
+                    }
+                    Step::Idle { until_ms } => {
+                        following.store(true, Ordering::SeqCst);
+                        let wait = (until_ms - now_ms()).clamp(1, 50);
+                        tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+                    }
+                    Step::End => break,
+                }
+            }
+            Ok::<_, AnyError>((projection, replayer.stats().clone()))
+        })
+    };
+
+    // Let the replay reach the (empty) archive's end and start following,
+    // so that every stream below is created while it runs.
+    while !following.load(Ordering::SeqCst) && started.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    // Concurrent writers: deposits through the decide loop, on a growing
+    // set of accounts (new streams appear all the time), so writers collide.
+    let created = Arc::new(AtomicU64::new(1));
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let (store, created) = (store.clone(), Arc::clone(&created));
+        writers.push(tokio::spawn(async move {
+            let mut rng = fastrand::Rng::with_seed(w as u64);
+            let mut conflicts = 0;
+            for _ in 0..COMMANDS_PER_WRITER {
+                let known = created.load(Ordering::SeqCst);
+                let n = if rng.u8(..) < 40 {
+                    created.fetch_add(1, Ordering::SeqCst)
+                } else {
+                    rng.u64(0..known)
+                };
+                let stream = StreamId::new(format!("account-{n:04}"))?;
+                let mut account = Aggregate::new(Account::default());
+                let amount = rng.i64(1..=100);
+                let done = decide(
+                    &store,
+                    &stream,
+                    &mut account,
+                    fold,
+                    |a: &Account| -> Result<_, String> {
+                        Ok(vec![NewEvent::new(
+                            "Deposited",
+                            json!({ "amount": amount, "balance": a.balance + amount }),
+                        )])
+                    },
+                    &RetryPolicy::default(),
+                )
+                .await?;
+                conflicts += done.attempts - 1;
+                tokio::time::sleep(Duration::from_millis(rng.u64(0..4))).await;
+            }
+            Ok::<_, AnyError>(conflicts)
+        }));
+    }
+    let mut conflicts = 0;
+    for writer in writers {
+        conflicts += writer.await??;
+    }
+    let versions = store.last_versions();
+    let total: u64 = versions.values().sum();
+    println!(
+        "writers:    {WRITERS} concurrent writers made {total} deposits on {} accounts through the decide loop ({conflicts} conflicts reloaded and retried)",
+        versions.len()
+    );
+
+    // Wait for the live replay to deliver everything the table holds.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while delivered.load(Ordering::SeqCst) < total
+        && Instant::now() < deadline
+        && !replay.is_finished()
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A little longer: a duplicate or a stray event would show up now.
+    tokio::time::sleep(WRITE_TIMEOUT + Duration::from_millis(CLOCK_MARGIN_MS as u64)).await;
+    stop_replay.store(true, Ordering::SeqCst);
+    stop_pump.stop();
+    let summary = pump.await??;
+    let (projection, stats) = replay.await??;
+
+    println!(
+        "archiver:   {} batches -> {} objects under {} ({} PUTs lost their acknowledgement and were written again: duplicates in the archive)",
+        summary.batches,
+        count_objects(&dir)?,
+        dir.join(config.prefix.as_str()).display(),
+        sink.lost.load(Ordering::SeqCst),
+    );
+    println!(
+        "replay:     followed the archive live: {} events delivered, {} duplicate lines dropped, {} out of order; {} of {} accounts were created after the replay started",
+        projection.delivered,
+        stats.duplicates,
+        projection.out_of_order,
+        projection.created_while_following,
+        versions.len(),
+    );
+    let mut wrong = 0;
+    for (stream, &version) in &versions {
+        let table_balance = store
+            .read(
+                &StreamId::new(stream.clone())?,
+                evs_core::ReadRequest::last(1),
+            )
+            .await?
+            .first()
+            .and_then(|e| e.payload["balance"].as_i64())
+            .unwrap_or(0);
+        if projection.accounts.get(stream) != Some(&(version, table_balance)) {
+            wrong += 1;
+        }
+    }
+    println!(
+        "projection: {} of {} account balances match the table",
+        versions.len() - wrong,
+        versions.len()
+    );
+
+    let archive = Archive::new(sink.clone(), config.prefix.clone());
+    let report = verify::read_archive(archive, 4, |_| {})
+        .await?
+        .report(Some(&versions));
+    println!(
+        "verify:     {}",
+        report.to_string().lines().collect::<Vec<_>>().join("; ")
+    );
+    println!("done in {:.1} s", started.elapsed().as_secs_f64());
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let ok = projection.delivered == total
+        && projection.out_of_order == 0
+        && wrong == 0
+        && report.is_complete()
+        && projection.created_while_following > 0;
+    if !ok {
+        return Err("the demo's checks failed (see above)".into());
+    }
+    Ok(())
+}
+
+/// Objects under the archive directory.
+fn count_objects(dir: &std::path::Path) -> std::io::Result<usize> {
+    let mut count = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.to_string_lossy().ends_with(".ndjson.gz") {
+                count += 1;
+            }
+        }
+    }
+    Ok(count)
+}

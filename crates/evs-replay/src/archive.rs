@@ -1,0 +1,260 @@
+//! Reading the archive: listing keys in order and fetching objects ahead.
+//!
+//! [`Archive`] is a sink (S3 bucket or local directory, `evs_archiver::sink`)
+//! plus the key prefix the archiver writes under. It lists the prefix in key
+//! order with `StartAfter`, page by page, and keeps only well-formed events
+//! keys of exactly that prefix (a dead letter or a stray file is counted and
+//! skipped). [`Prefetch`] fetches and decodes the next few objects
+//! concurrently while the caller consumes them in key order: memory stays
+//! bounded by `read_ahead` objects (each at most one archiver batch), never
+//! the whole archive.
+
+use std::collections::VecDeque;
+use std::io::Read;
+use std::sync::Arc;
+
+use evs_archiver::encode::Compression;
+use evs_archiver::key::{ArchiveKey, Prefix};
+use evs_archiver::sink::{Sink, SinkError};
+use tokio::task::JoinHandle;
+
+use crate::event::{ArchivePosition, ReplayEvent};
+use crate::line::event_from_line;
+
+/// Keys asked for per listing request (S3 returns at most 1,000 a page).
+pub const DEFAULT_PAGE_SIZE: usize = 1_000;
+
+/// Objects fetched and decoded ahead of the one being consumed.
+pub const DEFAULT_READ_AHEAD: usize = 8;
+
+/// Why reading the archive failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    /// Listing or fetching failed (after the SDK's retries).
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    /// An object cannot be decompressed or a line of it is not an event.
+    #[error("archive object {key}: {reason}")]
+    Object {
+        /// The object's key.
+        key: String,
+        /// What is wrong, with the line number when it is a line.
+        reason: String,
+    },
+    /// A background fetch stopped without an answer.
+    #[error("fetching {key} stopped: {reason}")]
+    Task {
+        /// The object's key.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// An archive: where the objects are and under which prefix.
+#[derive(Debug, Clone)]
+pub struct Archive {
+    sink: Arc<dyn Sink>,
+    prefix: Prefix,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    /// The events keys of the page, in key order.
+    pub keys: Vec<ArchiveKey>,
+    /// The last key the page listed (events key or not): the `StartAfter` of
+    /// the next page. `None` when the page was empty.
+    pub last_listed: Option<String>,
+    /// Keys under the prefix that are not events keys of it (skipped).
+    pub skipped: Vec<String>,
+    /// Whether the listing returned a full page (more may follow at once).
+    pub full: bool,
+}
+
+/// An object read from the archive.
+#[derive(Debug, Clone)]
+pub struct ArchiveObject {
+    /// Where it was read.
+    pub position: ArchivePosition,
+    /// Its lines as events, in line order.
+    pub events: Vec<ReplayEvent>,
+    /// Its size as stored (compressed), bytes.
+    pub stored_bytes: usize,
+    /// Its size decompressed, bytes.
+    pub bytes: usize,
+}
+
+impl Archive {
+    /// The archive under `prefix` in `sink`.
+    pub fn new(sink: Arc<dyn Sink>, prefix: Prefix) -> Self {
+        Self { sink, prefix }
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &Prefix {
+        &self.prefix
+    }
+
+    /// The archive as a location: `s3://bucket/prefix` or `dir/prefix`.
+    pub fn location(&self) -> String {
+        let base = self.sink.location();
+        if base.ends_with('/') || self.prefix.as_str().is_empty() {
+            format!("{base}{}", self.prefix)
+        } else {
+            format!("{base}/{}", self.prefix)
+        }
+    }
+
+    /// Up to `limit` keys after `start_after`, in key order.
+    pub async fn list(
+        &self,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Listing, ArchiveError> {
+        let limit = limit.max(1);
+        let raw = self
+            .sink
+            .list(self.prefix.as_str(), start_after, limit)
+            .await?;
+        let mut listing = Listing {
+            full: raw.len() >= limit,
+            last_listed: raw.last().cloned(),
+            ..Listing::default()
+        };
+        for key in raw {
+            match ArchiveKey::parse(&key) {
+                Ok(parsed) if parsed.prefix() == self.prefix.as_str() => listing.keys.push(parsed),
+                _ => listing.skipped.push(key),
+            }
+        }
+        Ok(listing)
+    }
+
+    /// Fetches and decodes one object (decoding runs on a blocking thread).
+    pub async fn read(&self, key: &ArchiveKey) -> Result<ArchiveObject, ArchiveError> {
+        let bytes = self.sink.get(key.as_str()).await?;
+        let key = key.clone();
+        let name = key.as_str().to_owned();
+        tokio::task::spawn_blocking(move || decode_object(&key, &bytes))
+            .await
+            .map_err(|e| ArchiveError::Task {
+                key: name,
+                reason: e.to_string(),
+            })?
+    }
+}
+
+/// Decompresses an object and reads each line as an event (pure).
+pub fn decode_object(key: &ArchiveKey, stored: &[u8]) -> Result<ArchiveObject, ArchiveError> {
+    let object_error = |reason: String| ArchiveError::Object {
+        key: key.as_str().to_owned(),
+        reason,
+    };
+    let text = match key.compression() {
+        Compression::None => std::borrow::Cow::Borrowed(stored),
+        Compression::Gzip => {
+            let mut out = Vec::with_capacity(stored.len().saturating_mul(6));
+            flate2::read::MultiGzDecoder::new(stored)
+                .read_to_end(&mut out)
+                .map_err(|e| object_error(format!("cannot decompress: {e}")))?;
+            std::borrow::Cow::Owned(out)
+        }
+    };
+    let text =
+        std::str::from_utf8(&text).map_err(|e| object_error(format!("not UTF-8 text: {e}")))?;
+    let mut events = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        let event =
+            event_from_line(line).map_err(|e| object_error(format!("line {}: {e}", i + 1)))?;
+        events.push(event);
+    }
+    Ok(ArchiveObject {
+        position: ArchivePosition::new(key.as_str(), key.sealed_at_ms()),
+        events,
+        stored_bytes: stored.len(),
+        bytes: text.len(),
+    })
+}
+
+/// Fetches objects ahead of the consumer, at most `read_ahead` at a time,
+/// and hands them back in the order they were queued.
+#[derive(Debug)]
+pub struct Prefetch {
+    archive: Arc<Archive>,
+    read_ahead: usize,
+    waiting: VecDeque<ArchiveKey>,
+    running: VecDeque<(String, JoinHandle<Result<ArchiveObject, ArchiveError>>)>,
+}
+
+impl Prefetch {
+    /// A prefetcher over `archive` (`read_ahead` at least 1).
+    pub fn new(archive: Arc<Archive>, read_ahead: usize) -> Self {
+        Self {
+            archive,
+            read_ahead: read_ahead.max(1),
+            waiting: VecDeque::new(),
+            running: VecDeque::new(),
+        }
+    }
+
+    /// Queues keys to read, after those queued before.
+    pub fn extend(&mut self, keys: impl IntoIterator<Item = ArchiveKey>) {
+        self.waiting.extend(keys);
+        self.start();
+    }
+
+    /// Objects queued and not yet handed back.
+    pub fn len(&self) -> usize {
+        self.waiting.len() + self.running.len()
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn start(&mut self) {
+        while self.running.len() < self.read_ahead {
+            let Some(key) = self.waiting.pop_front() else {
+                break;
+            };
+            let archive = Arc::clone(&self.archive);
+            let name = key.as_str().to_owned();
+            let task = tokio::spawn(async move { archive.read(&key).await });
+            self.running.push_back((name, task));
+        }
+    }
+
+    /// The next object in queue order; `None` when nothing is queued.
+    pub async fn next(&mut self) -> Option<Result<ArchiveObject, ArchiveError>> {
+        self.start();
+        let (key, task) = self.running.pop_front()?;
+        let result = match task.await {
+            Ok(result) => result,
+            Err(e) => Err(ArchiveError::Task {
+                key,
+                reason: e.to_string(),
+            }),
+        };
+        self.start();
+        Some(result)
+    }
+
+    /// Forgets every queued object (running fetches are stopped).
+    pub fn clear(&mut self) {
+        self.waiting.clear();
+        for (_, task) in self.running.drain(..) {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}

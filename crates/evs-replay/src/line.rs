@@ -1,0 +1,239 @@
+//! Archive lines → delivered events, in the line shape of `evs read`.
+//!
+//! An archive line is the event as `evs read` prints it (`streamId`,
+//! `eventId`, `eventName`, `timestamp`, `payload`, then `id`, `metadata`,
+//! `attributes` when present) followed by what the stream record added:
+//! `eventID`, `sequenceNumber` and, when needed to stay lossless,
+//! `timestampSource`, `payloadEncoding`, `payloadAttr`, `metadataAttr`
+//! (`evs_archiver::record`). A replay delivers the event, so it keeps the
+//! first group and drops the second.
+//!
+//! The common line is converted without building a JSON tree: its fields are
+//! scanned as raw JSON text and the event's fields copied through, byte for
+//! byte. A line that needs the lossless extras (`payloadEncoding`,
+//! `payloadAttr`, `metadataAttr`) goes through the archiver's own decoder
+//! ([`ArchivedEvent::from_line`]) and the event's `to_json`, so both paths
+//! print what `evs read` prints for the same item.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use evs_archiver::record::ArchivedEvent;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+use crate::event::ReplayEvent;
+
+/// Fields of the event itself, copied to the delivered line in this order.
+const EVENT_FIELDS: [&str; 8] = [
+    "streamId",
+    "eventId",
+    "eventName",
+    "timestamp",
+    "payload",
+    "id",
+    "metadata",
+    "attributes",
+];
+
+/// Fields that only the archiver's decoder can turn back into the event.
+const LOSSLESS_FIELDS: [&str; 3] = ["payloadEncoding", "payloadAttr", "metadataAttr"];
+
+/// Why an archive line cannot be delivered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct LineError(String);
+
+/// Reads one archive line (JSON text, no newline) as the event it holds.
+pub fn event_from_line(line: &str) -> Result<ReplayEvent, LineError> {
+    let scanned = scan(line)?;
+    if scanned.needs_decoder {
+        return decoded(line);
+    }
+    let stream_id = scanned
+        .stream_id
+        .ok_or_else(|| LineError("the line has no \"streamId\"".into()))?;
+    let event_id = scanned
+        .event_id
+        .ok_or_else(|| LineError("the line has no \"eventId\"".into()))?;
+    let mut out = String::with_capacity(line.len());
+    out.push('{');
+    for (name, raw) in EVENT_FIELDS.iter().zip(scanned.fields.iter()) {
+        if let Some(raw) = raw {
+            if out.len() > 1 {
+                out.push(',');
+            }
+            out.push('"');
+            out.push_str(name);
+            out.push_str("\":");
+            out.push_str(raw);
+        }
+    }
+    out.push('}');
+    let line = RawValue::from_string(out).map_err(|e| LineError(e.to_string()))?;
+    Ok(ReplayEvent::from_raw(stream_id, event_id, line))
+}
+
+/// The slow, general path: the archiver's decoder, then the event's JSON.
+fn decoded(line: &str) -> Result<ReplayEvent, LineError> {
+    let value: serde_json::Value =
+        serde_json::from_str(line).map_err(|e| LineError(format!("not JSON: {e}")))?;
+    let archived = ArchivedEvent::from_line(&value).map_err(|e| LineError(e.to_string()))?;
+    let event = archived.event;
+    let text = serde_json::to_string(&event.to_json()).map_err(|e| LineError(e.to_string()))?;
+    let raw = RawValue::from_string(text).map_err(|e| LineError(e.to_string()))?;
+    Ok(ReplayEvent::from_raw(
+        event.stream_id.to_string(),
+        event.event_id,
+        raw,
+    ))
+}
+
+/// A line's fields as raw text, found in one pass.
+#[derive(Default)]
+struct Scanned<'a> {
+    stream_id: Option<String>,
+    event_id: Option<u64>,
+    fields: [Option<&'a str>; EVENT_FIELDS.len()],
+    needs_decoder: bool,
+}
+
+fn scan(line: &str) -> Result<Scanned<'_>, LineError> {
+    let mut de = serde_json::Deserializer::from_str(line);
+    let scanned = de
+        .deserialize_map(LineVisitor)
+        .map_err(|e| LineError(format!("not a JSON object: {e}")))?;
+    de.end()
+        .map_err(|e| LineError(format!("text after the JSON object: {e}")))?;
+    Ok(scanned)
+}
+
+struct LineVisitor;
+
+impl<'de> Visitor<'de> for LineVisitor {
+    type Value = Scanned<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an archive line (a JSON object)")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut scanned = Scanned::default();
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            let raw: &'de RawValue = map.next_value()?;
+            if let Some(i) = EVENT_FIELDS.iter().position(|f| *f == key) {
+                if scanned.fields[i].is_some() {
+                    return Err(de::Error::custom(format_args!("duplicate field {key:?}")));
+                }
+                scanned.fields[i] = Some(raw.get());
+                match i {
+                    0 => {
+                        let id: Cow<'de, str> =
+                            serde_json::from_str(raw.get()).map_err(de::Error::custom)?;
+                        if id.is_empty() {
+                            return Err(de::Error::custom("\"streamId\" is empty"));
+                        }
+                        scanned.stream_id = Some(id.into_owned());
+                    }
+                    1 => {
+                        let id = raw
+                            .get()
+                            .parse::<u64>()
+                            .ok()
+                            .filter(|&id| id >= 1)
+                            .ok_or_else(|| {
+                                de::Error::custom("\"eventId\" must be an integer of at least 1")
+                            })?;
+                        scanned.event_id = Some(id);
+                    }
+                    _ => {}
+                }
+            } else if LOSSLESS_FIELDS.contains(&key.as_ref()) {
+                scanned.needs_decoder = true;
+            }
+        }
+        Ok(scanned)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// What `evs read` prints for the event an archive line holds.
+    fn read_shape(line: &str) -> String {
+        decoded(line).unwrap().line.get().to_owned()
+    }
+
+    fn check(line: serde_json::Value) {
+        let text = line.to_string();
+        let fast = event_from_line(&text).unwrap();
+        assert_eq!(fast.line.get(), read_shape(&text), "line {text}");
+        let parsed: serde_json::Value = serde_json::from_str(fast.line.get()).unwrap();
+        assert_eq!(parsed["streamId"], json!(fast.stream_id));
+        assert_eq!(parsed["eventId"], json!(fast.event_id));
+    }
+
+    fn base() -> serde_json::Value {
+        json!({
+            "streamId": "order-\u{e9}\"1",
+            "eventId": 7,
+            "eventName": "Paid",
+            "timestamp": "2026-11-23T22:07:32.123Z",
+            "payload": {"amount": 12345678901234567890123u128, "note": "caf\u{e9} \u{1f600}", "x": [1.50, null, true]},
+            "eventID": "c81e728d9d4c2f636f067f89cc14862c",
+            "sequenceNumber": "111111111111111111111"
+        })
+    }
+
+    #[test]
+    fn the_fast_path_prints_what_the_decoder_prints() {
+        check(base());
+        let mut line = base();
+        line["id"] = json!("6f1f8a8e-8c8f-4bb4-9f7e-3c1c2a0f0e11");
+        line["metadata"] = json!({"user": "u-1", "n": -0.000001});
+        check(line.clone());
+        line["attributes"] = json!({"Big": {"N": "1e30"}, "Tenant": {"S": "acme"}});
+        check(line.clone());
+        line["timestampSource"] = json!("approximateCreationDateTime");
+        check(line);
+        let mut escaped = base();
+        escaped["payload"] = json!("a string payload with \"quotes\" and \\ and \n");
+        check(escaped);
+    }
+
+    #[test]
+    fn lossless_extras_go_through_the_decoder() {
+        let mut line = base();
+        line["payload"] = json!({"a": 1});
+        line["payloadEncoding"] = json!("json-string");
+        let text = line.to_string();
+        let event = event_from_line(&text).unwrap();
+        assert_eq!(event.line.get(), read_shape(&text));
+        assert!(!event.line.get().contains("payloadEncoding"));
+        assert!(!event.line.get().contains("sequenceNumber"));
+    }
+
+    #[test]
+    fn bad_lines_are_refused_with_a_reason() {
+        for (line, reason) in [
+            ("[1]", "JSON object"),
+            ("{\"eventId\": 1}", "streamId"),
+            ("{\"streamId\": \"a\"}", "eventId"),
+            ("{\"streamId\": \"\", \"eventId\": 1}", "empty"),
+            ("{\"streamId\": \"a\", \"eventId\": 0}", "at least 1"),
+            ("{\"streamId\": \"a\", \"eventId\": 1.0}", "at least 1"),
+            ("{\"streamId\": \"a\", \"eventId\": \"1\"}", "at least 1"),
+            (
+                "{\"streamId\": \"a\", \"streamId\": \"b\", \"eventId\": 1}",
+                "duplicate",
+            ),
+            ("{\"streamId\": \"a\", \"eventId\": 1} x", "after"),
+            ("{\"streamId\": 5, \"eventId\": 1}", "JSON object"),
+        ] {
+            let err = event_from_line(line).unwrap_err().to_string();
+            assert!(err.contains(reason), "{line}: {err}");
+        }
+    }
+}

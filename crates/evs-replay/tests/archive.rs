@@ -1,0 +1,414 @@
+//! The replayer on a real archive: the in-memory store's change feed goes
+//! through the archiver's real handler into a local directory, and the
+//! replayer reads it back through the same sink code the CLI uses.
+//!
+//! Seal times come from a test clock, so objects can be sealed out of order
+//! (a slow shard), twice (a retried batch) or late (after a follower listed
+//! past their time), exactly as DESIGN's failure modes describe.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use evs_archiver::config::Config;
+use evs_archiver::handler;
+use evs_archiver::sink::{LocalDir, Sink};
+use evs_core::{EventStore, EventStoreExt, ExpectedVersion, MemoryStore, NewEvent, StreamId};
+use evs_replay::{
+    verify, Archive, Checkpoint, Frontier, ReplayEvent, ReplayOptions, Replayer, Step,
+};
+use serde_json::{json, Value};
+
+/// A directory of its own under the system's temporary directory.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "evs-replay-{name}-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+struct Fixture {
+    store: MemoryStore,
+    dir: PathBuf,
+    sink: LocalDir,
+    config: Config,
+    /// Position in the store's change feed.
+    fed: usize,
+}
+
+impl Fixture {
+    fn new(name: &str) -> Self {
+        let dir = scratch(name);
+        Self {
+            store: MemoryStore::new(),
+            sink: LocalDir::new(dir.clone()),
+            config: Config::local(dir.clone()),
+            dir,
+            fed: 0,
+        }
+    }
+
+    async fn append(&self, stream: &str, count: usize) {
+        let stream = StreamId::new(stream).unwrap();
+        for _ in 0..count {
+            let version = self.store.version(&stream).await.unwrap();
+            let event = NewEvent::new(
+                "Counted",
+                json!({"n": version + 1, "big": 12345678901234567890123u128, "s": "caf\u{e9}"}),
+            );
+            self.store
+                .append(&stream, ExpectedVersion::Exact(version), &[event])
+                .await
+                .unwrap();
+        }
+    }
+
+    /// The next `n` stream records of the feed (not yet archived).
+    fn take(&mut self, n: usize) -> Vec<Value> {
+        let (records, next) = self.store.changes(self.fed, n);
+        self.fed = next;
+        records
+    }
+
+    /// Archives `records` as one batch sealed at `sealed_at_ms`.
+    async fn archive(&self, records: &[Value], sealed_at_ms: i64) -> Option<String> {
+        let event = json!({ "Records": records });
+        let now = move || sealed_at_ms;
+        let summary = handler::handle(&event, &self.sink, &self.config, &now, None)
+            .await
+            .unwrap();
+        summary.key
+    }
+
+    fn archive_handle(&self) -> Archive {
+        Archive::new(Arc::new(self.sink.clone()), self.config.prefix.clone())
+    }
+
+    /// What `evs read` prints for every stream, by stream.
+    async fn table(&self) -> BTreeMap<String, Vec<String>> {
+        let mut out = BTreeMap::new();
+        for stream in self.store.stream_ids() {
+            let lines = self
+                .store
+                .read_all(&stream)
+                .await
+                .unwrap()
+                .iter()
+                .map(|e| e.to_json().to_string())
+                .collect();
+            out.insert(stream.to_string(), lines);
+        }
+        out
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn by_stream(events: &[ReplayEvent]) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for e in events {
+        out.entry(e.stream_id.clone())
+            .or_default()
+            .push(e.line.get().to_owned());
+    }
+    out
+}
+
+/// 2026-01-01T00:00:00Z: every seal time in these tests is long settled
+/// unless a test clock says otherwise.
+const T0: i64 = 1_767_225_600_000;
+
+fn clock_at(ms: &Arc<AtomicI64>) -> evs_core::Clock {
+    let ms = Arc::clone(ms);
+    Arc::new(move || ms.load(Ordering::SeqCst))
+}
+
+fn options() -> ReplayOptions {
+    ReplayOptions {
+        read_ahead: 3,
+        page_size: 4,
+        ..ReplayOptions::default()
+    }
+}
+
+/// Runs a replay to its end; returns the delivered events.
+async fn replay_all(replayer: &mut Replayer) -> Vec<ReplayEvent> {
+    let mut out = Vec::new();
+    loop {
+        match replayer.next().await.unwrap() {
+            Step::Object { events, .. } | Step::Backfill { events, .. } => out.extend(events),
+            Step::End => return out,
+            Step::Idle { .. } => panic!("not following: no idle step"),
+        }
+    }
+}
+
+/// A messy archive: many streams, batches archived twice, a slow "shard"
+/// whose objects are sealed after later events'.
+async fn messy(fx: &mut Fixture) {
+    for (i, stream) in ["a", "b", "c", "d", "e", "f"].iter().enumerate() {
+        fx.append(stream, 3 + i * 2).await;
+    }
+    let mut seal = T0;
+    let mut slow = Vec::new();
+    let mut batch = 0;
+    loop {
+        let records = fx.take(5);
+        if records.is_empty() {
+            break;
+        }
+        batch += 1;
+        if batch % 3 == 0 {
+            // A slow shard: archived later, under a later key.
+            slow.push(records);
+            continue;
+        }
+        seal += 1_000;
+        fx.archive(&records, seal).await;
+        if batch % 4 == 0 {
+            // The mapping retried a batch whose PUT had landed.
+            seal += 7;
+            fx.archive(&records, seal).await;
+        }
+    }
+    for records in slow {
+        seal += 1_000;
+        fx.archive(&records, seal).await;
+    }
+}
+
+#[tokio::test]
+async fn replay_delivers_exactly_what_the_table_holds() {
+    let mut fx = Fixture::new("exact");
+    messy(&mut fx).await;
+    let now = Arc::new(AtomicI64::new(T0 + 86_400_000));
+    let mut replayer = Replayer::new(fx.archive_handle(), options(), clock_at(&now));
+    let events = replay_all(&mut replayer).await;
+    assert!(replayer.gaps().is_empty(), "{:?}", replayer.gaps());
+    assert_eq!(by_stream(&events), fx.table().await);
+    let stats = replayer.stats().clone();
+    assert_eq!(stats.delivered, events.len() as u64);
+    assert!(stats.duplicates > 0, "the retried batches were dropped");
+    assert_eq!(stats.lines, stats.delivered + stats.duplicates);
+
+    let index = verify::read_archive(fx.archive_handle(), 2, |_| {})
+        .await
+        .unwrap();
+    let report = index.report(Some(&fx.store.last_versions()));
+    assert!(report.is_complete(), "{report}");
+}
+
+#[tokio::test]
+async fn a_resumed_replay_repeats_nothing_and_skips_nothing() {
+    let mut fx = Fixture::new("resume");
+    messy(&mut fx).await;
+    let now = Arc::new(AtomicI64::new(T0 + 86_400_000));
+    let full = replay_all(&mut Replayer::new(
+        fx.archive_handle(),
+        options(),
+        clock_at(&now),
+    ))
+    .await;
+    for stop_after in [1, 2, 5, 9] {
+        let mut first = Replayer::new(fx.archive_handle(), options(), clock_at(&now));
+        let mut out = Vec::new();
+        for _ in 0..stop_after {
+            match first.next().await.unwrap() {
+                Step::Object { events, .. } | Step::Backfill { events, .. } => out.extend(events),
+                _ => break,
+            }
+        }
+        let json = first.checkpoint().to_json().unwrap();
+        drop(first);
+        let checkpoint = Checkpoint::from_json(&json).unwrap();
+        let mut second =
+            Replayer::resume(fx.archive_handle(), checkpoint, options(), clock_at(&now)).unwrap();
+        out.extend(replay_all(&mut second).await);
+        assert_eq!(out, full, "stopped after {stop_after} steps");
+    }
+}
+
+#[tokio::test]
+async fn a_lost_object_is_reported_then_back_filled_from_the_table() {
+    let mut fx = Fixture::new("gap");
+    fx.append("s", 3).await;
+    let first = fx.take(1);
+    let k1 = fx.archive(&first, T0).await.unwrap();
+    let rest = fx.take(10);
+    fx.archive(&rest, T0 + 1_000).await.unwrap();
+    std::fs::remove_file(fx.sink.key_path(&k1).unwrap()).unwrap();
+
+    let now = Arc::new(AtomicI64::new(T0 + 86_400_000));
+    let mut replayer = Replayer::new(fx.archive_handle(), options(), clock_at(&now));
+    assert!(replay_all(&mut replayer).await.is_empty());
+    let gaps = replayer.gaps();
+    assert_eq!(gaps.len(), 1);
+    assert_eq!(
+        (gaps[0].stream_id.as_str(), gaps[0].expected, gaps[0].held),
+        ("s", 1, 2)
+    );
+
+    let index = verify::read_archive(fx.archive_handle(), 2, |_| {})
+        .await
+        .unwrap();
+    let report = index.report(Some(&fx.store.last_versions()));
+    assert!(!report.is_complete());
+    assert!(
+        report.to_string().contains("missing: stream \"s\" event 1"),
+        "{report}"
+    );
+
+    let table: Arc<dyn EventStore> = Arc::new(fx.store.clone());
+    let mut replayer =
+        Replayer::new(fx.archive_handle(), options(), clock_at(&now)).with_table(table);
+    let events = replay_all(&mut replayer).await;
+    assert!(replayer.gaps().is_empty());
+    assert_eq!(by_stream(&events), fx.table().await);
+    assert_eq!(replayer.stats().backfilled, 1);
+}
+
+#[tokio::test]
+async fn following_never_passes_the_settled_frontier() {
+    let mut fx = Fixture::new("follow");
+    fx.append("a", 2).await;
+    fx.append("b", 2).await;
+    let frontier = Frontier::new(10_000, 1_000); // T + e = 11 s
+    let follow = ReplayOptions {
+        follow: true,
+        frontier,
+        poll_ms: 500,
+        ..options()
+    };
+    let now = Arc::new(AtomicI64::new(T0 + 20_000));
+    let b1 = fx.take(1); // a/1
+    let b2 = fx.take(1); // a/2
+    let b3 = fx.take(2); // b/1, b/2
+    fx.archive(&b1, T0).await.unwrap(); // settled at T0 + 20 s
+    fx.archive(&b3, T0 + 12_000).await.unwrap(); // not settled before T0 + 23 s
+    let mut replayer = Replayer::new(fx.archive_handle(), follow.clone(), clock_at(&now));
+    let mut out = Vec::new();
+    let until = loop {
+        match replayer.next().await.unwrap() {
+            Step::Object { events, .. } => out.extend(events),
+            Step::Idle { until_ms } => break until_ms,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(out.len(), 1, "only the settled object was read");
+    assert!(
+        until <= T0 + 20_500,
+        "idle until the next poll at the latest"
+    );
+    // A slow invocation sealed b2 at T0 + 9 s and its PUT lands now, after
+    // the follower listed: it sorts between the consumed key and b3.
+    fx.archive(&b2, T0 + 9_000).await.unwrap();
+    now.store(T0 + 30_000, Ordering::SeqCst);
+    loop {
+        match replayer.next().await.unwrap() {
+            Step::Object { events, .. } => out.extend(events),
+            Step::Idle { .. } => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(by_stream(&out), fx.table().await, "nothing skipped");
+    let checkpoint = replayer.checkpoint();
+    assert_eq!(checkpoint.last_delivered.len(), 2);
+}
+
+#[tokio::test]
+async fn a_replay_checkpoint_never_passes_the_settled_frontier() {
+    let mut fx = Fixture::new("frontier");
+    fx.append("a", 3).await;
+    let now = Arc::new(AtomicI64::new(T0 + 100_000));
+    let opts = ReplayOptions {
+        frontier: Frontier::new(10_000, 1_000),
+        ..options()
+    };
+    let b1 = fx.take(1);
+    let b2 = fx.take(1);
+    let b3 = fx.take(1);
+    let k1 = fx.archive(&b1, T0).await.unwrap(); // settled
+    fx.archive(&b3, T0 + 95_000).await.unwrap(); // young: not settled at T0 + 100 s
+    let mut replayer = Replayer::new(fx.archive_handle(), opts.clone(), clock_at(&now));
+    let first = replay_all(&mut replayer).await;
+    assert_eq!(first.len(), 1, "a/3 waits for a/2");
+    let checkpoint = replayer.checkpoint();
+    assert_eq!(checkpoint.cursor.as_deref(), Some(k1.as_str()));
+    // a/2's batch was sealed before a/3's but lands only now.
+    fx.archive(&b2, T0 + 94_000).await.unwrap();
+    let mut resumed =
+        Replayer::resume(fx.archive_handle(), checkpoint, opts, clock_at(&now)).unwrap();
+    let mut all = first;
+    all.extend(replay_all(&mut resumed).await);
+    assert_eq!(by_stream(&all), fx.table().await);
+}
+
+#[tokio::test]
+async fn since_starts_at_the_first_object_sealed_then() {
+    let mut fx = Fixture::new("since");
+    fx.append("a", 1).await;
+    fx.append("b", 1).await;
+    let b1 = fx.take(1);
+    let b2 = fx.take(1);
+    fx.archive(&b1, T0).await.unwrap();
+    fx.archive(&b2, T0 + 60_000).await.unwrap();
+    let now = Arc::new(AtomicI64::new(T0 + 86_400_000));
+    let opts = ReplayOptions {
+        since_ms: Some(T0 + 60_000),
+        ..options()
+    };
+    let events = replay_all(&mut Replayer::new(
+        fx.archive_handle(),
+        opts,
+        clock_at(&now),
+    ))
+    .await;
+    let streams: Vec<&str> = events.iter().map(|e| e.stream_id.as_str()).collect();
+    assert_eq!(streams, ["b"]);
+}
+
+#[tokio::test]
+async fn stray_keys_are_skipped_and_a_corrupt_object_is_named() {
+    let mut fx = Fixture::new("stray");
+    fx.append("a", 1).await;
+    let b1 = fx.take(1);
+    let key = fx.archive(&b1, T0).await.unwrap();
+    // Dead letters and other files beside the archive are not events.
+    let stray = fx.dir.join("events/2026/notes.txt");
+    std::fs::create_dir_all(stray.parent().unwrap()).unwrap();
+    std::fs::write(&stray, "hello").unwrap();
+    let now = Arc::new(AtomicI64::new(T0 + 86_400_000));
+    let mut replayer = Replayer::new(fx.archive_handle(), options(), clock_at(&now));
+    assert_eq!(replay_all(&mut replayer).await.len(), 1);
+    assert_eq!(replayer.stats().skipped_keys, 1);
+
+    std::fs::write(fx.sink.key_path(&key).unwrap(), b"not gzip").unwrap();
+    let mut replayer = Replayer::new(fx.archive_handle(), options(), clock_at(&now));
+    let err = replayer.next().await.unwrap_err().to_string();
+    assert!(err.contains(&key) && err.contains("decompress"), "{err}");
+    let _ = fx.sink.location();
+}
+
+#[tokio::test]
+async fn a_projection_can_supply_its_own_versions() {
+    let mut fx = Fixture::new("versions");
+    messy(&mut fx).await;
+    let now = Arc::new(AtomicI64::new(T0 + 86_400_000));
+    let versions = [("a".to_owned(), 2), ("c".to_owned(), 7)];
+    let mut replayer =
+        Replayer::with_versions(fx.archive_handle(), options(), clock_at(&now), versions);
+    let events = replay_all(&mut replayer).await;
+    let mut expected = fx.table().await;
+    expected.get_mut("a").unwrap().drain(..2);
+    expected.get_mut("c").unwrap().drain(..7);
+    expected.retain(|_, lines| !lines.is_empty());
+    assert_eq!(by_stream(&events), expected);
+}

@@ -1,0 +1,474 @@
+//! The pump: the archiver outside Lambda. It reads a change feed itself and
+//! hands each batch to the very same [`handler::handle`] the Lambda runs.
+//!
+//! * [`Source`]: where batches come from. A batch is a list of records in the
+//!   exact JSON shape of a DynamoDB Streams Lambda event's `Records`, plus a
+//!   position the source commits once the handler has written them.
+//!   [`dynamodb::DynamoDbSource`] reads a table's stream (every shard, a
+//!   parent before its children, checkpointed in a file);
+//!   [`memory::MemorySource`] pumps the change feed of an in-memory store.
+//! * [`run`]: the loop. Per batch it calls the handler with a hard deadline
+//!   on each write ([`Options::write_timeout`]), so the settled-frontier
+//!   bound `T` holds as it does in Lambda; an overdue or failed write is
+//!   retried, with backoff, under a new key (each call seals anew). It never
+//!   commits past a record that was not written: on a partial batch failure
+//!   it commits the records before the first reported one and retries the
+//!   rest; after [`Options::max_attempts`] failures in a row it gives up with
+//!   a [`PumpError`].
+//! * [`Stop`]: a clean stop between batches (the CLI wires Ctrl-C to it).
+//!
+//! The contract between the loop and a source: [`Source::next_batch`] is
+//! called again only once the previous batch was committed in full (or the
+//! pump has stopped), so a source may advance its read position as soon as it
+//! hands out a batch and persist it only in [`Source::commit`].
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::handler::{self, HandlerError, Summary};
+use crate::sink::Sink;
+
+pub mod checkpoint;
+pub mod dynamodb;
+pub mod memory;
+
+pub use checkpoint::{Checkpoint, CheckpointError, ShardCheckpoint};
+pub use dynamodb::DynamoDbSource;
+pub use memory::MemorySource;
+
+/// Most records one batch may hold: one DynamoDB Streams `GetRecords` call.
+pub const MAX_BATCH_SIZE: usize = 1000;
+
+/// Records read from a source, to hand to the handler, and where they came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch<P> {
+    /// The records, in stream order, each shaped like a record of a DynamoDB
+    /// Streams Lambda event (`eventID`, `eventName`, `dynamodb`, …).
+    pub records: Vec<Value>,
+    /// Where the batch ends; what the source needs to commit it.
+    pub position: P,
+    /// Where it came from, for reports (e.g. the shard id).
+    pub label: String,
+}
+
+/// Why a source failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SourceError {
+    /// A DynamoDB Streams call failed (after the SDK's own retries).
+    #[error("DynamoDB Streams error while {doing}: {message}")]
+    Streams {
+        /// What was being done.
+        doing: String,
+        /// The error as one line.
+        message: String,
+    },
+    /// The stream no longer holds the records after the checkpoint.
+    #[error(
+        "shard {shard}: the records after the checkpoint were trimmed from the stream (older than 24 h); \
+         they cannot be archived any more. Remove the checkpoint file to archive what the stream still holds"
+    )]
+    Trimmed {
+        /// The shard.
+        shard: String,
+    },
+    /// The stream has no shards list or is not enabled.
+    #[error("stream {arn}: {reason}")]
+    Stream {
+        /// The stream ARN.
+        arn: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A record to commit has no usable `dynamodb.SequenceNumber`.
+    #[error("a record of {label} has no valid dynamodb.SequenceNumber; cannot commit past it")]
+    NoSequenceNumber {
+        /// Where the record came from.
+        label: String,
+    },
+    /// The checkpoint could not be read or written.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+}
+
+/// A change feed the pump reads.
+#[async_trait]
+pub trait Source: Send {
+    /// What the source needs to commit a batch.
+    type Position: Send + Sync;
+
+    /// The next batch of at most `limit` records, or `None` when the source is
+    /// caught up (nothing to read right now).
+    async fn next_batch(
+        &mut self,
+        limit: usize,
+    ) -> Result<Option<Batch<Self::Position>>, SourceError>;
+
+    /// Records that the first `handled` records of `batch` (all of them when
+    /// `handled == batch.records.len()`) are archived, durably when the source
+    /// keeps a checkpoint. A restart resumes after them.
+    async fn commit(
+        &mut self,
+        batch: &Batch<Self::Position>,
+        handled: usize,
+    ) -> Result<(), SourceError>;
+
+    /// Waits, when caught up, until there may be something new: at most
+    /// `idle`, less when the source can tell.
+    async fn wait(&mut self, idle: Duration) {
+        tokio::time::sleep(idle).await;
+    }
+}
+
+/// How the pump runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// Most records per batch, 1 to [`MAX_BATCH_SIZE`].
+    pub batch_size: usize,
+    /// Stop once the source is caught up, instead of polling.
+    pub once: bool,
+    /// Hard deadline of each object write (the Lambda's function timeout).
+    pub write_timeout: Duration,
+    /// How many failed handler calls in a row a batch may take before the pump gives up.
+    pub max_attempts: u32,
+    /// Wait after the first failure; doubled after each further one.
+    pub backoff: Duration,
+    /// Longest wait between two attempts.
+    pub max_backoff: Duration,
+    /// Wait when caught up, before polling again (follow mode).
+    pub idle: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            batch_size: MAX_BATCH_SIZE,
+            once: false,
+            write_timeout: Duration::from_secs(60),
+            max_attempts: 8,
+            backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+            idle: Duration::from_secs(1),
+        }
+    }
+}
+
+impl Options {
+    /// Checks the options.
+    pub fn validate(&self) -> Result<(), PumpError> {
+        if !(1..=MAX_BATCH_SIZE).contains(&self.batch_size) {
+            return Err(PumpError::BatchSize(self.batch_size));
+        }
+        if self.max_attempts == 0 {
+            return Err(PumpError::Options("max_attempts must be at least 1".into()));
+        }
+        if self.write_timeout.is_zero() {
+            return Err(PumpError::Options(
+                "the write timeout must be more than 0".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn backoff_after(&self, failures: u32) -> Duration {
+        let factor = 1u32 << failures.saturating_sub(1).min(16);
+        self.backoff.saturating_mul(factor).min(self.max_backoff)
+    }
+}
+
+/// Why the pump stopped before its end.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PumpError {
+    /// The batch size is out of range.
+    #[error("invalid batch size {0}: it must be 1 to 1000 (the records of one GetRecords call)")]
+    BatchSize(usize),
+    /// Other options are unusable.
+    #[error("invalid pump options: {0}")]
+    Options(String),
+    /// The source failed.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// The handler failed on the same batch too many times in a row.
+    #[error(
+        "batch from {label} failed {attempts} times in a row; giving up (nothing from its first \
+         unwritten record on was committed, a restart retries it): {source}"
+    )]
+    Handler {
+        /// Where the batch came from.
+        label: String,
+        /// Attempts made.
+        attempts: u32,
+        /// The last failure.
+        #[source]
+        source: HandlerError,
+    },
+    /// The handler reported the same records as failed too many times in a row.
+    #[error(
+        "batch from {label}: the records from sequence number {sequence} on were reported failed \
+         {attempts} times in a row (their dead-letter object was not written); giving up, a \
+         restart retries them"
+    )]
+    PartialFailure {
+        /// Where the batch came from.
+        label: String,
+        /// Attempts made.
+        attempts: u32,
+        /// The first record not written.
+        sequence: String,
+    },
+}
+
+/// Ends a running pump between batches. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Stop(watch::Receiver<bool>);
+
+/// Tells the pump(s) holding the matching [`Stop`] to stop.
+#[derive(Debug)]
+pub struct StopHandle(watch::Sender<bool>);
+
+impl Stop {
+    /// A stop signal and the handle that raises it.
+    pub fn channel() -> (StopHandle, Stop) {
+        let (tx, rx) = watch::channel(false);
+        (StopHandle(tx), Stop(rx))
+    }
+
+    /// A signal that is never raised.
+    pub fn never() -> Stop {
+        Stop::channel().1
+    }
+
+    /// True once the stop was asked for.
+    pub fn is_stopped(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Resolves once the stop is asked for (never, when it cannot be any more).
+    pub async fn stopped(&mut self) {
+        if self.0.wait_for(|s| *s).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl StopHandle {
+    /// Asks the pump to stop after its current batch.
+    pub fn stop(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+/// One handler call of the pump, for progress lines.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchReport {
+    /// Where the batch came from.
+    pub source: String,
+    /// Which attempt on these records this was (1 the first).
+    pub attempt: u32,
+    /// Records committed by this call (0 when it failed).
+    pub committed: usize,
+    /// What the handler did (absent when it failed).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<Summary>,
+    /// Why the call failed, when it did (it is then retried).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What a pump run did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PumpSummary {
+    /// Batches read and committed in full.
+    pub batches: usize,
+    /// Records committed.
+    pub records: usize,
+    /// Events archived (a retried partial batch may archive some twice).
+    pub archived: usize,
+    /// Records dead-lettered.
+    pub dead_lettered: usize,
+    /// Handler calls that failed or reported failures and were retried.
+    pub retries: usize,
+    /// True when a [`Stop`] ended the run (false: caught up in `once` mode).
+    pub stopped: bool,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// The `SequenceNumber` of a stream record, if it has one.
+pub fn sequence_number_of(record: &Value) -> Option<&str> {
+    record
+        .get("dynamodb")
+        .and_then(|d| d.get("SequenceNumber"))
+        .and_then(Value::as_str)
+}
+
+/// How many records of `records` come before the one whose `SequenceNumber`
+/// is `failed`: what may be committed when the handler reports `failed` as
+/// the first failure. 0 (commit nothing) when no record has that number.
+pub fn handled_before(records: &[Value], failed: &str) -> usize {
+    records
+        .iter()
+        .position(|r| sequence_number_of(r) == Some(failed))
+        .unwrap_or(0)
+}
+
+/// Runs the pump: reads `source` batch by batch and archives each batch
+/// through [`handler::handle`] into `sink`, committing a batch only once it
+/// is written. Returns when the source is caught up (in `once` mode), when
+/// `stop` is raised (after the current batch), or on an error. `report` sees
+/// every handler call.
+pub async fn run<S>(
+    source: &mut S,
+    sink: &dyn Sink,
+    config: &Config,
+    options: &Options,
+    mut stop: Stop,
+    report: &mut (dyn FnMut(&BatchReport) + Send),
+) -> Result<PumpSummary, PumpError>
+where
+    S: Source + ?Sized,
+{
+    options.validate()?;
+    let mut summary = PumpSummary::default();
+    loop {
+        if stop.is_stopped() {
+            summary.stopped = true;
+            return Ok(summary);
+        }
+        let Some(batch) = source.next_batch(options.batch_size).await? else {
+            if options.once {
+                return Ok(summary);
+            }
+            tokio::select! {
+                _ = source.wait(options.idle) => {}
+                _ = stop.stopped() => {}
+            }
+            continue;
+        };
+        if batch.records.is_empty() {
+            source.commit(&batch, 0).await?;
+            continue;
+        }
+        let done = archive_batch(
+            source,
+            &batch,
+            sink,
+            config,
+            options,
+            &mut stop,
+            report,
+            &mut summary,
+        )
+        .await?;
+        if !done {
+            summary.stopped = true;
+            return Ok(summary);
+        }
+        summary.batches += 1;
+    }
+}
+
+/// Archives one batch; true once it is committed in full, false when a stop
+/// came while waiting to retry it (its unwritten part is then not committed).
+#[allow(clippy::too_many_arguments)]
+async fn archive_batch<S>(
+    source: &mut S,
+    batch: &Batch<S::Position>,
+    sink: &dyn Sink,
+    config: &Config,
+    options: &Options,
+    stop: &mut Stop,
+    report: &mut (dyn FnMut(&BatchReport) + Send),
+    summary: &mut PumpSummary,
+) -> Result<bool, PumpError>
+where
+    S: Source + ?Sized,
+{
+    let total = batch.records.len();
+    let mut start = 0;
+    let mut failures = 0u32;
+    while start < total {
+        let rest = &batch.records[start..];
+        let event = json!({ "Records": rest });
+        let attempt = failures + 1;
+        let result =
+            handler::handle(&event, sink, config, &now_ms, Some(options.write_timeout)).await;
+        match result {
+            Ok(s) => {
+                let handled = match s.batch_item_failures.first() {
+                    None => rest.len(),
+                    Some(failed) => handled_before(rest, failed),
+                };
+                if handled > 0 {
+                    source.commit(batch, start + handled).await?;
+                    summary.records += handled;
+                }
+                summary.archived += s.archived;
+                summary.dead_lettered += s.dead_lettered;
+                let failed = s.batch_item_failures.first().cloned();
+                report(&BatchReport {
+                    source: batch.label.clone(),
+                    attempt,
+                    committed: handled,
+                    summary: Some(s),
+                    error: None,
+                });
+                start += handled;
+                match failed {
+                    None => return Ok(true),
+                    Some(sequence) => {
+                        failures = if handled > 0 { 1 } else { failures + 1 };
+                        if failures >= options.max_attempts {
+                            return Err(PumpError::PartialFailure {
+                                label: batch.label.clone(),
+                                attempts: failures,
+                                sequence,
+                            });
+                        }
+                        tracing::warn!(source = %batch.label, sequence, "partial batch failure; retrying the rest");
+                    }
+                }
+            }
+            Err(err) => {
+                report(&BatchReport {
+                    source: batch.label.clone(),
+                    attempt,
+                    committed: 0,
+                    summary: None,
+                    error: Some(err.to_string()),
+                });
+                failures += 1;
+                if failures >= options.max_attempts {
+                    return Err(PumpError::Handler {
+                        label: batch.label.clone(),
+                        attempts: failures,
+                        source: err,
+                    });
+                }
+                tracing::warn!(source = %batch.label, attempt, error = %err, "batch failed; retrying it under a new key");
+            }
+        }
+        summary.retries += 1;
+        tokio::select! {
+            _ = tokio::time::sleep(options.backoff_after(failures)) => {}
+            _ = stop.stopped() => return Ok(false),
+        }
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests;

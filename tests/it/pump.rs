@@ -1,0 +1,231 @@
+//! The pump on the emulator: a real table's DynamoDB stream, read through the
+//! SDK, archived into S3 and into a local directory, checkpointed.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use evs_archiver::config::{Config, Location};
+use evs_archiver::encode::{decode_events, Compression};
+use evs_archiver::pump::{self, BatchReport, DynamoDbSource, Options, PumpSummary, Stop};
+use evs_archiver::sink::{LocalDir, S3Sink, Sink};
+use evs_core::{DynamoStore, EventStore, ExpectedVersion, NewEvent, StreamId};
+use evs_testkit::{unique_name, Moto};
+use serde_json::json;
+
+fn options() -> Options {
+    Options {
+        batch_size: 4,
+        once: true,
+        write_timeout: Duration::from_secs(30),
+        backoff: Duration::from_millis(50),
+        ..Options::default()
+    }
+}
+
+/// Every archived event as (stream, event id) → how many times it was archived.
+async fn archived(sink: &dyn Sink) -> BTreeMap<(String, u64), usize> {
+    let mut out = BTreeMap::new();
+    for key in sink.list("events/", None, 100_000).await.unwrap() {
+        let bytes = sink.get(&key).await.unwrap();
+        for e in decode_events(&bytes, Compression::Gzip).unwrap() {
+            *out.entry((e.event.stream_id.as_str().to_owned(), e.event.event_id))
+                .or_insert(0) += 1;
+        }
+    }
+    out
+}
+
+async fn append(store: &DynamoStore, stream: &str, names: &[&str]) {
+    let events: Vec<NewEvent> = names
+        .iter()
+        .map(|n| {
+            NewEvent::new(
+                *n,
+                json!({ "name": n, "big": 12345678901234567890123_u128 }),
+            )
+        })
+        .collect();
+    store
+        .append(
+            &StreamId::new(stream).unwrap(),
+            ExpectedVersion::Any,
+            &events,
+        )
+        .await
+        .unwrap();
+}
+
+async fn pump_once(
+    moto: &Moto,
+    arn: &str,
+    checkpoint: &Path,
+    sink: &dyn Sink,
+    config: &Config,
+) -> PumpSummary {
+    let client = evs_archiver::pump::dynamodb::client_for(&moto.sdk_config().await);
+    let mut source = DynamoDbSource::open(client, arn, Some(checkpoint.to_path_buf())).unwrap();
+    let mut reports: Vec<BatchReport> = Vec::new();
+    let summary = pump::run(
+        &mut source,
+        sink,
+        config,
+        &options(),
+        Stop::never(),
+        &mut |r: &BatchReport| reports.push(r.clone()),
+    )
+    .await
+    .unwrap();
+    assert!(reports.iter().all(|r| r.error.is_none()), "{reports:?}");
+    assert_eq!(reports.len(), summary.batches);
+    summary
+}
+
+fn temp_dir() -> PathBuf {
+    std::env::temp_dir().join(unique_name("evs-pump"))
+}
+
+fn expected(streams: &[(&str, u64)]) -> BTreeMap<(String, u64), usize> {
+    streams
+        .iter()
+        .flat_map(|(s, n)| (1..=*n).map(move |i| ((s.to_string(), i), 1)))
+        .collect()
+}
+
+#[tokio::test]
+async fn pump_archives_the_stream_once_and_resumes_from_its_checkpoint() {
+    let Some(moto) = Moto::shared() else { return };
+    let store = DynamoStore::new(moto.dynamodb().await, unique_name("pump"));
+    store.create_table().await.unwrap();
+    let arn = store
+        .stream_arn()
+        .await
+        .unwrap()
+        .expect("the table has a stream");
+
+    // Several streams; single appends and multi-event transactions.
+    append(&store, "order-1", &["Opened"]).await;
+    append(&store, "order-2", &["Opened", "Paid", "Shipped"]).await;
+    append(&store, "order-1", &["Paid"]).await;
+    append(
+        &store,
+        "cart-9",
+        &["Added", "Added", "Removed", "Added", "Paid"],
+    )
+    .await;
+    let first = expected(&[("order-1", 2), ("order-2", 3), ("cart-9", 5)]);
+
+    // Into S3.
+    let s3 = evs_archiver::sink::s3::client_for(&moto.sdk_config().await);
+    let bucket = unique_name("pump");
+    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    let s3_sink = S3Sink::new(s3, &bucket);
+    let mut s3_config = Config::local("unused");
+    s3_config.location = Location::S3 {
+        bucket: bucket.clone(),
+    };
+    // Into a local directory, with its own checkpoint.
+    let dir = temp_dir();
+    let local = LocalDir::new(dir.join("archive"));
+    let local_config = Config::local(dir.join("archive"));
+    let s3_checkpoint = dir.join("s3-checkpoint.json");
+    let local_checkpoint = dir.join("local-checkpoint.json");
+
+    for (sink, config, cp) in [
+        (&s3_sink as &dyn Sink, &s3_config, &s3_checkpoint),
+        (&local as &dyn Sink, &local_config, &local_checkpoint),
+    ] {
+        let summary = pump_once(moto, &arn, cp, sink, config).await;
+        assert_eq!(summary.records, 10, "{}", sink.location());
+        assert_eq!(summary.archived, 10);
+        assert_eq!(summary.batches, 3); // 4 + 4 + 2 records
+        assert!(!summary.stopped);
+        assert_eq!(archived(sink).await, first, "{}", sink.location());
+
+        // The checkpoint names the stream and the last record of its shard.
+        let text = std::fs::read_to_string(cp).unwrap();
+        let saved: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(saved["streamArn"], json!(arn));
+        let shards = saved["shards"].as_object().unwrap();
+        assert_eq!(shards.len(), 1, "moto has a single shard: {text}");
+
+        // Again from the checkpoint: nothing new, nothing written.
+        let keys_before = sink.list("events/", None, 1000).await.unwrap();
+        let again = pump_once(moto, &arn, cp, sink, config).await;
+        assert_eq!(again, PumpSummary::default());
+        assert_eq!(sink.list("events/", None, 1000).await.unwrap(), keys_before);
+    }
+
+    // More events: a resumed pump archives only them.
+    append(&store, "order-2", &["Delivered"]).await;
+    append(&store, "order-3", &["Opened", "Cancelled"]).await;
+    let mut all = first.clone();
+    all.extend(expected(&[("order-2", 4), ("order-3", 2)]));
+    for (sink, config, cp) in [
+        (&s3_sink as &dyn Sink, &s3_config, &s3_checkpoint),
+        (&local as &dyn Sink, &local_config, &local_checkpoint),
+    ] {
+        let summary = pump_once(moto, &arn, cp, sink, config).await;
+        assert_eq!((summary.records, summary.batches), (3, 1));
+        assert_eq!(archived(sink).await, all, "{}", sink.location());
+    }
+
+    // A checkpoint of this stream is refused for another table's stream.
+    let other = DynamoStore::new(moto.dynamodb().await, unique_name("pump-other"));
+    other.create_table().await.unwrap();
+    let other_arn = other.stream_arn().await.unwrap().unwrap();
+    let client = evs_archiver::pump::dynamodb::client_for(&moto.sdk_config().await);
+    let err = DynamoDbSource::open(client, &other_arn, Some(s3_checkpoint.clone())).unwrap_err();
+    assert!(err.to_string().contains("belongs to stream"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn follow_mode_archives_appends_as_they_come_and_stops_cleanly() {
+    let Some(moto) = Moto::shared() else { return };
+    let store = DynamoStore::new(moto.dynamodb().await, unique_name("pump-follow"));
+    store.create_table().await.unwrap();
+    let arn = store.stream_arn().await.unwrap().unwrap();
+    let dir = temp_dir();
+    let sink = LocalDir::new(dir.join("archive"));
+    let config = Config::local(dir.join("archive"));
+    let client = evs_archiver::pump::dynamodb::client_for(&moto.sdk_config().await);
+    let mut source = DynamoDbSource::open(client, &arn, Some(dir.join("cp.json"))).unwrap();
+    let (handle, stop) = Stop::channel();
+    let pump = {
+        let sink = sink.clone();
+        tokio::spawn(async move {
+            let options = Options {
+                once: false,
+                idle: Duration::from_millis(100),
+                ..options()
+            };
+            pump::run(
+                &mut source,
+                &sink,
+                &config,
+                &options,
+                stop,
+                &mut |_: &BatchReport| {},
+            )
+            .await
+        })
+    };
+    append(&store, "live-1", &["A", "B"]).await;
+    append(&store, "live-2", &["C"]).await;
+    let want = expected(&[("live-1", 2), ("live-2", 1)]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while archived(&sink).await != want {
+        assert!(std::time::Instant::now() < deadline, "not archived in time");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    handle.stop();
+    let summary = tokio::time::timeout(Duration::from_secs(30), pump)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(summary.stopped);
+    assert_eq!(summary.records, 3);
+    let _ = std::fs::remove_dir_all(&dir);
+}
