@@ -20,8 +20,16 @@
 //! and the missing id, and a back-fill from the "table" completes the replay.
 //!
 //! A third property follows a growing archive with [`Frontier`] and checks no
-//! object is ever skipped. Each property runs 10,000 cases (`make test`);
-//! `PROPTEST_CASES` sets another count (`make soak` runs 100,000).
+//! object is ever skipped. Each of these runs 10,000 cases (`make test`).
+//!
+//! A fourth runs the real [`evs_replay::Replayer`] (listing in small pages,
+//! read-ahead, follow mode, checkpoints through JSON) on the same scenarios
+//! over an in-memory bucket in which each object appears at a random moment
+//! within the archiver timeout of its seal time: sometimes a plain replay
+//! first, then following; restarts at random steps; a reader that wakes
+//! early. Every archived event is delivered exactly once, in order, and no
+//! checkpoint cursor is ever past the settled frontier. 1,000 cases.
+//! `PROPTEST_CASES` sets another count for all (`make soak` runs 100,000).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -378,5 +386,255 @@ proptest! {
         }
         let all: Vec<String> = objects.iter().map(|o| o.0.clone()).collect();
         prop_assert_eq!(consumed, all);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The real `Replayer` (listing, read-ahead, follow mode, checkpoints) on the
+// same scenarios, with objects appearing over time.
+
+mod growing {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicI64, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use async_trait::async_trait;
+    use evs_archiver::encode::Compression;
+    use evs_archiver::key::{ArchiveKey, Prefix, Suffix};
+    use evs_archiver::record::SequenceNumber;
+    use evs_archiver::sink::{Object, Sink, SinkError};
+    use evs_replay::{Archive, Checkpoint, Frontier, ReplayOptions, Replayer, Step};
+
+    /// A bucket in memory: `list` has `ListObjectsV2`'s semantics.
+    #[derive(Debug, Default)]
+    pub struct MemorySink(Mutex<BTreeMap<String, Vec<u8>>>);
+
+    impl MemorySink {
+        pub fn insert(&self, key: String, body: Vec<u8>) {
+            if let Ok(mut objects) = self.0.lock() {
+                objects.insert(key, body);
+            }
+        }
+    }
+
+    #[async_trait]
+    impl Sink for MemorySink {
+        async fn put(&self, key: &str, object: &Object) -> Result<(), SinkError> {
+            self.insert(key.to_owned(), object.bytes.clone());
+            Ok(())
+        }
+
+        async fn get(&self, key: &str) -> Result<Vec<u8>, SinkError> {
+            let objects = self.0.lock().map_err(|_| SinkError::NotFound {
+                key: key.to_owned(),
+            })?;
+            objects
+                .get(key)
+                .cloned()
+                .ok_or_else(|| SinkError::NotFound {
+                    key: key.to_owned(),
+                })
+        }
+
+        async fn list(
+            &self,
+            prefix: &str,
+            start_after: Option<&str>,
+            limit: usize,
+        ) -> Result<Vec<String>, SinkError> {
+            let objects = self.0.lock().map_err(|_| SinkError::NotFound {
+                key: prefix.to_owned(),
+            })?;
+            Ok(objects
+                .keys()
+                .filter(|k| k.starts_with(prefix) && start_after.is_none_or(|s| k.as_str() > s))
+                .take(limit)
+                .cloned()
+                .collect())
+        }
+
+        fn location(&self) -> String {
+            "memory://".to_owned()
+        }
+    }
+
+    /// 2026-01-01T00:00:00Z.
+    pub const T0: i64 = 1_767_225_600_000;
+
+    pub struct Run {
+        /// Every stream's delivered ids, in delivery order.
+        pub delivered: BTreeMap<String, Vec<u64>>,
+        pub gaps: usize,
+        /// Checkpoint cursors that were past the settled frontier.
+        pub cursor_violations: Vec<String>,
+    }
+
+    /// Replays `objects` (key order; seal times relative to `T0`) while they
+    /// appear one by one within `timeout` of their seal time; the replay
+    /// starts at a random moment, maybe first without following, and
+    /// restarts from checkpoints at random steps.
+    pub fn run(objects: &[super::Object], rng: &mut super::Rng) -> Run {
+        let timeout = 1 + rng.below(1_000) as i64;
+        let margin = rng.below(100) as i64;
+        let frontier = Frontier::new(timeout, margin);
+        let prefix = Prefix::new("events/").unwrap_or_else(|_| Prefix::root());
+        let mut pending: Vec<(i64, String, Vec<u8>)> = Vec::new();
+        let mut last_seal = T0;
+        for (i, object) in objects.iter().enumerate() {
+            let sealed = T0 + object.pos.sealed_at_ms;
+            last_seal = last_seal.max(sealed);
+            let sequence = SequenceNumber::new(format!("{:021}", i + 1)).ok();
+            let suffix = Suffix::new(sequence, uuid::Uuid::from_u128(u128::from(rng.next())));
+            let key = ArchiveKey::new(&prefix, sealed, &suffix, Compression::None).unwrap();
+            let mut body = String::new();
+            for line in &object.lines {
+                body.push_str(line.line.get());
+                body.push('\n');
+            }
+            let appears = sealed + rng.below(timeout as u64 + 1) as i64;
+            pending.push((appears, key.as_str().to_owned(), body.into_bytes()));
+        }
+        pending.sort_by_key(|p| p.0);
+        pending.reverse(); // pop() yields the next to appear
+
+        let sink = Arc::new(MemorySink::default());
+        let now = Arc::new(AtomicI64::new(T0 + rng.below(2_500) as i64));
+        let clock: evs_core::Clock = {
+            let now = Arc::clone(&now);
+            Arc::new(move || now.load(Ordering::SeqCst))
+        };
+        let publish = |pending: &mut Vec<(i64, String, Vec<u8>)>| {
+            let t = now.load(Ordering::SeqCst);
+            while pending.last().is_some_and(|p| p.0 <= t) {
+                if let Some((_, key, body)) = pending.pop() {
+                    sink.insert(key, body);
+                }
+            }
+        };
+        let options = |follow: bool, rng: &mut super::Rng| ReplayOptions {
+            follow,
+            frontier,
+            page_size: 1 + rng.index(4),
+            read_ahead: 1 + rng.index(3),
+            poll_ms: 1 + rng.below(300) as i64,
+            ..ReplayOptions::default()
+        };
+        let archive = || Archive::new(sink.clone(), prefix.clone());
+        let done_at = last_seal + timeout + margin + 1;
+
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let mut delivered: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+            let mut cursor_violations = Vec::new();
+            let mut keep = |events: Vec<evs_replay::ReplayEvent>| {
+                for e in events {
+                    delivered.entry(e.stream_id).or_default().push(e.event_id);
+                }
+            };
+            publish(&mut pending);
+            // Maybe a replay of what is there now, without following.
+            let mut checkpoint: Option<Checkpoint> = None;
+            if rng.chance(50) {
+                let mut replayer = Replayer::new(archive(), options(false, rng), clock.clone());
+                loop {
+                    match replayer.next().await.unwrap() {
+                        Step::Object { events, .. } | Step::Backfill { events, .. } => keep(events),
+                        Step::End | Step::Idle { .. } => break,
+                    }
+                }
+                checkpoint = Some(replayer.checkpoint());
+            }
+            let resume = |checkpoint: Option<Checkpoint>, rng: &mut super::Rng| match checkpoint {
+                Some(c) => {
+                    let json = c.to_json().unwrap();
+                    let c = Checkpoint::from_json(&json).unwrap();
+                    Replayer::resume(archive(), c, options(true, rng), clock.clone()).unwrap()
+                }
+                None => Replayer::new(archive(), options(true, rng), clock.clone()),
+            };
+            let mut replayer = resume(checkpoint, rng);
+            let mut idle_after_done = 0;
+            for _ in 0..100_000 {
+                let t = now.load(Ordering::SeqCst);
+                let cp = replayer.checkpoint();
+                if let Some(cursor) = &cp.cursor {
+                    let sealed = ArchiveKey::parse(cursor)
+                        .map(|k| k.sealed_at_ms())
+                        .unwrap_or(i64::MAX);
+                    if !frontier.is_settled(t, sealed) {
+                        cursor_violations.push(cursor.clone());
+                    }
+                }
+                if rng.chance(3) {
+                    replayer = resume(Some(cp), rng);
+                }
+                match replayer.next().await.unwrap() {
+                    Step::Object { events, .. } | Step::Backfill { events, .. } => {
+                        keep(events);
+                        now.fetch_add(rng.below(40) as i64, Ordering::SeqCst);
+                    }
+                    Step::Idle { until_ms } => {
+                        if t >= done_at && pending.is_empty() {
+                            idle_after_done += 1;
+                            if idle_after_done >= 2 {
+                                break;
+                            }
+                        }
+                        // Wake at the time asked, or earlier.
+                        let wake = t + rng.below((until_ms - t).max(1) as u64 + 1) as i64;
+                        now.store(wake.max(t + 1), Ordering::SeqCst);
+                    }
+                    Step::End => unreachable!("following never ends"),
+                }
+                publish(&mut pending);
+            }
+            Run {
+                delivered,
+                gaps: replayer.gaps().len(),
+                cursor_violations,
+            }
+        })
+    }
+}
+
+/// 1,000 cases unless `PROPTEST_CASES` says otherwise (each one runs the
+/// real replayer with its own runtime).
+fn io_config() -> ProptestConfig {
+    let mut config = ProptestConfig::default();
+    if std::env::var_os("PROPTEST_CASES").is_none() {
+        config.cases = 1_000;
+    }
+    config
+}
+
+proptest! {
+    #![proptest_config(io_config())]
+
+    #[test]
+    fn the_replayer_on_a_growing_archive_delivers_every_event_once_in_order(seed in any::<u64>()) {
+        let mut rng = Rng(fastrand::Rng::with_seed(seed));
+        let sc = scenario(&mut rng);
+        let run = growing::run(&sc.objects, &mut rng);
+        // Every archived event reaches the archive eventually here, so all
+        // are delivered: exactly once, in order, history into live.
+        let archived: BTreeMap<String, u64> = sc
+            .objects
+            .iter()
+            .flat_map(|o| o.lines.iter())
+            .fold(BTreeMap::new(), |mut m, e| {
+                let last = m.entry(e.stream_id.clone()).or_insert(0);
+                *last = (*last).max(e.event_id);
+                m
+            });
+        for (stream, &last) in &archived {
+            let want: Vec<u64> = (1..=last).collect();
+            prop_assert_eq!(run.delivered.get(stream).cloned().unwrap_or_default(), want, "stream {}", stream);
+        }
+        prop_assert_eq!(run.delivered.len(), archived.len());
+        prop_assert_eq!(run.gaps, 0);
+        prop_assert!(run.cursor_violations.is_empty(), "{:?}", run.cursor_violations);
     }
 }
