@@ -539,11 +539,10 @@ mod growing {
             let mut checkpoint: Option<Checkpoint> = None;
             if rng.chance(50) {
                 let mut replayer = Replayer::new(archive(), options(false, rng), clock.clone());
-                loop {
-                    match replayer.next().await.unwrap() {
-                        Step::Object { events, .. } | Step::Backfill { events, .. } => keep(events),
-                        Step::End | Step::Idle { .. } => break,
-                    }
+                while let Step::Object { events, .. } | Step::Backfill { events, .. } =
+                    replayer.next().await.unwrap()
+                {
+                    keep(events);
                 }
                 checkpoint = Some(replayer.checkpoint());
             }
