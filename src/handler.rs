@@ -214,6 +214,9 @@ async fn archive(
                 match dead.first().and_then(|d| d.sequence_number()) {
                     Some(seq) => {
                         tracing::error!(error = %err, "dead-letter object not written; reporting a partial batch failure");
+                        // Not written, so not dead-lettered: the mapping
+                        // delivers these records again.
+                        summary.dead_lettered = 0;
                         summary.batch_item_failures.push(seq.to_string());
                     }
                     None => return Err(err),

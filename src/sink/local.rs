@@ -75,6 +75,32 @@ impl Drop for Cancel {
     }
 }
 
+/// `create_dir_all`, then each directory it created is synced through its
+/// parent, so that a crash cannot lose the path to an object that `put`
+/// reported durable.
+fn create_dirs_durably(dir: &Path) -> Result<(), SinkError> {
+    let mut missing = Vec::new();
+    let mut probe = Some(dir);
+    while let Some(d) = probe {
+        if d.as_os_str().is_empty() || d.is_dir() {
+            break;
+        }
+        missing.push(d);
+        probe = d.parent();
+    }
+    std::fs::create_dir_all(dir).map_err(|e| io("creating directory", dir, e))?;
+    for created in missing {
+        let parent = match created.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        if let Ok(d) = std::fs::File::open(parent) {
+            d.sync_all().map_err(|e| io("syncing directory", parent, e))?;
+        }
+    }
+    Ok(())
+}
+
 fn put_blocking(
     path: &Path,
     key: &str,
@@ -82,7 +108,7 @@ fn put_blocking(
     cancelled: &AtomicBool,
 ) -> Result<(), SinkError> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| io("creating directory", dir, e))?;
+    create_dirs_durably(dir)?;
     let tmp = dir.join(format!("{TEMP_PREFIX}{}", uuid::Uuid::new_v4().simple()));
     let result = (|| {
         let mut file = std::fs::File::create_new(&tmp).map_err(|e| io("creating", &tmp, e))?;
