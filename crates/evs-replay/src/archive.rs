@@ -58,18 +58,56 @@ pub struct Archive {
     prefix: Prefix,
 }
 
+/// One listed key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listed {
+    /// An events object of the archive prefix.
+    Object(ArchiveKey),
+    /// Any other key under the prefix (a stray file, a nested prefix, a dead
+    /// letter under an overlapping prefix): not read.
+    Other(String),
+}
+
+impl Listed {
+    /// The key.
+    pub fn key(&self) -> &str {
+        match self {
+            Listed::Object(key) => key.as_str(),
+            Listed::Other(key) => key,
+        }
+    }
+}
+
 /// One page of a listing.
 #[derive(Debug, Clone, Default)]
 pub struct Listing {
-    /// The events keys of the page, in key order.
-    pub keys: Vec<ArchiveKey>,
-    /// The last key the page listed (events key or not): the `StartAfter` of
-    /// the next page. `None` when the page was empty.
-    pub last_listed: Option<String>,
-    /// Keys under the prefix that are not events keys of it (skipped).
-    pub skipped: Vec<String>,
+    /// Every key of the page, in key order.
+    pub entries: Vec<Listed>,
     /// Whether the listing returned a full page (more may follow at once).
     pub full: bool,
+}
+
+impl Listing {
+    /// The events keys of the page, in key order.
+    pub fn objects(&self) -> impl Iterator<Item = &ArchiveKey> {
+        self.entries.iter().filter_map(|e| match e {
+            Listed::Object(key) => Some(key),
+            Listed::Other(_) => None,
+        })
+    }
+
+    /// The keys that are not events keys of the prefix.
+    pub fn others(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().filter_map(|e| match e {
+            Listed::Object(_) => None,
+            Listed::Other(key) => Some(key.as_str()),
+        })
+    }
+
+    /// The last key listed (the next page's `StartAfter`).
+    pub fn last(&self) -> Option<&str> {
+        self.entries.last().map(Listed::key)
+    }
 }
 
 /// An object read from the archive.
@@ -117,18 +155,15 @@ impl Archive {
             .sink
             .list(self.prefix.as_str(), start_after, limit)
             .await?;
-        let mut listing = Listing {
-            full: raw.len() >= limit,
-            last_listed: raw.last().cloned(),
-            ..Listing::default()
-        };
-        for key in raw {
-            match ArchiveKey::parse(&key) {
-                Ok(parsed) if parsed.prefix() == self.prefix.as_str() => listing.keys.push(parsed),
-                _ => listing.skipped.push(key),
-            }
-        }
-        Ok(listing)
+        let full = raw.len() >= limit;
+        let entries = raw
+            .into_iter()
+            .map(|key| match ArchiveKey::parse(&key) {
+                Ok(parsed) if parsed.prefix() == self.prefix.as_str() => Listed::Object(parsed),
+                _ => Listed::Other(key),
+            })
+            .collect();
+        Ok(Listing { entries, full })
     }
 
     /// Fetches and decodes one object (decoding runs on a blocking thread).
@@ -230,10 +265,15 @@ impl Prefetch {
     }
 
     /// The next object in queue order; `None` when nothing is queued.
+    ///
+    /// Cancel-safe: the object leaves the queue only once it is handed back,
+    /// so a call dropped while it waits loses nothing.
     pub async fn next(&mut self) -> Option<Result<ArchiveObject, ArchiveError>> {
         self.start();
-        let (key, task) = self.running.pop_front()?;
-        let result = match task.await {
+        let (_, task) = self.running.front_mut()?;
+        let joined = task.await;
+        let (key, _) = self.running.pop_front()?;
+        let result = match joined {
             Ok(result) => result,
             Err(e) => Err(ArchiveError::Task {
                 key,

@@ -39,6 +39,11 @@ pub struct HeldEvent {
 pub struct Checkpoint {
     /// [`CHECKPOINT_FORMAT`].
     pub format: u32,
+    /// The replay started in the middle of the archive (`--since`): streams
+    /// start at their first event seen
+    /// ([`crate::SequencerConfig::start_at_first_seen`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub start_at_first_seen: bool,
     /// The last fully consumed key; `None` before the first object.
     pub cursor: Option<String>,
     /// Each stream's last delivered event id.

@@ -73,7 +73,7 @@ pub mod replayer;
 mod sequencer;
 pub mod verify;
 
-pub use archive::{Archive, ArchiveError, ArchiveObject};
+pub use archive::{Archive, ArchiveError, ArchiveObject, Listed, Listing};
 pub use checkpoint::{Checkpoint, CheckpointError, HeldEvent, CHECKPOINT_FORMAT};
 pub use event::{ArchivePosition, EventError, ReplayEvent};
 pub use frontier::{Frontier, DEFAULT_MARGIN_MS};

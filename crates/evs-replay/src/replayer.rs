@@ -20,12 +20,30 @@
 //! younger objects — their events are duplicates by then and are dropped —
 //! and so still sees an object that was sealed earlier but landed later.
 //!
+//! A key under the prefix that is not an events key (a stray file, a nested
+//! prefix) is skipped, but it moves the cursor only when it sorts before
+//! every key an object sealed at the frontier could have.
+//!
 //! Gaps: with a table ([`Replayer::with_table`]), a stream whose next event
-//! is missing is read from the table (the source of truth) and its held
-//! events released: at the end of the archive (no follow), when a gap has
-//! been visible longer than [`ReplayOptions::gap_bound_ms`] (follow), or when
-//! a stream's hold-back buffer is full. Without a table the gaps stay
-//! reported by [`Replayer::gaps`] and the held events wait.
+//! is missing has exactly its missing events read from the table (the source
+//! of truth) and its held events released: at the end of the archive (no
+//! follow); in follow mode once the gap has been visible for
+//! [`ReplayOptions::gap_bound_ms`] by the *archive's* clock (the newest seal
+//! time read while catching up, the settled frontier once caught up), so
+//! that an ordinary reordering between shards, resolved by the next object,
+//! costs no table read; and when a stream's hold-back buffer is full.
+//! Without a table the gaps stay reported by [`Replayer::gaps`] and the held
+//! events wait.
+//!
+//! `--since` ([`ReplayOptions::since_ms`]) starts in the middle of the
+//! archive: each stream starts at its first event read there
+//! ([`SequencerConfig::start_at_first_seen`]), and nothing before it is
+//! back-filled.
+//!
+//! Failure: after an error, or a call dropped half-way through an object,
+//! the replayer refuses to go on (and to checkpoint); resume from the last
+//! saved checkpoint. A call dropped while it waits for a listing or a fetch
+//! loses nothing.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -34,7 +52,7 @@ use evs_archiver::key::{self, ArchiveKey};
 use evs_core::{Clock, EventStore, ReadRequest, StreamId};
 
 use crate::archive::{
-    Archive, ArchiveError, ArchiveObject, Prefetch, DEFAULT_PAGE_SIZE, DEFAULT_READ_AHEAD,
+    Archive, ArchiveError, ArchiveObject, Listed, Prefetch, DEFAULT_PAGE_SIZE, DEFAULT_READ_AHEAD,
 };
 use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::event::ReplayEvent;
@@ -135,6 +153,10 @@ pub enum ReplayError {
         /// The archive's prefix.
         prefix: String,
     },
+    /// An earlier call failed or was cancelled half-way: the replayer's
+    /// state is not trustworthy; resume from the last saved checkpoint.
+    #[error("the replay cannot go on after an earlier failure ({0}); resume from the last saved checkpoint")]
+    Poisoned(String),
     /// A back-fill read from the table failed.
     #[error("back-filling stream {stream_id:?} from the table: {source}")]
     Table {
@@ -157,6 +179,9 @@ pub struct ReplayStats {
     pub delivered: u64,
     /// Lines dropped as duplicates.
     pub duplicates: u64,
+    /// Lines not delivered because they are older than their stream's first
+    /// event after `--since`.
+    pub before_start: u64,
     /// Events delivered from the table.
     pub backfilled: u64,
     /// Bytes read as stored (compressed).
@@ -188,6 +213,16 @@ pub struct Replayer {
     settled_cursor: Option<String>,
     /// Not following: a key was unsettled when listed.
     unsettled_seen: bool,
+    /// Follow mode: when the first unsettled key of the last listing settles.
+    next_settle: Option<i64>,
+    /// The newest seal time consumed: the archive's clock while catching up.
+    archive_time: i64,
+    /// Keys that are not events keys, warned about once each.
+    warned_keys: BTreeSet<String>,
+    /// Why the replayer refuses to go on (an error, see [`Replayer::next`]).
+    poisoned: Option<String>,
+    /// An object is being consumed (set across the awaits of `consume`).
+    consuming: bool,
     /// Gaps to back-fill, and those tried already (stream, expected).
     to_fill: VecDeque<Gap>,
     filled: BTreeSet<(String, u64)>,
@@ -211,7 +246,12 @@ impl Replayer {
         let start = options
             .since_ms
             .map(|ms| key::start_after_for(archive.prefix(), ms));
-        let sequencer = Sequencer::with_versions(options.sequencer, None, []);
+        let config = SequencerConfig {
+            start_at_first_seen: options.sequencer.start_at_first_seen
+                || options.since_ms.is_some(),
+            ..options.sequencer
+        };
+        let sequencer = Sequencer::with_versions(config, None, []);
         Self::build(archive, options, clock, sequencer, start)
     }
 
@@ -272,6 +312,11 @@ impl Replayer {
             list_after: start,
             listed_to_end: false,
             unsettled_seen: false,
+            next_settle: None,
+            archive_time: i64::MIN,
+            warned_keys: BTreeSet::new(),
+            poisoned: None,
+            consuming: false,
             queued: VecDeque::new(),
             to_fill: VecDeque::new(),
             filled: BTreeSet::new(),
@@ -302,18 +347,62 @@ impl Replayer {
 
     /// The state to persist after the events returned so far are handled.
     /// Its cursor is the last consumed object that was settled (see the
-    /// module docs).
-    pub fn checkpoint(&self) -> Checkpoint {
+    /// module docs). Refused after a failed or cancelled [`Replayer::next`]:
+    /// the state may then hold effects of a half-consumed object.
+    pub fn checkpoint(&self) -> Result<Checkpoint, ReplayError> {
+        self.usable()?;
         let mut checkpoint = self.sequencer.checkpoint();
         checkpoint.cursor = self.settled_cursor.clone();
-        checkpoint
+        Ok(checkpoint)
+    }
+
+    /// Events not delivered because they are older than their stream's
+    /// first event after [`ReplayOptions::since_ms`].
+    pub fn before_start(&self) -> u64 {
+        self.sequencer.before_start()
+    }
+
+    fn usable(&self) -> Result<(), ReplayError> {
+        if let Some(reason) = &self.poisoned {
+            return Err(ReplayError::Poisoned(reason.clone()));
+        }
+        if self.consuming {
+            return Err(ReplayError::Poisoned(
+                "a call of next() was dropped while an object was half consumed".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// The next step of the replay.
+    ///
+    /// After an error, or after a call that was dropped before it finished
+    /// (a timeout around it) while an object was half consumed, the replayer
+    /// refuses every further call and checkpoint: start again from the last
+    /// checkpoint that was saved. A call dropped while it waits for a listing
+    /// or a fetch loses nothing.
     pub async fn next(&mut self) -> Result<Step, ReplayError> {
+        if let Err(e) = self.usable() {
+            if self.poisoned.is_none() {
+                self.poisoned = Some(e.to_string());
+            }
+            return Err(e);
+        }
+        match self.step().await {
+            Ok(step) => Ok(step),
+            Err(e) => {
+                self.poisoned = Some(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    async fn step(&mut self) -> Result<Step, ReplayError> {
         loop {
-            if let Some(gap) = self.to_fill.pop_front() {
-                if let Some(step) = self.backfill(&gap).await? {
+            if let Some(gap) = self.to_fill.front().cloned() {
+                let step = self.backfill(&gap).await?;
+                self.to_fill.pop_front();
+                if let Some(step) = step {
                     return Ok(step);
                 }
                 continue;
@@ -331,13 +420,17 @@ impl Replayer {
             // Listed to the end and everything read.
             if self.options.follow {
                 self.listed_to_end = false;
-                self.queue_overdue_gaps();
+                let now = (self.clock)();
+                // Caught up: every object sealed before the settled frontier
+                // has been read, so that is the archive's clock now.
+                self.queue_overdue_gaps(self.options.frontier.settled(now));
                 if !self.to_fill.is_empty() {
                     continue;
                 }
-                let now = (self.clock)();
+                let poll = now.saturating_add(self.options.poll_ms);
+                let until = self.next_settle.map_or(poll, |s| s.min(poll));
                 return Ok(Step::Idle {
-                    until_ms: now.saturating_add(self.options.poll_ms),
+                    until_ms: until.max(now.saturating_add(1)),
                 });
             }
             if self.table.is_some() {
@@ -365,62 +458,82 @@ impl Replayer {
             .archive
             .list(self.list_after.as_deref(), self.options.page_size)
             .await?;
-        self.stats.skipped_keys += listing.skipped.len() as u64;
-        for key in &listing.skipped {
-            tracing::warn!(key = %key, "not an events key of the archive prefix; skipped");
+        for key in listing.others() {
+            if self.warned_keys.insert(key.to_owned()) {
+                self.stats.skipped_keys += 1;
+                tracing::warn!(key = %key, "not an events key of the archive prefix; skipped");
+            }
         }
         let frontier = self.options.frontier;
-        let settled = frontier.consumable(now, listing.keys.iter().map(ArchiveKey::sealed_at_ms));
+        // Every events key sealed before the frontier sorts before this
+        // string, every one sealed at or after it after: a key that is not
+        // an events key is settled when it sorts before it (no object that
+        // can still appear sorts before it).
+        let boundary = key::start_after_for(self.archive.prefix(), frontier.settled(now));
+        let is_settled = |entry: &Listed| match entry {
+            Listed::Object(key) => frontier.is_settled(now, key.sealed_at_ms()),
+            Listed::Other(key) => key.as_str() < boundary.as_str(),
+        };
+        let settled = listing.entries.iter().take_while(|e| is_settled(e)).count();
+        let full = listing.full;
+        let all_settled = settled == listing.entries.len();
         if self.options.follow {
-            let all_settled = settled == listing.keys.len();
-            let first_unsettled = listing.keys.get(settled).map(ArchiveKey::sealed_at_ms);
-            let take: Vec<ArchiveKey> = listing.keys.into_iter().take(settled).collect();
-            if all_settled {
-                // Skipped keys past the last events key are consumed too.
-                self.list_after = listing.last_listed.or(self.list_after.take());
-                self.listed_to_end = !listing.full;
-            } else {
-                if let Some(last) = take.last() {
-                    self.list_after = Some(last.as_str().to_owned());
-                }
-                self.listed_to_end = true;
+            self.next_settle = match listing.entries.get(settled) {
+                Some(Listed::Object(key)) => Some(frontier.settles_at(key.sealed_at_ms())),
+                _ => None,
+            };
+            let taken: Vec<Listed> = listing.entries.into_iter().take(settled).collect();
+            if let Some(last) = taken.last() {
+                // Never past the frontier: only settled keys move the cursor.
+                self.list_after = Some(last.key().to_owned());
             }
-            if take.is_empty() && self.prefetch.is_empty() {
-                if self.listed_to_end {
-                    self.queue_overdue_gaps();
-                    if !self.to_fill.is_empty() {
-                        self.listed_to_end = false;
-                        return Ok(None);
-                    }
-                    let poll = now.saturating_add(self.options.poll_ms);
-                    let until = first_unsettled.map_or(poll, |s| frontier.settles_at(s).min(poll));
-                    self.listed_to_end = false;
-                    return Ok(Some(Step::Idle {
-                        until_ms: until.max(now.saturating_add(1)),
-                    }));
+            self.listed_to_end = !(all_settled && full);
+            let objects: Vec<ArchiveKey> = taken
+                .into_iter()
+                .filter_map(|e| match e {
+                    Listed::Object(key) => Some(key),
+                    Listed::Other(_) => None,
+                })
+                .collect();
+            if objects.is_empty() && self.prefetch.is_empty() && self.listed_to_end {
+                self.queue_overdue_gaps(frontier.settled(now));
+                self.listed_to_end = false;
+                if !self.to_fill.is_empty() {
+                    return Ok(None);
                 }
-                return Ok(None);
+                let poll = now.saturating_add(self.options.poll_ms);
+                let until = self.next_settle.map_or(poll, |s| s.min(poll));
+                return Ok(Some(Step::Idle {
+                    until_ms: until.max(now.saturating_add(1)),
+                }));
             }
-            self.queued.extend(std::iter::repeat_n(true, take.len()));
-            self.prefetch.extend(take);
+            self.queued.extend(std::iter::repeat_n(true, objects.len()));
+            self.prefetch.extend(objects);
         } else {
-            self.list_after = listing.last_listed.or(self.list_after.take());
-            self.listed_to_end = !listing.full;
-            for i in 0..listing.keys.len() {
+            if let Some(last) = listing.last() {
+                self.list_after = Some(last.to_owned());
+            }
+            self.listed_to_end = !full;
+            let mut objects = Vec::new();
+            for (i, entry) in listing.entries.into_iter().enumerate() {
                 // Once a key was unsettled when listed, no later key counts
                 // as settled: the range before it was listed too early.
                 if i >= settled {
                     self.unsettled_seen = true;
                 }
-                self.queued.push_back(!self.unsettled_seen);
+                if let Listed::Object(key) = entry {
+                    self.queued.push_back(!self.unsettled_seen);
+                    objects.push(key);
+                }
             }
-            self.prefetch.extend(listing.keys);
+            self.prefetch.extend(objects);
         }
         Ok(None)
     }
 
     /// Feeds one object to the sequencer and marks it consumed.
     async fn consume(&mut self, object: ArchiveObject, settled: bool) -> Result<Step, ReplayError> {
+        self.consuming = true;
         let at = object.position;
         let mut out = Vec::new();
         let capacity = self.options.sequencer.max_held_per_stream.max(1);
@@ -442,21 +555,25 @@ impl Replayer {
                     self.fill_from_table(&gap, &mut out).await?;
                 }
             }
-            if self.sequencer.push(&at, event, &mut out)? == Offer::Duplicate {
-                self.stats.duplicates += 1;
+            match self.sequencer.push(&at, event, &mut out)? {
+                Offer::Duplicate => self.stats.duplicates += 1,
+                Offer::BeforeStart => self.stats.before_start += 1,
+                Offer::Delivered { .. } | Offer::Held => {}
             }
         }
         self.sequencer.finish_object(&at)?;
+        self.consuming = false;
         if settled {
             self.settled_cursor = Some(at.key.clone());
         }
+        self.archive_time = self.archive_time.max(at.sealed_at_ms);
         self.stats.objects += 1;
         self.stats.stored_bytes += object.stored_bytes as u64;
         self.stats.bytes += object.bytes as u64;
         self.stats.delivered += out.len() as u64;
         self.stats.position = Some(at.key.clone());
         if self.options.follow {
-            self.queue_overdue_gaps();
+            self.queue_overdue_gaps(self.archive_time);
         }
         Ok(Step::Object {
             key: at.key,
@@ -464,13 +581,18 @@ impl Replayer {
         })
     }
 
-    /// Follow mode: queues the gaps visible for longer than the bound.
-    fn queue_overdue_gaps(&mut self) {
+    /// Follow mode: queues the gaps visible for longer than the bound, by
+    /// the archive's clock (`archive_now`: the newest seal time known to
+    /// have been read up to), never the reader's, so that catching up on
+    /// history does not back-fill every reordering.
+    fn queue_overdue_gaps(&mut self, archive_now: i64) {
         if self.table.is_none() {
             return;
         }
-        let now = (self.clock)();
-        for gap in self.sequencer.overdue_gaps(now, self.options.gap_bound_ms) {
+        for gap in self
+            .sequencer
+            .overdue_gaps(archive_now, self.options.gap_bound_ms)
+        {
             let tried = (gap.stream_id.clone(), gap.expected);
             if !self.filled.contains(&tried) && !self.to_fill.iter().any(|g| g == &gap) {
                 self.to_fill.push_back(gap);
@@ -482,6 +604,7 @@ impl Replayer {
     async fn backfill(&mut self, gap: &Gap) -> Result<Option<Step>, ReplayError> {
         let mut out = Vec::new();
         self.fill_from_table(gap, &mut out).await?;
+        self.stats.delivered += out.len() as u64;
         if out.is_empty() {
             return Ok(None);
         }
@@ -491,8 +614,9 @@ impl Replayer {
         }))
     }
 
-    /// Reads the stream from the gap's expected event on from the table and
-    /// hands it to the sequencer.
+    /// Reads the gap's missing events from the table and hands them to the
+    /// sequencer, which releases the held events they unblock. Cancel-safe
+    /// up to the read; what follows does not wait.
     async fn fill_from_table(
         &mut self,
         gap: &Gap,
@@ -501,16 +625,18 @@ impl Replayer {
         let Some(table) = &self.table else {
             return Ok(());
         };
-        self.filled.insert((gap.stream_id.clone(), gap.expected));
         let table_error = |source| ReplayError::Table {
             stream_id: gap.stream_id.clone(),
             source,
         };
         let stream = StreamId::new(gap.stream_id.clone()).map_err(table_error)?;
-        let events = table
-            .read(&stream, ReadRequest::after(gap.expected.saturating_sub(1)))
-            .await
-            .map_err(table_error)?;
+        let missing = gap.missing();
+        let request = ReadRequest {
+            limit: usize::try_from(missing.end - missing.start).ok(),
+            ..ReadRequest::after(missing.start.saturating_sub(1))
+        };
+        let events = table.read(&stream, request).await.map_err(table_error)?;
+        self.filled.insert((gap.stream_id.clone(), gap.expected));
         if events.first().is_none_or(|e| e.event_id != gap.expected) {
             tracing::warn!(
                 stream = %gap.stream_id,
@@ -527,7 +653,6 @@ impl Replayer {
         let released = held_before.saturating_sub(self.sequencer.held_count());
         let added = out.len() - start;
         self.stats.backfilled += added.saturating_sub(released) as u64;
-        self.stats.delivered += added as u64;
         Ok(())
     }
 }

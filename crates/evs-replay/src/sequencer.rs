@@ -16,12 +16,20 @@ pub struct SequencerConfig {
     /// never dropped: the caller back-fills the stream ([`Sequencer::fill`])
     /// and offers the event again. At least 1.
     pub max_held_per_stream: usize,
+    /// A stream the sequencer knows nothing of starts at the first of its
+    /// events offered (instead of at event 1): what a replay from the middle
+    /// of the archive (`--since`) needs, as the streams' earlier events are
+    /// in objects it does not read. An event of such a stream older than its
+    /// first one offered is not delivered; it is counted
+    /// ([`Sequencer::before_start`]) and reported as [`Offer::BeforeStart`].
+    pub start_at_first_seen: bool,
 }
 
 impl Default for SequencerConfig {
     fn default() -> Self {
         Self {
             max_held_per_stream: DEFAULT_MAX_HELD_PER_STREAM,
+            start_at_first_seen: false,
         }
     }
 }
@@ -40,6 +48,9 @@ pub enum Offer {
     /// It was delivered or held already (a retried or re-bisected batch) and
     /// was dropped.
     Duplicate,
+    /// [`SequencerConfig::start_at_first_seen`]: it is older than the first
+    /// event of its stream this sequencer was offered, and was not delivered.
+    BeforeStart,
 }
 
 /// Why the sequencer refused a call. A refused call changes no state.
@@ -133,6 +144,9 @@ pub struct Sequencer {
     cursor: Option<String>,
     delivered: HashMap<String, u64>,
     held: BTreeMap<String, BTreeMap<u64, HeldEvent>>,
+    /// With `start_at_first_seen`: each stream's first event offered.
+    starts: HashMap<String, u64>,
+    before_start: u64,
 }
 
 impl Sequencer {
@@ -170,6 +184,8 @@ impl Sequencer {
             cursor,
             delivered: versions.into_iter().filter(|&(_, v)| v > 0).collect(),
             held: BTreeMap::new(),
+            starts: HashMap::new(),
+            before_start: 0,
         }
     }
 
@@ -191,6 +207,13 @@ impl Sequencer {
     /// How many events are held back over all streams.
     pub fn held_count(&self) -> usize {
         self.held.values().map(BTreeMap::len).sum()
+    }
+
+    /// With [`SequencerConfig::start_at_first_seen`]: how many events were
+    /// not delivered because they are older than their stream's first event
+    /// offered.
+    pub fn before_start(&self) -> u64 {
+        self.before_start
     }
 
     /// How many events of `stream_id` are held back.
@@ -292,8 +315,28 @@ impl Sequencer {
                 stream_id: event.stream_id,
             });
         }
+        if self.config.start_at_first_seen
+            && !self.delivered.contains_key(&event.stream_id)
+            && !self.held.contains_key(&event.stream_id)
+        {
+            // The stream starts here: its earlier events were archived before
+            // the part of the archive being read.
+            self.starts.insert(event.stream_id.clone(), event.event_id);
+            if event.event_id > 1 {
+                self.delivered
+                    .insert(event.stream_id.clone(), event.event_id - 1);
+            }
+        }
         let last = self.last_delivered(&event.stream_id);
         if event.event_id <= last {
+            if self
+                .starts
+                .get(&event.stream_id)
+                .is_some_and(|&start| event.event_id < start)
+            {
+                self.before_start += 1;
+                return Ok(Offer::BeforeStart);
+            }
             return Ok(Offer::Duplicate);
         }
         if event.event_id > last + 1 {
@@ -404,6 +447,7 @@ impl Sequencer {
         last_delivered.extend(self.delivered.iter().map(|(s, &v)| (s.clone(), v)));
         Checkpoint {
             format: CHECKPOINT_FORMAT,
+            start_at_first_seen: self.config.start_at_first_seen,
             cursor: self.cursor.clone(),
             last_delivered,
             held: self
@@ -433,6 +477,10 @@ impl Sequencer {
                 supported: CHECKPOINT_FORMAT,
             });
         }
+        let config = SequencerConfig {
+            start_at_first_seen: config.start_at_first_seen || checkpoint.start_at_first_seen,
+            ..config
+        };
         let mut sequencer =
             Self::with_versions(config, checkpoint.cursor, checkpoint.last_delivered);
         for held in checkpoint.held {
@@ -573,9 +621,63 @@ mod tests {
     }
 
     #[test]
+    fn from_the_middle_of_the_archive_streams_start_at_their_first_event() {
+        let config = SequencerConfig {
+            start_at_first_seen: true,
+            ..SequencerConfig::default()
+        };
+        let mut seq = Sequencer::with_config(config);
+        let mut out = Vec::new();
+        let k = at("k1");
+        assert_eq!(
+            seq.push(&k, ev("a", 5), &mut out).unwrap(),
+            Offer::Delivered { released: 1 }
+        );
+        assert_eq!(seq.push(&k, ev("a", 7), &mut out).unwrap(), Offer::Held);
+        assert_eq!(
+            seq.push(&k, ev("a", 6), &mut out).unwrap(),
+            Offer::Delivered { released: 2 }
+        );
+        assert_eq!(
+            seq.push(&k, ev("a", 6), &mut out).unwrap(),
+            Offer::Duplicate
+        );
+        assert_eq!(
+            seq.push(&k, ev("a", 4), &mut out).unwrap(),
+            Offer::BeforeStart
+        );
+        assert_eq!(
+            seq.push(&k, ev("b", 1), &mut out).unwrap(),
+            Offer::Delivered { released: 1 }
+        );
+        assert_eq!(
+            ids(&out),
+            [
+                ("a".into(), 5),
+                ("a".into(), 6),
+                ("a".into(), 7),
+                ("b".into(), 1)
+            ]
+        );
+        assert_eq!(seq.before_start(), 1);
+        let resumed =
+            Sequencer::resume(Checkpoint::from_json(&seq.checkpoint().to_json().unwrap()).unwrap())
+                .unwrap();
+        let mut out = Vec::new();
+        let mut resumed = resumed;
+        resumed.push(&at("k2"), ev("c", 9), &mut out).unwrap();
+        assert_eq!(
+            ids(&out),
+            [("c".into(), 9)],
+            "the mode survives a checkpoint"
+        );
+    }
+
+    #[test]
     fn buffer_is_bounded_and_never_drops() {
         let mut seq = Sequencer::with_config(SequencerConfig {
             max_held_per_stream: 2,
+            ..SequencerConfig::default()
         });
         let mut out = Vec::new();
         let k = at("k1");

@@ -6,6 +6,8 @@
 //! (a slow shard), twice (a retried batch) or late (after a follower listed
 //! past their time), exactly as DESIGN's failure modes describe.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -226,7 +228,7 @@ async fn a_resumed_replay_repeats_nothing_and_skips_nothing() {
                 _ => break,
             }
         }
-        let json = first.checkpoint().to_json().unwrap();
+        let json = first.checkpoint().unwrap().to_json().unwrap();
         drop(first);
         let checkpoint = Checkpoint::from_json(&json).unwrap();
         let mut second =
@@ -319,7 +321,7 @@ async fn following_never_passes_the_settled_frontier() {
         }
     }
     assert_eq!(by_stream(&out), fx.table().await, "nothing skipped");
-    let checkpoint = replayer.checkpoint();
+    let checkpoint = replayer.checkpoint().unwrap();
     assert_eq!(checkpoint.last_delivered.len(), 2);
 }
 
@@ -340,7 +342,7 @@ async fn a_replay_checkpoint_never_passes_the_settled_frontier() {
     let mut replayer = Replayer::new(fx.archive_handle(), opts.clone(), clock_at(&now));
     let first = replay_all(&mut replayer).await;
     assert_eq!(first.len(), 1, "a/3 waits for a/2");
-    let checkpoint = replayer.checkpoint();
+    let checkpoint = replayer.checkpoint().unwrap();
     assert_eq!(checkpoint.cursor.as_deref(), Some(k1.as_str()));
     // a/2's batch was sealed before a/3's but lands only now.
     fx.archive(&b2, T0 + 94_000).await.unwrap();
@@ -411,4 +413,291 @@ async fn a_projection_can_supply_its_own_versions() {
     expected.get_mut("c").unwrap().drain(..7);
     expected.retain(|_, lines| !lines.is_empty());
     assert_eq!(by_stream(&events), expected);
+}
+
+// ---------------------------------------------------------------------------
+// Regressions found in review: each scenario lost or misreported an event.
+
+/// The same fixture on an in-memory bucket with faults on demand.
+struct MemFixture {
+    store: MemoryStore,
+    sink: Arc<common::MemorySink>,
+    config: Config,
+    fed: usize,
+}
+
+impl MemFixture {
+    fn new() -> Self {
+        Self {
+            store: MemoryStore::new(),
+            sink: Arc::new(common::MemorySink::default()),
+            config: Config::local("unused"),
+            fed: 0,
+        }
+    }
+
+    async fn append(&self, stream: &str, payload: Value) {
+        let s = StreamId::new(stream).unwrap();
+        let v = self.store.version(&s).await.unwrap();
+        self.store
+            .append(
+                &s,
+                ExpectedVersion::Exact(v),
+                &[NewEvent::new("E", payload)],
+            )
+            .await
+            .unwrap();
+    }
+
+    fn take(&mut self, n: usize) -> Vec<Value> {
+        let (records, next) = self.store.changes(self.fed, n);
+        self.fed = next;
+        records
+    }
+
+    async fn archive(&self, records: &[Value], sealed: i64) -> String {
+        let event = json!({ "Records": records });
+        let now = move || sealed;
+        handler::handle(&event, self.sink.as_ref(), &self.config, &now, None)
+            .await
+            .unwrap()
+            .key
+            .unwrap()
+    }
+
+    fn archive_handle(&self) -> Archive {
+        Archive::new(self.sink.clone(), self.config.prefix.clone())
+    }
+
+    fn stray(&self, key: &str) {
+        self.sink.insert(key.to_owned(), b"hello".to_vec());
+    }
+}
+
+fn ids(events: &[ReplayEvent]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| format!("{}/{}", e.stream_id, e.event_id))
+        .collect()
+}
+
+/// Everything until the end or the first idle step.
+async fn drain(replayer: &mut Replayer) -> Vec<ReplayEvent> {
+    let mut out = Vec::new();
+    while let Step::Object { events, .. } | Step::Backfill { events, .. } =
+        replayer.next().await.unwrap()
+    {
+        out.extend(events);
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_stray_key_never_moves_a_follower_past_an_unsettled_object() {
+    let mut fx = MemFixture::new();
+    fx.append("a", json!(1)).await;
+    fx.append("a", json!(2)).await;
+    let (b1, b2) = (fx.take(1), fx.take(1));
+    fx.archive(&b1, T0).await;
+    fx.stray("events/2026/01/01/00/notes.txt");
+    let now = Arc::new(AtomicI64::new(T0 + 20_000));
+    let opts = ReplayOptions {
+        follow: true,
+        frontier: Frontier::new(10_000, 1_000),
+        ..ReplayOptions::default()
+    };
+    let mut replayer = Replayer::new(fx.archive_handle(), opts, clock_at(&now));
+    let mut got = drain(&mut replayer).await;
+    // Sealed at T0 + 15 s (after the follower listed), landing within T.
+    fx.archive(&b2, T0 + 15_000).await;
+    now.store(T0 + 3_600_000, Ordering::SeqCst);
+    for _ in 0..3 {
+        got.extend(drain(&mut replayer).await);
+    }
+    assert_eq!(ids(&got), ["a/1", "a/2"]);
+    assert_eq!(replayer.stats().skipped_keys, 1, "warned once");
+}
+
+#[tokio::test]
+async fn a_stray_key_at_a_page_end_never_moves_a_checkpoint_past_a_late_object() {
+    let t0 = T0 + 3_590_000; // 00:59:50Z
+    let mut fx = MemFixture::new();
+    for s in ["a", "b", "c"] {
+        fx.append(s, json!(1)).await;
+    }
+    let (ba, bb, bc) = (fx.take(1), fx.take(1), fx.take(1));
+    fx.archive(&ba, t0).await;
+    fx.stray("events/2026/01/01/00/notes.txt");
+    let now = Arc::new(AtomicI64::new(t0 + 12_000));
+    let opts = ReplayOptions {
+        frontier: Frontier::new(10_000, 1_000),
+        page_size: 2,
+        read_ahead: 1,
+        ..ReplayOptions::default()
+    };
+    let mut replayer = Replayer::new(fx.archive_handle(), opts.clone(), clock_at(&now));
+    let mut got = Vec::new();
+    if let Step::Object { events, .. } = replayer.next().await.unwrap() {
+        got.extend(events); // page 1: [A, notes.txt]
+    }
+    fx.archive(&bc, t0 + 12_000).await;
+    fx.archive(&bb, t0 + 5_000).await; // sealed before C, lands after the page
+    now.store(t0 + 24_000, Ordering::SeqCst);
+    got.extend(drain(&mut replayer).await);
+    let checkpoint = replayer.checkpoint().unwrap();
+    let mut resumed =
+        Replayer::resume(fx.archive_handle(), checkpoint, opts, clock_at(&now)).unwrap();
+    got.extend(drain(&mut resumed).await);
+    let mut got = ids(&got);
+    got.sort();
+    assert_eq!(got, ["a/1", "b/1", "c/1"]);
+}
+
+#[tokio::test]
+async fn since_starts_each_stream_at_its_first_event_after_it() {
+    let mut fx = MemFixture::new();
+    for _ in 0..3 {
+        fx.append("a", json!(1)).await;
+    }
+    let (old, new) = (fx.take(2), fx.take(1));
+    fx.archive(&old, T0).await;
+    fx.archive(&new, T0 + 60_000).await;
+    let now = Arc::new(AtomicI64::new(T0 + 86_400_000));
+    let opts = ReplayOptions {
+        since_ms: Some(T0 + 60_000),
+        ..ReplayOptions::default()
+    };
+    let mut replayer = Replayer::new(fx.archive_handle(), opts.clone(), clock_at(&now));
+    assert_eq!(ids(&drain(&mut replayer).await), ["a/3"]);
+    assert!(replayer.gaps().is_empty());
+    let table: Arc<dyn EventStore> = Arc::new(fx.store.clone());
+    let mut replayer = Replayer::new(fx.archive_handle(), opts, clock_at(&now)).with_table(table);
+    assert_eq!(
+        ids(&drain(&mut replayer).await),
+        ["a/3"],
+        "no back-fill before --since"
+    );
+}
+
+#[tokio::test]
+async fn after_an_error_the_replayer_refuses_to_go_on() {
+    let mut fx = MemFixture::new();
+    for _ in 0..3 {
+        fx.append("a", json!(1)).await;
+    }
+    let b1 = fx.take(1);
+    fx.archive(&b1, T0).await;
+    let b2 = fx.take(1);
+    let k2 = fx.archive(&b2, T0 + 1_000).await;
+    let b3 = fx.take(1);
+    fx.archive(&b3, T0 + 2_000).await;
+    fx.sink.fail_once.lock().unwrap().insert(k2.clone());
+    let now = Arc::new(AtomicI64::new(T0 + 86_400_000));
+    let mut replayer = Replayer::new(fx.archive_handle(), options(), clock_at(&now));
+    let saved = replayer.checkpoint().unwrap();
+    let mut got = Vec::new();
+    let err = loop {
+        match replayer.next().await {
+            Ok(Step::Object { events, .. }) => got.extend(events),
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(e) => break e.to_string(),
+        }
+    };
+    assert!(err.contains("503"), "{err}");
+    let again = replayer.next().await.unwrap_err().to_string();
+    assert!(
+        again.contains("resume from the last saved checkpoint"),
+        "{again}"
+    );
+    assert!(replayer.checkpoint().is_err());
+    // From the last checkpoint saved, nothing is lost.
+    let mut resumed =
+        Replayer::resume(fx.archive_handle(), saved, options(), clock_at(&now)).unwrap();
+    assert_eq!(ids(&drain(&mut resumed).await), ["a/1", "a/2", "a/3"]);
+}
+
+#[tokio::test]
+async fn a_next_dropped_while_it_fetches_loses_nothing() {
+    let mut fx = MemFixture::new();
+    for _ in 0..3 {
+        fx.append("a", json!(1)).await;
+    }
+    fx.append("b", json!(1)).await;
+    let b1 = fx.take(1);
+    fx.archive(&b1, T0).await;
+    let b2 = fx.take(1);
+    let k2 = fx.archive(&b2, T0 + 1_000).await;
+    let b3 = fx.take(2);
+    fx.archive(&b3, T0 + 2_000).await;
+    fx.sink.slow.lock().unwrap().insert(k2);
+    let now = Arc::new(AtomicI64::new(T0 + 86_400_000));
+    let opts = ReplayOptions {
+        read_ahead: 1,
+        ..ReplayOptions::default()
+    };
+    let mut replayer = Replayer::new(fx.archive_handle(), opts, clock_at(&now));
+    let mut got = Vec::new();
+    let mut timeouts = 0;
+    loop {
+        match tokio::time::timeout(std::time::Duration::from_millis(50), replayer.next()).await {
+            Err(_) => timeouts += 1,
+            Ok(Ok(Step::Object { events, .. })) => got.extend(events),
+            Ok(Ok(Step::End)) => break,
+            Ok(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(timeouts > 0, "the slow fetch was interrupted");
+    assert_eq!(ids(&got), ["a/1", "a/2", "a/3", "b/1"]);
+}
+
+#[tokio::test]
+async fn a_follower_does_not_back_fill_what_the_next_object_brings() {
+    let mut fx = MemFixture::new();
+    fx.append("a", json!(1)).await;
+    fx.append("a", json!(2)).await;
+    let (b1, b2) = (fx.take(1), fx.take(1));
+    fx.archive(&b2, T0).await;
+    fx.archive(&b1, T0 + 1).await;
+    let now = Arc::new(AtomicI64::new(T0 + 20_000));
+    let opts = ReplayOptions {
+        follow: true,
+        frontier: Frontier::new(10_000, 1_000),
+        gap_bound_ms: 11_000,
+        ..ReplayOptions::default()
+    };
+    let table: Arc<dyn EventStore> = Arc::new(fx.store.clone());
+    let mut replayer = Replayer::new(fx.archive_handle(), opts, clock_at(&now)).with_table(table);
+    assert_eq!(ids(&drain(&mut replayer).await), ["a/1", "a/2"]);
+    assert_eq!(replayer.stats().backfilled, 0);
+}
+
+#[tokio::test]
+async fn a_full_buffer_is_an_error_without_a_table_and_a_back_fill_with_one() {
+    let mut fx = MemFixture::new();
+    for _ in 0..3 {
+        fx.append("a", json!(1)).await;
+    }
+    fx.append("0b", json!(1)).await;
+    let _lost = fx.take(1); // a/1 never archived
+    let rest = fx.take(10);
+    fx.archive(&rest, T0).await;
+    let now = Arc::new(AtomicI64::new(T0 + 86_400_000));
+    let mut opts = options();
+    opts.sequencer.max_held_per_stream = 1;
+    let mut replayer = Replayer::new(fx.archive_handle(), opts.clone(), clock_at(&now));
+    let err = replayer.next().await.unwrap_err().to_string();
+    assert!(err.contains("back-fill"), "{err}");
+    assert!(
+        replayer.checkpoint().is_err(),
+        "no checkpoint of a half-consumed object"
+    );
+
+    let table: Arc<dyn EventStore> = Arc::new(fx.store.clone());
+    let mut replayer = Replayer::new(fx.archive_handle(), opts, clock_at(&now)).with_table(table);
+    let got = drain(&mut replayer).await;
+    let mut sorted = ids(&got);
+    sorted.sort();
+    assert_eq!(sorted, ["0b/1", "a/1", "a/2", "a/3"]);
+    assert_eq!(replayer.stats().delivered, got.len() as u64);
+    assert_eq!(replayer.stats().backfilled, 1);
 }

@@ -31,6 +31,8 @@
 //! checkpoint cursor is ever past the settled frontier. 1,000 cases.
 //! `PROPTEST_CASES` sets another count for all (`make soak` runs 100,000).
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use evs_replay::{ArchivePosition, Checkpoint, Frontier, ReplayEvent, Sequencer, SequencerConfig};
@@ -396,67 +398,14 @@ proptest! {
 mod growing {
     use std::collections::BTreeMap;
     use std::sync::atomic::{AtomicI64, Ordering};
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
 
-    use async_trait::async_trait;
     use evs_archiver::encode::Compression;
     use evs_archiver::key::{ArchiveKey, Prefix, Suffix};
     use evs_archiver::record::SequenceNumber;
-    use evs_archiver::sink::{Object, Sink, SinkError};
     use evs_replay::{Archive, Checkpoint, Frontier, ReplayOptions, Replayer, Step};
 
-    /// A bucket in memory: `list` has `ListObjectsV2`'s semantics.
-    #[derive(Debug, Default)]
-    pub struct MemorySink(Mutex<BTreeMap<String, Vec<u8>>>);
-
-    impl MemorySink {
-        pub fn insert(&self, key: String, body: Vec<u8>) {
-            if let Ok(mut objects) = self.0.lock() {
-                objects.insert(key, body);
-            }
-        }
-    }
-
-    #[async_trait]
-    impl Sink for MemorySink {
-        async fn put(&self, key: &str, object: &Object) -> Result<(), SinkError> {
-            self.insert(key.to_owned(), object.bytes.clone());
-            Ok(())
-        }
-
-        async fn get(&self, key: &str) -> Result<Vec<u8>, SinkError> {
-            let objects = self.0.lock().map_err(|_| SinkError::NotFound {
-                key: key.to_owned(),
-            })?;
-            objects
-                .get(key)
-                .cloned()
-                .ok_or_else(|| SinkError::NotFound {
-                    key: key.to_owned(),
-                })
-        }
-
-        async fn list(
-            &self,
-            prefix: &str,
-            start_after: Option<&str>,
-            limit: usize,
-        ) -> Result<Vec<String>, SinkError> {
-            let objects = self.0.lock().map_err(|_| SinkError::NotFound {
-                key: prefix.to_owned(),
-            })?;
-            Ok(objects
-                .keys()
-                .filter(|k| k.starts_with(prefix) && start_after.is_none_or(|s| k.as_str() > s))
-                .take(limit)
-                .cloned()
-                .collect())
-        }
-
-        fn location(&self) -> String {
-            "memory://".to_owned()
-        }
-    }
+    pub use super::common::MemorySink;
 
     /// 2026-01-01T00:00:00Z.
     pub const T0: i64 = 1_767_225_600_000;
@@ -544,7 +493,7 @@ mod growing {
                 {
                     keep(events);
                 }
-                checkpoint = Some(replayer.checkpoint());
+                checkpoint = Some(replayer.checkpoint().unwrap());
             }
             let resume = |checkpoint: Option<Checkpoint>, rng: &mut super::Rng| match checkpoint {
                 Some(c) => {
@@ -558,7 +507,7 @@ mod growing {
             let mut idle_after_done = 0;
             for _ in 0..100_000 {
                 let t = now.load(Ordering::SeqCst);
-                let cp = replayer.checkpoint();
+                let cp = replayer.checkpoint().unwrap();
                 if let Some(cursor) = &cp.cursor {
                     let sealed = ArchiveKey::parse(cursor)
                         .map(|k| k.sealed_at_ms())

@@ -19,29 +19,6 @@ fn default_checkpoint(table: &str) -> PathBuf {
     PathBuf::from(format!("evs-pump-{table}.json"))
 }
 
-/// Resolves on Ctrl-C or (on Unix) SIGTERM, as a container stop sends it.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
 /// One JSON object line: `fields` merged into `head`.
 fn line(mut head: Value, fields: serde_json::Result<Value>) -> Value {
     if let (Value::Object(out), Ok(Value::Object(f))) = (&mut head, fields) {
@@ -92,7 +69,7 @@ pub async fn run(table: Option<String>, args: PumpArgs) -> Result<()> {
     let handle: Arc<StopHandle> = Arc::new(handle);
     let on_signal = handle.clone();
     let signals = tokio::spawn(async move {
-        shutdown_signal().await;
+        super::shutdown_signal().await;
         tracing::warn!("stopping after the current batch");
         on_signal.stop();
     });

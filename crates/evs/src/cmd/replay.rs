@@ -59,10 +59,14 @@ pub async fn run(table: Option<&str>, args: ReplayArgs) -> Result<()> {
     {
         let (stop, woken) = (Arc::clone(&stop), Arc::clone(&woken));
         tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                stop.store(true, Ordering::SeqCst);
-                woken.notify_one();
-            }
+            // The first Ctrl-C or SIGTERM stops between steps (the checkpoint
+            // is written); a second one exits at once.
+            super::shutdown_signal().await;
+            stop.store(true, Ordering::SeqCst);
+            woken.notify_one();
+            super::shutdown_signal().await;
+            eprintln!("evs: interrupted again: exiting without a final checkpoint");
+            std::process::exit(130);
         });
     }
 
@@ -90,7 +94,7 @@ pub async fn run(table: Option<&str>, args: ReplayArgs) -> Result<()> {
                 if let Some(path) = &args.checkpoint_file {
                     if saved.elapsed() >= interval {
                         out.flush()?;
-                        write_checkpoint(path, &replayer.checkpoint())?;
+                        write_checkpoint(path, &replayer.checkpoint()?)?;
                         saved = Instant::now();
                     }
                 }
@@ -109,7 +113,7 @@ pub async fn run(table: Option<&str>, args: ReplayArgs) -> Result<()> {
             Step::Idle { until_ms } => {
                 out.flush()?;
                 if let Some(path) = &args.checkpoint_file {
-                    write_checkpoint(path, &replayer.checkpoint())?;
+                    write_checkpoint(path, &replayer.checkpoint()?)?;
                     saved = Instant::now();
                 }
                 let now = clock();
@@ -148,7 +152,7 @@ pub async fn run(table: Option<&str>, args: ReplayArgs) -> Result<()> {
     }
     out.flush()?;
     if let Some(path) = &args.checkpoint_file {
-        write_checkpoint(path, &replayer.checkpoint())?;
+        write_checkpoint(path, &replayer.checkpoint()?)?;
     }
     progress.finish();
     let stats = replayer.stats();
@@ -162,6 +166,12 @@ pub async fn run(table: Option<&str>, args: ReplayArgs) -> Result<()> {
             count(rate(stats.delivered, started.elapsed())),
             count(stats.duplicates),
         );
+        if replayer.before_start() > 0 {
+            line.push_str(&format!(
+                "; {} events older than their stream's first event after --since not delivered",
+                count(replayer.before_start())
+            ));
+        }
         if stats.backfilled > 0 {
             line.push_str(&format!(
                 "; {} read from the table",
