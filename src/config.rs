@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | `EVS_ARCHIVE` | `s3://BUCKET/PREFIX/` or a local directory (in Lambda only with `EVS_LOCAL_ARCHIVE_IN_LAMBDA=true`, for `cargo lambda watch`) | `./archive` outside Lambda; in Lambda a bucket is required |
 //! | `EVS_ARCHIVE_BUCKET` | the bucket (instead of an `s3://` `EVS_ARCHIVE`) | |
-//! | `EVS_ARCHIVE_PREFIX` | key prefix of archive objects, empty or ending in `/` | `events/` |
+//! | `EVS_ARCHIVE_PREFIX` | key prefix of archive objects, ending in `/`; it must not overlap the dead-letter prefix (so it cannot be empty) | `events/` |
 //! | `EVS_DEAD_LETTER_PREFIX` | key prefix of dead-letter objects | `dead-letter/` |
 //! | `EVS_COMPRESSION` | `gzip` or `none` | `gzip` |
 

@@ -26,11 +26,9 @@
 //! * Dead letters live under a prefix of their own, in the same layout with
 //!   the extension `.json`. Keep the two prefixes disjoint (neither starts
 //!   with the other, e.g. `events/` and `dead-letter/`), so that listing the
-//!   archive never meets a dead letter. Nesting them as `<prefix>dead-letter/`
-//!   also works for readers: every events key under a prefix starts with a
-//!   digit and `d` sorts after the digits, so all dead-letter keys list
-//!   *after* all events keys, and a reader stops at the first key that
-//!   [`ArchiveKey::parse`] refuses.
+//!   archive never meets a dead letter (the archiver's configuration refuses
+//!   overlapping prefixes; a replayer skips any key that [`ArchiveKey::parse`]
+//!   refuses or that belongs to another prefix).
 //!
 //! A [`Prefix`] is empty or ends with `/`, does not start with `/`, has no
 //! empty, `.` or `..` segment and no control character, and leaves room for
