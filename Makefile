@@ -61,9 +61,12 @@ clean-venv:
 invoke:
 	cargo run -q -p evs -- invoke events/inserts.json events/mixed.json events/empty.json
 
-## bench: archiver throughput (criterion) side by side with a Python handler, and peak memory
+## bench: archiver throughput (criterion) side by side with a Python handler, and peak memory;
+## then replay throughput from a local archive of BENCH_EVENTS events side by side with zcat | jq
+BENCH_EVENTS ?= 1000000
 bench: venv
 	bash bench/run.sh
+	BENCH_EVENTS=$(BENCH_EVENTS) bash bench/replay.sh
 
 ## lambda-tools: cargo-lambda and zig in the venv (for `make build` and `cargo lambda watch`)
 lambda-tools: $(LAMBDA_STAMP)
