@@ -34,6 +34,12 @@ const DESCRIBE_EVERY: Duration = Duration::from_secs(60);
 /// Most passes over the shards one `next_batch` makes while only closed
 /// shards return empty pages (they end after a few).
 const MAX_PASSES: usize = 100;
+/// Empty pages in a row after which an open shard counts as caught up.
+/// `GetRecords` may return an empty page where the shard has no records in
+/// the portion its iterator points to, with records further on ("it might
+/// take multiple calls to get to a portion of the shard that contains stream
+/// records"): one empty page is not the end of what is there.
+const EMPTY_PAGES_CAUGHT_UP: u32 = 5;
 
 /// A DynamoDB Streams client for `shared` (region, endpoint, credentials).
 pub fn client_for(shared: &aws_config::SdkConfig) -> Client {
@@ -233,6 +239,8 @@ pub struct DynamoDbSource {
     shards: Vec<ShardInfo>,
     iterators: HashMap<String, String>,
     turn: usize,
+    /// Per open shard, the empty pages it returned in a row.
+    empty_pages: HashMap<String, u32>,
     described_at: Option<Instant>,
     /// The shard of a batch handed out and not yet committed in full.
     pending: Option<String>,
@@ -266,6 +274,7 @@ impl DynamoDbSource {
             shards: Vec::new(),
             iterators: HashMap::new(),
             turn: 0,
+            empty_pages: HashMap::new(),
             described_at: None,
             pending: None,
         })
@@ -457,6 +466,7 @@ impl Source for DynamoDbSource {
                 let shard = &readable[(self.turn + k) % n];
                 let page = self.read(&shard.id, limit).await?;
                 if !page.records.is_empty() {
+                    self.empty_pages.remove(&shard.id);
                     self.turn = (self.turn + k + 1) % n;
                     self.pending = Some(shard.id.clone());
                     return Ok(Some(Batch {
@@ -477,6 +487,12 @@ impl Source for DynamoDbSource {
                 } else if shard.closed {
                     // A closed shard may return empty pages before its end.
                     progressed = true;
+                } else {
+                    let streak = self.empty_pages.entry(shard.id.clone()).or_insert(0);
+                    *streak = streak.saturating_add(1);
+                    if *streak < EMPTY_PAGES_CAUGHT_UP {
+                        progressed = true;
+                    }
                 }
             }
             if !progressed {
