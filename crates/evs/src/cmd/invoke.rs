@@ -3,9 +3,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use evs_archiver::config::{Config, Location};
 use evs_archiver::handler;
-use evs_archiver::sink::{LocalDir, S3Sink, Sink};
 use serde_json::{json, Value};
 
 use crate::flags::InvokeArgs;
@@ -18,18 +16,8 @@ fn now_ms() -> i64 {
 }
 
 pub async fn run(args: InvokeArgs) -> Result<()> {
-    // The archiver's own configuration rules, with --archive as EVS_ARCHIVE.
-    let archive = args.archive.clone();
-    let config = Config::from_lookup(|k| match k {
-        "EVS_ARCHIVE" => archive.clone(),
-        // Running here, not in Lambda, whatever the environment says.
-        "AWS_LAMBDA_FUNCTION_NAME" => None,
-        _ => std::env::var(k).ok(),
-    })?;
-    let sink: Box<dyn Sink> = match &config.location {
-        Location::Local(dir) => Box::new(LocalDir::new(dir.clone())),
-        Location::S3 { bucket } => Box::new(S3Sink::new(crate::aws::s3().await?, bucket.clone())),
-    };
+    let config = super::location::config(args.archive.clone())?;
+    let sink = super::location::sink(&config).await?;
     let timeout = Duration::from_secs(args.timeout);
     for file in &args.files {
         let event = std::fs::read_to_string(file)

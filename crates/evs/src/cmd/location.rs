@@ -1,4 +1,5 @@
-//! Opening an archive from `--archive` and the archiver's environment.
+//! The archive's configuration and sink from `--archive` and the archiver's
+//! environment, for every subcommand that reads or writes an archive.
 
 use std::sync::Arc;
 
@@ -7,26 +8,37 @@ use evs_archiver::config::{Config, Location};
 use evs_archiver::sink::{LocalDir, S3Sink, Sink};
 use evs_replay::Archive;
 
-/// The archive `--archive` (or `EVS_ARCHIVE`) names, with the archiver's
-/// own rules for the prefix (`EVS_ARCHIVE_PREFIX`, or the `s3://` URL's).
-pub async fn open(archive: Option<String>) -> Result<Archive> {
-    let config = Config::from_lookup(|k| match k {
+/// The archiver's own configuration rules (`EVS_ARCHIVE_PREFIX`,
+/// `EVS_COMPRESSION`, …) with `--archive` standing for `EVS_ARCHIVE`, as
+/// outside Lambda whatever the environment says.
+pub fn config(archive: Option<String>) -> Result<Config> {
+    Ok(Config::from_lookup(|k| match k {
         "EVS_ARCHIVE" => archive.clone(),
-        // Reading runs here, not in Lambda, whatever the environment says.
         "AWS_LAMBDA_FUNCTION_NAME" => None,
         _ => std::env::var(k).ok(),
-    })?;
-    let sink: Arc<dyn Sink> = match &config.location {
-        Location::Local(dir) => {
-            if !dir.is_dir() {
-                bail!(
-                    "no archive at {}: the directory does not exist (pass --archive DIR or s3://BUCKET/PREFIX/)",
-                    dir.display()
-                );
-            }
-            Arc::new(LocalDir::new(dir.clone()))
-        }
+    })?)
+}
+
+/// The sink a configuration names (S3 clients from the standard AWS
+/// environment, path-style with a custom endpoint).
+pub async fn sink(config: &Config) -> Result<Arc<dyn Sink>> {
+    Ok(match &config.location {
+        Location::Local(dir) => Arc::new(LocalDir::new(dir.clone())),
         Location::S3 { bucket } => Arc::new(S3Sink::new(crate::aws::s3().await?, bucket.clone())),
-    };
-    Ok(Archive::new(sink, config.prefix))
+    })
+}
+
+/// The archive to read: like [`config`] and [`sink`], and a local directory
+/// must exist.
+pub async fn open(archive: Option<String>) -> Result<Archive> {
+    let config = config(archive)?;
+    if let Location::Local(dir) = &config.location {
+        if !dir.is_dir() {
+            bail!(
+                "no archive at {}: the directory does not exist (pass --archive DIR or s3://BUCKET/PREFIX/)",
+                dir.display()
+            );
+        }
+    }
+    Ok(Archive::new(sink(&config).await?, config.prefix))
 }

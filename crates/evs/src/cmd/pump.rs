@@ -6,9 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use evs_archiver::config::{Config, Location};
 use evs_archiver::pump::{self, BatchReport, DynamoDbSource, Options, Stop, StopHandle};
-use evs_archiver::sink::{LocalDir, S3Sink, Sink};
 use evs_core::DynamoStore;
 use serde_json::{json, Value};
 
@@ -29,14 +27,7 @@ fn line(mut head: Value, fields: serde_json::Result<Value>) -> Value {
 
 pub async fn run(table: Option<String>, args: PumpArgs) -> Result<()> {
     let table = table.context("no table given: pass --table NAME or set EVS_TABLE")?;
-    // The archiver's own configuration rules, with --archive as EVS_ARCHIVE.
-    let archive = args.archive.clone();
-    let config = Config::from_lookup(|k| match k {
-        "EVS_ARCHIVE" => archive.clone(),
-        // Running here, not in Lambda, whatever the environment says.
-        "AWS_LAMBDA_FUNCTION_NAME" => None,
-        _ => std::env::var(k).ok(),
-    })?;
+    let config = super::location::config(args.archive.clone())?;
     let options = Options {
         batch_size: usize::try_from(args.batch_size).unwrap_or(usize::MAX),
         once: args.once,
@@ -51,10 +42,7 @@ pub async fn run(table: Option<String>, args: PumpArgs) -> Result<()> {
             "table {table} has no DynamoDB stream: create it with `evs table create` (NEW_IMAGE)"
         )
     })?;
-    let sink: Box<dyn Sink> = match &config.location {
-        Location::Local(dir) => Box::new(LocalDir::new(dir.clone())),
-        Location::S3 { bucket } => Box::new(S3Sink::new(crate::aws::s3().await?, bucket.clone())),
-    };
+    let sink = super::location::sink(&config).await?;
     let checkpoint = args
         .checkpoint_file
         .clone()
