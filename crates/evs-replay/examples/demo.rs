@@ -213,10 +213,12 @@ async fn main() -> Result<(), AnyError> {
             let mut conflicts = 0;
             for _ in 0..COMMANDS_PER_WRITER {
                 let known = created.load(Ordering::SeqCst);
-                let n = if rng.u8(..) < 40 {
-                    created.fetch_add(1, Ordering::SeqCst)
-                } else {
-                    rng.u64(0..known)
+                let n = match rng.u8(..) {
+                    // A new account: a stream created while the replay runs.
+                    0..40 => created.fetch_add(1, Ordering::SeqCst),
+                    // The newest accounts are hot: writers collide there.
+                    40..160 => rng.u64(known.saturating_sub(4)..known),
+                    _ => rng.u64(0..known),
                 };
                 let stream = StreamId::new(format!("account-{n:04}"))?;
                 let mut account = Aggregate::new(Account::default());
