@@ -15,7 +15,9 @@
 # 6. prints a table (also written as results.json next to the data).
 #
 # Environment: PYTHON (default .venv/bin/python, made by `make venv`, else
-# python3; needs boto3), PY_MIN_SECONDS (Python timing per file, default 5).
+# python3; needs boto3), PY_MIN_SECONDS (Python timing per file, default 5),
+# EVS_BENCH_CPU_TIME=1 (criterion measures the thread's CPU time instead of
+# the wall clock: the same on an idle machine, steadier on a busy one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -16,18 +16,30 @@
 //! Groups:
 //! * `archive/{1k,10k,6mb}`: the whole path, throughput in records;
 //! * `steps-10k/*`: the same path for the 10,000-record file cut into its
-//!   steps (JSON parse, classification, NDJSON encoding with sorting, gzip),
-//!   to show where the time goes.
+//!   steps, to show where the time goes: `1-parse-json` (the records found
+//!   as raw text and each read into the fields an event needs,
+//!   `record::RecordJson::parse`), `2-classify` (those fields to archived
+//!   events, `RecordJson::classify`), `3-sort-and-ndjson` (sorting and
+//!   writing the lines) and `4-gzip` (gzip of the NDJSON at the default level);
+//! * `gzip-levels-10k/{1,3,6,9}`: gzip of the same NDJSON at other levels.
 
 use std::hint::black_box;
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
+use criterion::measurement::Measurement;
+use criterion::{criterion_group, BatchSize, Criterion, SamplingMode, Throughput};
 use evs_archiver::encode::{encode_events, Compression, EncodedBatch};
-use evs_archiver::record::{parse_batch, parse_batch_json, ArchivedEvent, Classified};
+use evs_archiver::record::{
+    parse_batch, parse_batch_json, records_json, ArchivedEvent, Classified, RecordJson,
+};
 use serde_json::Value;
+
+/// The allocator of the Lambda binary (`src/main.rs`), so the bench measures
+/// what runs there.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[allow(dead_code)]
 #[path = "../examples/gen_batch.rs"]
@@ -106,14 +118,14 @@ fn events_of(event: &Value) -> Vec<ArchivedEvent> {
 /// parsed one at a time), archive object bytes out.
 fn archive(bytes: &[u8]) -> EncodedBatch {
     let text = std::str::from_utf8(bytes).expect("the input is UTF-8");
-    let events: Vec<ArchivedEvent> = parse_batch_json(text)
-        .expect("the input is a DynamoDB Streams event")
-        .into_iter()
-        .filter_map(|c| match c {
-            Classified::Event(e) => Some(*e),
-            Classified::DeadLetter(_) => None,
-        })
-        .collect();
+    let classified = parse_batch_json(text).expect("the input is a DynamoDB Streams event");
+    // as the handler does
+    let mut events: Vec<ArchivedEvent> = Vec::with_capacity(classified.len());
+    for c in classified {
+        if let Classified::Event(e) = c {
+            events.push(*e);
+        }
+    }
     encode_events(&events, Compression::Gzip).expect("encode")
 }
 
@@ -123,7 +135,7 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
     gz.finish().expect("gzip")
 }
 
-fn whole_path(c: &mut Criterion) {
+fn whole_path<M: Measurement>(c: &mut Criterion<M>) {
     let inputs = [
         load("1k", Limit::Records(1_000)),
         load("10k", Limit::Records(10_000)),
@@ -138,10 +150,10 @@ fn whole_path(c: &mut Criterion) {
     group.finish();
 }
 
-fn steps(c: &mut Criterion) {
+fn steps<M: Measurement>(c: &mut Criterion<M>) {
     let input = load("10k", Limit::Records(10_000));
-    let event = parse(&input.bytes);
-    let events = events_of(&event);
+    let text = std::str::from_utf8(&input.bytes).expect("the input is UTF-8");
+    let events = events_of(&parse(&input.bytes));
     let ndjson = encode_events(&events, Compression::None)
         .expect("encode")
         .bytes;
@@ -149,14 +161,62 @@ fn steps(c: &mut Criterion) {
     let mut group = c.benchmark_group("steps-10k");
     group.sampling_mode(SamplingMode::Flat);
     group.throughput(Throughput::Elements(input.records as u64));
-    group.bench_function("1-parse-json", |b| {
-        b.iter(|| parse(black_box(&input.bytes)))
+    group.bench_function("1-parse-json", |b| b.iter(|| read_records(black_box(text))));
+    group.bench_function("2-classify", |b| {
+        b.iter_batched(
+            || read_records(text),
+            |records| {
+                records
+                    .into_iter()
+                    .map(RecordJson::classify)
+                    .collect::<Vec<_>>()
+            },
+            BatchSize::PerIteration,
+        )
     });
-    group.bench_function("2-classify", |b| b.iter(|| events_of(black_box(&event))));
     group.bench_function("3-sort-and-ndjson", |b| {
         b.iter(|| encode_events(black_box(&events), Compression::None).expect("encode"))
     });
     group.bench_function("4-gzip", |b| b.iter(|| gzip(black_box(&ndjson))));
+    group.finish();
+}
+
+/// The parse step as the Lambda runs it: the records found as raw text, each
+/// read into the fields an event needs (`record::RecordJson`).
+fn read_records(text: &str) -> Vec<RecordJson<'_>> {
+    records_json(text)
+        .expect("the input is a DynamoDB Streams event")
+        .into_iter()
+        .map(|raw| RecordJson::parse(raw.get()))
+        .collect()
+}
+
+/// gzip of the 10k NDJSON at other levels than the default 6, for the
+/// size-versus-time trade-off (`gzip-levels-10k/<level>`; the sizes are printed).
+fn gzip_levels<M: Measurement>(c: &mut Criterion<M>) {
+    let input = load("10k", Limit::Records(10_000));
+    let events = events_of(&parse(&input.bytes));
+    let ndjson = encode_events(&events, Compression::None)
+        .expect("encode")
+        .bytes;
+    let mut group = c.benchmark_group("gzip-levels-10k");
+    group.sampling_mode(SamplingMode::Flat);
+    group.throughput(Throughput::Elements(input.records as u64));
+    for level in [1, 2, 4, 5, 6, 9] {
+        let compress = |bytes: &[u8]| {
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level));
+            gz.write_all(bytes).expect("gzip");
+            gz.finish().expect("gzip")
+        };
+        eprintln!(
+            "gzip level {level}: {} bytes of NDJSON -> {} bytes",
+            ndjson.len(),
+            compress(&ndjson).len()
+        );
+        group.bench_function(level.to_string(), |b| {
+            b.iter(|| compress(black_box(&ndjson)))
+        });
+    }
     group.finish();
 }
 
@@ -170,6 +230,135 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = whole_path, steps
+    targets = whole_path, steps, gzip_levels
 }
-criterion_main!(benches);
+
+#[cfg(target_os = "linux")]
+criterion_group! {
+    name = cpu_time_benches;
+    config = config().with_measurement(cpu_time::ThreadCpuTime);
+    targets = whole_path, steps, gzip_levels
+}
+
+fn main() {
+    // EVS_BENCH_CPU_TIME=1 measures the thread's CPU time instead of the
+    // wall clock: the same figure on an idle machine (the path is
+    // single-threaded and does no I/O), a much steadier one on a busy machine.
+    #[cfg(target_os = "linux")]
+    if std::env::var_os("EVS_BENCH_CPU_TIME").is_some_and(|v| v != "0") {
+        cpu_time_benches();
+        Criterion::default().configure_from_args().final_summary();
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
+
+/// A criterion measurement of the calling thread's CPU time (Linux).
+#[cfg(target_os = "linux")]
+mod cpu_time {
+    use criterion::measurement::{Measurement, ValueFormatter};
+    use criterion::Throughput;
+
+    pub struct ThreadCpuTime;
+
+    #[repr(C)]
+    struct Timespec {
+        tv_sec: i64,
+        tv_nsec: i64,
+    }
+
+    const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
+
+    unsafe extern "C" {
+        fn clock_gettime(clock: i32, time: *mut Timespec) -> i32;
+    }
+
+    fn now_ns() -> u64 {
+        let mut t = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `t` is a valid, writable timespec for the call to fill.
+        let rc = unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut t) };
+        assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+        u64::try_from(t.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(t.tv_nsec).unwrap_or(0)
+    }
+
+    impl Measurement for ThreadCpuTime {
+        type Intermediate = u64;
+        type Value = u64;
+        fn start(&self) -> u64 {
+            now_ns()
+        }
+        fn end(&self, start: u64) -> u64 {
+            now_ns().saturating_sub(start)
+        }
+        fn add(&self, a: &u64, b: &u64) -> u64 {
+            a + b
+        }
+        fn zero(&self) -> u64 {
+            0
+        }
+        fn to_f64(&self, value: &u64) -> f64 {
+            *value as f64
+        }
+        fn formatter(&self) -> &dyn ValueFormatter {
+            &Nanoseconds
+        }
+    }
+
+    struct Nanoseconds;
+
+    impl ValueFormatter for Nanoseconds {
+        fn scale_values(&self, ns: f64, values: &mut [f64]) -> &'static str {
+            let (factor, unit) = match ns {
+                ns if ns < 1e3 => (1.0, "ns"),
+                ns if ns < 1e6 => (1e-3, "µs"),
+                ns if ns < 1e9 => (1e-6, "ms"),
+                _ => (1e-9, "s"),
+            };
+            values.iter_mut().for_each(|v| *v *= factor);
+            unit
+        }
+
+        fn scale_throughputs(
+            &self,
+            typical_ns: f64,
+            throughput: &Throughput,
+            values: &mut [f64],
+        ) -> &'static str {
+            let (count, unit) = match *throughput {
+                Throughput::Bytes(n) | Throughput::BytesDecimal(n) => (n as f64, "B/s"),
+                Throughput::Bits(n) => (n as f64, "bit/s"),
+                Throughput::Elements(n) | Throughput::ElementsAndBytes { elements: n, .. } => {
+                    (n as f64, "elem/s")
+                }
+            };
+            let per_second = count * 1e9 / typical_ns;
+            let (factor, prefix) = match per_second {
+                p if p < 1e3 => (1.0, ""),
+                p if p < 1e6 => (1e-3, "K"),
+                p if p < 1e9 => (1e-6, "M"),
+                _ => (1e-9, "G"),
+            };
+            values
+                .iter_mut()
+                .for_each(|v| *v = count * 1e9 / *v * factor);
+            match (prefix, unit) {
+                ("", u) => u,
+                ("K", "elem/s") => "Kelem/s",
+                ("M", "elem/s") => "Melem/s",
+                ("G", "elem/s") => "Gelem/s",
+                ("K", "B/s") => "KB/s",
+                ("M", "B/s") => "MB/s",
+                ("G", "B/s") => "GB/s",
+                (_, u) => u,
+            }
+        }
+
+        fn scale_for_machines(&self, _values: &mut [f64]) -> &'static str {
+            "ns"
+        }
+    }
+}

@@ -22,6 +22,10 @@ use evs_archiver::handler;
 use evs_archiver::sink::LocalDir;
 use serde_json::json;
 
+/// The Lambda binary's allocator (`src/main.rs`), so the memory is that of the Lambda.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const USAGE: &str = "usage: archive_file EVENT.json [--keep ARCHIVE_DIR]";
 
 fn now_ms() -> i64 {

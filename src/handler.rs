@@ -164,7 +164,7 @@ async fn archive(
         records_in: classified.len(),
         ..Summary::default()
     };
-    let mut events = Vec::new();
+    let mut events = Vec::with_capacity(classified.len());
     let mut dead = Vec::new();
     for c in classified {
         match c {

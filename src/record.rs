@@ -60,9 +60,10 @@
 //!   `payload` otherwise; nothing is lost.
 //! * A `Payload` stored as a string (`S`) whose text parses as JSON is
 //!   archived as that JSON value and marked `"payloadEncoding": "json-string"`
-//!   (so `"42"` becomes `42`, and a reader can tell); insignificant whitespace
-//!   of that text is not kept, its values, key order and number text are. A
-//!   string that is not JSON stays a string, unmarked.
+//!   (so `"42"` becomes `42`, and a reader can tell). Unless the text is
+//!   exactly the compact JSON of that value, the line also carries the text
+//!   itself in `payloadAttr` (`{"S": …}`), so spaces and escapes are not
+//!   lost either. A string that is not JSON stays a string, unmarked.
 //! * `timestampSource`, `payloadEncoding`, `payloadAttr` and `metadataAttr`
 //!   appear only when they say something; a reader must ignore fields it does
 //!   not know.
@@ -76,7 +77,9 @@ use std::str::FromStr;
 
 use evs_core::attr::{self, AttrValue, Item};
 use evs_core::item;
-use evs_core::{RecordedEvent, StreamId};
+use evs_core::{format_timestamp_ms, RecordedEvent, StreamId};
+use serde::de::{self, IgnoredAny, MapAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
@@ -246,6 +249,62 @@ impl ArchivedEvent {
             }
         }
         line
+    }
+
+    /// Appends the event's line ([`Self::to_line`], no newline) to `out`:
+    /// byte for byte what `serde_json::to_writer(out, &self.to_line())`
+    /// writes, without building the line's JSON tree or copying the payload.
+    pub fn write_line(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+        let e = &self.event;
+        out.extend_from_slice(b"{\"streamId\":");
+        attr::write_json_str(out, e.stream_id.as_str());
+        out.extend_from_slice(b",\"eventId\":");
+        serde_json::to_writer(&mut *out, &e.event_id)?;
+        out.extend_from_slice(b",\"eventName\":");
+        attr::write_json_str(out, &e.name);
+        out.extend_from_slice(b",\"timestamp\":");
+        attr::write_json_str(out, &format_timestamp_ms(e.timestamp_ms));
+        out.extend_from_slice(b",\"payload\":");
+        serde_json::to_writer(&mut *out, &e.payload)?;
+        if let Some(id) = e.id {
+            out.extend_from_slice(b",\"id\":\"");
+            out.extend_from_slice(
+                id.hyphenated()
+                    .encode_lower(&mut Uuid::encode_buffer())
+                    .as_bytes(),
+            );
+            out.push(b'"');
+        }
+        if let Some(m) = &e.metadata {
+            out.extend_from_slice(b",\"metadata\":");
+            serde_json::to_writer(&mut *out, m)?;
+        }
+        if !e.attributes.is_empty() {
+            out.extend_from_slice(b",\"attributes\":");
+            attr::write_item_dynamo_json(out, &e.attributes);
+        }
+        out.extend_from_slice(b",\"eventID\":");
+        attr::write_json_str(out, &self.record_id);
+        out.extend_from_slice(b",\"sequenceNumber\":");
+        attr::write_json_str(out, self.sequence_number.as_str());
+        if self.timestamp_source == TimestampSource::ApproximateCreationDateTime {
+            out.extend_from_slice(b",\"timestampSource\":");
+            attr::write_json_str(out, APPROXIMATE_CREATION);
+        }
+        if self.payload_encoding == PayloadEncoding::JsonString {
+            out.extend_from_slice(b",\"payloadEncoding\":");
+            attr::write_json_str(out, JSON_STRING);
+        }
+        if let Some(a) = &self.payload_attr {
+            out.extend_from_slice(b",\"payloadAttr\":");
+            attr::write_dynamo_json(out, a);
+        }
+        if let Some(a) = &self.metadata_attr {
+            out.extend_from_slice(b",\"metadataAttr\":");
+            attr::write_dynamo_json(out, a);
+        }
+        out.push(b'}');
+        Ok(())
     }
 
     /// Reads an archive line back. Unknown fields are ignored.
@@ -482,36 +541,293 @@ pub fn parse_batch(event: &Value) -> Result<Vec<Classified>, BatchError> {
     }
 }
 
-/// Like [`parse_batch`], from the event's JSON text: each record is parsed
-/// and classified on its own and its parse tree dropped before the next, so
-/// memory stays near the size of the input rather than many times it.
+/// Like [`parse_batch`], from the event's JSON text, the way the Lambda
+/// runs: the records are found as raw text ([`records_json`]) and each is
+/// read and classified on its own ([`classify_json`]), so memory stays near
+/// the size of the input and no JSON tree is built for a record that becomes
+/// an event.
 pub fn parse_batch_json(event: &str) -> Result<Vec<Classified>, BatchError> {
-    #[derive(serde::Deserialize)]
-    struct Batch<'a> {
-        #[serde(rename = "Records", borrow)]
-        records: Vec<&'a serde_json::value::RawValue>,
+    Ok(records_json(event)?
+        .iter()
+        .map(|raw| classify_json(raw.get()))
+        .collect())
+}
+
+/// The records of a Lambda DynamoDB Streams event (`{"Records": [...]}`),
+/// each as its raw JSON text, in order. The errors are those of [`parse_batch`].
+pub fn records_json(event: &str) -> Result<Vec<&RawValue>, BatchError> {
+    match serde_json::from_str::<RecordsField<'_>>(event) {
+        Ok(RecordsField(Some(Records::Array(records)))) => return Ok(records),
+        Ok(RecordsField(None)) => return Err(BatchError::MissingRecords),
+        Ok(RecordsField(Some(Records::Other))) | Err(_) => {}
     }
-    match serde_json::from_str::<Batch<'_>>(event) {
-        Ok(batch) => Ok(batch
-            .records
-            .iter()
-            .map(|raw| match serde_json::from_str::<Value>(raw.get()) {
-                Ok(record) => classify(&record),
-                // Not reachable for text that parsed above; never dropped all the same.
-                Err(e) => Classified::DeadLetter(Box::new(DeadLetter {
-                    reason: DeadLetterReason::MalformedRecord,
-                    detail: format!("record is not JSON: {e}"),
-                    raw: Value::String(raw.get().to_owned()),
-                })),
-            })
-            .collect()),
-        // Not the expected shape: the tree-based parser names what is wrong.
-        Err(_) => match serde_json::from_str::<Value>(event) {
-            Ok(value) => parse_batch(&value),
-            Err(_) => Err(BatchError::NotAnObject {
-                found: "invalid JSON",
-            }),
+    // Not the expected shape: the tree-based parser names what is wrong.
+    Err(match serde_json::from_str::<Value>(event) {
+        Ok(value) => match parse_batch(&value) {
+            Err(e) => e,
+            // Not reachable: text whose Records is an array reads above.
+            Ok(_) => BatchError::RecordsNotArray {
+                found: "an unreadable array",
+            },
         },
+        Err(_) => BatchError::NotAnObject {
+            found: "invalid JSON",
+        },
+    })
+}
+
+/// An event's last `Records` field (as a JSON tree keeps it), read in the
+/// same single pass as the rest of the event.
+struct RecordsField<'a>(Option<Records<'a>>);
+
+/// A `Records` value: the array of raw records, or anything else.
+enum Records<'a> {
+    Array(Vec<&'a RawValue>),
+    Other,
+}
+
+impl<'de> serde::Deserialize<'de> for RecordsField<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RecordsField<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a DynamoDB Streams event")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut records = None;
+                while let Some(key) = map.next_key::<Str<'de>>()? {
+                    if key.0 == "Records" {
+                        records = Some(map.next_value()?);
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(RecordsField(records))
+            }
+        }
+        deserializer.deserialize_map(V)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Records<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Records<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut records = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+                while let Some(record) = seq.next_element()? {
+                    records.push(record);
+                }
+                Ok(Records::Array(records))
+            }
+            // An object, or a number (serde_json's arbitrary precision hands
+            // big ones over as a map).
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Records::Other)
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Records::Other)
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Records::Other)
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Records::Other)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Records::Other)
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(Records::Other)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Records::Other)
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+/// Classifies one raw stream record given as its JSON text: the same result
+/// as [`classify`] on the parsed record (see [`RecordJson`]).
+pub fn classify_json(record: &str) -> Classified {
+    RecordJson::parse(record).classify()
+}
+
+/// One stream record read from its JSON text in a single pass, straight into
+/// what an event needs, without a JSON tree: the few record fields as text
+/// borrowed from the input, the `NewImage` attributes as [`AttrValue`]s, and
+/// its `Payload` and `Metadata` directly as the plain JSON of the line
+/// ([`attr::ExactJson`]); everything else is skipped.
+///
+/// That fast reading covers the records that become events with a payload
+/// and metadata that JSON holds exactly. Any other record (not an `INSERT`,
+/// a missing or invalid field, whatever would be a dead letter, or a payload
+/// with binary, sets or numbers JSON cannot spell) is classified by
+/// [`classify`] on its parsed JSON tree, the one definition of the rules, so
+/// the outcome, reasons and details are the same either way; a dead letter
+/// keeps the record exactly as delivered.
+#[derive(Debug)]
+pub struct RecordJson<'a> {
+    text: &'a str,
+    fields: Option<RecordFields<'a>>,
+}
+
+impl<'a> RecordJson<'a> {
+    /// Reads the record's fields (the parse step of [`classify_json`]).
+    pub fn parse(text: &'a str) -> Self {
+        Self {
+            text,
+            fields: serde_json::from_str(text).ok(),
+        }
+    }
+
+    /// Classifies the record (the classification step of [`classify_json`]).
+    pub fn classify(self) -> Classified {
+        if let Some(event) = self.fields.and_then(RecordFields::archive) {
+            return Classified::Event(Box::new(event));
+        }
+        match serde_json::from_str::<Value>(self.text) {
+            Ok(record) => classify(&record),
+            // Not reachable for text that a batch parsed; never dropped all the same.
+            Err(e) => Classified::DeadLetter(Box::new(DeadLetter {
+                reason: DeadLetterReason::MalformedRecord,
+                detail: format!("record is not JSON: {e}"),
+                raw: Value::String(self.text.to_owned()),
+            })),
+        }
+    }
+}
+
+/// What the fast reading keeps of a record. A repeated field keeps its last
+/// value, as a JSON tree does.
+#[derive(Debug, Default)]
+struct RecordFields<'a> {
+    event_name: Option<Str<'a>>,
+    record_id: Option<String>,
+    dynamodb: Option<DynamodbFields<'a>>,
+}
+
+/// What the fast reading keeps of a record's `dynamodb` object.
+#[derive(Debug, Default)]
+struct DynamodbFields<'a> {
+    sequence_number: Option<Str<'a>>,
+    new_image: Option<Image>,
+    approximate_creation: Option<&'a RawValue>,
+}
+
+impl RecordFields<'_> {
+    /// The event, when the record is one with nothing the rules would
+    /// refuse; `None` sends the record to [`classify`].
+    fn archive(self) -> Option<ArchivedEvent> {
+        if self.event_name?.0 != "INSERT" {
+            return None;
+        }
+        let record_id = self.record_id.filter(|id| !id.is_empty())?;
+        let ddb = self.dynamodb?;
+        let sequence_number = SequenceNumber::new(ddb.sequence_number?.0).ok()?;
+        let image = ddb.new_image.filter(|image| !image.is_empty())?;
+        let approximate_creation = match ddb.approximate_creation {
+            Some(raw) if !image.item.contains_key(item::TIMESTAMP) => {
+                Some(serde_json::from_str::<Value>(raw.get()).ok()?)
+            }
+            _ => None,
+        };
+        archive_item(
+            record_id,
+            sequence_number,
+            image,
+            approximate_creation.as_ref(),
+        )
+        .ok()
+    }
+}
+
+/// A JSON string, borrowed from the input when it has no escapes.
+#[derive(Debug)]
+struct Str<'a>(std::borrow::Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for Str<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Str<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Str<'de>, E> {
+                Ok(Str(v.into()))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Str<'de>, E> {
+                Ok(Str(v.to_owned().into()))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Str<'de>, E> {
+                Ok(Str(v.into()))
+            }
+        }
+        deserializer.deserialize_str(V)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for RecordFields<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RecordFields<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a DynamoDB Streams record")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut fields = RecordFields::default();
+                while let Some(key) = map.next_key::<Str<'de>>()? {
+                    match &*key.0 {
+                        "eventName" => fields.event_name = Some(map.next_value()?),
+                        "eventID" => fields.record_id = Some(map.next_value()?),
+                        "dynamodb" => fields.dynamodb = Some(map.next_value()?),
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(fields)
+            }
+        }
+        deserializer.deserialize_map(V)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for DynamodbFields<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = DynamodbFields<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a stream record's dynamodb object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut fields = DynamodbFields::default();
+                while let Some(key) = map.next_key::<Str<'de>>()? {
+                    match &*key.0 {
+                        "SequenceNumber" => fields.sequence_number = Some(map.next_value()?),
+                        "NewImage" => fields.new_image = Some(map.next_value()?),
+                        "ApproximateCreationDateTime" => {
+                            fields.approximate_creation = Some(map.next_value()?)
+                        }
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(fields)
+            }
+        }
+        deserializer.deserialize_map(V)
     }
 }
 
@@ -599,9 +915,31 @@ fn archive(record: &Value) -> Result<ArchivedEvent, Rejection> {
             )))
         }
     };
-    let mut item = attr::item_from_dynamo_json(image)
+    let item = attr::item_from_dynamo_json(image)
         .map_err(|e| (DeadLetterReason::InvalidAttribute, format!("NewImage: {e}")))?;
+    let approximate_creation = ddb.get("ApproximateCreationDateTime");
+    archive_item(
+        record_id,
+        sequence_number,
+        Image::of(item),
+        approximate_creation,
+    )
+}
 
+/// The rules past the record's own fields: the decoded `NewImage` (not
+/// empty) to the event, with `dynamodb.ApproximateCreationDateTime` for when
+/// the item has no `Timestamp`. Both readings of a record end here.
+fn archive_item(
+    record_id: String,
+    sequence_number: SequenceNumber,
+    image: Image,
+    approximate_creation: Option<&Value>,
+) -> Result<ArchivedEvent, Rejection> {
+    let Image {
+        mut item,
+        payload,
+        metadata,
+    } = image;
     let missing: Vec<&str> = [item::STREAM_ID, item::EVENT_ID, item::EVENT_NAME]
         .into_iter()
         .filter(|k| !item.contains_key(*k))
@@ -619,7 +957,7 @@ fn archive(record: &Value) -> Result<ArchivedEvent, Rejection> {
     let timestamp_source = if item.contains_key(item::TIMESTAMP) {
         TimestampSource::Item
     } else {
-        let ms = match ddb.get("ApproximateCreationDateTime") {
+        let ms = match approximate_creation {
             None | Some(Value::Null) => {
                 return Err((
                     DeadLetterReason::MissingTimestamp,
@@ -636,13 +974,15 @@ fn archive(record: &Value) -> Result<ArchivedEvent, Rejection> {
         TimestampSource::ApproximateCreationDateTime
     };
 
-    let payload_stored = item.remove(item::PAYLOAD);
-    let metadata_attr = item
-        .get(item::METADATA)
-        .cloned()
-        .filter(|m| !json_is_exact(m));
+    let (metadata, metadata_attr) = match metadata {
+        None => (None, None),
+        Some(Stored::Json(json)) => (Some(json), None),
+        Some(Stored::Attr(m)) if attr::json_round_trips(&m) => (Some(attr::into_json(m)), None),
+        Some(Stored::Attr(m)) => (Some(attr::to_json(&m)), Some(m)),
+    };
     let mut event =
         item::decode(item).map_err(|e| (DeadLetterReason::InvalidAttribute, e.to_string()))?;
+    event.metadata = metadata;
     if event.event_id == 0 {
         return Err((
             DeadLetterReason::InvalidAttribute,
@@ -652,17 +992,29 @@ fn archive(record: &Value) -> Result<ArchivedEvent, Rejection> {
             ),
         ));
     }
-    let (payload, payload_encoding, payload_attr) = match payload_stored {
+    let (payload, payload_encoding, payload_attr) = match payload {
         None => (Value::Null, PayloadEncoding::Attribute, None),
-        Some(AttrValue::S(text)) => match serde_json::from_str::<Value>(&text) {
-            Ok(json) => (json, PayloadEncoding::JsonString, None),
-            Err(_) => (Value::String(text), PayloadEncoding::Attribute, None),
-        },
-        Some(stored) => {
-            let json = attr::to_json(&stored);
-            let exact = json_is_exact(&stored);
-            (json, PayloadEncoding::Attribute, (!exact).then_some(stored))
+        Some(Stored::Attr(AttrValue::S(text)) | Stored::Json(Value::String(text))) => {
+            match serde_json::from_str::<Value>(&text) {
+                Ok(json) => {
+                    // The text itself goes along unless it is exactly the
+                    // compact JSON (spaces, key order, escapes would be lost).
+                    let compact = serde_json::to_string(&json).is_ok_and(|t| t == text);
+                    let original = (!compact).then_some(AttrValue::S(text));
+                    (json, PayloadEncoding::JsonString, original)
+                }
+                Err(_) => (Value::String(text), PayloadEncoding::Attribute, None),
+            }
         }
+        Some(Stored::Json(json)) => (json, PayloadEncoding::Attribute, None),
+        Some(Stored::Attr(stored)) if attr::json_round_trips(&stored) => {
+            (attr::into_json(stored), PayloadEncoding::Attribute, None)
+        }
+        Some(Stored::Attr(stored)) => (
+            attr::to_json(&stored),
+            PayloadEncoding::Attribute,
+            Some(stored),
+        ),
     };
     event.payload = payload;
     Ok(ArchivedEvent {
@@ -676,6 +1028,71 @@ fn archive(record: &Value) -> Result<ArchivedEvent, Rejection> {
     })
 }
 
+/// A `NewImage`, its `Payload` and `Metadata` apart from the other attributes.
+#[derive(Debug, Default)]
+struct Image {
+    item: Item,
+    payload: Option<Stored>,
+    metadata: Option<Stored>,
+}
+
+impl Image {
+    /// The image of a decoded item.
+    fn of(mut item: Item) -> Self {
+        Self {
+            payload: item.remove(item::PAYLOAD).map(Stored::Attr),
+            metadata: item.remove(item::METADATA).map(Stored::Attr),
+            item,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.item.is_empty() && self.payload.is_none() && self.metadata.is_none()
+    }
+}
+
+/// A `Payload` or `Metadata` attribute as read: the attribute value, or
+/// (the fast reading, [`attr::ExactJson`]) directly the plain JSON that
+/// converts back to it exactly.
+#[derive(Debug)]
+enum Stored {
+    Attr(AttrValue),
+    Json(Value),
+}
+
+impl<'de> serde::Deserialize<'de> for Image {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Image;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a NewImage in DynamoDB JSON")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Image, A::Error> {
+                let mut image = Image::default();
+                while let Some(key) = map.next_key::<Str<'de>>()? {
+                    match &*key.0 {
+                        item::PAYLOAD => {
+                            image.payload =
+                                Some(Stored::Json(map.next_value::<attr::ExactJson>()?.0))
+                        }
+                        item::METADATA => {
+                            image.metadata =
+                                Some(Stored::Json(map.next_value::<attr::ExactJson>()?.0))
+                        }
+                        _ => {
+                            let value = map.next_value::<AttrValue>()?;
+                            image.item.insert(key.0.into_owned(), value);
+                        }
+                    }
+                }
+                Ok(image)
+            }
+        }
+        deserializer.deserialize_map(V)
+    }
+}
+
 fn missing_new_image(ddb: &Map<String, Value>, what: &str) -> Rejection {
     let detail = match ddb.get("StreamViewType").and_then(Value::as_str) {
         Some(view) => format!(
@@ -684,11 +1101,6 @@ fn missing_new_image(ddb: &Map<String, Value>, what: &str) -> Rejection {
         None => what.to_owned(),
     };
     (DeadLetterReason::MissingNewImage, detail)
-}
-
-/// True when the value's plain JSON converts back to exactly the same value.
-fn json_is_exact(value: &AttrValue) -> bool {
-    attr::from_json(&attr::to_json(value)).is_ok_and(|back| &back == value)
 }
 
 /// `ApproximateCreationDateTime` (epoch seconds: a JSON number or a numeric
@@ -788,15 +1200,28 @@ pub(crate) mod tests {
         })
     }
 
+    /// Classifies the record from its tree and from its text (compact and
+    /// pretty), which must agree.
+    fn classify_both(record: &Value) -> Classified {
+        let classified = classify(record);
+        for text in [
+            serde_json::to_string(record).unwrap(),
+            serde_json::to_string_pretty(record).unwrap(),
+        ] {
+            assert_eq!(classify_json(&text), classified, "{text}");
+        }
+        classified
+    }
+
     fn event(record: &Value) -> ArchivedEvent {
-        match classify(record) {
+        match classify_both(record) {
             Classified::Event(e) => *e,
             Classified::DeadLetter(d) => panic!("expected an event, got {d:?}"),
         }
     }
 
     fn dead(record: &Value) -> DeadLetter {
-        match classify(record) {
+        match classify_both(record) {
             Classified::DeadLetter(d) => {
                 assert_eq!(&d.raw, record, "the raw record is kept as it was");
                 *d
@@ -825,6 +1250,21 @@ pub(crate) mod tests {
             )
         );
         assert_eq!(ArchivedEvent::from_line(&line).unwrap(), e);
+    }
+
+    #[test]
+    fn an_insert_is_read_without_a_json_tree() {
+        let mut img = image("order-1", 3, 1_795_471_652_123);
+        img["Metadata"] = json!({"M": {"user": {"S": "u1"}}});
+        let text = insert_record("1100000000017454423009", img).to_string();
+        let fields = RecordJson::parse(&text).fields.expect("read in one pass");
+        assert!(fields.archive().is_some(), "an event on the fast path");
+        // the record fields borrow the input
+        let fields = RecordJson::parse(&text).fields.unwrap();
+        assert!(matches!(
+            fields.event_name,
+            Some(Str(std::borrow::Cow::Borrowed("INSERT")))
+        ));
     }
 
     #[test]
@@ -897,6 +1337,20 @@ pub(crate) mod tests {
             r#"{"amount":12345678901234567890123.50,"ok":true}"#
         );
         assert_eq!(ArchivedEvent::from_line(&line).unwrap(), e);
+        // Not the compact text: the original goes along, exactly.
+        assert_eq!(
+            line["payloadAttr"],
+            json!({"S": "{\"amount\": 12345678901234567890123.50, \"ok\": true}"})
+        );
+
+        let mut img = image("s", 1, 5);
+        img["Payload"] = json!({"S": "{\"a\":[1,\"x\"]}"});
+        let line = event(&insert_record("100000000000000000001", img)).to_line();
+        assert_eq!(line["payloadEncoding"], "json-string");
+        assert!(
+            line.get("payloadAttr").is_none(),
+            "compact text: the JSON says it all"
+        );
 
         let mut img = image("s", 1, 5);
         img["Payload"] = json!({"S": "not json {"});
@@ -1089,6 +1543,34 @@ pub(crate) mod tests {
             matches!(&out[2], Classified::DeadLetter(d) if matches!(d.reason, DeadLetterReason::NotInsert { .. }))
         );
         assert_eq!(parse_batch(&json!({"Records": []})).unwrap(), vec![]);
+        assert_eq!(parse_batch_json(&event.to_string()).unwrap(), out);
+        for (text, err) in [
+            ("[]", BatchError::NotAnObject { found: "an array" }),
+            (
+                "{",
+                BatchError::NotAnObject {
+                    found: "invalid JSON",
+                },
+            ),
+            ("{}", BatchError::MissingRecords),
+            (
+                r#"{"Records": {}}"#,
+                BatchError::RecordsNotArray { found: "an object" },
+            ),
+            (
+                r#"{"Records": [], "Records": 5}"#,
+                BatchError::RecordsNotArray { found: "a number" },
+            ),
+        ] {
+            assert_eq!(parse_batch_json(text), Err(err), "{text}");
+        }
+        // a repeated field keeps its last value, as in a JSON tree
+        let text = format!(r#"{{"Records": 5, "Records": [{good}]}}"#);
+        assert_eq!(
+            parse_batch_json(&text).unwrap(),
+            parse_batch(&serde_json::from_str(&text).unwrap()).unwrap()
+        );
+        assert_eq!(parse_batch_json(&text).unwrap().len(), 1);
         assert_eq!(
             parse_batch(&json!([])),
             Err(BatchError::NotAnObject { found: "an array" })

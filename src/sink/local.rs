@@ -95,7 +95,8 @@ fn create_dirs_durably(dir: &Path) -> Result<(), SinkError> {
             _ => Path::new("."),
         };
         if let Ok(d) = std::fs::File::open(parent) {
-            d.sync_all().map_err(|e| io("syncing directory", parent, e))?;
+            d.sync_all()
+                .map_err(|e| io("syncing directory", parent, e))?;
         }
     }
     Ok(())

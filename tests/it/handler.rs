@@ -302,7 +302,10 @@ async fn a_failed_dead_letter_write_reports_the_first_dead_record() {
         .as_str()
         .unwrap();
     assert_eq!(summary.batch_item_failures, [first_dead]);
-    assert_eq!(summary.dead_lettered, 0, "nothing was written to the dead-letter prefix");
+    assert_eq!(
+        summary.dead_lettered, 0,
+        "nothing was written to the dead-letter prefix"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

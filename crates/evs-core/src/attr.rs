@@ -10,10 +10,13 @@
 //!
 //! and estimates an item's size by DynamoDB's rules. None of it does I/O.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::fmt;
 use std::str::FromStr;
 
 use base64::Engine as _;
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
 /// An item: attribute name to value.
@@ -95,17 +98,28 @@ pub fn validate_number(text: &str) -> Result<(), AttrError> {
     {
         return Err(err("not a decimal number"));
     }
-    let digits: String = format!("{int_part}{frac_part}");
-    let trimmed = digits.trim_start_matches('0');
-    if trimmed.is_empty() {
+    // The digits are `int_part` then `frac_part`; count their leading and
+    // trailing zeros without joining them (this runs for every number read).
+    let zeros = |part: &str| part.bytes().take_while(|&b| b == b'0').count();
+    let trailing_zeros = |part: &str| part.bytes().rev().take_while(|&b| b == b'0').count();
+    let mut leading_zeros = zeros(int_part);
+    if leading_zeros == int_part.len() {
+        leading_zeros += zeros(frac_part);
+    }
+    let total = int_part.len() + frac_part.len();
+    if leading_zeros == total {
         return Ok(()); // zero
     }
-    let significant = trimmed.trim_end_matches('0');
-    if significant.len() > MAX_NUMBER_DIGITS {
+    let mut trailing = trailing_zeros(frac_part);
+    if trailing == frac_part.len() {
+        trailing += trailing_zeros(int_part);
+    }
+    // A non-zero digit separates the leading from the trailing zeros.
+    let significant = total - leading_zeros - trailing;
+    if significant > MAX_NUMBER_DIGITS {
         return Err(err("more than 38 significant digits"));
     }
     // Decimal exponent of the leading significant digit.
-    let leading_zeros = digits.len() - trimmed.len();
     let magnitude = (int_part.len() as i64 - 1 - leading_zeros as i64)
         .checked_add(exponent)
         .ok_or_else(|| err("exponent out of range"))?;
@@ -160,11 +174,555 @@ pub fn to_json(value: &AttrValue) -> Value {
 }
 
 fn number_json(text: &str) -> Value {
-    // With serde_json's arbitrary precision a Number keeps its text exactly;
-    // text that is not JSON number syntax (".5", "+1") is kept as a string.
+    // With serde_json's arbitrary precision a Number keeps its digits exactly
+    // (see `json_number_text`); text that is not JSON number syntax (".5",
+    // "+1") is kept as a string.
     Number::from_str(text)
         .map(Value::Number)
         .unwrap_or_else(|_| Value::String(text.to_owned()))
+}
+
+/// The text `serde_json` gives a number written as `text` (with arbitrary
+/// precision it keeps the digits and writes an exponent as `e` with a sign:
+/// `1E5` becomes `1e+5`), or `None` when `text` is not JSON number syntax
+/// (`.5`, `+1`, `01`, `1.`). This is what [`to_json`] writes for an `N`.
+pub fn json_number_text(text: &str) -> Option<Cow<'_, str>> {
+    let bytes = text.as_bytes();
+    let digits_from = |mut i: usize| {
+        while bytes.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        i
+    };
+    let mut i = usize::from(bytes.first() == Some(&b'-'));
+    match bytes.get(i) {
+        Some(b'0') => i += 1,
+        Some(b'1'..=b'9') => i = digits_from(i + 1),
+        _ => return None,
+    }
+    if bytes.get(i) == Some(&b'.') {
+        let end = digits_from(i + 1);
+        if end == i + 1 {
+            return None;
+        }
+        i = end;
+    }
+    let Some(&marker) = bytes.get(i) else {
+        return Some(Cow::Borrowed(text));
+    };
+    if marker != b'e' && marker != b'E' {
+        return None;
+    }
+    let sign = bytes
+        .get(i + 1)
+        .copied()
+        .filter(|b| *b == b'+' || *b == b'-');
+    let digits_start = i + 1 + usize::from(sign.is_some());
+    let end = digits_from(digits_start);
+    if end == digits_start || end != bytes.len() {
+        return None;
+    }
+    if marker == b'e' && sign.is_some() {
+        return Some(Cow::Borrowed(text));
+    }
+    let mut normalized = String::with_capacity(text.len() + 1);
+    normalized.push_str(&text[..i]);
+    normalized.push('e');
+    normalized.push(if sign == Some(b'-') { '-' } else { '+' });
+    normalized.push_str(&text[digits_start..]);
+    Some(Cow::Owned(normalized))
+}
+
+/// True when the value's plain JSON converts back to the very same value,
+/// i.e. `from_json(&to_json(value)) == Ok(value.clone())`, decided without
+/// building either: no binary, no sets, and every number already in the
+/// form `serde_json` writes it (and storable by DynamoDB).
+pub fn json_round_trips(value: &AttrValue) -> bool {
+    match value {
+        AttrValue::S(_) | AttrValue::Bool(_) | AttrValue::Null => true,
+        AttrValue::N(n) => {
+            json_number_text(n).is_some_and(|t| t == n.as_str()) && validate_number(n).is_ok()
+        }
+        AttrValue::M(m) => m.values().all(json_round_trips),
+        AttrValue::L(l) => l.iter().all(json_round_trips),
+        AttrValue::B(_) | AttrValue::Ss(_) | AttrValue::Ns(_) | AttrValue::Bs(_) => false,
+    }
+}
+
+/// [`to_json`] of an owned value: the same JSON, moving the strings instead
+/// of copying them.
+pub fn into_json(value: AttrValue) -> Value {
+    match value {
+        AttrValue::S(s) => Value::String(s),
+        AttrValue::N(n) => match Number::from_str(&n) {
+            Ok(number) => Value::Number(number),
+            Err(_) => Value::String(n),
+        },
+        AttrValue::M(m) => Value::Object(m.into_iter().map(|(k, v)| (k, into_json(v))).collect()),
+        AttrValue::L(l) => Value::Array(l.into_iter().map(into_json).collect()),
+        AttrValue::Ss(s) => Value::Array(s.into_iter().map(Value::String).collect()),
+        other => to_json(&other),
+    }
+}
+
+// ---- writing JSON text without building a tree ----
+
+/// Appends `text` as a JSON string, escaped exactly as `serde_json` does
+/// (`"`, `\` and control characters only; `\b \t \n \f \r` by name, other
+/// controls as `\u00xx`).
+pub fn write_json_str(out: &mut Vec<u8>, text: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes = text.as_bytes();
+    out.push(b'"');
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            0x08 => b"\\b",
+            b'\t' => b"\\t",
+            b'\n' => b"\\n",
+            0x0c => b"\\f",
+            b'\r' => b"\\r",
+            0x00..=0x1f => &[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0xf)],
+            ],
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        out.extend_from_slice(escape);
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+fn write_number_json(out: &mut Vec<u8>, text: &str) {
+    match json_number_text(text) {
+        Some(t) => out.extend_from_slice(t.as_bytes()),
+        None => write_json_str(out, text),
+    }
+}
+
+fn write_base64(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.push(b'"');
+    let start = out.len();
+    let len = base64::encoded_len(bytes.len(), true).unwrap_or(0);
+    out.resize(start + len, 0);
+    let written = base64::engine::general_purpose::STANDARD
+        .encode_slice(bytes, &mut out[start..])
+        .unwrap_or(0);
+    out.truncate(start + written);
+    out.push(b'"');
+}
+
+fn write_array<T>(out: &mut Vec<u8>, items: &[T], mut each: impl FnMut(&mut Vec<u8>, &T)) {
+    out.push(b'[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        each(out, item);
+    }
+    out.push(b']');
+}
+
+/// Appends [`to_json`]`(value)` as compact JSON text: byte for byte what
+/// `serde_json::to_writer(out, &to_json(value))` writes, without the tree.
+pub fn write_json(out: &mut Vec<u8>, value: &AttrValue) {
+    match value {
+        AttrValue::S(s) => write_json_str(out, s),
+        AttrValue::N(n) => write_number_json(out, n),
+        AttrValue::B(b) => write_base64(out, b),
+        AttrValue::Bool(true) => out.extend_from_slice(b"true"),
+        AttrValue::Bool(false) => out.extend_from_slice(b"false"),
+        AttrValue::Null => out.extend_from_slice(b"null"),
+        AttrValue::M(m) => {
+            out.push(b'{');
+            for (i, (k, v)) in m.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_json_str(out, k);
+                out.push(b':');
+                write_json(out, v);
+            }
+            out.push(b'}');
+        }
+        AttrValue::L(l) => write_array(out, l, write_json),
+        AttrValue::Ss(s) => write_array(out, s, |out, s| write_json_str(out, s)),
+        AttrValue::Ns(n) => write_array(out, n, |out, n| write_number_json(out, n)),
+        AttrValue::Bs(b) => write_array(out, b, |out, b| write_base64(out, b)),
+    }
+}
+
+/// Appends [`to_dynamo_json`]`(value)` as compact JSON text, byte for byte
+/// what `serde_json` writes for it, without the tree.
+pub fn write_dynamo_json(out: &mut Vec<u8>, value: &AttrValue) {
+    let tag: &[u8] = match value {
+        AttrValue::S(_) => b"{\"S\":",
+        AttrValue::N(_) => b"{\"N\":",
+        AttrValue::B(_) => b"{\"B\":",
+        AttrValue::Bool(_) => b"{\"BOOL\":",
+        AttrValue::Null => b"{\"NULL\":",
+        AttrValue::M(_) => b"{\"M\":",
+        AttrValue::L(_) => b"{\"L\":",
+        AttrValue::Ss(_) => b"{\"SS\":",
+        AttrValue::Ns(_) => b"{\"NS\":",
+        AttrValue::Bs(_) => b"{\"BS\":",
+    };
+    out.extend_from_slice(tag);
+    match value {
+        AttrValue::S(s) | AttrValue::N(s) => write_json_str(out, s),
+        AttrValue::B(b) => write_base64(out, b),
+        AttrValue::Bool(true) | AttrValue::Null => out.extend_from_slice(b"true"),
+        AttrValue::Bool(false) => out.extend_from_slice(b"false"),
+        AttrValue::M(m) => write_item_dynamo_json(out, m),
+        AttrValue::L(l) => write_array(out, l, write_dynamo_json),
+        AttrValue::Ss(s) | AttrValue::Ns(s) => write_array(out, s, |out, s| write_json_str(out, s)),
+        AttrValue::Bs(b) => write_array(out, b, |out, b| write_base64(out, b)),
+    }
+    out.push(b'}');
+}
+
+/// Appends [`item_to_dynamo_json`]`(item)` as compact JSON text, byte for
+/// byte what `serde_json` writes for it, without the tree.
+pub fn write_item_dynamo_json(out: &mut Vec<u8>, item: &Item) {
+    out.push(b'{');
+    for (i, (k, v)) in item.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_json_str(out, k);
+        out.push(b':');
+        write_dynamo_json(out, v);
+    }
+    out.push(b'}');
+}
+
+// ---- reading DynamoDB JSON text without building a tree ----
+
+/// `AttrValue` deserializes from DynamoDB JSON (`{"S": "x"}`, `{"N": "1"}`,
+/// `{"M": {…}}`, …), so `serde_json::from_str::<Item>(image)` reads an image
+/// straight from its text, without a `serde_json::Value` in between.
+///
+/// It accepts exactly what [`from_dynamo_json`] accepts and gives the same
+/// value, with one exception: an object that repeats its type key
+/// (`{"S": "a", "S": "b"}`) is refused here. Its errors are serde errors
+/// without the attribute path; [`item_from_dynamo_json_str`] gives the
+/// [`AttrError`] of [`item_from_dynamo_json`].
+impl<'de> Deserialize<'de> for AttrValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(AttrValueVisitor)
+    }
+}
+
+/// Parses a DynamoDB JSON object (an image) from its text into an item:
+/// the same result as [`item_from_dynamo_json`] on the parsed text, errors
+/// included, without building the JSON tree when the text is valid.
+pub fn item_from_dynamo_json_str(text: &str) -> Result<Item, AttrError> {
+    match serde_json::from_str::<Item>(text) {
+        Ok(item) => Ok(item),
+        Err(_) => {
+            let value: Value =
+                serde_json::from_str(text).map_err(|e| dj_err("", format!("not JSON: {e}")))?;
+            item_from_dynamo_json(&value)
+        }
+    }
+}
+
+const TYPE_KEYS: &[&str] = &["S", "N", "B", "BOOL", "NULL", "M", "L", "SS", "NS", "BS"];
+const ONE_TYPE_KEY: &str = "an attribute value must have exactly one type key";
+
+struct AttrValueVisitor;
+
+impl<'de> Visitor<'de> for AttrValueVisitor {
+    type Value = AttrValue;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a DynamoDB JSON attribute value (an object with one type key)")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<AttrValue, A::Error> {
+        let Some(TypeKey(tag)) = map.next_key()? else {
+            return Err(de::Error::custom(ONE_TYPE_KEY));
+        };
+        let value = match tag {
+            "S" => AttrValue::S(map.next_value()?),
+            "N" => AttrValue::N(map.next_value::<NumberText>()?.0),
+            "B" => AttrValue::B(map.next_value::<Binary>()?.0),
+            "BOOL" => AttrValue::Bool(map.next_value()?),
+            "NULL" => {
+                map.next_value::<IgnoredAny>()?;
+                AttrValue::Null
+            }
+            "M" => AttrValue::M(map.next_value()?),
+            "L" => AttrValue::L(map.next_value()?),
+            "SS" => AttrValue::Ss(map.next_value()?),
+            "NS" => AttrValue::Ns(
+                map.next_value::<Vec<NumberText>>()?
+                    .into_iter()
+                    .map(|n| n.0)
+                    .collect(),
+            ),
+            "BS" => AttrValue::Bs(
+                map.next_value::<Vec<Binary>>()?
+                    .into_iter()
+                    .map(|b| b.0)
+                    .collect(),
+            ),
+            other => {
+                return Err(de::Error::custom(format_args!(
+                    "unknown attribute type {other:?}"
+                )))
+            }
+        };
+        if map.next_key::<IgnoredAny>()?.is_some() {
+            return Err(de::Error::custom(ONE_TYPE_KEY));
+        }
+        Ok(value)
+    }
+}
+
+/// A type key, one of [`TYPE_KEYS`].
+struct TypeKey(&'static str);
+
+impl<'de> Deserialize<'de> for TypeKey {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = TypeKey;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a DynamoDB attribute type")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<TypeKey, E> {
+                TYPE_KEYS
+                    .iter()
+                    .find(|k| **k == v)
+                    .map(|k| TypeKey(k))
+                    .ok_or_else(|| E::custom(format_args!("unknown attribute type {v:?}")))
+            }
+        }
+        deserializer.deserialize_identifier(V)
+    }
+}
+
+/// The text of an `N`: a string (as AWS sends it) or a JSON number, checked
+/// with [`validate_number`].
+struct NumberText(String);
+
+impl<'de> Deserialize<'de> for NumberText {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        fn checked<E: de::Error>(text: String) -> Result<NumberText, E> {
+            validate_number(&text).map_err(E::custom)?;
+            Ok(NumberText(text))
+        }
+        impl<'de> Visitor<'de> for V {
+            type Value = NumberText;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a number string")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<NumberText, E> {
+                validate_number(v).map_err(E::custom)?;
+                Ok(NumberText(v.to_owned()))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<NumberText, E> {
+                checked(v)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<NumberText, E> {
+                checked(Number::from(v).to_string())
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<NumberText, E> {
+                checked(Number::from(v).to_string())
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<NumberText, E> {
+                let n = Number::from_f64(v).ok_or_else(|| E::custom("not a finite number"))?;
+                checked(n.to_string())
+            }
+            // serde_json with arbitrary_precision hands big and decimal
+            // numbers over as a one-entry map that `Number` reads.
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<NumberText, A::Error> {
+                let n = Number::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                checked(n.to_string())
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+/// DynamoDB JSON read straight into the plain JSON [`to_json`] gives for it,
+/// for the values whose plain JSON converts back exactly
+/// ([`json_round_trips`]): `S`, `BOOL`, `NULL`, `N` already in the form
+/// `serde_json` writes, and `M` and `L` of those. Every other value is
+/// refused (binary, sets, a number such as `1E5` or `.5`, and whatever
+/// [`AttrValue`] refuses): read it as an [`AttrValue`] instead.
+///
+/// For an event store whose payloads are JSON this is the common case, and
+/// it skips building the [`AttrValue`] only to convert it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExactJson(pub Value);
+
+impl<'de> Deserialize<'de> for ExactJson {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(ExactJsonVisitor)
+    }
+}
+
+struct ExactJsonVisitor;
+
+impl<'de> Visitor<'de> for ExactJsonVisitor {
+    type Value = ExactJson;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a DynamoDB JSON attribute value with an exact plain JSON form")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ExactJson, A::Error> {
+        let Some(TypeKey(tag)) = map.next_key()? else {
+            return Err(de::Error::custom(ONE_TYPE_KEY));
+        };
+        let value = match tag {
+            "S" => Value::String(map.next_value()?),
+            "N" => {
+                let NumberCow(text) = map.next_value()?;
+                // Only the form serde_json writes converts back to the same text.
+                if json_number_text(&text).as_deref() != Some(&*text) {
+                    return Err(de::Error::custom(format_args!(
+                        "number {text} has no exact JSON form"
+                    )));
+                }
+                Value::Number(Number::from_str(&text).map_err(de::Error::custom)?)
+            }
+            "BOOL" => Value::Bool(map.next_value()?),
+            "NULL" => {
+                map.next_value::<IgnoredAny>()?;
+                Value::Null
+            }
+            "M" => Value::Object(map.next_value::<ExactJsonMap>()?.0),
+            "L" => Value::Array(
+                map.next_value::<Vec<ExactJson>>()?
+                    .into_iter()
+                    .map(|v| v.0)
+                    .collect(),
+            ),
+            other => {
+                return Err(de::Error::custom(format_args!(
+                    "{other} has no exact JSON form"
+                )))
+            }
+        };
+        if map.next_key::<IgnoredAny>()?.is_some() {
+            return Err(de::Error::custom(ONE_TYPE_KEY));
+        }
+        Ok(ExactJson(value))
+    }
+}
+
+/// The entries of an `M` as a JSON object, in the map's key order (that of
+/// [`AttrValue::M`]), a repeated key keeping its last value.
+struct ExactJsonMap(Map<String, Value>);
+
+impl<'de> Deserialize<'de> for ExactJsonMap {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ExactJsonMap;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a map of DynamoDB JSON attribute values")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ExactJsonMap, A::Error> {
+                let mut entries: Vec<(String, Value)> = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    entries.push((key, map.next_value::<ExactJson>()?.0));
+                }
+                // Stable: of equal keys the last given stays last.
+                if !entries.windows(2).all(|w| w[0].0 < w[1].0) {
+                    entries.sort_by(|a, b| a.0.cmp(&b.0));
+                }
+                let mut object = Map::with_capacity(entries.len());
+                let mut entries = entries.into_iter().peekable();
+                while let Some((key, value)) = entries.next() {
+                    if entries.peek().is_some_and(|(next, _)| *next == key) {
+                        continue;
+                    }
+                    object.insert(key, value);
+                }
+                Ok(ExactJsonMap(object))
+            }
+        }
+        deserializer.deserialize_map(V)
+    }
+}
+
+/// The text of an `N` (a string, or a JSON number), checked with
+/// [`validate_number`], borrowed from the input when it can be.
+struct NumberCow<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for NumberCow<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = NumberCow<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a number string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<NumberCow<'de>, E> {
+                validate_number(v).map_err(E::custom)?;
+                Ok(NumberCow(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<NumberCow<'de>, E> {
+                validate_number(v).map_err(E::custom)?;
+                Ok(NumberCow(Cow::Owned(v.to_owned())))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<NumberCow<'de>, E> {
+                self.visit_string(Number::from(v).to_string())
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<NumberCow<'de>, E> {
+                self.visit_string(Number::from(v).to_string())
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<NumberCow<'de>, E> {
+                let n = Number::from_f64(v).ok_or_else(|| E::custom("not a finite number"))?;
+                self.visit_string(n.to_string())
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<NumberCow<'de>, E> {
+                validate_number(&v).map_err(E::custom)?;
+                Ok(NumberCow(Cow::Owned(v)))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<NumberCow<'de>, A::Error> {
+                let n = Number::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                self.visit_string(n.to_string())
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+/// The bytes of a `B`: a base64 string.
+struct Binary(Vec<u8>);
+
+impl<'de> Deserialize<'de> for Binary {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Binary;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a base64 string")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Binary, E> {
+                base64::engine::general_purpose::STANDARD
+                    .decode(v)
+                    .map(Binary)
+                    .map_err(|e| E::custom(format_args!("invalid base64: {e}")))
+            }
+        }
+        deserializer.deserialize_str(V)
+    }
 }
 
 /// Base64 (standard alphabet, padded), the encoding DynamoDB JSON uses for binary.
@@ -415,5 +973,290 @@ mod tests {
             AttrValue::M(BTreeMap::from([("k".into(), AttrValue::Bool(true))])),
         );
         assert_eq!(item_size(&item), 5 + 1 + 3 + 1 + 1 + 1);
+    }
+
+    // ---- the text paths agree with the tree paths ----
+
+    use proptest::prelude::*;
+
+    /// `validate_number` as it was, joining the digits: the reference.
+    fn validate_number_reference(text: &str) -> Result<(), &'static str> {
+        let body = text.strip_prefix(['-', '+']).unwrap_or(text);
+        let (mantissa, exponent) = match body.find(['e', 'E']) {
+            Some(i) => (
+                &body[..i],
+                body[i + 1..]
+                    .parse::<i64>()
+                    .map_err(|_| "malformed exponent")?,
+            ),
+            None => (body, 0),
+        };
+        let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+        if (int_part.is_empty() && frac_part.is_empty())
+            || !int_part.bytes().all(|b| b.is_ascii_digit())
+            || !frac_part.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Err("not a decimal number");
+        }
+        let digits = format!("{int_part}{frac_part}");
+        let trimmed = digits.trim_start_matches('0');
+        if trimmed.is_empty() {
+            return Ok(());
+        }
+        if trimmed.trim_end_matches('0').len() > MAX_NUMBER_DIGITS {
+            return Err("more than 38 significant digits");
+        }
+        let leading_zeros = digits.len() - trimmed.len();
+        let magnitude = (int_part.len() as i64 - 1 - leading_zeros as i64)
+            .checked_add(exponent)
+            .ok_or("exponent out of range")?;
+        if magnitude > 125 {
+            return Err("larger than 9.99…e125");
+        }
+        if magnitude < -130 {
+            return Err("smaller than 1e-130");
+        }
+        Ok(())
+    }
+
+    /// Number texts, valid or not for JSON and for DynamoDB.
+    fn number_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<i64>().prop_map(|n| n.to_string()),
+            "-?[1-9][0-9]{20,40}",
+            "-?[0-9]{1,12}\\.[0-9]{1,12}",
+            "-?[1-9]\\.[0-9]{0,6}[eE][-+]?[0-9]{1,4}",
+            "[-+]?0{0,3}[0-9]{0,3}\\.?[0-9]{0,3}0{0,3}([eE][-+]?[0-9]{0,3})?",
+            "[-+0-9.eE ]{0,8}",
+            Just("1e9999999999999999999".to_owned()),
+            Just(format!("{}e-20", "1".repeat(38))),
+        ]
+    }
+
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![".{0,12}", "[\\x00-\\x20\"\\\\/\\x7f]{0,6}", "[0-9]{1,25}"]
+    }
+
+    fn bytes() -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(any::<u8>(), 0..12)
+    }
+
+    fn attr_value() -> impl Strategy<Value = AttrValue> {
+        let leaf = prop_oneof![
+            text().prop_map(AttrValue::S),
+            number_text().prop_map(AttrValue::N),
+            bytes().prop_map(AttrValue::B),
+            any::<bool>().prop_map(AttrValue::Bool),
+            Just(AttrValue::Null),
+            proptest::collection::vec(text(), 0..4).prop_map(AttrValue::Ss),
+            proptest::collection::vec(number_text(), 0..4).prop_map(AttrValue::Ns),
+            proptest::collection::vec(bytes(), 0..4).prop_map(AttrValue::Bs),
+        ];
+        leaf.prop_recursive(4, 32, 5, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..5).prop_map(AttrValue::L),
+                proptest::collection::btree_map(text(), inner, 0..5).prop_map(AttrValue::M),
+            ]
+        })
+    }
+
+    /// A value DynamoDB JSON can carry (its numbers are valid).
+    fn valid(value: &AttrValue) -> bool {
+        match value {
+            AttrValue::N(n) => validate_number(n).is_ok(),
+            AttrValue::Ns(ns) => ns.iter().all(|n| validate_number(n).is_ok()),
+            AttrValue::M(m) => m.values().all(valid),
+            AttrValue::L(l) => l.iter().all(valid),
+            _ => true,
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn validate_number_matches_the_reference(text in number_text()) {
+            prop_assert_eq!(
+                validate_number(&text).map_err(|e| match e {
+                    AttrError::Number { reason, .. } => reason,
+                    AttrError::DynamoJson { .. } => "?",
+                }),
+                validate_number_reference(&text)
+            );
+        }
+
+        #[test]
+        fn json_number_text_is_what_serde_json_makes_of_it(text in number_text()) {
+            prop_assert_eq!(
+                json_number_text(&text).map(Cow::into_owned),
+                Number::from_str(&text).ok().map(|n| n.to_string())
+            );
+        }
+
+        #[test]
+        fn the_writers_write_what_serde_json_writes(value in attr_value()) {
+            let mut out = Vec::new();
+            write_json(&mut out, &value);
+            prop_assert_eq!(&out, &serde_json::to_vec(&to_json(&value)).unwrap());
+            out.clear();
+            write_dynamo_json(&mut out, &value);
+            prop_assert_eq!(&out, &serde_json::to_vec(&to_dynamo_json(&value)).unwrap());
+            if let AttrValue::M(m) = &value {
+                out.clear();
+                write_item_dynamo_json(&mut out, m);
+                prop_assert_eq!(&out, &serde_json::to_vec(&item_to_dynamo_json(m)).unwrap());
+            }
+            if let AttrValue::S(s) = &value {
+                out.clear();
+                write_json_str(&mut out, s);
+                prop_assert_eq!(&out, &serde_json::to_vec(s).unwrap());
+            }
+        }
+
+        #[test]
+        fn json_round_trips_without_building_the_trees(value in attr_value()) {
+            prop_assert_eq!(
+                json_round_trips(&value),
+                from_json(&to_json(&value)).as_ref() == Ok(&value)
+            );
+            prop_assert_eq!(into_json(value.clone()), to_json(&value));
+        }
+
+        #[test]
+        fn dynamo_json_text_reads_like_the_tree(value in attr_value(), numbers_as_json in any::<bool>()) {
+            let mut tree = to_dynamo_json(&value);
+            if numbers_as_json {
+                // AWS sends N as strings; a JSON number is accepted as well
+                fn unquote(v: &mut Value) {
+                    match v {
+                        Value::Object(m) => {
+                            for (k, inner) in m.iter_mut() {
+                                if k == "N" {
+                                    if let Some(n) = inner.as_str().and_then(|s| Number::from_str(s).ok()) {
+                                        *inner = Value::Number(n);
+                                    }
+                                } else {
+                                    unquote(inner);
+                                }
+                            }
+                        }
+                        Value::Array(a) => a.iter_mut().for_each(unquote),
+                        _ => {}
+                    }
+                }
+                unquote(&mut tree);
+            }
+            let text = serde_json::to_string(&tree).unwrap();
+            let slow = from_dynamo_json(&tree);
+            let fast = serde_json::from_str::<AttrValue>(&text);
+            prop_assert_eq!(slow.is_ok(), valid(&value));
+            match (&fast, &slow) {
+                (Ok(f), Ok(s)) => prop_assert_eq!(f, s),
+                (Err(_), Err(_)) => {}
+                _ => prop_assert!(false, "fast {:?} slow {:?} for {}", fast, slow, text),
+            }
+            let item = format!("{{\"a\":{text},\"b\":{{\"S\":\"x\"}}}}");
+            let tree: Value = serde_json::from_str(&item).unwrap();
+            prop_assert_eq!(item_from_dynamo_json_str(&item), item_from_dynamo_json(&tree));
+        }
+
+        #[test]
+        fn exact_json_is_read_for_exactly_the_values_that_round_trip(value in attr_value(), shuffle in any::<u64>()) {
+            let mut tree = to_dynamo_json(&value);
+            // DynamoDB does not promise any key order, and keys may repeat
+            fn disorder(v: &mut Value, seed: u64) {
+                if let Value::Object(m) = v {
+                    for inner in m.values_mut() {
+                        disorder(inner, seed.rotate_left(7));
+                    }
+                    if m.len() > 1 && seed.is_multiple_of(3) {
+                        let reversed: Map<String, Value> =
+                            std::mem::take(m).into_iter().rev().collect();
+                        *m = reversed;
+                    }
+                }
+                if let Value::Array(a) = v {
+                    a.iter_mut().for_each(|x| disorder(x, seed.rotate_left(3)));
+                }
+            }
+            disorder(&mut tree, shuffle);
+            let text = serde_json::to_string(&tree).unwrap();
+            let exact = serde_json::from_str::<ExactJson>(&text);
+            prop_assert_eq!(exact.is_ok(), valid(&value) && json_round_trips(&value), "{}", text);
+            if let Ok(ExactJson(json)) = exact {
+                let expected = to_json(&from_dynamo_json(&tree).unwrap());
+                prop_assert_eq!(serde_json::to_string(&json).unwrap(), serde_json::to_string(&expected).unwrap());
+            }
+        }
+
+        #[test]
+        fn odd_dynamo_json_is_never_read_differently(text in "[{}\\[\\]\":,SNBOLUMT1a ]{0,24}") {
+            let item = format!("{{\"a\":{{{text}}}}}");
+            if let Ok(fast) = serde_json::from_str::<Item>(&item) {
+                let tree: Value = serde_json::from_str(&item).unwrap();
+                prop_assert_eq!(Ok(fast), item_from_dynamo_json(&tree));
+            }
+        }
+    }
+
+    #[test]
+    fn exact_json_sorts_keys_and_keeps_the_last_of_a_repeated_one() {
+        let text = r#"{"M": {"b": {"N": "1"}, "a": {"S": "x"}, "b": {"N": "2"}, "c": {"L": [{"NULL": true}, {"BOOL": false}]}}}"#;
+        let ExactJson(json) = serde_json::from_str(text).unwrap();
+        assert_eq!(json.to_string(), r#"{"a":"x","b":2,"c":[null,false]}"#);
+        let tree: Value = serde_json::from_str(text).unwrap();
+        assert_eq!(json, to_json(&from_dynamo_json(&tree).unwrap()));
+        for not_exact in [
+            r#"{"B": "AAEC"}"#,
+            r#"{"SS": ["a"]}"#,
+            r#"{"NS": ["1"]}"#,
+            r#"{"BS": ["AA=="]}"#,
+            r#"{"N": "1E5"}"#,
+            r#"{"N": "+1"}"#,
+            r#"{"N": ".5"}"#,
+            r#"{"M": {"a": {"L": [{"B": "AA=="}]}}}"#,
+            r#"{"N": "x"}"#,
+        ] {
+            assert!(
+                serde_json::from_str::<ExactJson>(not_exact).is_err(),
+                "{not_exact}"
+            );
+        }
+        let ExactJson(n) = serde_json::from_str(r#"{"N": 12345678901234567890123}"#).unwrap();
+        assert_eq!(n.to_string(), "12345678901234567890123");
+    }
+
+    #[test]
+    fn dynamo_json_text_edge_cases() {
+        let read = |t: &str| serde_json::from_str::<AttrValue>(t).map_err(|e| e.to_string());
+        assert_eq!(read(r#"{"N": 1E5}"#), Ok(AttrValue::N("1e+5".into())));
+        assert_eq!(
+            read(r#"{"N": 12345678901234567890123}"#),
+            Ok(AttrValue::N("12345678901234567890123".into()))
+        );
+        assert_eq!(read(r#"{"N": 7}"#), Ok(AttrValue::N("7".into())));
+        assert_eq!(read(r#"{"NULL": {"x": [1]}}"#), Ok(AttrValue::Null));
+        assert_eq!(
+            read(r#"{"S": "caf\u00e9"}"#),
+            Ok(AttrValue::S("café".into()))
+        );
+        for bad in [
+            r#"{}"#,
+            r#"{"S": "a", "N": "1"}"#,
+            r#"{"S": "a", "S": "b"}"#,
+            r#"{"Q": 1}"#,
+            r#"{"S": 1}"#,
+            r#"{"N": "x"}"#,
+            r#"{"N": {"a": 1}}"#,
+            r#"{"B": "!!"}"#,
+            r#"{"BOOL": "true"}"#,
+            r#"{"M": []}"#,
+            r#"{"L": {}}"#,
+            r#"{"NS": ["1", "x"]}"#,
+            r#"[]"#,
+        ] {
+            assert!(read(bad).is_err(), "{bad}");
+        }
+        let err = item_from_dynamo_json_str(r#"{"a": {"M": {"b": {"N": "x"}}}}"#).unwrap_err();
+        assert!(err.to_string().contains("a.b"), "{err}");
+        assert!(item_from_dynamo_json_str("{").is_err());
     }
 }

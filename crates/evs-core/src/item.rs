@@ -162,7 +162,7 @@ pub fn decode(mut item: Item) -> Result<RecordedEvent> {
     };
     let payload = item
         .remove(PAYLOAD)
-        .map(|v| attr::to_json(&v))
+        .map(attr::into_json)
         .unwrap_or_default();
     let id = match item.remove(EVENT_UUID) {
         Some(AttrValue::S(s)) => {
@@ -171,7 +171,7 @@ pub fn decode(mut item: Item) -> Result<RecordedEvent> {
         None => None,
         Some(_) => return Err(c("EventUuid is not a string")),
     };
-    let metadata = item.remove(METADATA).map(|v| attr::to_json(&v));
+    let metadata = item.remove(METADATA).map(attr::into_json);
     Ok(RecordedEvent {
         stream_id,
         event_id,

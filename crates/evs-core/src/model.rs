@@ -198,6 +198,56 @@ impl RecordedEvent {
 /// Formats epoch milliseconds as RFC 3339 UTC with milliseconds,
 /// e.g. `2026-11-23T22:07:32.123Z`. Out-of-range values print as the number.
 pub fn format_timestamp_ms(ms: i64) -> String {
+    if (0..=MAX_FAST_TIMESTAMP_MS).contains(&ms) {
+        return format_timestamp_ms_fast(ms);
+    }
+    format_timestamp_ms_with_time(ms)
+}
+
+/// 9999-12-31T23:59:59.999Z, the last time of four-digit years.
+const MAX_FAST_TIMESTAMP_MS: i64 = 253_402_300_799_999;
+
+/// [`format_timestamp_ms`] for 1970 to 9999 without the `time` crate's
+/// general formatter (it runs once per archived event); the same text.
+fn format_timestamp_ms_fast(ms: i64) -> String {
+    let days = ms.div_euclid(86_400_000);
+    let ms_of_day = ms.rem_euclid(86_400_000);
+    // Howard Hinnant's civil_from_days, for days since 1970-01-01 >= 0.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let fields = [
+        (year, 4, b'-'),
+        (month, 2, b'-'),
+        (day, 2, b'T'),
+        (ms_of_day / 3_600_000, 2, b':'),
+        (ms_of_day / 60_000 % 60, 2, b':'),
+        (ms_of_day / 1000 % 60, 2, b'.'),
+        (ms_of_day % 1000, 3, b'Z'),
+    ];
+    let mut out = String::with_capacity(24);
+    for (value, width, separator) in fields {
+        let mut digits = [b'0'; 4];
+        let mut v = value;
+        for d in digits[..width].iter_mut().rev() {
+            *d = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+        for &d in &digits[..width] {
+            out.push(char::from(d));
+        }
+        out.push(char::from(separator));
+    }
+    out
+}
+
+fn format_timestamp_ms_with_time(ms: i64) -> String {
     let nanos = i128::from(ms) * 1_000_000;
     match time::OffsetDateTime::from_unix_timestamp_nanos(nanos) {
         Ok(t) => {
@@ -315,6 +365,40 @@ mod tests {
         assert!(StreamId::new("").is_err());
         assert!(StreamId::new("x".repeat(2049)).is_err());
         assert_eq!(StreamId::new("order-1").unwrap().as_str(), "order-1");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_fast_timestamp_format_is_the_time_crates(
+            ms in proptest::prop_oneof![
+                0..=MAX_FAST_TIMESTAMP_MS,
+                1_700_000_000_000_i64..1_900_000_000_000,
+                proptest::num::i64::ANY,
+            ]
+        ) {
+            proptest::prop_assert_eq!(format_timestamp_ms(ms), format_timestamp_ms_with_time(ms));
+        }
+    }
+
+    #[test]
+    fn timestamps_at_the_edges() {
+        for ms in [
+            0,
+            1,
+            -1,
+            951_782_400_000,   // 2000-02-29
+            4_107_542_400_000, // 2100-03-01
+            MAX_FAST_TIMESTAMP_MS,
+            MAX_FAST_TIMESTAMP_MS + 1,
+            i64::MIN,
+            i64::MAX,
+        ] {
+            assert_eq!(
+                format_timestamp_ms(ms),
+                format_timestamp_ms_with_time(ms),
+                "{ms}"
+            );
+        }
     }
 
     #[test]

@@ -20,6 +20,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use evs_archiver::record::{ArchivedEvent, PayloadEncoding};
+use evs_core::AttrValue;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
@@ -83,9 +84,12 @@ fn decoded(line: &str) -> Result<ReplayEvent, LineError> {
     let mut event = archived.event;
     if archived.payload_encoding == PayloadEncoding::JsonString {
         // The table holds the payload as a string of JSON text, and so
-        // does `evs read` print it; the archive line holds it parsed, and
-        // the archiver marks only text that is exactly the compact JSON.
-        let text = serde_json::to_string(&event.payload).map_err(|e| LineError(e.to_string()))?;
+        // does `evs read` print it; the archive line holds it parsed, plus
+        // the text itself unless it is exactly the compact JSON.
+        let text = match archived.payload_attr {
+            Some(AttrValue::S(text)) => text,
+            _ => serde_json::to_string(&event.payload).map_err(|e| LineError(e.to_string()))?,
+        };
         event.payload = serde_json::Value::String(text);
     }
     let text = serde_json::to_string(&event.to_json()).map_err(|e| LineError(e.to_string()))?;

@@ -701,3 +701,37 @@ async fn a_full_buffer_is_an_error_without_a_table_and_a_back_fill_with_one() {
     assert_eq!(replayer.stats().delivered, got.len() as u64);
     assert_eq!(replayer.stats().backfilled, 1);
 }
+
+#[tokio::test]
+async fn string_payloads_replay_exactly_as_the_table_reads_them() {
+    let mut fx = Fixture::new("strings");
+    let stream = StreamId::new("s").unwrap();
+    for (v, payload) in [
+        json!("{\"a\":1}"),
+        json!("{\"a\": 1,  \"b\": [true]}"),
+        json!("not json {"),
+        json!("42"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        fx.store
+            .append(
+                &stream,
+                ExpectedVersion::Exact(v as u64),
+                &[NewEvent::new("S", payload)],
+            )
+            .await
+            .unwrap();
+    }
+    let records = fx.take(10);
+    fx.archive(&records, T0).await.unwrap();
+    let now = Arc::new(AtomicI64::new(T0 + 86_400_000));
+    let events = replay_all(&mut Replayer::new(
+        fx.archive_handle(),
+        options(),
+        clock_at(&now),
+    ))
+    .await;
+    assert_eq!(by_stream(&events), fx.table().await);
+}
