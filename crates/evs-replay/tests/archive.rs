@@ -33,40 +33,71 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-struct Fixture {
+struct Fixture<S: Sink = LocalDir> {
     store: MemoryStore,
-    dir: PathBuf,
-    sink: LocalDir,
+    /// The local directory, when the sink is one.
+    dir: Option<PathBuf>,
+    sink: Arc<S>,
     config: Config,
     /// Position in the store's change feed.
     fed: usize,
 }
 
-impl Fixture {
+impl Fixture<LocalDir> {
+    /// On a local directory of its own.
     fn new(name: &str) -> Self {
         let dir = scratch(name);
         Self {
             store: MemoryStore::new(),
-            sink: LocalDir::new(dir.clone()),
+            sink: Arc::new(LocalDir::new(dir.clone())),
             config: Config::local(dir.clone()),
-            dir,
+            dir: Some(dir),
+            fed: 0,
+        }
+    }
+}
+
+impl Fixture<common::MemorySink> {
+    /// On an in-memory bucket with faults on demand.
+    fn memory() -> Self {
+        Self {
+            store: MemoryStore::new(),
+            sink: Arc::new(common::MemorySink::default()),
+            config: Config::local("unused"),
+            dir: None,
             fed: 0,
         }
     }
 
+    /// A key that is not an archive object.
+    fn stray(&self, key: &str) {
+        self.sink.insert(key.to_owned(), b"hello".to_vec());
+    }
+}
+
+impl<S: Sink + 'static> Fixture<S> {
+    /// `count` events on `stream`.
     async fn append(&self, stream: &str, count: usize) {
-        let stream = StreamId::new(stream).unwrap();
         for _ in 0..count {
-            let version = self.store.version(&stream).await.unwrap();
-            let event = NewEvent::new(
-                "Counted",
-                json!({"n": version + 1, "big": 12345678901234567890123u128, "s": "caf\u{e9}"}),
-            );
-            self.store
-                .append(&stream, ExpectedVersion::Exact(version), &[event])
-                .await
-                .unwrap();
+            self.append_one(
+                stream,
+                json!({"big": 12345678901234567890123u128, "s": "caf\u{e9}"}),
+            )
+            .await;
         }
+    }
+
+    async fn append_one(&self, stream: &str, payload: Value) {
+        let stream = StreamId::new(stream).unwrap();
+        let version = self.store.version(&stream).await.unwrap();
+        self.store
+            .append(
+                &stream,
+                ExpectedVersion::Exact(version),
+                &[NewEvent::new("Counted", payload)],
+            )
+            .await
+            .unwrap();
     }
 
     /// The next `n` stream records of the feed (not yet archived).
@@ -80,14 +111,14 @@ impl Fixture {
     async fn archive(&self, records: &[Value], sealed_at_ms: i64) -> Option<String> {
         let event = json!({ "Records": records });
         let now = move || sealed_at_ms;
-        let summary = handler::handle(&event, &self.sink, &self.config, &now, None)
+        let summary = handler::handle(&event, self.sink.as_ref(), &self.config, &now, None)
             .await
             .unwrap();
         summary.key
     }
 
     fn archive_handle(&self) -> Archive {
-        Archive::new(Arc::new(self.sink.clone()), self.config.prefix.clone())
+        Archive::new(self.sink.clone(), self.config.prefix.clone())
     }
 
     /// What `evs read` prints for every stream, by stream.
@@ -108,9 +139,11 @@ impl Fixture {
     }
 }
 
-impl Drop for Fixture {
+impl<S: Sink> Drop for Fixture<S> {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
@@ -384,7 +417,7 @@ async fn stray_keys_are_skipped_and_a_corrupt_object_is_named() {
     let b1 = fx.take(1);
     let key = fx.archive(&b1, T0).await.unwrap();
     // Dead letters and other files beside the archive are not events.
-    let stray = fx.dir.join("events/2026/notes.txt");
+    let stray = fx.dir.clone().unwrap().join("events/2026/notes.txt");
     std::fs::create_dir_all(stray.parent().unwrap()).unwrap();
     std::fs::write(&stray, "hello").unwrap();
     let now = Arc::new(AtomicI64::new(T0 + 86_400_000));
@@ -418,62 +451,6 @@ async fn a_projection_can_supply_its_own_versions() {
 // ---------------------------------------------------------------------------
 // Regressions found in review: each scenario lost or misreported an event.
 
-/// The same fixture on an in-memory bucket with faults on demand.
-struct MemFixture {
-    store: MemoryStore,
-    sink: Arc<common::MemorySink>,
-    config: Config,
-    fed: usize,
-}
-
-impl MemFixture {
-    fn new() -> Self {
-        Self {
-            store: MemoryStore::new(),
-            sink: Arc::new(common::MemorySink::default()),
-            config: Config::local("unused"),
-            fed: 0,
-        }
-    }
-
-    async fn append(&self, stream: &str, payload: Value) {
-        let s = StreamId::new(stream).unwrap();
-        let v = self.store.version(&s).await.unwrap();
-        self.store
-            .append(
-                &s,
-                ExpectedVersion::Exact(v),
-                &[NewEvent::new("E", payload)],
-            )
-            .await
-            .unwrap();
-    }
-
-    fn take(&mut self, n: usize) -> Vec<Value> {
-        let (records, next) = self.store.changes(self.fed, n);
-        self.fed = next;
-        records
-    }
-
-    async fn archive(&self, records: &[Value], sealed: i64) -> String {
-        let event = json!({ "Records": records });
-        let now = move || sealed;
-        handler::handle(&event, self.sink.as_ref(), &self.config, &now, None)
-            .await
-            .unwrap()
-            .key
-            .unwrap()
-    }
-
-    fn archive_handle(&self) -> Archive {
-        Archive::new(self.sink.clone(), self.config.prefix.clone())
-    }
-
-    fn stray(&self, key: &str) {
-        self.sink.insert(key.to_owned(), b"hello".to_vec());
-    }
-}
-
 fn ids(events: &[ReplayEvent]) -> Vec<String> {
     events
         .iter()
@@ -494,11 +471,11 @@ async fn drain(replayer: &mut Replayer) -> Vec<ReplayEvent> {
 
 #[tokio::test]
 async fn a_stray_key_never_moves_a_follower_past_an_unsettled_object() {
-    let mut fx = MemFixture::new();
-    fx.append("a", json!(1)).await;
-    fx.append("a", json!(2)).await;
+    let mut fx = Fixture::memory();
+    fx.append_one("a", json!(1)).await;
+    fx.append_one("a", json!(2)).await;
     let (b1, b2) = (fx.take(1), fx.take(1));
-    fx.archive(&b1, T0).await;
+    fx.archive(&b1, T0).await.unwrap();
     fx.stray("events/2026/01/01/00/notes.txt");
     let now = Arc::new(AtomicI64::new(T0 + 20_000));
     let opts = ReplayOptions {
@@ -509,7 +486,7 @@ async fn a_stray_key_never_moves_a_follower_past_an_unsettled_object() {
     let mut replayer = Replayer::new(fx.archive_handle(), opts, clock_at(&now));
     let mut got = drain(&mut replayer).await;
     // Sealed at T0 + 15 s (after the follower listed), landing within T.
-    fx.archive(&b2, T0 + 15_000).await;
+    fx.archive(&b2, T0 + 15_000).await.unwrap();
     now.store(T0 + 3_600_000, Ordering::SeqCst);
     for _ in 0..3 {
         got.extend(drain(&mut replayer).await);
@@ -521,12 +498,12 @@ async fn a_stray_key_never_moves_a_follower_past_an_unsettled_object() {
 #[tokio::test]
 async fn a_stray_key_at_a_page_end_never_moves_a_checkpoint_past_a_late_object() {
     let t0 = T0 + 3_590_000; // 00:59:50Z
-    let mut fx = MemFixture::new();
+    let mut fx = Fixture::memory();
     for s in ["a", "b", "c"] {
-        fx.append(s, json!(1)).await;
+        fx.append_one(s, json!(1)).await;
     }
     let (ba, bb, bc) = (fx.take(1), fx.take(1), fx.take(1));
-    fx.archive(&ba, t0).await;
+    fx.archive(&ba, t0).await.unwrap();
     fx.stray("events/2026/01/01/00/notes.txt");
     let now = Arc::new(AtomicI64::new(t0 + 12_000));
     let opts = ReplayOptions {
@@ -540,8 +517,8 @@ async fn a_stray_key_at_a_page_end_never_moves_a_checkpoint_past_a_late_object()
     if let Step::Object { events, .. } = replayer.next().await.unwrap() {
         got.extend(events); // page 1: [A, notes.txt]
     }
-    fx.archive(&bc, t0 + 12_000).await;
-    fx.archive(&bb, t0 + 5_000).await; // sealed before C, lands after the page
+    fx.archive(&bc, t0 + 12_000).await.unwrap();
+    fx.archive(&bb, t0 + 5_000).await.unwrap(); // sealed before C, lands after the page
     now.store(t0 + 24_000, Ordering::SeqCst);
     got.extend(drain(&mut replayer).await);
     let checkpoint = replayer.checkpoint().unwrap();
@@ -555,13 +532,13 @@ async fn a_stray_key_at_a_page_end_never_moves_a_checkpoint_past_a_late_object()
 
 #[tokio::test]
 async fn since_starts_each_stream_at_its_first_event_after_it() {
-    let mut fx = MemFixture::new();
+    let mut fx = Fixture::memory();
     for _ in 0..3 {
-        fx.append("a", json!(1)).await;
+        fx.append_one("a", json!(1)).await;
     }
     let (old, new) = (fx.take(2), fx.take(1));
-    fx.archive(&old, T0).await;
-    fx.archive(&new, T0 + 60_000).await;
+    fx.archive(&old, T0).await.unwrap();
+    fx.archive(&new, T0 + 60_000).await.unwrap();
     let now = Arc::new(AtomicI64::new(T0 + 86_400_000));
     let opts = ReplayOptions {
         since_ms: Some(T0 + 60_000),
@@ -581,16 +558,16 @@ async fn since_starts_each_stream_at_its_first_event_after_it() {
 
 #[tokio::test]
 async fn after_an_error_the_replayer_refuses_to_go_on() {
-    let mut fx = MemFixture::new();
+    let mut fx = Fixture::memory();
     for _ in 0..3 {
-        fx.append("a", json!(1)).await;
+        fx.append_one("a", json!(1)).await;
     }
     let b1 = fx.take(1);
-    fx.archive(&b1, T0).await;
+    fx.archive(&b1, T0).await.unwrap();
     let b2 = fx.take(1);
-    let k2 = fx.archive(&b2, T0 + 1_000).await;
+    let k2 = fx.archive(&b2, T0 + 1_000).await.unwrap();
     let b3 = fx.take(1);
-    fx.archive(&b3, T0 + 2_000).await;
+    fx.archive(&b3, T0 + 2_000).await.unwrap();
     fx.sink.fail_once.lock().unwrap().insert(k2.clone());
     let now = Arc::new(AtomicI64::new(T0 + 86_400_000));
     let mut replayer = Replayer::new(fx.archive_handle(), options(), clock_at(&now));
@@ -618,17 +595,17 @@ async fn after_an_error_the_replayer_refuses_to_go_on() {
 
 #[tokio::test]
 async fn a_next_dropped_while_it_fetches_loses_nothing() {
-    let mut fx = MemFixture::new();
+    let mut fx = Fixture::memory();
     for _ in 0..3 {
-        fx.append("a", json!(1)).await;
+        fx.append_one("a", json!(1)).await;
     }
-    fx.append("b", json!(1)).await;
+    fx.append_one("b", json!(1)).await;
     let b1 = fx.take(1);
-    fx.archive(&b1, T0).await;
+    fx.archive(&b1, T0).await.unwrap();
     let b2 = fx.take(1);
-    let k2 = fx.archive(&b2, T0 + 1_000).await;
+    let k2 = fx.archive(&b2, T0 + 1_000).await.unwrap();
     let b3 = fx.take(2);
-    fx.archive(&b3, T0 + 2_000).await;
+    fx.archive(&b3, T0 + 2_000).await.unwrap();
     fx.sink.slow.lock().unwrap().insert(k2);
     let now = Arc::new(AtomicI64::new(T0 + 86_400_000));
     let opts = ReplayOptions {
@@ -652,12 +629,12 @@ async fn a_next_dropped_while_it_fetches_loses_nothing() {
 
 #[tokio::test]
 async fn a_follower_does_not_back_fill_what_the_next_object_brings() {
-    let mut fx = MemFixture::new();
-    fx.append("a", json!(1)).await;
-    fx.append("a", json!(2)).await;
+    let mut fx = Fixture::memory();
+    fx.append_one("a", json!(1)).await;
+    fx.append_one("a", json!(2)).await;
     let (b1, b2) = (fx.take(1), fx.take(1));
-    fx.archive(&b2, T0).await;
-    fx.archive(&b1, T0 + 1).await;
+    fx.archive(&b2, T0).await.unwrap();
+    fx.archive(&b1, T0 + 1).await.unwrap();
     let now = Arc::new(AtomicI64::new(T0 + 20_000));
     let opts = ReplayOptions {
         follow: true,
@@ -673,14 +650,14 @@ async fn a_follower_does_not_back_fill_what_the_next_object_brings() {
 
 #[tokio::test]
 async fn a_full_buffer_is_an_error_without_a_table_and_a_back_fill_with_one() {
-    let mut fx = MemFixture::new();
+    let mut fx = Fixture::memory();
     for _ in 0..3 {
-        fx.append("a", json!(1)).await;
+        fx.append_one("a", json!(1)).await;
     }
-    fx.append("0b", json!(1)).await;
+    fx.append_one("0b", json!(1)).await;
     let _lost = fx.take(1); // a/1 never archived
     let rest = fx.take(10);
-    fx.archive(&rest, T0).await;
+    fx.archive(&rest, T0).await.unwrap();
     let now = Arc::new(AtomicI64::new(T0 + 86_400_000));
     let mut opts = options();
     opts.sequencer.max_held_per_stream = 1;
