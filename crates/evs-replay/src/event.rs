@@ -5,7 +5,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 /// One archived event, reduced to what ordering needs plus the line itself.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ReplayEvent {
     /// The event's stream (`streamId`).
@@ -13,15 +13,27 @@ pub struct ReplayEvent {
     /// The event's number in its stream (`eventId`): 1, 2, 3, … with no gap.
     pub event_id: u64,
     /// The event as one line of JSON text (carried along, never inspected;
-    /// kept as text so that delivering it costs no re-encoding).
-    pub line: Box<RawValue>,
+    /// kept as text so that delivering it costs no re-encoding). Every
+    /// constructor makes it one JSON value; it is embedded as JSON (not as a
+    /// string) in a checkpoint.
+    #[serde(with = "json_text")]
+    line: Box<str>,
 }
 
-impl PartialEq for ReplayEvent {
-    fn eq(&self, other: &Self) -> bool {
-        self.stream_id == other.stream_id
-            && self.event_id == other.event_id
-            && self.line.get() == other.line.get()
+/// A `Box<str>` holding JSON text, (de)serialized as that JSON. Checked when
+/// written (a checkpoint's held events), never on the delivery path.
+mod json_text {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use serde_json::value::RawValue;
+
+    pub fn serialize<S: Serializer>(text: &str, serializer: S) -> Result<S::Ok, S::Error> {
+        RawValue::from_string(text.to_owned())
+            .map_err(serde::ser::Error::custom)?
+            .serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Box<str>, D::Error> {
+        Ok(Box::<RawValue>::deserialize(deserializer)?.into())
     }
 }
 
@@ -49,18 +61,33 @@ impl ReplayEvent {
         }
     }
 
-    /// An event from its parts; `line` is JSON text already (not checked).
+    /// An event from its parts; `line` is JSON text already.
     pub fn from_raw(stream_id: impl Into<String>, event_id: u64, line: Box<RawValue>) -> Self {
+        Self::from_json_text(stream_id, event_id, Box::<str>::from(line))
+    }
+
+    /// An event from its parts; `text` must be one JSON value (the crate's
+    /// own line converter guarantees it: it copies already parsed JSON).
+    pub(crate) fn from_json_text(
+        stream_id: impl Into<String>,
+        event_id: u64,
+        text: impl Into<Box<str>>,
+    ) -> Self {
         Self {
             stream_id: stream_id.into(),
             event_id,
-            line,
+            line: text.into(),
         }
+    }
+
+    /// The event as one line of JSON text.
+    pub fn line(&self) -> &str {
+        &self.line
     }
 
     /// The line as parsed JSON.
     pub fn line_value(&self) -> Result<Value, serde_json::Error> {
-        serde_json::from_str(self.line.get())
+        serde_json::from_str(&self.line)
     }
 
     /// Reads `streamId` and `eventId` out of an archived line (the shape of
@@ -88,8 +115,10 @@ impl ReplayEvent {
 
 /// A JSON value as compact text. Serializing a `Value` cannot fail (its map
 /// keys are strings); should it ever, the line is `null`, never a panic.
-fn raw(value: &Value) -> Box<RawValue> {
-    serde_json::value::to_raw_value(value).unwrap_or_default()
+fn raw(value: &Value) -> Box<str> {
+    serde_json::to_string(value)
+        .unwrap_or_else(|_| "null".to_owned())
+        .into_boxed_str()
 }
 
 /// Where an event was read: the archive object's key and its seal time.
@@ -125,6 +154,23 @@ mod tests {
         let line = json!({"streamId": "order-1", "eventId": 3, "eventName": "Paid"});
         let event = ReplayEvent::from_line(&line).unwrap();
         assert_eq!(event, ReplayEvent::new("order-1", 3, &line));
+    }
+
+    #[test]
+    fn the_line_is_embedded_as_json_and_read_back_as_text() {
+        let event = ReplayEvent::new("a", 1, &json!({"x": 12345678901234567890123u128}));
+        let text = serde_json::to_string(&event).unwrap();
+        assert_eq!(
+            text,
+            r#"{"streamId":"a","eventId":1,"line":{"x":12345678901234567890123}}"#
+        );
+        let back: ReplayEvent = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, event);
+        let broken = ReplayEvent::from_json_text("a", 1, "{not json");
+        assert!(
+            serde_json::to_string(&broken).is_err(),
+            "checked when written"
+        );
     }
 
     #[test]

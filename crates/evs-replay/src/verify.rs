@@ -190,7 +190,7 @@ impl Index {
     /// Records one archived event.
     pub fn add(&mut self, event: &ReplayEvent) {
         let mut hasher = self.hasher.build_hasher();
-        hasher.write(event.line.get().as_bytes());
+        hasher.write(event.line().as_bytes());
         let hash = hasher.finish();
         self.lines += 1;
         match self.streams.get_mut(event.stream_id.as_str()) {

@@ -152,7 +152,7 @@ fn by_stream(events: &[ReplayEvent]) -> BTreeMap<String, Vec<String>> {
     for e in events {
         out.entry(e.stream_id.clone())
             .or_default()
-            .push(e.line.get().to_owned());
+            .push(e.line().to_owned());
     }
     out
 }

@@ -437,7 +437,7 @@ mod growing {
             let key = ArchiveKey::new(&prefix, sealed, &suffix, Compression::None).unwrap();
             let mut body = String::new();
             for line in &object.lines {
-                body.push_str(line.line.get());
+                body.push_str(line.line());
                 body.push('\n');
             }
             let appears = sealed + rng.below(timeout as u64 + 1) as i64;

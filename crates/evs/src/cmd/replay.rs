@@ -88,7 +88,7 @@ pub async fn run(table: Option<&str>, args: ReplayArgs) -> Result<()> {
         match replayer.next().await? {
             Step::Object { events, .. } | Step::Backfill { events, .. } => {
                 for event in &events {
-                    out.write_all(event.line.get().as_bytes())?;
+                    out.write_all(event.line().as_bytes())?;
                     out.write_all(b"\n")?;
                 }
                 if let Some(path) = &args.checkpoint_file {
