@@ -34,6 +34,7 @@ pub async fn run(table: Option<&str>, args: ReplayArgs) -> Result<()> {
         poll_ms: (args.poll_interval.max(0.01) * 1000.0) as i64,
         ..ReplayOptions::default()
     };
+    let gap_bound_ms = options.gap_bound_ms;
     let checkpoint = match &args.checkpoint_file {
         Some(path) if path.exists() => Some(read_checkpoint(path)?),
         _ => None,
@@ -118,13 +119,16 @@ pub async fn run(table: Option<&str>, args: ReplayArgs) -> Result<()> {
                 }
                 let now = clock();
                 let gaps = replayer.gaps();
-                for gap in gaps.iter().filter(|g| {
-                    g.age_ms(now)
-                        .is_none_or(|age| age > frontier.timeout_ms + frontier.margin_ms)
-                }) {
+                // Overdue by the archive's clock (everything sealed before the
+                // settled frontier has been read), as the replayer judges
+                // back-fills: a reordering still in flight is not warned about.
+                let archive_now = frontier.settled(now);
+                for gap in gaps
+                    .iter()
+                    .filter(|g| g.age_ms(archive_now).is_none_or(|age| age > gap_bound_ms))
+                {
                     if warned.insert((gap.stream_id.clone(), gap.expected)) {
                         progress.finish();
-                        tracing::warn!("{}", describe_gap(gap, table.is_some()));
                         eprintln!("evs: warning: {}", describe_gap(gap, table.is_some()));
                     }
                 }
