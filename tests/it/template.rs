@@ -229,7 +229,12 @@ fn function_runs_the_arm64_cargo_lambda_build() {
         env["EVS_DEAD_LETTER_PREFIX"].as_str(),
         Some(DEAD_LETTER_PREFIX)
     );
-    assert_eq!(env["RUST_LOG"].as_str(), Some("info"));
+    // JSON logs through lambda_runtime's subscriber, which reads the level Lambda
+    // sets from ApplicationLogLevel (RUST_LOG would be ignored, so it is not set).
+    let logging = &p["LoggingConfig"];
+    assert_eq!(logging["LogFormat"].as_str(), Some("JSON"));
+    assert_eq!(logging["ApplicationLogLevel"].as_str(), Some("INFO"));
+    assert!(env.get("RUST_LOG").is_none());
 }
 
 #[test]
