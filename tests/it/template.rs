@@ -230,7 +230,7 @@ fn function_runs_the_arm64_cargo_lambda_build() {
         Some(DEAD_LETTER_PREFIX)
     );
     // JSON logs through lambda_runtime's subscriber, which reads the level Lambda
-    // sets from ApplicationLogLevel (RUST_LOG would be ignored, so it is not set).
+    // sets from ApplicationLogLevel (no RUST_LOG: one place says the level).
     let logging = &p["LoggingConfig"];
     assert_eq!(logging["LogFormat"].as_str(), Some("JSON"));
     assert_eq!(logging["ApplicationLogLevel"].as_str(), Some("INFO"));
