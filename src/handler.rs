@@ -20,6 +20,8 @@
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use serde::Serialize;
 use serde_json::Value;
 
@@ -85,21 +87,24 @@ pub enum HandlerError {
     },
 }
 
-/// Writes `object` at `key`, within `timeout` when one is given.
+/// Writes `object` at `key`, before `deadline` when one is given.
 async fn put_within(
     sink: &dyn Sink,
     key: &str,
     object: &Object,
-    timeout: Option<Duration>,
+    deadline: Option<Instant>,
 ) -> Result<(), HandlerError> {
     let put = sink.put(key, object);
-    let result = match timeout {
-        Some(t) => tokio::time::timeout(t, put)
-            .await
-            .map_err(|_| HandlerError::Deadline {
-                key: key.to_owned(),
-                timeout: t,
-            })?,
+    let started = Instant::now();
+    let result = match deadline {
+        Some(deadline) => {
+            tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), put)
+                .await
+                .map_err(|_| HandlerError::Deadline {
+                    key: key.to_owned(),
+                    timeout: deadline.saturating_duration_since(started),
+                })?
+        }
         None => put.await,
     };
     match result {
@@ -121,9 +126,11 @@ async fn put_within(
     }
 }
 
-/// Handles one batch. `now_ms` is the wall clock; `timeout` bounds each write
-/// (the Lambda passes the time left before its deadline; a long-lived poller
-/// passes its own bound, so the settled frontier holds there too).
+/// Handles one batch. `now_ms` is the wall clock; `timeout` bounds the
+/// handling from the call on: all writes together, the events object and then
+/// the dead letters, finish within it or fail (the Lambda passes the time left
+/// before its deadline; a long-lived poller passes its own bound, so the
+/// settled frontier holds there too).
 pub async fn handle(
     event: &Value,
     sink: &dyn Sink,
@@ -160,6 +167,8 @@ async fn archive(
     now_ms: &(dyn Fn() -> i64 + Send + Sync),
     timeout: Option<Duration>,
 ) -> Result<Summary, HandlerError> {
+    // No deadline at all when the bound is too far to represent.
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
     let mut summary = Summary {
         records_in: classified.len(),
         ..Summary::default()
@@ -186,7 +195,7 @@ async fn archive(
             metadata: encoded.metadata(),
             bytes: encoded.bytes,
         };
-        put_within(sink, key.as_str(), &object, timeout).await?;
+        put_within(sink, key.as_str(), &object, deadline).await?;
         summary.sealed_at_ms = sealed_at;
         summary.bytes = object.bytes.len();
         summary.key = Some(key.as_str().to_owned());
@@ -204,7 +213,7 @@ async fn archive(
             metadata: encoded.metadata(),
             bytes: encoded.bytes,
         };
-        match put_within(sink, key.as_str(), &object, timeout).await {
+        match put_within(sink, key.as_str(), &object, deadline).await {
             Ok(()) => summary.dead_letter_key = Some(key.as_str().to_owned()),
             Err(err) => {
                 // Report the first dead-lettered record (in delivery order):

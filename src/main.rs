@@ -20,7 +20,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Time kept back from the invocation deadline for logging and the response.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(500);
 
-/// Bound on each write when the invocation carries no usable deadline (local
+/// Bound on an invocation's writes when it carries no usable deadline (local
 /// emulators); in Lambda the deadline is always there.
 const FALLBACK_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 

@@ -8,7 +8,7 @@
 //!   parent before its children, checkpointed in a file);
 //!   [`memory::MemorySource`] pumps the change feed of an in-memory store.
 //! * [`run`]: the loop. Per batch it calls the handler with a hard deadline
-//!   on each write ([`Options::write_timeout`]), so the settled-frontier
+//!   for its writes ([`Options::write_timeout`]), so the settled-frontier
 //!   bound `T` holds as it does in Lambda; an overdue or failed write is
 //!   retried, with backoff, under a new key (each call seals anew). It never
 //!   commits past a record that was not written: on a partial batch failure
@@ -132,7 +132,7 @@ pub struct Options {
     pub batch_size: usize,
     /// Stop once the source is caught up, instead of polling.
     pub once: bool,
-    /// Hard deadline of each object write (the Lambda's function timeout).
+    /// Hard deadline of each handler call's writes (the Lambda's function timeout).
     pub write_timeout: Duration,
     /// How many failed handler calls in a row a batch may take before the pump gives up.
     pub max_attempts: u32,

@@ -332,6 +332,35 @@ async fn a_write_past_the_deadline_fails_and_leaves_nothing() {
 }
 
 #[tokio::test]
+async fn the_writes_of_one_batch_share_its_deadline() {
+    // Each write takes 1 s, the batch has 1.6 s: the events object is written,
+    // the dead-letter object gets the 0.6 s left (not 1.6 s again) and is cut off.
+    let dir = temp_dir();
+    let sink = Faulty {
+        inner: LocalDir::new(&dir),
+        fail_prefix: None,
+        delay: Duration::from_secs(1),
+    };
+    let event = sample("mixed.json");
+    let summary = handle(
+        &event,
+        &sink,
+        &Config::local(&dir),
+        &clock(),
+        Some(Duration::from_millis(1600)),
+    )
+    .await
+    .unwrap();
+    assert!(summary.key.is_some() && summary.dead_letter_key.is_none());
+    let first_dead = event["Records"][1]["dynamodb"]["SequenceNumber"]
+        .as_str()
+        .unwrap();
+    assert_eq!(summary.batch_item_failures, [first_dead]);
+    assert_eq!(summary.dead_lettered, 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
 async fn a_dead_letter_without_sequence_number_fails_the_invocation_when_unwritten() {
     let dir = temp_dir();
     let sink = Faulty {

@@ -188,8 +188,8 @@ pub struct PumpArgs {
     #[arg(long)]
     pub once: bool,
 
-    /// Hard deadline in seconds on each object write (the Lambda function
-    /// timeout; readers' `--archiver-timeout` must be at least this).
+    /// Hard deadline in seconds on each batch's object writes (the Lambda
+    /// function timeout; readers' `--archiver-timeout` must be at least this).
     #[arg(long, value_name = "SECONDS", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
