@@ -151,4 +151,8 @@ print(f"release binary {binary}: " + (f"{b:,} bytes ({b / 2**20:.1f} MiB, stripp
 print(f"installed rust targets: {installed or '?'}"
       + ("" if "aarch64-unknown-linux-gnu" in installed else " (no aarch64 std: arm64 size not measured)"))
 print(f"details: {os.path.join(data, 'results.json')}")
+different = [n for n in names if results["inputs"][n]["sameNdjson"] is not True]
+if different:
+    # The comparison is only fair on the same output: a difference is a bug to look at.
+    sys.exit(f"bench: the Python handler's NDJSON differs from the archive's for {', '.join(different)} (see results.json)")
 EOF

@@ -47,13 +47,21 @@ async fn main() -> Result<(), Error> {
             tracing::warn!(deadline_ms, "the invocation has no usable deadline; bounding writes by {FALLBACK_WRITE_TIMEOUT:?}");
             FALLBACK_WRITE_TIMEOUT
         };
-        let summary = handler::handle_json(event.payload.get(), sink, config, &now_ms, Some(timeout)).await?;
+        let summary = match handler::handle_json(event.payload.get(), sink, config, &now_ms, Some(timeout)).await {
+            Ok(summary) => summary,
+            Err(err) => {
+                // The runtime reports the error to Lambda but does not log it.
+                tracing::error!(error = %err, "batch not archived; the invocation fails and the event source mapping retries it");
+                return Err(err.into());
+            }
+        };
         tracing::info!(
             records_in = summary.records_in,
             archived = summary.archived,
             dead_lettered = summary.dead_lettered,
             bytes = summary.bytes,
             key = summary.key.as_deref().unwrap_or("-"),
+            dead_letter_key = summary.dead_letter_key.as_deref().unwrap_or("-"),
             oldest_record_age_ms = summary.oldest_record_age_ms.unwrap_or(0),
             batch_item_failures = summary.batch_item_failures.len(),
             "batch archived"

@@ -8,22 +8,27 @@ use crate::handler::Summary;
 /// The metrics namespace.
 pub const NAMESPACE: &str = "evs/archiver";
 
-/// The EMF line for one invocation's summary.
+/// The EMF line for one invocation's summary. `OldestRecordAge` is there
+/// only when the batch archived events (a batch of dead letters alone, or an
+/// empty one, has no event age; a 0 would pull the metric's minimum down).
 pub fn emf_line(summary: &Summary, now_ms: i64) -> Value {
-    json!({
+    let mut metrics = vec![
+        json!({"Name": "RecordsIn", "Unit": "Count"}),
+        json!({"Name": "Archived", "Unit": "Count"}),
+        json!({"Name": "DeadLettered", "Unit": "Count"}),
+        json!({"Name": "BatchItemFailures", "Unit": "Count"}),
+        json!({"Name": "Bytes", "Unit": "Bytes"}),
+    ];
+    if summary.oldest_record_age_ms.is_some() {
+        metrics.push(json!({"Name": "OldestRecordAge", "Unit": "Milliseconds"}));
+    }
+    let mut line = json!({
         "_aws": {
             "Timestamp": now_ms,
             "CloudWatchMetrics": [{
                 "Namespace": NAMESPACE,
                 "Dimensions": [[]],
-                "Metrics": [
-                    {"Name": "RecordsIn", "Unit": "Count"},
-                    {"Name": "Archived", "Unit": "Count"},
-                    {"Name": "DeadLettered", "Unit": "Count"},
-                    {"Name": "BatchItemFailures", "Unit": "Count"},
-                    {"Name": "Bytes", "Unit": "Bytes"},
-                    {"Name": "OldestRecordAge", "Unit": "Milliseconds"}
-                ]
+                "Metrics": metrics
             }]
         },
         "RecordsIn": summary.records_in,
@@ -31,9 +36,13 @@ pub fn emf_line(summary: &Summary, now_ms: i64) -> Value {
         "DeadLettered": summary.dead_lettered,
         "BatchItemFailures": summary.batch_item_failures.len(),
         "Bytes": summary.bytes,
-        "OldestRecordAge": summary.oldest_record_age_ms.unwrap_or(0),
         "key": summary.key,
-    })
+        "deadLetterKey": summary.dead_letter_key,
+    });
+    if let (Some(age), Value::Object(map)) = (summary.oldest_record_age_ms, &mut line) {
+        map.insert("OldestRecordAge".into(), age.into());
+    }
+    line
 }
 
 #[cfg(test)]
@@ -60,5 +69,30 @@ mod tests {
         }
         assert_eq!(line["RecordsIn"], 3);
         assert_eq!(line["_aws"]["Timestamp"], 5);
+    }
+
+    fn declared(line: &Value) -> Vec<&str> {
+        line["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["Name"].as_str().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn the_oldest_record_age_is_declared_only_when_there_is_one() {
+        let none = emf_line(&Summary::default(), 5);
+        assert!(!declared(&none).contains(&"OldestRecordAge"));
+        assert!(none.get("OldestRecordAge").is_none());
+        let some = emf_line(
+            &Summary {
+                oldest_record_age_ms: Some(1234),
+                ..Summary::default()
+            },
+            5,
+        );
+        assert!(declared(&some).contains(&"OldestRecordAge"));
+        assert_eq!(some["OldestRecordAge"], 1234);
     }
 }

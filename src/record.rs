@@ -176,8 +176,9 @@ pub enum TimestampSource {
     /// The item's own `Timestamp` attribute.
     #[default]
     Item,
-    /// The stream record's `ApproximateCreationDateTime` (whole seconds × 1000),
-    /// because the item had no `Timestamp`.
+    /// The stream record's `ApproximateCreationDateTime` (epoch seconds, in
+    /// practice whole, as milliseconds truncated), because the item had no
+    /// `Timestamp`.
     ApproximateCreationDateTime,
 }
 
