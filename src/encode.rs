@@ -782,6 +782,8 @@ mod tests {
             (
                 proptest::option::of(attr_value()),
                 proptest::option::of(attr_value()),
+                proptest::option::of(attr_value()),
+                proptest::option::of(attr_value()),
             ),
         )
             .prop_map(
@@ -795,7 +797,7 @@ mod tests {
                     metadata,
                     attributes,
                     (record_id, seq, approx, json_string),
-                    (payload_attr, metadata_attr),
+                    (payload_attr, metadata_attr, timestamp_attr, id_attr),
                 )| {
                     ArchivedEvent {
                         event: evs_core::RecordedEvent {
@@ -822,6 +824,8 @@ mod tests {
                         },
                         payload_attr,
                         metadata_attr,
+                        timestamp_attr,
+                        id_attr,
                     }
                 },
             )
@@ -833,6 +837,11 @@ mod tests {
             let mut out = Vec::new();
             event.write_line(&mut out).unwrap();
             prop_assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(&event.to_line()).unwrap());
+        }
+
+        #[test]
+        fn a_line_reads_back_as_the_same_event(event in any_event()) {
+            prop_assert_eq!(ArchivedEvent::from_line(&event.to_line()).unwrap(), event);
         }
 
         #[test]

@@ -42,7 +42,8 @@
 //!  "attributes":{"Tenant":{"S":"t1"}},
 //!  "eventID":"1f0c…","sequenceNumber":"1100000000017454423009",
 //!  "timestampSource":"approximateCreationDateTime","payloadEncoding":"json-string",
-//!  "payloadAttr":{"M":{…}},"metadataAttr":{"M":{…}}}
+//!  "payloadAttr":{"M":{…}},"metadataAttr":{"M":{…}},
+//!  "timestampAttr":{"N":"1795471652123.75"},"idAttr":{"S":"{67E55044-…}"}}
 //! ```
 //!
 //! * `eventId` is the event's number in its stream; `eventID` is the stream
@@ -64,9 +65,14 @@
 //!   exactly the compact JSON of that value, the line also carries the text
 //!   itself in `payloadAttr` (`{"S": …}`), so spaces and escapes are not
 //!   lost either. A string that is not JSON stays a string, unmarked.
-//! * `timestampSource`, `payloadEncoding`, `payloadAttr` and `metadataAttr`
-//!   appear only when they say something; a reader must ignore fields it does
-//!   not know.
+//! * The event model reads a `Timestamp` as whole milliseconds and an
+//!   `EventUuid` as a UUID, which `timestamp` and `id` print in one form.
+//!   When the stored text was another (`1795471652123.75`, `0017…`,
+//!   capitals or braces in a UUID), the line also carries it as stored:
+//!   `timestampAttr` (`{"N": …}`), `idAttr` (`{"S": …}`).
+//! * `timestampSource`, `payloadEncoding`, `payloadAttr`, `metadataAttr`,
+//!   `timestampAttr` and `idAttr` appear only when they say something; a
+//!   reader must ignore fields it does not know.
 //!
 //! [`ArchivedEvent::from_line`] reads a line back into the same value.
 
@@ -211,6 +217,12 @@ pub struct ArchivedEvent {
     pub payload_attr: Option<AttrValue>,
     /// The `Metadata` attribute as stored, under the same rule.
     pub metadata_attr: Option<AttrValue>,
+    /// The `Timestamp` attribute as stored, when `event.timestamp_ms` does not
+    /// give back its text (a fraction of a millisecond, a leading zero, …).
+    pub timestamp_attr: Option<AttrValue>,
+    /// The `EventUuid` attribute as stored, when `event.id` does not give back
+    /// its text (capitals, braces, no hyphens, …).
+    pub id_attr: Option<AttrValue>,
 }
 
 /// Why a line is not an archived event.
@@ -247,6 +259,12 @@ impl ArchivedEvent {
             }
             if let Some(a) = &self.metadata_attr {
                 map.insert("metadataAttr".into(), attr::to_dynamo_json(a));
+            }
+            if let Some(a) = &self.timestamp_attr {
+                map.insert("timestampAttr".into(), attr::to_dynamo_json(a));
+            }
+            if let Some(a) = &self.id_attr {
+                map.insert("idAttr".into(), attr::to_dynamo_json(a));
             }
         }
         line
@@ -302,6 +320,14 @@ impl ArchivedEvent {
         }
         if let Some(a) = &self.metadata_attr {
             out.extend_from_slice(b",\"metadataAttr\":");
+            attr::write_dynamo_json(out, a);
+        }
+        if let Some(a) = &self.timestamp_attr {
+            out.extend_from_slice(b",\"timestampAttr\":");
+            attr::write_dynamo_json(out, a);
+        }
+        if let Some(a) = &self.id_attr {
+            out.extend_from_slice(b",\"idAttr\":");
             attr::write_dynamo_json(out, a);
         }
         out.push(b'}');
@@ -390,6 +416,8 @@ impl ArchivedEvent {
             payload_encoding,
             payload_attr: optional_attr("payloadAttr")?,
             metadata_attr: optional_attr("metadataAttr")?,
+            timestamp_attr: optional_attr("timestampAttr")?,
+            id_attr: optional_attr("idAttr")?,
         })
     }
 }
@@ -981,6 +1009,20 @@ fn archive_item(
         Some(Stored::Attr(m)) if attr::json_round_trips(&m) => (Some(attr::into_json(m)), None),
         Some(Stored::Attr(m)) => (Some(attr::to_json(&m)), Some(m)),
     };
+    // The forms the event model normalizes, kept as stored (see `to_line`).
+    let timestamp_attr = match item.get(item::TIMESTAMP) {
+        Some(AttrValue::N(n)) if !is_canonical_integer(n) => Some(AttrValue::N(n.clone())),
+        _ => None,
+    };
+    let id_attr = match item.get(item::EVENT_UUID) {
+        Some(AttrValue::S(s)) => match Uuid::parse_str(s) {
+            Ok(id) if id.hyphenated().encode_lower(&mut Uuid::encode_buffer()) != s.as_str() => {
+                Some(AttrValue::S(s.clone()))
+            }
+            _ => None,
+        },
+        _ => None,
+    };
     let mut event =
         item::decode(item).map_err(|e| (DeadLetterReason::InvalidAttribute, e.to_string()))?;
     event.metadata = metadata;
@@ -1026,7 +1068,22 @@ fn archive_item(
         payload_encoding,
         payload_attr,
         metadata_attr,
+        timestamp_attr,
+        id_attr,
     })
+}
+
+/// Whether `text` is an integer as Rust prints an `i64`: an optional `-`,
+/// then `0` alone or digits without a leading zero (no `+`, `-0`, fraction or
+/// exponent).
+fn is_canonical_integer(text: &str) -> bool {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    let canonical = digits == "0" || !digits.starts_with('0');
+    canonical
+        && !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && text != "-0"
+        && text.parse::<i64>().is_ok()
 }
 
 /// A `NewImage`, its `Payload` and `Metadata` apart from the other attributes.
@@ -1251,6 +1308,53 @@ pub(crate) mod tests {
             )
         );
         assert_eq!(ArchivedEvent::from_line(&line).unwrap(), e);
+    }
+
+    #[test]
+    fn a_timestamp_or_event_uuid_the_model_normalizes_is_kept_as_stored() {
+        let mut img = image("order-1", 3, 0);
+        img["Timestamp"] = json!({"N": "1795471652123.75"});
+        img["EventUuid"] = json!({"S": "{67E55044-10B1-426F-9247-BB680E5FE0C8}"});
+        let e = event(&insert_record("1100000000017454423009", img));
+        // the event as the model reads it, as `evs read` shows it
+        assert_eq!(e.event.timestamp_ms, 1_795_471_652_123);
+        assert_eq!(
+            e.event.id.map(|id| id.to_string()).as_deref(),
+            Some("67e55044-10b1-426f-9247-bb680e5fe0c8")
+        );
+        // and the stored text, so nothing is lost
+        let line = e.to_line();
+        assert_eq!(line["timestampAttr"], json!({"N": "1795471652123.75"}));
+        assert_eq!(
+            line["idAttr"],
+            json!({"S": "{67E55044-10B1-426F-9247-BB680E5FE0C8}"})
+        );
+        assert_eq!(ArchivedEvent::from_line(&line).unwrap(), e);
+        let mut written = Vec::new();
+        e.write_line(&mut written).unwrap();
+        assert_eq!(written, serde_json::to_vec(&line).unwrap());
+
+        // canonical forms need nothing more
+        for (timestamp, id) in [
+            ("1795471652123", "67e55044-10b1-426f-9247-bb680e5fe0c8"),
+            ("0", "00000000-0000-0000-0000-000000000000"),
+        ] {
+            let mut img = image("order-1", 3, 0);
+            img["Timestamp"] = json!({"N": timestamp});
+            img["EventUuid"] = json!({"S": id});
+            let e = event(&insert_record("1100000000017454423009", img));
+            assert_eq!(
+                (e.timestamp_attr, e.id_attr),
+                (None, None),
+                "{timestamp} {id}"
+            );
+        }
+        for odd in ["01795471652123", "+1795471652123", "1795471652123.0", "-0"] {
+            let mut img = image("order-1", 3, 0);
+            img["Timestamp"] = json!({"N": odd});
+            let e = event(&insert_record("1100000000017454423009", img));
+            assert_eq!(e.timestamp_attr, Some(AttrValue::N(odd.into())), "{odd}");
+        }
     }
 
     #[test]
