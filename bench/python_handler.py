@@ -75,7 +75,7 @@ def to_line(record):
     else:
         ts = int(Decimal(str(ddb["ApproximateCreationDateTime"])) * 1000)
         source = "approximateCreationDateTime"
-    encoding = None
+    encoding = None if "Payload" in image else "absent"
     payload = image.get("Payload")
     if isinstance(payload, str):
         try:

@@ -778,7 +778,7 @@ mod tests {
             proptest::option::of(any::<u128>()),
             proptest::option::of(json_value()),
             proptest::collection::btree_map(".{0,6}", attr_value(), 0..3),
-            (".{0,8}", "[1-9][0-9]{0,39}", any::<bool>(), any::<bool>()),
+            (".{0,8}", "[1-9][0-9]{0,39}", any::<bool>(), 0..3_u8),
             (
                 proptest::option::of(attr_value()),
                 proptest::option::of(attr_value()),
@@ -796,9 +796,11 @@ mod tests {
                     uuid,
                     metadata,
                     attributes,
-                    (record_id, seq, approx, json_string),
+                    (record_id, seq, approx, encoding),
                     (payload_attr, metadata_attr, timestamp_attr, id_attr),
                 )| {
+                    // an absent Payload reads as null
+                    let payload = if encoding == 2 { Value::Null } else { payload };
                     ArchivedEvent {
                         event: evs_core::RecordedEvent {
                             stream_id: evs_core::StreamId::new(stream).unwrap(),
@@ -817,10 +819,10 @@ mod tests {
                         } else {
                             crate::record::TimestampSource::Item
                         },
-                        payload_encoding: if json_string {
-                            crate::record::PayloadEncoding::JsonString
-                        } else {
-                            crate::record::PayloadEncoding::Attribute
+                        payload_encoding: match encoding {
+                            0 => crate::record::PayloadEncoding::Attribute,
+                            1 => crate::record::PayloadEncoding::JsonString,
+                            _ => crate::record::PayloadEncoding::Absent,
                         },
                         payload_attr,
                         metadata_attr,
@@ -902,7 +904,10 @@ mod tests {
                 prop_assert_eq!(line.get("timestampSource").is_some(), s.timestamp_ms.is_none());
 
                 match &s.payload {
-                    None => prop_assert_eq!(&line["payload"], &Value::Null),
+                    None => {
+                        prop_assert_eq!(&line["payload"], &Value::Null);
+                        prop_assert_eq!(&line["payloadEncoding"], "absent");
+                    }
                     Some(AttrValue::S(text)) if serde_json::from_str::<Value>(text).is_ok() => {
                         prop_assert_eq!(&line["payloadEncoding"], "json-string");
                         prop_assert_eq!(&line["payload"], &serde_json::from_str::<Value>(text).unwrap());

@@ -65,6 +65,8 @@
 //!   exactly the compact JSON of that value, the line also carries the text
 //!   itself in `payloadAttr` (`{"S": …}`), so spaces and escapes are not
 //!   lost either. A string that is not JSON stays a string, unmarked.
+//! * An item without a `Payload` attribute has `"payload": null`, as one
+//!   with a `NULL` payload has, and is marked `"payloadEncoding": "absent"`.
 //! * The event model reads a `Timestamp` as whole milliseconds and an
 //!   `EventUuid` as a UUID, which `timestamp` and `id` print in one form.
 //!   When the stored text was another (`1795471652123.75`, `0017…`,
@@ -96,6 +98,8 @@ pub const MAX_SEQUENCE_NUMBER_DIGITS: usize = 40;
 const APPROXIMATE_CREATION: &str = "approximateCreationDateTime";
 /// The marker of [`PayloadEncoding::JsonString`] in a line.
 const JSON_STRING: &str = "json-string";
+/// The marker of [`PayloadEncoding::Absent`] in a line.
+const ABSENT: &str = "absent";
 
 /// Compares two `SequenceNumber`s as the decimal numbers they are: by
 /// (length, text) once leading zeros are ignored. Never compare them as text
@@ -196,6 +200,20 @@ pub enum PayloadEncoding {
     Attribute,
     /// The attribute was a string holding JSON text; `payload` is that JSON.
     JsonString,
+    /// The item had no `Payload` attribute; `payload` is `null` (as for a
+    /// stored `NULL`, which is [`PayloadEncoding::Attribute`]).
+    Absent,
+}
+
+impl PayloadEncoding {
+    /// The line's `payloadEncoding`, when it has one.
+    fn marker(self) -> Option<&'static str> {
+        match self {
+            PayloadEncoding::Attribute => None,
+            PayloadEncoding::JsonString => Some(JSON_STRING),
+            PayloadEncoding::Absent => Some(ABSENT),
+        }
+    }
 }
 
 /// One event as the archive holds it: the decoded event plus the stream
@@ -251,8 +269,8 @@ impl ArchivedEvent {
                     Value::String(APPROXIMATE_CREATION.into()),
                 );
             }
-            if self.payload_encoding == PayloadEncoding::JsonString {
-                map.insert("payloadEncoding".into(), Value::String(JSON_STRING.into()));
+            if let Some(marker) = self.payload_encoding.marker() {
+                map.insert("payloadEncoding".into(), Value::String(marker.into()));
             }
             if let Some(a) = &self.payload_attr {
                 map.insert("payloadAttr".into(), attr::to_dynamo_json(a));
@@ -310,9 +328,9 @@ impl ArchivedEvent {
             out.extend_from_slice(b",\"timestampSource\":");
             attr::write_json_str(out, APPROXIMATE_CREATION);
         }
-        if self.payload_encoding == PayloadEncoding::JsonString {
+        if let Some(marker) = self.payload_encoding.marker() {
             out.extend_from_slice(b",\"payloadEncoding\":");
-            attr::write_json_str(out, JSON_STRING);
+            attr::write_json_str(out, marker);
         }
         if let Some(a) = &self.payload_attr {
             out.extend_from_slice(b",\"payloadAttr\":");
@@ -397,8 +415,12 @@ impl ArchivedEvent {
         let payload_encoding = match optional_string("payloadEncoding")? {
             None => PayloadEncoding::Attribute,
             Some(JSON_STRING) => PayloadEncoding::JsonString,
+            Some(ABSENT) => PayloadEncoding::Absent,
             Some(_) => return Err(err("payloadEncoding", "unknown payload encoding")),
         };
+        if payload_encoding == PayloadEncoding::Absent && !payload.is_null() {
+            return Err(err("payloadEncoding", "\"absent\" needs a null payload"));
+        }
         Ok(Self {
             event: RecordedEvent {
                 stream_id,
@@ -1036,7 +1058,7 @@ fn archive_item(
         ));
     }
     let (payload, payload_encoding, payload_attr) = match payload {
-        None => (Value::Null, PayloadEncoding::Attribute, None),
+        None => (Value::Null, PayloadEncoding::Absent, None),
         Some(Stored::Attr(AttrValue::S(text)) | Stored::Json(Value::String(text))) => {
             match serde_json::from_str::<Value>(&text) {
                 Ok(json) => {

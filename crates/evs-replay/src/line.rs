@@ -217,6 +217,17 @@ mod tests {
         let printed = event_from_line(&line.to_string()).unwrap();
         assert!(!printed.line().contains("Attr"), "{}", printed.line());
         check(line);
+        let mut absent = base();
+        absent["payload"] = json!(null);
+        absent["payloadEncoding"] = json!("absent");
+        let printed = event_from_line(&absent.to_string()).unwrap();
+        let printed: serde_json::Value = serde_json::from_str(printed.line()).unwrap();
+        assert_eq!(
+            printed["payload"],
+            json!(null),
+            "as evs read prints an item without Payload"
+        );
+        assert!(printed.get("payloadEncoding").is_none());
         let mut escaped = base();
         escaped["payload"] = json!("a string payload with \"quotes\" and \\ and \n");
         check(escaped);
