@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use evs_archiver::config::Config;
 use evs_archiver::encode::{decode_dead_letters, decode_lines, Compression};
-use evs_archiver::handler::{handle, HandlerError, Summary};
+use evs_archiver::handler::{handle, handle_json, HandlerError, Summary};
 use evs_archiver::key::ArchiveKey;
 use evs_archiver::sink::{LocalDir, Object, S3Sink, Sink, SinkError};
 use evs_core::{EventStore, ExpectedVersion, MemoryStore, NewEvent, StreamId};
@@ -107,6 +107,47 @@ async fn mixed_batch_archives_events_and_dead_letters_the_rest() {
     assert_eq!(reasons.len(), 3, "{reasons:?}");
     assert!(dead.iter().all(|d| d.raw.is_object()));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn batches_at_lambdas_limits_are_archived_whole() {
+    use crate::gen_batch::{generate, Limit, DEFAULT_SEED};
+    // The mapping's largest batch (10,000 records) and Lambda's largest event (6 MB).
+    for limit in [Limit::Records(10_000), Limit::Bytes(6_000_000)] {
+        let (bytes, count) = generate(limit, DEFAULT_SEED).unwrap();
+        let text = std::str::from_utf8(&bytes).unwrap();
+        let dir = temp_dir();
+        let sink = LocalDir::new(&dir);
+        let config = Config::local(&dir);
+        let summary = handle_json(text, &sink, &config, &clock(), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            (summary.records_in, summary.archived, summary.dead_lettered),
+            (count, count, 0),
+            "{limit:?}"
+        );
+        assert!(summary.batch_item_failures.is_empty());
+        let lines = lines_at(&sink, summary.key.as_deref().unwrap()).await;
+        // every record once, in archive order
+        let ids: std::collections::BTreeSet<&str> = lines
+            .iter()
+            .map(|l| l["eventID"].as_str().unwrap())
+            .collect();
+        assert_eq!((lines.len(), ids.len()), (count, count), "{limit:?}");
+        let order: Vec<(&str, &str, u64)> = lines
+            .iter()
+            .map(|l| {
+                (
+                    l["timestamp"].as_str().unwrap(),
+                    l["streamId"].as_str().unwrap(),
+                    l["eventId"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        assert!(order.windows(2).all(|w| w[0] <= w[1]), "{limit:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
 
 #[tokio::test]
