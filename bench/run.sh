@@ -107,6 +107,12 @@ for name in names:
         "sameNdjson": py.get("compare", {}).get("identical"),
     }
     r["speedup"] = py["meanSeconds"] / rust_s
+    try:
+        zstd_s = criterion_ns("archive-zstd", name) / 1e9
+        r["rustZstd"] = {"seconds": zstd_s, "recordsPerSecond": records / zstd_s,
+                         "speedupOverPythonGzip": py["meanSeconds"] / zstd_s}
+    except OSError:
+        pass
     results["inputs"][name] = r
 
 for step in ["1-parse-json", "2-classify", "3-sort-and-ndjson", "4-gzip"]:
@@ -136,6 +142,11 @@ for name in names:
           f"{r['rust']['recordsPerSecond']:>10,.0f} {r['rust']['mbPerSecond']:>6.1f} | "
           f"{r['python']['recordsPerSecond']:>12,.0f} {r['python']['mbPerSecond']:>6.1f} | "
           f"{r['speedup']:>7.1f}x | {r['sameNdjson']}")
+for name in names:
+    z = results["inputs"][name].get("rustZstd")
+    if z:
+        print(f"{name:<6} with EVS_COMPRESSION=zstd: {z['recordsPerSecond']:>10,.0f} rec/s "
+              f"({z['speedupOverPythonGzip']:.1f}x the Python gzip handler; not like for like)")
 print()
 if results["steps10k"]:
     py = results["inputs"]["10k"]["python"]["steps"]

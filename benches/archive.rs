@@ -117,6 +117,10 @@ fn events_of(event: &Value) -> Vec<ArchivedEvent> {
 /// The whole pure path, as the Lambda runs it: event text in (records
 /// parsed one at a time), archive object bytes out.
 fn archive(bytes: &[u8]) -> EncodedBatch {
+    archive_with(bytes, Compression::Gzip)
+}
+
+fn archive_with(bytes: &[u8], compression: Compression) -> EncodedBatch {
     let text = std::str::from_utf8(bytes).expect("the input is UTF-8");
     let classified = parse_batch_json(text).expect("the input is a DynamoDB Streams event");
     // as the handler does
@@ -126,7 +130,7 @@ fn archive(bytes: &[u8]) -> EncodedBatch {
             events.push(*e);
         }
     }
-    encode_events(&events, Compression::Gzip).expect("encode")
+    encode_events(&events, compression).expect("encode")
 }
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
@@ -146,6 +150,16 @@ fn whole_path<M: Measurement>(c: &mut Criterion<M>) {
     for input in &inputs {
         group.throughput(Throughput::Elements(input.records as u64));
         group.bench_function(input.name, |b| b.iter(|| archive(black_box(&input.bytes))));
+    }
+    group.finish();
+    // The same with EVS_COMPRESSION=zstd.
+    let mut group = c.benchmark_group("archive-zstd");
+    group.sampling_mode(SamplingMode::Flat);
+    for input in &inputs {
+        group.throughput(Throughput::Elements(input.records as u64));
+        group.bench_function(input.name, |b| {
+            b.iter(|| archive_with(black_box(&input.bytes), Compression::Zstd))
+        });
     }
     group.finish();
 }
@@ -210,6 +224,22 @@ fn gzip_levels<M: Measurement>(c: &mut Criterion<M>) {
         };
         eprintln!(
             "gzip level {level}: {} bytes of NDJSON -> {} bytes",
+            ndjson.len(),
+            compress(&ndjson).len()
+        );
+        group.bench_function(level.to_string(), |b| {
+            b.iter(|| compress(black_box(&ndjson)))
+        });
+    }
+    group.finish();
+    // zstd (EVS_COMPRESSION=zstd uses level 1: `encode::ZSTD_LEVEL`).
+    let mut group = c.benchmark_group("zstd-levels-10k");
+    group.sampling_mode(SamplingMode::Flat);
+    group.throughput(Throughput::Elements(input.records as u64));
+    for level in [1, 3, 6, 9] {
+        let compress = |bytes: &[u8]| zstd::bulk::compress(bytes, level).expect("zstd");
+        eprintln!(
+            "zstd level {level}: {} bytes of NDJSON -> {} bytes",
             ndjson.len(),
             compress(&ndjson).len()
         );

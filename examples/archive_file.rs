@@ -7,6 +7,7 @@
 //! ```sh
 //! cargo run --release --example archive_file -- target/bench-data/6mb.json
 //! cargo run --release --example archive_file -- events/inserts.json --keep /tmp/archive
+//! EVS_COMPRESSION=zstd cargo run --release --example archive_file -- target/bench-data/6mb.json
 //! ```
 //!
 //! Without `--keep` the archive goes to a fresh temporary directory that is
@@ -95,7 +96,12 @@ fn main() -> Result<(), Box<dyn Error>> {
     let parsed = started.elapsed();
 
     let sink = LocalDir::new(&dir);
-    let config = Config::local(&dir);
+    // EVS_COMPRESSION from the environment, as the Lambda reads it.
+    let config = Config::from_lookup(|k| match k {
+        "EVS_ARCHIVE" => Some(dir.to_string_lossy().into_owned()),
+        "EVS_COMPRESSION" => std::env::var(k).ok(),
+        _ => None,
+    })?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -155,10 +155,11 @@ impl Config {
             .as_deref()
         {
             None | Some("gzip") => Compression::Gzip,
+            Some("zstd") => Compression::Zstd,
             Some("none") => Compression::None,
             Some(other) => {
                 return Err(ConfigError(format!(
-                    "EVS_COMPRESSION={other:?}: use gzip or none"
+                    "EVS_COMPRESSION={other:?}: use gzip, zstd or none"
                 )))
             }
         };
@@ -238,6 +239,8 @@ mod tests {
             (c.prefix.as_str(), c.compression),
             ("x/", Compression::None)
         );
+        let c = from(&[("EVS_ARCHIVE", "d"), ("EVS_COMPRESSION", "ZSTD")]).unwrap();
+        assert_eq!(c.compression, Compression::Zstd);
     }
 
     #[test]
@@ -255,7 +258,10 @@ mod tests {
                 vec![("EVS_ARCHIVE_PREFIX", "/events/")],
                 "EVS_ARCHIVE_PREFIX=\"/events/\"",
             ),
-            (vec![("EVS_COMPRESSION", "brotli")], "use gzip or none"),
+            (
+                vec![("EVS_COMPRESSION", "brotli")],
+                "use gzip, zstd or none",
+            ),
             (
                 vec![("EVS_ARCHIVE", "s3://b-1/p/"), ("EVS_ARCHIVE_PREFIX", "q/")],
                 "given twice",

@@ -40,6 +40,10 @@ pub enum Compression {
     /// gzip at flate2's default level (6): `.ndjson.gz`, `Content-Encoding: gzip`.
     #[default]
     Gzip,
+    /// zstd at level [`ZSTD_LEVEL`]: `.ndjson.zst`, `Content-Encoding: zstd`.
+    /// About 7× less CPU than gzip and 7% smaller objects on event NDJSON
+    /// (README, "Speed and memory"); readers need a zstd decoder.
+    Zstd,
     /// Plain NDJSON: `.ndjson`.
     None,
 }
@@ -49,6 +53,7 @@ impl Compression {
     pub fn extension(self) -> &'static str {
         match self {
             Compression::Gzip => ".ndjson.gz",
+            Compression::Zstd => ".ndjson.zst",
             Compression::None => ".ndjson",
         }
     }
@@ -57,6 +62,7 @@ impl Compression {
     pub fn content_encoding(self) -> Option<&'static str> {
         match self {
             Compression::Gzip => Some("gzip"),
+            Compression::Zstd => Some("zstd"),
             Compression::None => None,
         }
     }
@@ -200,23 +206,19 @@ pub fn encode_events(
             }
             ndjson
         }
+        // Room for the usual compressed size (about 150 bytes a line), so
+        // the object is rarely copied to grow; untouched room costs nothing.
         Compression::Gzip => {
-            // Lines go to the compressor a chunk at a time: the whole NDJSON
-            // text is never held in memory.
-            // Room for the usual compressed size (about 150 bytes a line),
-            // so the object is rarely copied to grow; untouched room costs nothing.
             let out = Vec::with_capacity(sorted.len().saturating_mul(256));
             let mut gz = flate2::write::GzEncoder::new(out, flate2::Compression::default());
-            let mut chunk = Vec::with_capacity(GZIP_CHUNK + GZIP_CHUNK / 2);
-            for e in &sorted {
-                write_line(&mut chunk, e)?;
-                if chunk.len() >= GZIP_CHUNK {
-                    gz.write_all(&chunk)?;
-                    chunk.clear();
-                }
-            }
-            gz.write_all(&chunk)?;
+            write_chunked(&mut gz, &sorted)?;
             gz.finish()?
+        }
+        Compression::Zstd => {
+            let out = Vec::with_capacity(sorted.len().saturating_mul(256));
+            let mut zst = zstd::stream::write::Encoder::new(out, ZSTD_LEVEL)?;
+            write_chunked(&mut zst, &sorted)?;
+            zst.finish()?
         }
     };
     Ok(EncodedBatch {
@@ -230,8 +232,50 @@ pub fn encode_events(
     })
 }
 
-/// How many bytes of NDJSON are handed to gzip at a time.
-const GZIP_CHUNK: usize = 64 * 1024;
+/// How many bytes of NDJSON are handed to the compressor at a time.
+const CHUNK: usize = 64 * 1024;
+
+/// The zstd level of [`Compression::Zstd`]. Measured on event NDJSON (the
+/// bench batches): level 1 gave both the smallest and the fastest objects of
+/// levels 1, 3 and 6.
+pub const ZSTD_LEVEL: i32 = 1;
+
+/// Writes the lines to a compressor a chunk at a time: the whole NDJSON text
+/// is never held in memory.
+fn write_chunked(out: &mut impl Write, sorted: &[&ArchivedEvent]) -> Result<(), EncodeError> {
+    let mut chunk = Vec::with_capacity(CHUNK + CHUNK / 2);
+    for e in sorted {
+        write_line(&mut chunk, e)?;
+        if chunk.len() >= CHUNK {
+            out.write_all(&chunk)?;
+            chunk.clear();
+        }
+    }
+    out.write_all(&chunk)?;
+    Ok(())
+}
+
+/// The NDJSON text of an events object as stored with `compression`
+/// (borrowed when it is not compressed). gzip members and zstd frames may
+/// follow one another; all are read.
+pub fn decompress(
+    bytes: &[u8],
+    compression: Compression,
+) -> std::io::Result<std::borrow::Cow<'_, [u8]>> {
+    Ok(match compression {
+        Compression::None => std::borrow::Cow::Borrowed(bytes),
+        Compression::Gzip => {
+            let mut out = Vec::with_capacity(bytes.len().saturating_mul(6));
+            flate2::read::MultiGzDecoder::new(bytes).read_to_end(&mut out)?;
+            std::borrow::Cow::Owned(out)
+        }
+        Compression::Zstd => {
+            let mut out = Vec::with_capacity(bytes.len().saturating_mul(6));
+            zstd::stream::read::Decoder::new(bytes)?.read_to_end(&mut out)?;
+            std::borrow::Cow::Owned(out)
+        }
+    })
+}
 
 /// Appends the event's line and a newline.
 fn write_line(out: &mut Vec<u8>, event: &ArchivedEvent) -> Result<(), EncodeError> {
@@ -244,14 +288,7 @@ fn write_line(out: &mut Vec<u8>, event: &ArchivedEvent) -> Result<(), EncodeErro
 
 /// Decompresses an events object and parses each line as JSON.
 pub fn decode_lines(bytes: &[u8], compression: Compression) -> Result<Vec<Value>, DecodeError> {
-    let text = match compression {
-        Compression::None => std::borrow::Cow::Borrowed(bytes),
-        Compression::Gzip => {
-            let mut out = Vec::new();
-            flate2::read::MultiGzDecoder::new(bytes).read_to_end(&mut out)?;
-            std::borrow::Cow::Owned(out)
-        }
-    };
+    let text = decompress(bytes, compression)?;
     let body = text.strip_suffix(b"\n").unwrap_or(&text);
     if body.is_empty() {
         return Ok(Vec::new());
@@ -444,7 +481,7 @@ mod tests {
             event("999999999999999999999", "a", 1, 1_795_471_652_100),
             event("1100000000017454423009", "b", 1, 1_795_471_652_150),
         ];
-        for compression in [Compression::Gzip, Compression::None] {
+        for compression in [Compression::Gzip, Compression::Zstd, Compression::None] {
             let batch = encode_events(&events, compression).unwrap();
             assert_eq!(batch.count, 3);
             assert_eq!(batch.first_sequence.as_str(), "999999999999999999999");
@@ -465,6 +502,10 @@ mod tests {
                 Compression::Gzip => {
                     assert_eq!(batch.content_encoding(), Some("gzip"));
                     assert_eq!(&batch.bytes[..2], &[0x1f, 0x8b]);
+                }
+                Compression::Zstd => {
+                    assert_eq!(batch.content_encoding(), Some("zstd"));
+                    assert_eq!(&batch.bytes[..4], &[0x28, 0xb5, 0x2f, 0xfd]);
                 }
                 Compression::None => {
                     assert_eq!(batch.content_encoding(), None);
@@ -876,8 +917,8 @@ mod tests {
         }
 
         #[test]
-        fn archiving_loses_nothing(items in proptest::collection::vec(stored(), 1..4), gz in any::<bool>()) {
-            let compression = if gz { Compression::Gzip } else { Compression::None };
+        fn archiving_loses_nothing(items in proptest::collection::vec(stored(), 1..4), c in 0..3_u8) {
+            let compression = [Compression::Gzip, Compression::Zstd, Compression::None][usize::from(c)];
             let records: Vec<Value> = items.iter().map(Stored::record).collect();
             let events: Vec<ArchivedEvent> = parse_batch(&json!({"Records": records}))
                 .unwrap()

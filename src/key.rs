@@ -253,6 +253,8 @@ impl ArchiveKey {
         let (stem, compression) =
             if let Some(stem) = key.strip_suffix(Compression::Gzip.extension()) {
                 (stem, Compression::Gzip)
+            } else if let Some(stem) = key.strip_suffix(Compression::Zstd.extension()) {
+                (stem, Compression::Zstd)
             } else if let Some(stem) = key.strip_suffix(Compression::None.extension()) {
                 (stem, Compression::None)
             } else {
@@ -739,15 +741,22 @@ mod tests {
             .prop_map(|p| Prefix::new(p).unwrap())
     }
 
+    fn any_compression() -> impl Strategy<Value = Compression> {
+        prop_oneof![
+            Just(Compression::Gzip),
+            Just(Compression::Zstd),
+            Just(Compression::None)
+        ]
+    }
+
     proptest! {
         #[test]
         fn key_order_is_seal_time_order(
             prefix in any_prefix(),
             a in any_time(), b in any_time(),
             sa in any_suffix(), sb in any_suffix(),
-            gz in any::<bool>(),
+            c in any_compression(),
         ) {
-            let c = if gz { Compression::Gzip } else { Compression::None };
             let ka = ArchiveKey::new(&prefix, a, &sa, c).unwrap();
             let kb = ArchiveKey::new(&prefix, b, &sb, Compression::Gzip).unwrap();
             if a != b {
@@ -762,8 +771,7 @@ mod tests {
         }
 
         #[test]
-        fn keys_parse_back(prefix in any_prefix(), t in any_time(), s in any_suffix(), gz in any::<bool>()) {
-            let c = if gz { Compression::Gzip } else { Compression::None };
+        fn keys_parse_back(prefix in any_prefix(), t in any_time(), s in any_suffix(), c in any_compression()) {
             let k = ArchiveKey::new(&prefix, t, &s, c).unwrap();
             let back = ArchiveKey::parse(k.as_str()).unwrap();
             prop_assert_eq!(back.sealed_at_ms(), t);

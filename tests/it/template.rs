@@ -224,7 +224,8 @@ fn function_runs_the_arm64_cargo_lambda_build() {
     );
     let prefix = param_default(&t, target(&env["EVS_ARCHIVE_PREFIX"], None));
     assert_eq!(prefix.as_str(), Some("events/"));
-    assert_eq!(env["EVS_COMPRESSION"].as_str(), Some("gzip"));
+    let compression = param_default(&t, target(&env["EVS_COMPRESSION"], None));
+    assert_eq!(compression.as_str(), Some("gzip"));
     assert_eq!(
         env["EVS_DEAD_LETTER_PREFIX"].as_str(),
         Some(DEAD_LETTER_PREFIX)

@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 use std::io::Read;
 use std::sync::Arc;
 
-use evs_archiver::encode::Compression;
+use evs_archiver::encode::decompress;
 use evs_archiver::key::{ArchiveKey, Prefix};
 use evs_archiver::sink::{Sink, SinkError};
 use tokio::task::JoinHandle;
@@ -186,16 +186,8 @@ pub fn decode_object(key: &ArchiveKey, stored: &[u8]) -> Result<ArchiveObject, A
         key: key.as_str().to_owned(),
         reason,
     };
-    let text = match key.compression() {
-        Compression::None => std::borrow::Cow::Borrowed(stored),
-        Compression::Gzip => {
-            let mut out = Vec::with_capacity(stored.len().saturating_mul(6));
-            flate2::read::MultiGzDecoder::new(stored)
-                .read_to_end(&mut out)
-                .map_err(|e| object_error(format!("cannot decompress: {e}")))?;
-            std::borrow::Cow::Owned(out)
-        }
-    };
+    let text = decompress(stored, key.compression())
+        .map_err(|e| object_error(format!("cannot decompress: {e}")))?;
     let text =
         std::str::from_utf8(&text).map_err(|e| object_error(format!("not UTF-8 text: {e}")))?;
     let mut events = Vec::new();

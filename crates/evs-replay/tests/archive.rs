@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use evs_archiver::config::Config;
+use evs_archiver::encode::Compression;
 use evs_archiver::handler;
 use evs_archiver::sink::{LocalDir, Sink};
 use evs_core::{EventStore, EventStoreExt, ExpectedVersion, MemoryStore, NewEvent, StreamId};
@@ -187,7 +188,8 @@ async fn replay_all(replayer: &mut Replayer) -> Vec<ReplayEvent> {
 }
 
 /// A messy archive: many streams, batches archived twice, a slow "shard"
-/// whose objects are sealed after later events'.
+/// whose objects are sealed after later events', and objects of every
+/// compression (the setting may change over an archive's life).
 async fn messy(fx: &mut Fixture) {
     for (i, stream) in ["a", "b", "c", "d", "e", "f"].iter().enumerate() {
         fx.append(stream, 3 + i * 2).await;
@@ -201,6 +203,7 @@ async fn messy(fx: &mut Fixture) {
             break;
         }
         batch += 1;
+        fx.config.compression = [Compression::Zstd, Compression::None][batch % 2];
         if batch % 3 == 0 {
             // A slow shard: archived later, under a later key.
             slow.push(records);
@@ -214,6 +217,7 @@ async fn messy(fx: &mut Fixture) {
             fx.archive(&records, seal).await;
         }
     }
+    fx.config.compression = Compression::Gzip;
     for records in slow {
         seal += 1_000;
         fx.archive(&records, seal).await;
@@ -224,6 +228,13 @@ async fn messy(fx: &mut Fixture) {
 async fn replay_delivers_exactly_what_the_table_holds() {
     let mut fx = Fixture::new("exact");
     messy(&mut fx).await;
+    let keys = fx.sink.list("", None, 1_000).await.unwrap();
+    for extension in [".ndjson.gz", ".ndjson.zst", ".ndjson"] {
+        assert!(
+            keys.iter().any(|k| k.ends_with(extension)),
+            "{extension}: {keys:?}"
+        );
+    }
     let now = Arc::new(AtomicI64::new(T0 + 86_400_000));
     let mut replayer = Replayer::new(fx.archive_handle(), options(), clock_at(&now));
     let events = replay_all(&mut replayer).await;
