@@ -75,7 +75,7 @@ def to_line(record):
     else:
         ts = int(Decimal(str(ddb["ApproximateCreationDateTime"])) * 1000)
         source = "approximateCreationDateTime"
-    encoding = None if "Payload" in image else "absent"
+    encoding = None
     payload = image.get("Payload")
     if isinstance(payload, str):
         try:
@@ -103,6 +103,8 @@ def to_line(record):
         line["timestampSource"] = source
     if encoding:
         line["payloadEncoding"] = encoding
+    if "Payload" not in image:
+        line["payloadAbsent"] = True
     return ts, line
 
 

@@ -8,7 +8,7 @@
 //! | `EVS_ARCHIVE_BUCKET` | the bucket (instead of an `s3://` `EVS_ARCHIVE`) | |
 //! | `EVS_ARCHIVE_PREFIX` | key prefix of archive objects, ending in `/`; it must not overlap the dead-letter prefix (so it cannot be empty) | `events/` |
 //! | `EVS_DEAD_LETTER_PREFIX` | key prefix of dead-letter objects | `dead-letter/` |
-//! | `EVS_COMPRESSION` | `gzip` or `none` | `gzip` |
+//! | `EVS_COMPRESSION` | `gzip`, `zstd` or `none` | `gzip` |
 
 use std::path::PathBuf;
 

@@ -138,7 +138,13 @@ pub async fn handle(
     now_ms: &(dyn Fn() -> i64 + Send + Sync),
     timeout: Option<Duration>,
 ) -> Result<Summary, HandlerError> {
-    archive(record::parse_batch(event)?, sink, config, now_ms, timeout).await
+    let deadline = deadline_after(timeout);
+    archive(record::parse_batch(event)?, sink, config, now_ms, deadline).await
+}
+
+/// The instant `timeout` from now; none when the bound is too far to represent.
+fn deadline_after(timeout: Option<Duration>) -> Option<Instant> {
+    timeout.and_then(|t| Instant::now().checked_add(t))
 }
 
 /// [`handle`] on the event's JSON text, as the Lambda receives it: records
@@ -150,12 +156,13 @@ pub async fn handle_json(
     now_ms: &(dyn Fn() -> i64 + Send + Sync),
     timeout: Option<Duration>,
 ) -> Result<Summary, HandlerError> {
+    let deadline = deadline_after(timeout);
     archive(
         record::parse_batch_json(event)?,
         sink,
         config,
         now_ms,
-        timeout,
+        deadline,
     )
     .await
 }
@@ -165,10 +172,8 @@ async fn archive(
     sink: &dyn Sink,
     config: &Config,
     now_ms: &(dyn Fn() -> i64 + Send + Sync),
-    timeout: Option<Duration>,
+    deadline: Option<Instant>,
 ) -> Result<Summary, HandlerError> {
-    // No deadline at all when the bound is too far to represent.
-    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
     let mut summary = Summary {
         records_in: classified.len(),
         ..Summary::default()

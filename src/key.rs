@@ -22,7 +22,11 @@
 //!   digits (a random UUID, or any UUID that names the attempt). Two objects
 //!   sealed in the same millisecond are ordered by suffix, which is arbitrary
 //!   but fixed.
-//! * The extension says the encoding: `.ndjson.gz` (gzip) or `.ndjson`.
+//! * The extension says the encoding: `.ndjson.gz` (gzip), `.ndjson.zst`
+//!   (zstd) or `.ndjson`. A key laid out as an events key with another
+//!   `.ndjson.<codec>` extension is refused as [`KeyError::UnknownKind`], not
+//!   as malformed: it is a newer archiver's object, which a reader must not
+//!   skip.
 //! * Dead letters live under a prefix of their own, in the same layout with
 //!   the extension `.json`. Keep the two prefixes disjoint (neither starts
 //!   with the other, e.g. `events/` and `dead-letter/`), so that listing the
@@ -64,8 +68,22 @@ const HOUR_FOLDER_LEN: usize = 14;
 const NONCE_LEN: usize = 32;
 /// Width of `<sealed-at>-<sequence>-<nonce>`.
 const FILE_STEM_LEN: usize = SEALED_AT_LEN + 1 + MAX_SEQUENCE_NUMBER_DIGITS + 1 + NONCE_LEN;
-/// The longest part of a key after its prefix (`.ndjson.gz` is the longest extension).
-const MAX_TAIL_LEN: usize = HOUR_FOLDER_LEN + FILE_STEM_LEN + ".ndjson.gz".len();
+/// The longest extension of an events key.
+const MAX_EXTENSION_LEN: usize = {
+    let (gz, zst, none) = (
+        Compression::Gzip.extension().len(),
+        Compression::Zstd.extension().len(),
+        Compression::None.extension().len(),
+    );
+    let longest = if gz > zst { gz } else { zst };
+    if longest > none {
+        longest
+    } else {
+        none
+    }
+};
+/// The longest part of a key after its prefix.
+const MAX_TAIL_LEN: usize = HOUR_FOLDER_LEN + FILE_STEM_LEN + MAX_EXTENSION_LEN;
 /// Longest prefix, in UTF-8 bytes, that leaves room for every key's tail.
 pub const MAX_PREFIX_BYTES: usize = MAX_KEY_BYTES - MAX_TAIL_LEN;
 
@@ -95,6 +113,17 @@ pub enum KeyError {
         kind: &'static str,
         /// What is wrong.
         reason: &'static str,
+    },
+    /// The key is laid out as an events key of `prefix` but its extension is
+    /// not one this version writes or reads: an object of a newer archiver.
+    #[error("{key:?} is an archive object of a kind this version cannot read ({extension:?}): upgrade to read this archive")]
+    UnknownKind {
+        /// The key.
+        key: String,
+        /// The archive prefix it is under.
+        prefix: String,
+        /// The extension it has.
+        extension: String,
     },
 }
 
@@ -258,7 +287,7 @@ impl ArchiveKey {
             } else if let Some(stem) = key.strip_suffix(Compression::None.extension()) {
                 (stem, Compression::None)
             } else {
-                return Err(malformed("unknown extension"));
+                return Err(unknown_kind(key).unwrap_or_else(|| malformed("unknown extension")));
             };
         let parts = parse_stem(stem).map_err(malformed)?;
         Prefix::new(parts.prefix).map_err(|_| malformed("invalid prefix"))?;
@@ -517,6 +546,26 @@ struct StemParts<'a> {
 /// Parses `<prefix>YYYY/MM/DD/HH/<sealed-at>-<suffix>` (the key without its
 /// extension); checks the prefix's rules and that the hour folder agrees with
 /// the seal time.
+/// [`KeyError::UnknownKind`] for a key whose file name is a valid stem and an
+/// extension of the events family that this version does not know:
+/// `.ndjson.<codec>`, one more segment of letters and digits.
+fn unknown_kind(key: &str) -> Option<KeyError> {
+    let name_at = key.rfind('/').map_or(0, |i| i + 1);
+    let stem = key.get(..name_at + FILE_STEM_LEN)?;
+    let extension = key.get(name_at + FILE_STEM_LEN..)?;
+    let codec = extension.strip_prefix(".ndjson.")?;
+    if codec.is_empty() || !codec.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return None;
+    }
+    let parts = parse_stem(stem).ok()?;
+    Prefix::new(parts.prefix).ok()?;
+    Some(KeyError::UnknownKind {
+        key: key.to_owned(),
+        prefix: parts.prefix.to_owned(),
+        extension: extension.to_owned(),
+    })
+}
+
 fn parse_stem(stem: &str) -> Result<StemParts<'_>, &'static str> {
     let split = stem.len().checked_sub(FILE_STEM_LEN).ok_or("too short")?;
     let file = stem.get(split..).ok_or("malformed file name")?;
@@ -620,11 +669,52 @@ mod tests {
     fn the_longest_key_fits_s3() {
         let prefix = Prefix::new(format!("{}/", "p".repeat(MAX_PREFIX_BYTES - 1))).unwrap();
         let long = Suffix::new(Some(seq(&"9".repeat(40))), Uuid::max());
-        let k = ArchiveKey::new(&prefix, MAX_SEALED_AT_MS, &long, Compression::Gzip).unwrap();
-        assert_eq!(k.as_str().len(), MAX_KEY_BYTES);
+        for c in [Compression::Gzip, Compression::Zstd, Compression::None] {
+            let k = ArchiveKey::new(&prefix, MAX_SEALED_AT_MS, &long, c).unwrap();
+            assert!(k.as_str().len() <= MAX_KEY_BYTES, "{c:?}");
+        }
+        let k = ArchiveKey::new(&prefix, MAX_SEALED_AT_MS, &long, Compression::Zstd).unwrap();
+        assert_eq!(
+            k.as_str().len(),
+            MAX_KEY_BYTES,
+            "the longest extension fills it"
+        );
         let dl = DeadLetterKey::new(&prefix, MAX_SEALED_AT_MS, &long).unwrap();
         assert!(dl.as_str().len() <= MAX_KEY_BYTES);
         assert!(Prefix::new(format!("{}/", "p".repeat(MAX_PREFIX_BYTES))).is_err());
+    }
+
+    #[test]
+    fn an_events_key_of_an_unknown_kind_is_not_malformed() {
+        let p = Prefix::new("events/").unwrap();
+        let k = ArchiveKey::new(&p, 1_795_471_652_123, &suffix(), Compression::Gzip).unwrap();
+        let stem = k.as_str().strip_suffix(".ndjson.gz").unwrap();
+        let newer = format!("{stem}.ndjson.br");
+        match ArchiveKey::parse(&newer) {
+            Err(KeyError::UnknownKind {
+                prefix, extension, ..
+            }) => assert_eq!(
+                (prefix.as_str(), extension.as_str()),
+                ("events/", ".ndjson.br")
+            ),
+            other => panic!("{other:?}"),
+        }
+        // dead letters and other files stay malformed events keys
+        for other in [
+            format!("{stem}.json"),
+            format!("{stem}.txt"),
+            format!("{stem}.ndjson.gz.part"),
+            format!("{stem}.ndjson."),
+            stem.to_owned(),
+            format!("{stem}x.ndjson.br"),
+            "events/readme.txt".to_owned(),
+            "events/2026/11/23/22/.ndjson.br".to_owned(),
+        ] {
+            assert!(
+                matches!(ArchiveKey::parse(&other), Err(KeyError::Malformed { .. })),
+                "{other}"
+            );
+        }
     }
 
     #[test]

@@ -9,11 +9,12 @@
 //!   [`record::SequenceNumber`] orders sequence numbers as numbers.
 //! * [`key`]: the principal type is [`key::ArchiveKey`], the object key whose
 //!   UTF-8 order is seal-time order
-//!   (`<prefix>YYYY/MM/DD/HH/<sealed-at>-<suffix>.ndjson.gz`), with
+//!   (`<prefix>YYYY/MM/DD/HH/<sealed-at>-<suffix>.ndjson.gz`, or `.ndjson.zst`
+//!   or `.ndjson`), with
 //!   [`key::Prefix`], [`key::Suffix`], [`key::DeadLetterKey`] and
 //!   [`key::start_after_for`].
 //! * [`encode`]: [`encode::encode_events`] sorts events into archive order and
-//!   encodes them as gzip-compressed NDJSON ([`encode::EncodedBatch`]);
+//!   encodes them as gzip- or zstd-compressed NDJSON ([`encode::EncodedBatch`]);
 //!   [`encode::encode_dead_letters`] writes the dead-letter object; the
 //!   `decode_*` functions read both back.
 //!

@@ -66,15 +66,17 @@
 //!   itself in `payloadAttr` (`{"S": …}`), so spaces and escapes are not
 //!   lost either. A string that is not JSON stays a string, unmarked.
 //! * An item without a `Payload` attribute has `"payload": null`, as one
-//!   with a `NULL` payload has, and is marked `"payloadEncoding": "absent"`.
+//!   with a `NULL` payload has, and is marked `"payloadAbsent": true`.
 //! * The event model reads a `Timestamp` as whole milliseconds and an
 //!   `EventUuid` as a UUID, which `timestamp` and `id` print in one form.
 //!   When the stored text was another (`1795471652123.75`, `0017…`,
 //!   capitals or braces in a UUID), the line also carries it as stored:
 //!   `timestampAttr` (`{"N": …}`), `idAttr` (`{"S": …}`).
-//! * `timestampSource`, `payloadEncoding`, `payloadAttr`, `metadataAttr`,
-//!   `timestampAttr` and `idAttr` appear only when they say something; a
-//!   reader must ignore fields it does not know.
+//! * `timestampSource`, `payloadEncoding`, `payloadAbsent`, `payloadAttr`,
+//!   `metadataAttr`, `timestampAttr` and `idAttr` appear only when they say
+//!   something; a reader must ignore fields it does not know. A new marker is
+//!   always a new field, never a new value of one: readers that do not know
+//!   it still read the event right.
 //!
 //! [`ArchivedEvent::from_line`] reads a line back into the same value.
 
@@ -98,8 +100,6 @@ pub const MAX_SEQUENCE_NUMBER_DIGITS: usize = 40;
 const APPROXIMATE_CREATION: &str = "approximateCreationDateTime";
 /// The marker of [`PayloadEncoding::JsonString`] in a line.
 const JSON_STRING: &str = "json-string";
-/// The marker of [`PayloadEncoding::Absent`] in a line.
-const ABSENT: &str = "absent";
 
 /// Compares two `SequenceNumber`s as the decimal numbers they are: by
 /// (length, text) once leading zeros are ignored. Never compare them as text
@@ -201,7 +201,9 @@ pub enum PayloadEncoding {
     /// The attribute was a string holding JSON text; `payload` is that JSON.
     JsonString,
     /// The item had no `Payload` attribute; `payload` is `null` (as for a
-    /// stored `NULL`, which is [`PayloadEncoding::Attribute`]).
+    /// stored `NULL`, which is [`PayloadEncoding::Attribute`]). The line says
+    /// `"payloadAbsent": true` (a field of its own, which readers that do not
+    /// know it ignore, printing the same `null`).
     Absent,
 }
 
@@ -209,9 +211,8 @@ impl PayloadEncoding {
     /// The line's `payloadEncoding`, when it has one.
     fn marker(self) -> Option<&'static str> {
         match self {
-            PayloadEncoding::Attribute => None,
+            PayloadEncoding::Attribute | PayloadEncoding::Absent => None,
             PayloadEncoding::JsonString => Some(JSON_STRING),
-            PayloadEncoding::Absent => Some(ABSENT),
         }
     }
 }
@@ -272,6 +273,9 @@ impl ArchivedEvent {
             if let Some(marker) = self.payload_encoding.marker() {
                 map.insert("payloadEncoding".into(), Value::String(marker.into()));
             }
+            if self.payload_encoding == PayloadEncoding::Absent {
+                map.insert("payloadAbsent".into(), Value::Bool(true));
+            }
             if let Some(a) = &self.payload_attr {
                 map.insert("payloadAttr".into(), attr::to_dynamo_json(a));
             }
@@ -331,6 +335,9 @@ impl ArchivedEvent {
         if let Some(marker) = self.payload_encoding.marker() {
             out.extend_from_slice(b",\"payloadEncoding\":");
             attr::write_json_str(out, marker);
+        }
+        if self.payload_encoding == PayloadEncoding::Absent {
+            out.extend_from_slice(b",\"payloadAbsent\":true");
         }
         if let Some(a) = &self.payload_attr {
             out.extend_from_slice(b",\"payloadAttr\":");
@@ -412,14 +419,34 @@ impl ArchivedEvent {
             Some(APPROXIMATE_CREATION) => TimestampSource::ApproximateCreationDateTime,
             Some(_) => return Err(err("timestampSource", "unknown timestamp source")),
         };
-        let payload_encoding = match optional_string("payloadEncoding")? {
-            None => PayloadEncoding::Attribute,
-            Some(JSON_STRING) => PayloadEncoding::JsonString,
-            Some(ABSENT) => PayloadEncoding::Absent,
-            Some(_) => return Err(err("payloadEncoding", "unknown payload encoding")),
+        let absent = match map.get("payloadAbsent") {
+            None | Some(Value::Bool(false)) => false,
+            Some(Value::Bool(true)) if payload.is_null() => true,
+            Some(Value::Bool(true)) => return Err(err("payloadAbsent", "needs a null payload")),
+            Some(_) => return Err(err("payloadAbsent", "must be a boolean")),
         };
-        if payload_encoding == PayloadEncoding::Absent && !payload.is_null() {
-            return Err(err("payloadEncoding", "\"absent\" needs a null payload"));
+        let payload_encoding = match (optional_string("payloadEncoding")?, absent) {
+            (None, false) => PayloadEncoding::Attribute,
+            (None, true) => PayloadEncoding::Absent,
+            (Some(JSON_STRING), false) => PayloadEncoding::JsonString,
+            (Some(_), true) => {
+                return Err(err("payloadAbsent", "an absent payload has no encoding"))
+            }
+            (Some(_), false) => return Err(err("payloadEncoding", "unknown payload encoding")),
+        };
+        let timestamp_attr = optional_attr("timestampAttr")?;
+        if timestamp_attr
+            .as_ref()
+            .is_some_and(|a| !matches!(a, AttrValue::N(_)))
+        {
+            return Err(err("timestampAttr", "must be a number (N)"));
+        }
+        let id_attr = optional_attr("idAttr")?;
+        if id_attr
+            .as_ref()
+            .is_some_and(|a| !matches!(a, AttrValue::S(_)))
+        {
+            return Err(err("idAttr", "must be a string (S)"));
         }
         Ok(Self {
             event: RecordedEvent {
@@ -438,8 +465,8 @@ impl ArchivedEvent {
             payload_encoding,
             payload_attr: optional_attr("payloadAttr")?,
             metadata_attr: optional_attr("metadataAttr")?,
-            timestamp_attr: optional_attr("timestampAttr")?,
-            id_attr: optional_attr("idAttr")?,
+            timestamp_attr,
+            id_attr,
         })
     }
 }

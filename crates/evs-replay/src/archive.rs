@@ -10,11 +10,10 @@
 //! the whole archive.
 
 use std::collections::VecDeque;
-use std::io::Read;
 use std::sync::Arc;
 
 use evs_archiver::encode::decompress;
-use evs_archiver::key::{ArchiveKey, Prefix};
+use evs_archiver::key::{ArchiveKey, KeyError, Prefix};
 use evs_archiver::sink::{Sink, SinkError};
 use tokio::task::JoinHandle;
 
@@ -156,13 +155,24 @@ impl Archive {
             .list(self.prefix.as_str(), start_after, limit)
             .await?;
         let full = raw.len() >= limit;
-        let entries = raw
-            .into_iter()
-            .map(|key| match ArchiveKey::parse(&key) {
+        let mut entries = Vec::with_capacity(raw.len());
+        for key in raw {
+            entries.push(match ArchiveKey::parse(&key) {
                 Ok(parsed) if parsed.prefix() == self.prefix.as_str() => Listed::Object(parsed),
+                // A newer archiver's object: skipping it would lose its events.
+                Err(KeyError::UnknownKind {
+                    prefix, extension, ..
+                }) if prefix == self.prefix.as_str() => {
+                    return Err(ArchiveError::Object {
+                        key,
+                        reason: format!(
+                            "an archive object of a kind this version cannot read ({extension}); upgrade to read this archive"
+                        ),
+                    })
+                }
                 _ => Listed::Other(key),
-            })
-            .collect();
+            });
+        }
         Ok(Listing { entries, full })
     }
 

@@ -23,6 +23,16 @@ impl MemorySink {
             objects.insert(key, body);
         }
     }
+
+    /// Moves an object to another key.
+    #[allow(dead_code)] // not every test binary renames objects
+    pub fn rename(&self, from: &str, to: String) {
+        if let Ok(mut objects) = self.objects.lock() {
+            if let Some(body) = objects.remove(from) {
+                objects.insert(to, body);
+            }
+        }
+    }
 }
 
 #[async_trait]
