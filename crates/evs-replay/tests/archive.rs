@@ -567,6 +567,18 @@ async fn since_starts_each_stream_at_its_first_event_after_it() {
     );
 }
 
+/// The events a replayer delivers before it fails, and its error.
+async fn until_error(replayer: &mut Replayer) -> (Vec<ReplayEvent>, String) {
+    let mut got = Vec::new();
+    loop {
+        match replayer.next().await {
+            Ok(Step::Object { events, .. }) => got.extend(events),
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(e) => return (got, e.to_string()),
+        }
+    }
+}
+
 #[tokio::test]
 async fn an_object_of_a_kind_this_version_cannot_read_stops_the_replay() {
     // A newer archiver's object (an extension of the events family this
@@ -582,14 +594,7 @@ async fn an_object_of_a_kind_this_version_cannot_read_stops_the_replay() {
     fx.sink.rename(&k2, newer.clone());
     let now = Arc::new(AtomicI64::new(T0 + 86_400_000));
     let mut replayer = Replayer::new(fx.archive_handle(), options(), clock_at(&now));
-    let mut got = Vec::new();
-    let err = loop {
-        match replayer.next().await {
-            Ok(Step::Object { events, .. }) => got.extend(events),
-            Ok(other) => panic!("unexpected {other:?}"),
-            Err(e) => break e.to_string(),
-        }
-    };
+    let (got, err) = until_error(&mut replayer).await;
     assert!(err.contains(&newer) && err.contains("upgrade"), "{err}");
     assert!(
         got.len() <= 1,
@@ -616,15 +621,9 @@ async fn after_an_error_the_replayer_refuses_to_go_on() {
     let now = Arc::new(AtomicI64::new(T0 + 86_400_000));
     let mut replayer = Replayer::new(fx.archive_handle(), options(), clock_at(&now));
     let saved = replayer.checkpoint().unwrap();
-    let mut got = Vec::new();
-    let err = loop {
-        match replayer.next().await {
-            Ok(Step::Object { events, .. }) => got.extend(events),
-            Ok(other) => panic!("unexpected {other:?}"),
-            Err(e) => break e.to_string(),
-        }
-    };
+    let (got, err) = until_error(&mut replayer).await;
     assert!(err.contains("503"), "{err}");
+    assert_eq!(ids(&got), ["a/1"], "what came before the failed object");
     let again = replayer.next().await.unwrap_err().to_string();
     assert!(
         again.contains("resume from the last saved checkpoint"),
