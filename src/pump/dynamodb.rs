@@ -195,20 +195,6 @@ pub fn record_to_json(record: &Record, stream_arn: &str) -> Value {
     Value::Object(out)
 }
 
-fn describe_error<E, R>(err: &SdkError<E, R>) -> String
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug + 'static,
-{
-    if let Some(code) = err.code() {
-        return match err.message() {
-            Some(m) => format!("{code}: {m}"),
-            None => code.to_owned(),
-        };
-    }
-    evs_core::describe_chain(err)
-}
-
 fn streams_error<E, R>(doing: impl Into<String>, err: &SdkError<E, R>) -> SourceError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
@@ -216,7 +202,7 @@ where
 {
     SourceError::Streams {
         doing: doing.into(),
-        message: describe_error(err),
+        message: evs_core::describe_sdk_error(err),
     }
 }
 

@@ -1,7 +1,7 @@
 //! The S3 sink. Only this module talks to the S3 SDK.
 
 use async_trait::async_trait;
-use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
 
@@ -43,20 +43,6 @@ fn check_key(key: &str) -> Result<(), SinkError> {
     Ok(())
 }
 
-fn describe<E, R>(err: &SdkError<E, R>) -> String
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug + 'static,
-{
-    if let Some(code) = err.code() {
-        return match err.message() {
-            Some(m) => format!("{code}: {m}"),
-            None => code.to_owned(),
-        };
-    }
-    evs_core::describe_chain(err)
-}
-
 #[async_trait]
 impl Sink for S3Sink {
     async fn put(&self, key: &str, object: &Object) -> Result<(), SinkError> {
@@ -83,7 +69,7 @@ impl Sink for S3Sink {
             Err(e) => Err(SinkError::S3 {
                 doing: "writing",
                 key: format!("s3://{}/{key}", self.bucket),
-                message: describe(&e),
+                message: evs_core::describe_sdk_error(&e),
             }),
         }
     }
@@ -104,7 +90,7 @@ impl Sink for S3Sink {
                 _ => SinkError::S3 {
                     doing: "reading",
                     key: format!("s3://{}/{key}", self.bucket),
-                    message: describe(&e),
+                    message: evs_core::describe_sdk_error(&e),
                 },
             })?;
         let body = out.body.collect().await.map_err(|e| SinkError::S3 {
@@ -137,7 +123,7 @@ impl Sink for S3Sink {
                 .map_err(|e| SinkError::S3 {
                     doing: "listing",
                     key: format!("s3://{}/{prefix}", self.bucket),
-                    message: describe(&e),
+                    message: evs_core::describe_sdk_error(&e),
                 })?;
             keys.extend(
                 page.contents()

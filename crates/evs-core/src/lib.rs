@@ -153,5 +153,27 @@ pub fn describe_chain(err: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
+/// An AWS SDK error (of any service) as one readable line: the service's
+/// code and message when the service answered, else the chain of causes
+/// (connection refused, no credentials, …), each once.
+pub fn describe_sdk_error<E, R>(err: &aws_sdk_dynamodb::error::SdkError<E, R>) -> String
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + 'static,
+{
+    if let Some(service) = err.as_service_error() {
+        return match (service.code(), service.message()) {
+            (Some(code), Some(msg)) => format!("{code}: {msg}"),
+            (Some(code), None) => code.to_owned(),
+            _ => service.to_string(),
+        };
+    }
+    let line = describe_chain(err);
+    if line.contains("no credentials found") {
+        return "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE".to_owned();
+    }
+    line
+}
+
 /// Result with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -225,7 +225,7 @@ impl DynamoStore {
         let message = format!(
             "DynamoDB error while {doing} on table {}: {}",
             self.table,
-            describe(&err)
+            crate::describe_sdk_error(&err)
         );
         Error::Backend {
             message,
@@ -261,28 +261,6 @@ async fn futures_join_all<F: std::future::Future>(
     })
     .await;
     outputs.into_iter().flatten().collect()
-}
-
-/// An SDK error as one readable line: the service's code and message when
-/// the service answered, else the chain of causes (connection refused, no
-/// credentials, …), each once.
-fn describe<E, R>(err: &SdkError<E, R>) -> String
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug + 'static,
-{
-    if let Some(service) = err.as_service_error() {
-        return match (service.code(), service.message()) {
-            (Some(code), Some(msg)) => format!("{code}: {msg}"),
-            (Some(code), None) => code.to_owned(),
-            _ => service.to_string(),
-        };
-    }
-    let line = crate::describe_chain(err);
-    if line.contains("no credentials found") {
-        return "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE".to_owned();
-    }
-    line
 }
 
 fn backend(doing: &str, e: impl std::error::Error + Send + Sync + 'static) -> Error {
