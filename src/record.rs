@@ -1059,17 +1059,14 @@ fn archive_item(
         Some(Stored::Attr(m)) => (Some(attr::to_json(&m)), Some(m)),
     };
     // The forms the event model normalizes, kept as stored (see `to_line`).
+    // Checked by their text alone: `item::decode` below parses them, and
+    // refuses (a dead letter) what is not a timestamp or a UUID at all.
     let timestamp_attr = match item.get(item::TIMESTAMP) {
         Some(AttrValue::N(n)) if !is_canonical_integer(n) => Some(AttrValue::N(n.clone())),
         _ => None,
     };
     let id_attr = match item.get(item::EVENT_UUID) {
-        Some(AttrValue::S(s)) => match Uuid::parse_str(s) {
-            Ok(id) if id.hyphenated().encode_lower(&mut Uuid::encode_buffer()) != s.as_str() => {
-                Some(AttrValue::S(s.clone()))
-            }
-            _ => None,
-        },
+        Some(AttrValue::S(s)) if !is_canonical_uuid(s) => Some(AttrValue::S(s.clone())),
         _ => None,
     };
     let mut event =
@@ -1122,17 +1119,25 @@ fn archive_item(
     })
 }
 
-/// Whether `text` is an integer as Rust prints an `i64`: an optional `-`,
+/// Whether `text` is written as Rust prints an integer: an optional `-`,
 /// then `0` alone or digits without a leading zero (no `+`, `-0`, fraction or
 /// exponent).
 fn is_canonical_integer(text: &str) -> bool {
     let digits = text.strip_prefix('-').unwrap_or(text);
-    let canonical = digits == "0" || !digits.starts_with('0');
-    canonical
+    (digits == "0" || !digits.starts_with('0'))
         && !digits.is_empty()
         && digits.bytes().all(|b| b.is_ascii_digit())
         && text != "-0"
-        && text.parse::<i64>().is_ok()
+}
+
+/// Whether `text` is written as a UUID prints: 36 characters, lowercase
+/// hex digits with hyphens at 8, 13, 18 and 23.
+fn is_canonical_uuid(text: &str) -> bool {
+    text.len() == 36
+        && text.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_digit() || (b'a'..=b'f').contains(&b),
+        })
 }
 
 /// A `NewImage`, its `Payload` and `Metadata` apart from the other attributes.
@@ -1357,6 +1362,32 @@ pub(crate) mod tests {
             )
         );
         assert_eq!(ArchivedEvent::from_line(&line).unwrap(), e);
+    }
+
+    proptest::proptest! {
+        /// The text checks say "canonical" exactly when parsing and printing
+        /// gives the same text back.
+        #[test]
+        fn canonical_forms_agree_with_parse_and_print(
+            n in proptest::prelude::any::<i64>(),
+            text in "[-+0-9.e]{1,22}",
+            u in proptest::prelude::any::<u128>(),
+            form in 0..4_u8,
+        ) {
+            proptest::prop_assert!(is_canonical_integer(&n.to_string()));
+            if let Ok(v) = text.parse::<i64>() {
+                proptest::prop_assert_eq!(is_canonical_integer(&text), v.to_string() == text);
+            }
+            let v = Uuid::from_u128(u);
+            let id = match form {
+                0 => v.hyphenated().to_string(),
+                1 => v.hyphenated().to_string().to_uppercase(),
+                2 => v.simple().to_string(),
+                _ => v.braced().to_string(),
+            };
+            proptest::prop_assert_eq!(Uuid::parse_str(&id).ok(), Some(v));
+            proptest::prop_assert_eq!(is_canonical_uuid(&id), v.to_string() == id);
+        }
     }
 
     #[test]
