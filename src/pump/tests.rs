@@ -67,6 +67,25 @@ fn no_report() -> impl FnMut(&BatchReport) + Send {
     |_: &BatchReport| {}
 }
 
+/// Runs the pump to its end (never stopped), its batch reports into `reports`.
+async fn run_to_end<S: Source + ?Sized>(
+    source: &mut S,
+    sink: &dyn Sink,
+    config: &Config,
+    options: &Options,
+    reports: &mut Vec<BatchReport>,
+) -> Result<PumpSummary, PumpError> {
+    run(
+        source,
+        sink,
+        config,
+        options,
+        Stop::never(),
+        &mut |r: &BatchReport| reports.push(r.clone()),
+    )
+    .await
+}
+
 #[tokio::test]
 async fn memory_feed_is_archived_exactly_once_and_a_rerun_adds_nothing() {
     let store = store_with(&["a-1", "b-2", "c-3"], 5).await;
@@ -75,16 +94,9 @@ async fn memory_feed_is_archived_exactly_once_and_a_rerun_adds_nothing() {
     let config = Config::local(&dir);
     let mut source = MemorySource::new(store.clone());
     let mut reports = Vec::new();
-    let summary = run(
-        &mut source,
-        &sink,
-        &config,
-        &fast(),
-        Stop::never(),
-        &mut |r: &BatchReport| reports.push(r.clone()),
-    )
-    .await
-    .unwrap();
+    let summary = run_to_end(&mut source, &sink, &config, &fast(), &mut reports)
+        .await
+        .unwrap();
     assert_eq!(summary.records, 15);
     assert_eq!(summary.archived, 15);
     assert_eq!(summary.batches, 4); // 4 + 4 + 4 + 3
@@ -97,16 +109,9 @@ async fn memory_feed_is_archived_exactly_once_and_a_rerun_adds_nothing() {
     assert!(got.values().all(|&n| n == 1), "{got:?}");
 
     // Nothing new: nothing written.
-    let again = run(
-        &mut source,
-        &sink,
-        &config,
-        &fast(),
-        Stop::never(),
-        &mut no_report(),
-    )
-    .await
-    .unwrap();
+    let again = run_to_end(&mut source, &sink, &config, &fast(), &mut Vec::new())
+        .await
+        .unwrap();
     assert_eq!(again, PumpSummary::default());
     assert_eq!(sink.list("events/", None, 100).await.unwrap().len(), 4);
 
@@ -119,16 +124,9 @@ async fn memory_feed_is_archived_exactly_once_and_a_rerun_adds_nothing() {
         )
         .await
         .unwrap();
-    let more = run(
-        &mut source,
-        &sink,
-        &config,
-        &fast(),
-        Stop::never(),
-        &mut no_report(),
-    )
-    .await
-    .unwrap();
+    let more = run_to_end(&mut source, &sink, &config, &fast(), &mut Vec::new())
+        .await
+        .unwrap();
     assert_eq!((more.records, more.batches), (1, 1));
     let got = archived(&sink).await;
     assert_eq!(got.len(), 16);
@@ -147,16 +145,9 @@ async fn batch_size_must_fit_one_get_records_call() {
             batch_size: bad,
             ..fast()
         };
-        let err = run(
-            &mut source,
-            &sink,
-            &config,
-            &options,
-            Stop::never(),
-            &mut no_report(),
-        )
-        .await
-        .unwrap_err();
+        let err = run_to_end(&mut source, &sink, &config, &options, &mut Vec::new())
+            .await
+            .unwrap_err();
         assert!(matches!(err, PumpError::BatchSize(n) if n == bad), "{err}");
         assert!(err.to_string().contains("1 to 1000"), "{err}");
     }
@@ -280,16 +271,9 @@ async fn a_partial_failure_commits_only_the_records_before_it() {
         commits: commits.clone(),
     };
     let mut reports = Vec::new();
-    let summary = run(
-        &mut source,
-        &sink,
-        &config,
-        &fast(),
-        Stop::never(),
-        &mut |r: &BatchReport| reports.push(r.clone()),
-    )
-    .await
-    .unwrap();
+    let summary = run_to_end(&mut source, &sink, &config, &fast(), &mut reports)
+        .await
+        .unwrap();
     // Record 1 committed first; then the rest (records 2 to 4) in full.
     assert_eq!(*commits.lock().unwrap(), [1, 4]);
     assert_eq!(summary.records, 4);
@@ -330,16 +314,9 @@ async fn the_first_record_failing_commits_nothing_and_gives_up_after_max_attempt
         committed: 0,
         commits: commits.clone(),
     };
-    let err = run(
-        &mut source,
-        &sink,
-        &config,
-        &fast(),
-        Stop::never(),
-        &mut no_report(),
-    )
-    .await
-    .unwrap_err();
+    let err = run_to_end(&mut source, &sink, &config, &fast(), &mut Vec::new())
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, PumpError::PartialFailure { attempts: 3, .. }),
         "{err}"
@@ -356,16 +333,9 @@ async fn a_failed_write_is_retried_then_committed() {
     let config = Config::local(&dir);
     let mut source = MemorySource::new(store);
     let mut reports = Vec::new();
-    let summary = run(
-        &mut source,
-        &sink,
-        &config,
-        &fast(),
-        Stop::never(),
-        &mut |r: &BatchReport| reports.push(r.clone()),
-    )
-    .await
-    .unwrap();
+    let summary = run_to_end(&mut source, &sink, &config, &fast(), &mut reports)
+        .await
+        .unwrap();
     assert_eq!((summary.records, summary.retries), (3, 2));
     let attempts: Vec<_> = reports.iter().map(|r| (r.attempt, r.committed)).collect();
     assert_eq!(attempts, [(1, 0), (2, 0), (3, 3)]);
@@ -389,16 +359,9 @@ async fn an_overdue_write_is_retried_under_a_new_key_and_a_failing_one_gives_up(
     };
     let mut source = MemorySource::new(store.clone());
     let mut reports = Vec::new();
-    let summary = run(
-        &mut source,
-        &sink,
-        &config,
-        &options,
-        Stop::never(),
-        &mut |r: &BatchReport| reports.push(r.clone()),
-    )
-    .await
-    .unwrap();
+    let summary = run_to_end(&mut source, &sink, &config, &options, &mut reports)
+        .await
+        .unwrap();
     assert_eq!((summary.records, summary.retries), (2, 1));
     assert!(
         reports[0].error.as_deref().unwrap().contains("within"),
@@ -409,16 +372,9 @@ async fn an_overdue_write_is_retried_under_a_new_key_and_a_failing_one_gives_up(
     // Always failing: a clear error after max_attempts, nothing committed.
     let failing = Flaky::new(&dir, "events/", usize::MAX);
     let mut source = MemorySource::new(store);
-    let err = run(
-        &mut source,
-        &failing,
-        &config,
-        &fast(),
-        Stop::never(),
-        &mut no_report(),
-    )
-    .await
-    .unwrap_err();
+    let err = run_to_end(&mut source, &failing, &config, &fast(), &mut Vec::new())
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, PumpError::Handler { attempts: 3, .. }),
         "{err}"

@@ -64,25 +64,23 @@ pub(crate) fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-fn json_line(out: &Output) -> Value {
+/// The standard output of a command that must have succeeded.
+pub(crate) fn stdout(out: &Output) -> &str {
     assert!(
         out.status.success(),
         "exit {:?}: {}",
         out.status.code(),
         stderr(out)
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    std::str::from_utf8(&out.stdout).unwrap()
+}
+
+fn json_line(out: &Output) -> Value {
+    serde_json::from_str(stdout(out)).unwrap()
 }
 
 pub(crate) fn ndjson(out: &Output) -> Vec<Value> {
-    assert!(
-        out.status.success(),
-        "exit {:?}: {}",
-        out.status.code(),
-        stderr(out)
-    );
-    String::from_utf8(out.stdout.clone())
-        .unwrap()
+    stdout(out)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()

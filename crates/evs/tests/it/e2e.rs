@@ -11,7 +11,7 @@ use evs_core::{decide, Aggregate, DynamoStore, NewEvent, RecordedEvent, RetryPol
 use evs_testkit::{unique_name, Moto};
 use serde_json::json;
 
-use crate::cli::{ndjson, stderr, Evs};
+use crate::cli::{ndjson, stderr, stdout, Evs};
 
 const STREAMS: usize = 12;
 const WRITERS: usize = 6;
@@ -22,17 +22,7 @@ fn fold(total: &mut i64, event: &RecordedEvent) {
 }
 
 fn lines(out: &std::process::Output) -> Vec<String> {
-    assert!(
-        out.status.success(),
-        "exit {:?}: {}",
-        out.status.code(),
-        stderr(out)
-    );
-    String::from_utf8(out.stdout.clone())
-        .unwrap()
-        .lines()
-        .map(str::to_owned)
-        .collect()
+    stdout(out).lines().map(str::to_owned).collect()
 }
 
 #[test]
