@@ -295,9 +295,69 @@ pub async fn limits_are_refused_before_writing(store: &dyn EventStore) {
     ));
     let huge = ev("Huge", json!({ "blob": "x".repeat(401 * 1024) }));
     assert!(matches!(
-        store.append(&s, ExpectedVersion::Exact(1), &[huge]).await,
-        Err(Error::ItemTooLarge { .. })
+        store
+            .append(
+                &s,
+                ExpectedVersion::Exact(1),
+                &[ev("Fine", json!({})), huge]
+            )
+            .await,
+        Err(Error::ItemTooLarge { position: 2, .. })
     ));
+    // What DynamoDB refuses is refused first, naming the event's position
+    // in the append (never a placeholder EventId) and the path inside it.
+    let mut deep = json!(1);
+    for _ in 0..32 {
+        deep = json!({ "a": deep });
+    }
+    let refused = [
+        (
+            ev("E", json!({"d": {"": 1}})),
+            r#"payload.d has an empty key"#,
+        ),
+        (
+            ev("E", json!({})).with_metadata(json!({"": "x"})),
+            "metadata has an empty key",
+        ),
+        (ev("E", deep), "nested 33 levels deep"),
+        (
+            ev("E", json!({})).with_attribute("Tags", AttrValue::Ss(vec![])),
+            r#"attribute "Tags" is an empty set"#,
+        ),
+        (
+            ev("E", json!({}))
+                .with_attribute("Nums", AttrValue::Ns(vec!["1".into(), "1.0".into()])),
+            r#"attribute "Nums" is a set that holds 1.0 twice"#,
+        ),
+        (
+            ev("E", json!({})).with_attribute("", AttrValue::S("x".into())),
+            "empty key",
+        ),
+        (
+            ev("E", json!({})).with_attribute("N", AttrValue::N("1e126".into())),
+            "larger than",
+        ),
+    ];
+    for (event, says) in refused {
+        let err = store
+            .append(
+                &s,
+                ExpectedVersion::Exact(1),
+                &[ev("Fine", json!({"ok": ""})), event],
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidEvent { position: 2, .. }),
+            "{says}: {err:?}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.starts_with("event 2 of the append is invalid") && text.contains(says),
+            "{text}"
+        );
+        assert!(!text.contains("4611686018427387904"), "{text}");
+    }
     let fat: Vec<_> = (0..11)
         .map(|_| ev("Fat", json!({ "blob": "x".repeat(390 * 1024) })))
         .collect();
@@ -317,6 +377,25 @@ pub async fn limits_are_refused_before_writing(store: &dyn EventStore) {
         Err(Error::InvalidEvent { .. })
     ));
     assert_eq!(ids(&store.read_all(&s).await.unwrap()), [1]);
+
+    // At the limits, and what DynamoDB allows: empty strings, 32 levels.
+    let mut deepest = json!("");
+    for _ in 0..31 {
+        deepest = json!({ "a": deepest });
+    }
+    let edge = ev(
+        "Edge",
+        json!({"deepest": deepest["a"], "empty": "", "k": "v"}),
+    )
+    .with_attribute("Tags", AttrValue::Ss(vec!["".into(), "a".into()]))
+    .with_attribute("Nums", AttrValue::Ns(vec!["1".into(), "1.5".into()]));
+    store
+        .append(&s, ExpectedVersion::Exact(1), std::slice::from_ref(&edge))
+        .await
+        .unwrap();
+    let read = store.read_all(&s).await.unwrap();
+    assert_eq!(read[1].payload, edge.payload);
+    assert_eq!(read[1].attributes, edge.attributes);
 }
 
 pub async fn retried_appends_are_recognised(store: &dyn EventStore) {
@@ -762,6 +841,37 @@ mod dynamodb {
             .await
             .unwrap_err();
         assert!(matches!(err, Error::TableNotFound { .. }), "{err:?}");
+    }
+
+    /// The emulator stores an item with an empty map key (DynamoDB itself
+    /// refuses it, and so does the append) and then answers a Query with a
+    /// body the SDK cannot parse: the error says which call and why, not
+    /// "unhandled error".
+    #[tokio::test]
+    async fn an_answer_the_sdk_cannot_read_is_described() {
+        use aws_sdk_dynamodb::types::AttributeValue;
+        let Some(s) = store().await else { return };
+        let Some(moto) = Moto::shared() else { return };
+        moto.dynamodb()
+            .await
+            .put_item()
+            .table_name(s.table())
+            .item("StreamId", AttributeValue::S("unreadable-1".into()))
+            .item("EventId", AttributeValue::N("1".into()))
+            .item(
+                "Payload",
+                AttributeValue::M([(String::new(), AttributeValue::N("1".into()))].into()),
+            )
+            .send()
+            .await
+            .unwrap();
+        let err = s.read_all(&sid("unreadable-1")).await.unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("DynamoDB Query: HTTP 200, unreadable response: "),
+            "{text}"
+        );
+        assert!(!text.contains("unhandled error"), "{text}");
     }
 
     #[tokio::test]

@@ -15,7 +15,8 @@
 //! * `EventId`s are 1, 2, 3, … with no gap: appending after a version that
 //!   does not exist is a conflict;
 //! * a multi-event append is atomic; past DynamoDB's limits (100 items, 4 MB,
-//!   400 KB per item) it is refused before any call;
+//!   400 KB per item), or with a value DynamoDB would refuse (see
+//!   [`item`]), it is refused before any call;
 //! * a retried append whose first attempt committed (same event ids)
 //!   succeeds with [`AppendOutcome::already_appended`] set;
 //! * `Timestamp` never goes backwards within a stream.
@@ -63,12 +64,13 @@ pub enum Error {
         /// Which rule.
         reason: String,
     },
-    /// An event cannot be stored as given.
-    #[error("invalid event (EventId {event_id}): {reason}")]
+    /// An event cannot be stored as given (DynamoDB would refuse it, or
+    /// it breaks the item layout); nothing was written.
+    #[error("event {position} of the append is invalid: {reason}")]
     InvalidEvent {
-        /// The EventId it would have had.
-        event_id: Version,
-        /// Why.
+        /// Its position in the append: 1 for the first event given.
+        position: usize,
+        /// Why, naming the attribute and the path inside it.
         reason: String,
     },
     /// An append without events.
@@ -85,14 +87,25 @@ pub enum Error {
         max: usize,
     },
     /// One event is over DynamoDB's 400 KB item limit.
-    #[error("event {event_id} would be a {size}-byte item; DynamoDB's item limit is {max} bytes")]
+    #[error("event {position} of the append would be a {size}-byte item; DynamoDB's item limit is {max} bytes")]
     ItemTooLarge {
-        /// The EventId it would have had.
-        event_id: Version,
+        /// Its position in the append: 1 for the first event given.
+        position: usize,
         /// Its size by DynamoDB's rules.
         size: usize,
         /// The limit.
         max: usize,
+    },
+    /// An exact expected version so large that the events after it would
+    /// have EventIds past the largest the table's sort key holds.
+    #[error("expected version {expected} leaves no room for {count} more events (the last EventId is {max})")]
+    VersionOutOfRange {
+        /// The expected version given.
+        expected: Version,
+        /// Events in the append.
+        count: usize,
+        /// The largest EventId.
+        max: Version,
     },
     /// The events together are over DynamoDB's 4 MB transaction limit.
     #[error("the append is {size} bytes; DynamoDB's transaction limit is {max} bytes")]
@@ -153,27 +166,139 @@ pub fn describe_chain(err: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
-/// An AWS SDK error (of any service) as one readable line: the service's
-/// code and message when the service answered, else the chain of causes
-/// (connection refused, no credentials, …), each once.
+/// An AWS SDK error (of any service) as one readable line that names the
+/// service and the operation, then what went wrong:
+///
+/// * the service's error code and message when it answered with an error
+///   (`DynamoDB Query: ValidationException: …`), modelled or not;
+/// * the HTTP status and the SDK's reason when the answer had no error code
+///   or could not be read (`DynamoDB Query: HTTP 200, unreadable response:
+///   …`), never a bare "unhandled error";
+/// * else the chain of causes (connection refused, no credentials, …),
+///   each once.
 pub fn describe_sdk_error<E, R>(err: &aws_sdk_dynamodb::error::SdkError<E, R>) -> String
 where
     E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug + 'static,
 {
+    let detail = describe_sdk_failure(err);
+    match sdk_operation(std::any::type_name::<E>()) {
+        Some(operation) => format!("{operation}: {detail}"),
+        None => detail,
+    }
+}
+
+fn describe_sdk_failure<E, R>(err: &aws_sdk_dynamodb::error::SdkError<E, R>) -> String
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + 'static,
+{
+    let status = err
+        .raw_response()
+        .and_then(|raw| {
+            (raw as &dyn std::any::Any)
+                .downcast_ref::<aws_sdk_dynamodb::config::http::HttpResponse>()
+        })
+        .map(|raw| raw.status().as_u16());
     if let Some(service) = err.as_service_error() {
+        let http = status.map_or_else(String::new, |s| format!("HTTP {s}"));
         return match (service.code(), service.message()) {
             (Some(code), Some(msg)) => format!("{code}: {msg}"),
-            (Some(code), None) => code.to_owned(),
-            _ => service.to_string(),
+            (Some(code), None) if http.is_empty() => code.to_owned(),
+            (Some(code), None) => format!("{code} ({http})"),
+            (None, message) => {
+                // No error code: an answer the SDK could not read (a body
+                // that does not parse) or an error it could not classify.
+                // Its own text would only be "unhandled error": say what the
+                // reason is instead.
+                let reason = std::error::Error::source(service)
+                    .map(describe_chain)
+                    .filter(|r| !r.is_empty())
+                    .or_else(|| message.map(str::to_owned))
+                    .unwrap_or_else(|| "no error code or message in the response".to_owned());
+                let http = if http.is_empty() {
+                    "no HTTP status".to_owned()
+                } else {
+                    http
+                };
+                format!("{http}, unreadable response: {reason}")
+            }
         };
     }
     let line = describe_chain(err);
     if line.contains("no credentials found") {
         return "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE".to_owned();
     }
-    line
+    match status {
+        Some(s) if !line.contains(&s.to_string()) => format!("HTTP {s}: {line}"),
+        _ => line,
+    }
+}
+
+/// `DynamoDB Query` for `aws_sdk_dynamodb::operation::query::QueryError`:
+/// the SDKs name every operation's error type `<Operation>Error` in the
+/// crate `aws_sdk_<service>`. `None` for a type named otherwise.
+fn sdk_operation(error_type: &str) -> Option<String> {
+    let mut segments = error_type.split('<').next()?.split("::");
+    let service = match segments.next()?.strip_prefix("aws_sdk_")? {
+        "dynamodb" => "DynamoDB",
+        "dynamodbstreams" => "DynamoDB Streams",
+        "s3" => "S3",
+        other => other,
+    };
+    let operation = segments.last()?.strip_suffix("Error")?;
+    (!operation.is_empty()).then(|| format!("{service} {operation}"))
 }
 
 /// Result with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_dynamodb::error::{ErrorMetadata, SdkError};
+    use aws_sdk_dynamodb::operation::query::QueryError;
+    use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+
+    #[test]
+    fn sdk_errors_name_the_service_the_operation_and_the_code() {
+        let unreadable: SdkError<QueryError, ()> =
+            SdkError::service_error(QueryError::unhandled("expected an object at $.Items"), ());
+        let text = describe_sdk_error(&unreadable);
+        assert_eq!(
+            text,
+            "DynamoDB Query: no HTTP status, unreadable response: expected an object at $.Items"
+        );
+        let coded: SdkError<QueryError, ()> = SdkError::service_error(
+            QueryError::generic(
+                ErrorMetadata::builder()
+                    .code("ValidationException")
+                    .message("Empty attribute name")
+                    .build(),
+            ),
+            (),
+        );
+        assert_eq!(
+            describe_sdk_error(&coded),
+            "DynamoDB Query: ValidationException: Empty attribute name"
+        );
+        let code_only: SdkError<TransactWriteItemsError, ()> = SdkError::service_error(
+            TransactWriteItemsError::generic(ErrorMetadata::builder().code("Teapot").build()),
+            (),
+        );
+        assert_eq!(
+            describe_sdk_error(&code_only),
+            "DynamoDB TransactWriteItems: Teapot"
+        );
+        assert_eq!(
+            sdk_operation("aws_sdk_s3::operation::put_object::PutObjectError").as_deref(),
+            Some("S3 PutObject")
+        );
+        assert_eq!(
+            sdk_operation("aws_sdk_dynamodbstreams::operation::get_records::GetRecordsError")
+                .as_deref(),
+            Some("DynamoDB Streams GetRecords")
+        );
+        assert_eq!(sdk_operation("std::io::Error"), None);
+    }
+}

@@ -122,14 +122,16 @@ pub(crate) async fn append(
     let condition_items = usize::from(matches!(expected, ExpectedVersion::Exact(v) if v > 0));
     if let ExpectedVersion::Exact(v) = expected {
         if v.checked_add(n).is_none_or(|last| last > i64::MAX as u64) {
-            return Err(Error::InvalidEvent {
-                event_id: v,
-                reason: "the expected version is out of range".into(),
+            return Err(Error::VersionOutOfRange {
+                expected: v,
+                count: events.len(),
+                max: i64::MAX as u64,
             });
         }
     }
     // Sized with a large EventId and the largest Timestamp, so nothing that
-    // passes here is refused later for its size.
+    // passes here is refused later for its size. Errors name an event by its
+    // position in the append, never by this placeholder EventId.
     item::encode_batch(
         stream,
         i64::MAX as u64 / 2,
