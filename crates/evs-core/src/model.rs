@@ -83,6 +83,27 @@ impl ExpectedVersion {
     }
 }
 
+/// Text that is not an [`ExpectedVersion`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("expected a version number, `none` or `any`, not {0:?}")]
+pub struct ParseExpectedVersionError(pub String);
+
+/// `any`, `none` (or `no-stream`), or a version number; case and
+/// surrounding spaces do not matter.
+impl std::str::FromStr for ExpectedVersion {
+    type Err = ParseExpectedVersionError;
+    fn from_str(text: &str) -> std::result::Result<Self, Self::Err> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "any" => Ok(ExpectedVersion::Any),
+            "none" | "no-stream" => Ok(ExpectedVersion::NoStream),
+            n => n
+                .parse::<Version>()
+                .map(ExpectedVersion::Exact)
+                .map_err(|_| ParseExpectedVersionError(text.to_owned())),
+        }
+    }
+}
+
 impl fmt::Display for ExpectedVersion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -358,6 +379,20 @@ impl ReadRequest {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn expected_versions_parse() {
+        use super::ExpectedVersion;
+        let parse = |t: &str| t.parse::<ExpectedVersion>();
+        assert_eq!(parse("any"), Ok(ExpectedVersion::Any));
+        assert_eq!(parse(" None "), Ok(ExpectedVersion::NoStream));
+        assert_eq!(parse("no-stream"), Ok(ExpectedVersion::NoStream));
+        assert_eq!(parse("7"), Ok(ExpectedVersion::Exact(7)));
+        for bad in ["-1", "latest", "", "1.5", "99999999999999999999"] {
+            let err = parse(bad).unwrap_err();
+            assert!(err.to_string().contains("a version number"), "{err}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -93,14 +93,14 @@ pub enum TableCommand {
 /// `evs append`
 #[derive(Debug, Args)]
 pub struct AppendArgs {
-    /// The stream to append to.
+    /// The stream to append to (1 to 2048 bytes).
     #[arg(long, value_name = "ID")]
-    pub stream: String,
+    pub stream: evs_core::StreamId,
 
     /// What the stream's version must be: a number (0 = no stream yet), `none`
     /// (the stream must not exist) or `any`.
     #[arg(long, value_name = "N|none|any", default_value = "any")]
-    pub expected_version: String,
+    pub expected_version: evs_core::ExpectedVersion,
 
     /// Name of the single event to append.
     #[arg(
@@ -111,18 +111,26 @@ pub struct AppendArgs {
     )]
     pub event_name: Option<String>,
 
-    /// JSON payload of the single event (numbers are kept exactly).
+    /// JSON payload of the single event (numbers are kept exactly);
+    /// `@FILE` reads it from a file, `-` from stdin.
     #[arg(
         long,
-        value_name = "JSON",
+        value_name = "JSON|@FILE|-",
         requires = "event_name",
         default_value = "{}"
     )]
     pub payload: String,
 
-    /// JSON metadata of the single event.
-    #[arg(long, value_name = "JSON", requires = "event_name")]
+    /// JSON metadata of the single event; `@FILE` reads it from a file, `-`
+    /// from stdin.
+    #[arg(long, value_name = "JSON|@FILE|-", requires = "event_name")]
     pub metadata: Option<String>,
+
+    /// The single event's id, a UUID (default: a new random one). Re-sending
+    /// an append with the same id is recognised as a retry
+    /// (`alreadyAppended`) instead of appending the event twice.
+    #[arg(long, value_name = "UUID", conflicts_with = "events")]
+    pub id: Option<uuid::Uuid>,
 
     /// NDJSON file (or `-` for stdin) of events appended in one atomic
     /// transaction, one `{"eventName": …, "payload": …}` a line (optional

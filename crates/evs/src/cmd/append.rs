@@ -4,27 +4,54 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use evs_core::{format_timestamp_ms, EventStore, ExpectedVersion, NewEvent, StreamId};
+use evs_core::{format_timestamp_ms, EventStore, NewEvent};
 use serde_json::{json, Value};
 
 use crate::flags::AppendArgs;
 
 pub async fn run(store: &dyn EventStore, args: AppendArgs) -> Result<()> {
-    let stream = StreamId::new(&args.stream)?;
-    let expected = parse_expected(&args.expected_version)?;
-    let events = match (&args.events, &args.event_name) {
-        (Some(path), _) => read_events(path)?,
+    let stream = args.stream;
+    let expected = args.expected_version;
+    // Where each event came from, for errors that name an event's position.
+    let (events, lines, source) = match (&args.events, &args.event_name) {
+        (Some(path), _) => {
+            let (source, events) = read_events(path)?;
+            let (events, lines): (Vec<_>, Vec<_>) = events.into_iter().unzip();
+            (events, lines, Some(source))
+        }
         (None, Some(name)) => {
-            let payload = parse_json(&args.payload).context("--payload is not valid JSON")?;
+            if args.payload == "-" && args.metadata.as_deref() == Some("-") {
+                bail!("--payload and --metadata cannot both read stdin");
+            }
+            let payload = json_arg("--payload", &args.payload)?;
             let mut event = NewEvent::new(name.clone(), payload);
             if let Some(m) = &args.metadata {
-                event = event.with_metadata(parse_json(m).context("--metadata is not valid JSON")?);
+                event = event.with_metadata(json_arg("--metadata", m)?);
             }
-            vec![event]
+            if let Some(id) = args.id {
+                event = event.with_id(id);
+            }
+            (vec![event], Vec::new(), None)
         }
         (None, None) => bail!("give --event-name (with --payload) or --events FILE"),
     };
-    let outcome = store.append(&stream, expected, &events).await?;
+    let outcome = store
+        .append(&stream, expected, &events)
+        .await
+        .map_err(|err| {
+            let position = match &err {
+                evs_core::Error::InvalidEvent { position, .. }
+                | evs_core::Error::ItemTooLarge { position, .. } => Some(*position),
+                _ => None,
+            };
+            let line = position.and_then(|p| lines.get(p.checked_sub(1)?));
+            match (line, &source) {
+                (Some(line), Some(source)) => {
+                    anyhow::Error::new(err).context(format!("{source} line {line}"))
+                }
+                _ => anyhow::Error::new(err),
+            }
+        })?;
     let line = json!({
         "streamId": stream.as_str(),
         "firstEventId": outcome.first,
@@ -37,25 +64,28 @@ pub async fn run(store: &dyn EventStore, args: AppendArgs) -> Result<()> {
     Ok(())
 }
 
-/// `N`, `none` or `any`.
-pub fn parse_expected(text: &str) -> Result<ExpectedVersion> {
-    match text.trim().to_ascii_lowercase().as_str() {
-        "any" => Ok(ExpectedVersion::Any),
-        "none" | "no-stream" => Ok(ExpectedVersion::NoStream),
-        n => n
-            .parse::<u64>()
-            .map(ExpectedVersion::Exact)
-            .with_context(|| {
-                format!("--expected-version must be a number, `none` or `any`, not {text:?}")
-            }),
-    }
+/// The JSON of a flag: the text itself, `@FILE` for a file's content, `-`
+/// for stdin.
+fn json_arg(flag: &str, value: &str) -> Result<Value> {
+    let (text, from) = if value == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .with_context(|| format!("{flag} -: cannot read stdin"))?;
+        (text, "stdin".to_owned())
+    } else if let Some(path) = value.strip_prefix('@') {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("{flag} @{path}: cannot read {path}"))?;
+        (text, path.to_owned())
+    } else {
+        return serde_json::from_str(value).with_context(|| format!("{flag} is not valid JSON"));
+    };
+    serde_json::from_str(&text).with_context(|| format!("{flag}: {from} is not valid JSON"))
 }
 
-fn parse_json(text: &str) -> Result<Value> {
-    Ok(serde_json::from_str(text)?)
-}
-
-fn read_events(path: &Path) -> Result<Vec<NewEvent>> {
+/// The events of an NDJSON file (or stdin), each with its line number, and
+/// the name of the source.
+fn read_events(path: &Path) -> Result<(String, Vec<(NewEvent, usize)>)> {
     let input: Box<dyn Read> = if path == Path::new("-") {
         Box::new(std::io::stdin())
     } else {
@@ -68,11 +98,13 @@ fn read_events(path: &Path) -> Result<Vec<NewEvent>> {
     } else {
         path.display().to_string()
     };
-    parse_events(BufReader::new(input), &source)
+    let events = parse_events(BufReader::new(input), &source)?;
+    Ok((source, events))
 }
 
-/// Parses NDJSON lines of `{"eventName", "payload", "metadata"?, "id"?}`.
-pub fn parse_events(input: impl BufRead, source: &str) -> Result<Vec<NewEvent>> {
+/// Parses NDJSON lines of `{"eventName", "payload", "metadata"?, "id"?}`,
+/// each event with its line number (blank lines are skipped).
+pub fn parse_events(input: impl BufRead, source: &str) -> Result<Vec<(NewEvent, usize)>> {
     let mut events = Vec::new();
     for (index, line) in input.lines().enumerate() {
         let n = index + 1;
@@ -108,7 +140,7 @@ pub fn parse_events(input: impl BufRead, source: &str) -> Result<Vec<NewEvent>> 
                 at()
             );
         }
-        events.push(event);
+        events.push((event, n));
     }
     if events.is_empty() {
         bail!("{source} holds no events");
@@ -121,25 +153,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn expected_versions() {
-        assert_eq!(parse_expected("any").unwrap(), ExpectedVersion::Any);
-        assert_eq!(parse_expected("none").unwrap(), ExpectedVersion::NoStream);
-        assert_eq!(parse_expected("7").unwrap(), ExpectedVersion::Exact(7));
-        assert!(parse_expected("-1").is_err());
-        assert!(parse_expected("latest").is_err());
-    }
-
-    #[test]
     fn ndjson_events() {
         let input = "{\"eventName\":\"A\",\"payload\":{\"n\":12345678901234567890123}}\n\n{\"eventName\":\"B\",\"id\":\"67e55044-10b1-426f-9247-bb680e5fe0c8\"}\n";
         let events = parse_events(input.as_bytes(), "t").unwrap();
         assert_eq!(events.len(), 2);
+        assert_eq!((events[0].1, events[1].1), (1, 3));
         assert_eq!(
-            events[0].payload["n"].to_string(),
+            events[0].0.payload["n"].to_string(),
             "12345678901234567890123"
         );
         assert_eq!(
-            events[1].id.to_string(),
+            events[1].0.id.to_string(),
             "67e55044-10b1-426f-9247-bb680e5fe0c8"
         );
         for (bad, says) in [

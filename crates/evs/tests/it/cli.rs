@@ -267,7 +267,9 @@ fn bad_input_gives_one_clear_line() {
         "--event-name",
         "E",
     ]);
-    assert_one_line_error(&out, 1, "--expected-version must be a number");
+    // A flag value that does not parse is bad usage: exit 2, from the parser.
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("a version number, `none` or `any`"));
     let out = evs.run(&[
         "append",
         "--stream",
@@ -317,6 +319,164 @@ fn bad_input_gives_one_clear_line() {
         .output()
         .unwrap();
     assert_one_line_error(&out, 1, "no AWS region");
+}
+
+/// Usage errors exit 2 and say which flag; nothing is written.
+#[test]
+fn append_flag_values_are_checked_by_the_parser() {
+    let Some(evs) = Evs::new() else { return };
+    for (args, says) in [
+        (&["--expected-version", "garbage"][..], "--expected-version"),
+        (&["--expected-version", "1.5"][..], "--expected-version"),
+        (&["--id", "not-a-uuid"][..], "--id"),
+        (&["--stream", ""][..], "--stream"),
+    ] {
+        let mut all = vec!["append", "--stream", "s", "--event-name", "E"];
+        all.extend_from_slice(args);
+        let out = evs.run(&all);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
+    }
+    // --id is for a single event (NDJSON lines carry their own ids).
+    let out = evs.run(&["append", "--stream", "s", "--events", "-", "--id", &uuid()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(ndjson(&evs.run(&["read", "--stream", "s"])).is_empty());
+}
+
+fn uuid() -> String {
+    "67e55044-10b1-426f-9247-bb680e5fe0c8".to_owned()
+}
+
+#[test]
+fn append_id_payload_files_and_stdin() {
+    let Some(evs) = Evs::new() else { return };
+    let dir = std::env::temp_dir().join(unique_name("evs-cli-payload"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let payload = dir.join("payload.json");
+    std::fs::write(&payload, r#"{"big": 12345678901234567890123, "s": "x"}"#).unwrap();
+    let at_payload = format!("@{}", payload.display());
+
+    // --id makes a retried single-event append idempotent.
+    let append = || {
+        evs.run(&[
+            "append",
+            "--stream",
+            "p-1",
+            "--expected-version",
+            "none",
+            "--event-name",
+            "Placed",
+            "--id",
+            &uuid(),
+            "--payload",
+            &at_payload,
+        ])
+    };
+    let first: Value = serde_json::from_str(stdout(&append())).unwrap();
+    assert_eq!(first["alreadyAppended"], false);
+    let again: Value = serde_json::from_str(stdout(&append())).unwrap();
+    assert_eq!(
+        (
+            again["alreadyAppended"].as_bool(),
+            again["version"].as_u64()
+        ),
+        (Some(true), Some(1))
+    );
+
+    // The payload from stdin, the metadata from a file.
+    let meta = dir.join("meta.json");
+    std::fs::write(&meta, r#"{"by": "file"}"#).unwrap();
+    let out = evs.run_stdin(
+        &[
+            "append",
+            "--stream",
+            "p-1",
+            "--expected-version",
+            "1",
+            "--event-name",
+            "Paid",
+            "--payload",
+            "-",
+            "--metadata",
+            &format!("@{}", meta.display()),
+        ],
+        r#"{"amount": 1.50}"#,
+    );
+    assert_eq!(json_line(&out)["version"].as_u64(), Some(2));
+    let events = ndjson(&evs.run(&["read", "--stream", "p-1"]));
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0]["id"], uuid());
+    assert_eq!(
+        events[0]["payload"]["big"].to_string(),
+        "12345678901234567890123"
+    );
+    assert_eq!(events[1]["payload"]["amount"].to_string(), "1.50");
+    assert_eq!(events[1]["metadata"]["by"], "file");
+
+    // A missing file and a file that is not JSON are named.
+    let missing = dir.join("missing.json");
+    let out = evs.run(&[
+        "append",
+        "--stream",
+        "p-1",
+        "--event-name",
+        "E",
+        "--payload",
+        &format!("@{}", missing.display()),
+    ]);
+    assert_one_line_error(&out, 1, &format!("cannot read {}", missing.display()));
+    let bad = dir.join("bad.json");
+    std::fs::write(&bad, "{nope").unwrap();
+    let out = evs.run(&[
+        "append",
+        "--stream",
+        "p-1",
+        "--event-name",
+        "E",
+        "--payload",
+        &format!("@{}", bad.display()),
+    ]);
+    assert_one_line_error(&out, 1, &format!("{} is not valid JSON", bad.display()));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// What DynamoDB refuses is refused before any call, naming the event's
+/// position, its NDJSON line and the path in the payload; never the
+/// placeholder EventId used to size the items before ids are known.
+#[test]
+fn invalid_events_are_named_by_position_and_line() {
+    let Some(evs) = Evs::new() else { return };
+    let out = evs.run(&[
+        "append",
+        "--stream",
+        "v-1",
+        "--expected-version",
+        "none",
+        "--event-name",
+        "E",
+        "--payload",
+        r#"{"d":{"":1}}"#,
+    ]);
+    assert_one_line_error(
+        &out,
+        1,
+        "event 1 of the append is invalid: payload.d has an empty key",
+    );
+    let lines = format!(
+        "{{\"eventName\":\"A\"}}\n\n{{\"eventName\":\"B\",\"payload\":{{\"l\":[{{\"\":1}}]}}}}\n{{\"eventName\":\"C\",\"payload\":{{\"x\":\"{}\"}}}}\n",
+        "y".repeat(410 * 1024)
+    );
+    let out = evs.run_stdin(&["append", "--stream", "v-1", "--events", "-"], &lines);
+    assert_one_line_error(
+        &out,
+        1,
+        "stdin line 3: event 2 of the append is invalid: payload.l[0] has an empty key",
+    );
+    let big_last = lines.replace(r#"{"l":[{"":1}]}"#, "{}");
+    let out = evs.run_stdin(&["append", "--stream", "v-1", "--events", "-"], &big_last);
+    assert_one_line_error(&out, 1, "stdin line 4: event 3 of the append would be a");
+    assert!(!stderr(&out).contains("4611686018427387904"));
+    assert!(ndjson(&evs.run(&["read", "--stream", "v-1"])).is_empty());
 }
 
 fn sample(name: &str) -> String {
