@@ -29,6 +29,7 @@ pub mod attr;
 pub mod decide;
 pub mod item;
 pub mod model;
+pub mod retry;
 pub mod store;
 
 #[cfg(test)]
@@ -40,6 +41,7 @@ pub use model::{
     format_timestamp_ms, AppendOutcome, Direction, ExpectedVersion, Head, NewEvent, ReadRequest,
     RecordedEvent, StreamId, Version,
 };
+pub use retry::{is_transient_sdk_error, Backoff};
 pub use store::dynamodb::{DynamoStore, TableStatus};
 pub use store::memory::MemoryStore;
 pub use store::{system_clock, Clock, EventStore, EventStoreExt};

@@ -1,0 +1,187 @@
+//! The one retry policy for long-running work (followers, pumps): which
+//! failures may heal, and how long to wait before the next attempt.
+//!
+//! An AWS call is already retried a few times by the SDK itself; what reaches
+//! the caller is an outage longer than that (a refused connection, a streak
+//! of 5xx, throttling). A follower or a pump should wait and try again, and
+//! give up only on what cannot heal by waiting: bad credentials, a missing
+//! table or bucket, a request the service refuses as invalid.
+
+use std::time::Duration;
+
+use aws_sdk_dynamodb::config::http::HttpResponse;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+
+/// Capped exponential backoff with jitter: the `n`th wait in a row is a
+/// random duration between half and all of `min(max, initial × 2^(n-1))`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// The first wait (before jitter).
+    pub initial: Duration,
+    /// The longest wait.
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_millis(500),
+            max: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Backoff {
+    /// The wait after `failures` failures in a row (1 for the first).
+    pub fn delay(&self, failures: u32) -> Duration {
+        let cap = self.cap(failures);
+        let half = cap / 2;
+        let jitter = u64::try_from((cap - half).as_millis()).unwrap_or(u64::MAX);
+        half + Duration::from_millis(fastrand::u64(0..=jitter))
+    }
+
+    /// The upper bound of [`Backoff::delay`] for `failures`.
+    pub fn cap(&self, failures: u32) -> Duration {
+        let factor = 1u32 << failures.saturating_sub(1).min(20);
+        self.initial.saturating_mul(factor).min(self.max)
+    }
+}
+
+/// Service error codes that waiting cannot fix: credentials, permissions,
+/// missing resources, requests the service refuses as invalid.
+const PERMANENT_CODES: &[&str] = &[
+    "AccessDenied",
+    "AccessDeniedException",
+    "AuthorizationHeaderMalformed",
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "IncompleteSignature",
+    "InvalidAccessKeyId",
+    "InvalidArgument",
+    "InvalidBucketName",
+    "InvalidClientTokenId",
+    "InvalidSignatureException",
+    "MissingAuthenticationToken",
+    "MissingAuthenticationTokenException",
+    "NoSuchBucket",
+    "NotAuthorized",
+    "PermanentRedirect",
+    "ResourceNotFoundException",
+    "SignatureDoesNotMatch",
+    "TrimmedDataAccessException",
+    "UnrecognizedClientException",
+    "ValidationException",
+];
+
+/// Service error codes that say "try again later" (some come with HTTP 400).
+const TRANSIENT_CODES: &[&str] = &[
+    "InternalError",
+    "InternalFailure",
+    "InternalServerError",
+    "LimitExceededException",
+    "ProvisionedThroughputExceededException",
+    "RequestLimitExceeded",
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "ServiceUnavailable",
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "TransactionInProgressException",
+];
+
+/// Whether a failure with this service error code and HTTP status may heal
+/// by waiting. Unknown 4xx answers are permanent, 5xx and 429 transient.
+pub fn is_transient_code(code: Option<&str>, status: Option<u16>) -> bool {
+    if let Some(code) = code {
+        if TRANSIENT_CODES.contains(&code) {
+            return true;
+        }
+        if PERMANENT_CODES.contains(&code) {
+            return false;
+        }
+    }
+    match status {
+        Some(429) => true,
+        Some(s) if (400..500).contains(&s) => false,
+        _ => true,
+    }
+}
+
+/// Whether an AWS SDK error (of any service: they share these types) may
+/// heal by waiting: connection failures, timeouts, broken responses, 5xx
+/// and throttling do; credentials, permissions, missing resources and
+/// invalid requests do not.
+pub fn is_transient_sdk_error<E>(err: &SdkError<E, HttpResponse>) -> bool
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match err {
+        SdkError::ServiceError(service) => {
+            is_transient_code(service.err().code(), Some(service.raw().status().as_u16()))
+        }
+        SdkError::TimeoutError(_) | SdkError::ResponseError(_) => true,
+        SdkError::DispatchFailure(failure) => {
+            // A connector's "user" error (a bad request it could not send)
+            // and a missing identity do not heal.
+            !failure.is_user() && !crate::describe_chain(err).contains("credentials")
+        }
+        // The request could not even be built (no credentials, bad input).
+        _ => false,
+    }
+}
+
+impl crate::Error {
+    /// Whether waiting may heal this failure: a backend failure (network,
+    /// 5xx, throttling after the SDK's retries) or contention does; a
+    /// conflict, an invalid request, a missing table or refused credentials
+    /// do not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            crate::Error::Contention { .. } => true,
+            crate::Error::Backend { message, .. } => {
+                !PERMANENT_CODES.iter().any(|code| message.contains(code))
+                    && !message.contains("credentials")
+            }
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_grow_to_the_cap_with_jitter() {
+        let b = Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(2),
+        };
+        assert_eq!(b.cap(1), Duration::from_millis(100));
+        assert_eq!(b.cap(2), Duration::from_millis(200));
+        assert_eq!(b.cap(6), Duration::from_secs(2));
+        assert_eq!(b.cap(1000), Duration::from_secs(2));
+        for n in 1..40 {
+            let d = b.delay(n);
+            assert!(d >= b.cap(n) / 2 && d <= b.cap(n), "{n}: {d:?}");
+        }
+    }
+
+    #[test]
+    fn codes_and_statuses_are_classified() {
+        assert!(is_transient_code(Some("SlowDown"), Some(503)));
+        assert!(is_transient_code(Some("ThrottlingException"), Some(400)));
+        assert!(is_transient_code(None, Some(500)));
+        assert!(is_transient_code(None, Some(429)));
+        assert!(is_transient_code(Some("Whatever"), Some(502)));
+        assert!(!is_transient_code(Some("AccessDenied"), Some(403)));
+        assert!(!is_transient_code(Some("NoSuchBucket"), Some(404)));
+        assert!(!is_transient_code(
+            Some("ResourceNotFoundException"),
+            Some(400)
+        ));
+        assert!(!is_transient_code(None, Some(403)));
+        assert!(!is_transient_code(Some("Unknown"), Some(400)));
+    }
+}
