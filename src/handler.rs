@@ -87,6 +87,19 @@ pub enum HandlerError {
     },
 }
 
+impl HandlerError {
+    /// Whether calling the handler again on the same batch may succeed: an
+    /// archive write that timed out or failed on something that heals by
+    /// waiting. Never a batch that cannot be decoded or encoded.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            HandlerError::Write { source, .. } => source.is_transient(),
+            HandlerError::Deadline { .. } => true,
+            _ => false,
+        }
+    }
+}
+
 /// Writes `object` at `key`, before `deadline` when one is given.
 async fn put_within(
     sink: &dyn Sink,

@@ -20,6 +20,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use aws_sdk_dynamodbstreams::config::http::HttpResponse;
 use aws_sdk_dynamodbstreams::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodbstreams::types::{AttributeValue, Record, Shard, ShardIteratorType};
 pub use aws_sdk_dynamodbstreams::Client;
@@ -195,14 +196,14 @@ pub fn record_to_json(record: &Record, stream_arn: &str) -> Value {
     Value::Object(out)
 }
 
-fn streams_error<E, R>(doing: impl Into<String>, err: &SdkError<E, R>) -> SourceError
+fn streams_error<E>(doing: impl Into<String>, err: &SdkError<E, HttpResponse>) -> SourceError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug + 'static,
 {
     SourceError::Streams {
         doing: doing.into(),
         message: evs_core::describe_sdk_error(err),
+        transient: evs_core::is_transient_sdk_error(err),
     }
 }
 

@@ -22,9 +22,10 @@
 //! pump has stopped), so a source may advance its read position as soon as it
 //! hands out a batch and persist it only in [`Source::commit`].
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use evs_core::Backoff;
 use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::sync::watch;
@@ -67,6 +68,9 @@ pub enum SourceError {
         doing: String,
         /// The error as one line.
         message: String,
+        /// Whether waiting may heal it (a refused connection, 5xx,
+        /// throttling) rather than not (credentials, a missing stream).
+        transient: bool,
     },
     /// The stream no longer holds the records after the checkpoint.
     #[error(
@@ -94,6 +98,19 @@ pub enum SourceError {
     /// The checkpoint could not be read or written.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+}
+
+impl SourceError {
+    /// Whether waiting and reading again may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            SourceError::Streams {
+                transient: true,
+                ..
+            }
+        )
+    }
 }
 
 /// A change feed the pump reads.
@@ -134,8 +151,17 @@ pub struct Options {
     pub once: bool,
     /// Hard deadline of each handler call's writes (the Lambda's function timeout).
     pub write_timeout: Duration,
-    /// How many failed handler calls in a row a batch may take before the pump gives up.
+    /// How many failed handler calls in a row a batch may take before the
+    /// pump gives up (unless [`Options::retry_for`] keeps a transient
+    /// failure going).
     pub max_attempts: u32,
+    /// How long failures that may heal by waiting (a source read or an
+    /// archive write refused, timed out, throttled, answered with 5xx) are
+    /// retried in a row, past `max_attempts`, before the pump gives up;
+    /// `None`: for ever. Failures that cannot heal (credentials, a missing
+    /// bucket or stream, a batch that cannot be encoded) are bounded by
+    /// `max_attempts` alone.
+    pub retry_for: Option<Duration>,
     /// Wait after the first failure; doubled after each further one.
     pub backoff: Duration,
     /// Longest wait between two attempts.
@@ -151,6 +177,7 @@ impl Default for Options {
             once: false,
             write_timeout: Duration::from_secs(60),
             max_attempts: 8,
+            retry_for: Some(Duration::ZERO),
             backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
             idle: Duration::from_secs(1),
@@ -175,9 +202,18 @@ impl Options {
         Ok(())
     }
 
-    fn backoff_after(&self, failures: u32) -> Duration {
-        let factor = 1u32 << failures.saturating_sub(1).min(16);
-        self.backoff.saturating_mul(factor).min(self.max_backoff)
+    fn backoff_policy(&self) -> Backoff {
+        Backoff {
+            initial: self.backoff,
+            max: self.max_backoff,
+        }
+    }
+
+    /// Whether to stop after `failures` failures in a row, the first of
+    /// them `since` ago, the last `transient` or not.
+    fn gives_up(&self, failures: u32, transient: bool, since: Duration) -> bool {
+        failures >= self.max_attempts
+            && !(transient && self.retry_for.is_none_or(|limit| since < limit))
     }
 }
 
@@ -348,7 +384,11 @@ where
             summary.stopped = true;
             return Ok(summary);
         }
-        let Some(batch) = source.next_batch(options.batch_size).await? else {
+        let Some(next) = next_batch(source, options, &mut stop).await? else {
+            summary.stopped = true;
+            return Ok(summary);
+        };
+        let Some(batch) = next else {
             if options.once {
                 return Ok(summary);
             }
@@ -381,6 +421,53 @@ where
     }
 }
 
+/// Reads the next batch, retrying failures that may heal as
+/// [`Options::retry_for`] allows (each reported on stderr, and the recovery
+/// too). `Ok(None)` when a stop came while waiting to retry.
+async fn next_batch<S>(
+    source: &mut S,
+    options: &Options,
+    stop: &mut Stop,
+) -> Result<Option<Option<Batch<S::Position>>>, PumpError>
+where
+    S: Source + ?Sized,
+{
+    let mut failures = 0u32;
+    let mut first_failure = None;
+    loop {
+        match source.next_batch(options.batch_size).await {
+            Ok(batch) => {
+                if failures > 0 {
+                    let since = first_failure
+                        .map(|t: Instant| t.elapsed())
+                        .unwrap_or_default();
+                    tracing::warn!(
+                        failures,
+                        "reading the stream works again after {failures} failed attempts over {since:.1?}"
+                    );
+                }
+                return Ok(Some(batch));
+            }
+            Err(err) => {
+                failures += 1;
+                let since = first_failure.get_or_insert_with(Instant::now).elapsed();
+                if options.gives_up(failures, err.is_transient(), since) {
+                    return Err(err.into());
+                }
+                let wait = options.backoff_policy().delay(failures);
+                tracing::warn!(
+                    attempt = failures,
+                    "{err}; failing for {since:.1?}, retrying in {wait:.1?}"
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stop.stopped() => return Ok(None),
+                }
+            }
+        }
+    }
+}
+
 /// Archives one batch; true once it is committed in full, false when a stop
 /// came while waiting to retry it (its unwritten part is then not committed).
 #[allow(clippy::too_many_arguments)]
@@ -400,6 +487,7 @@ where
     let total = batch.records.len();
     let mut start = 0;
     let mut failures = 0u32;
+    let mut first_failure: Option<Instant> = None;
     while start < total {
         let rest = &batch.records[start..];
         let event = json!({ "Records": rest });
@@ -430,8 +518,16 @@ where
                 match failed {
                     None => return Ok(true),
                     Some(sequence) => {
-                        failures = if handled > 0 { 1 } else { failures + 1 };
-                        if failures >= options.max_attempts {
+                        if handled > 0 {
+                            failures = 1;
+                            first_failure = Some(Instant::now());
+                        } else {
+                            failures += 1;
+                        }
+                        let since = first_failure.get_or_insert_with(Instant::now).elapsed();
+                        // The dead-letter write failed: an archive write, as
+                        // likely to heal as any other.
+                        if options.gives_up(failures, true, since) {
                             return Err(PumpError::PartialFailure {
                                 label: batch.label.clone(),
                                 attempts: failures,
@@ -451,7 +547,8 @@ where
                     error: Some(err.to_string()),
                 });
                 failures += 1;
-                if failures >= options.max_attempts {
+                let since = first_failure.get_or_insert_with(Instant::now).elapsed();
+                if options.gives_up(failures, err.is_transient(), since) {
                     return Err(PumpError::Handler {
                         label: batch.label.clone(),
                         attempts: failures,
@@ -463,7 +560,7 @@ where
         }
         summary.retries += 1;
         tokio::select! {
-            _ = tokio::time::sleep(options.backoff_after(failures)) => {}
+            _ = tokio::time::sleep(options.backoff_policy().delay(failures)) => {}
             _ = stop.stopped() => return Ok(false),
         }
     }

@@ -27,6 +27,7 @@ fn fast() -> Options {
         once: true,
         write_timeout: Duration::from_secs(5),
         max_attempts: 3,
+        retry_for: Some(Duration::ZERO),
         backoff: Duration::from_millis(1),
         max_backoff: Duration::from_millis(5),
         idle: Duration::from_millis(20),
@@ -206,6 +207,7 @@ struct Flaky {
     prefix: &'static str,
     fail: usize,
     delay_first: Option<Duration>,
+    transient: bool,
     calls: AtomicUsize,
 }
 
@@ -216,6 +218,7 @@ impl Flaky {
             prefix,
             fail,
             delay_first: None,
+            transient: true,
             calls: AtomicUsize::new(0),
         }
     }
@@ -236,6 +239,7 @@ impl Sink for Flaky {
                     doing: "putting",
                     key: key.to_owned(),
                     message: "injected failure".into(),
+                    transient: self.transient,
                 });
             }
         }
@@ -461,6 +465,138 @@ fn backoff_doubles_up_to_its_cap() {
         max_backoff: Duration::from_millis(350),
         ..Options::default()
     };
-    let waits: Vec<_> = (1..=5).map(|n| o.backoff_after(n).as_millis()).collect();
+    let waits: Vec<_> = (1..=5)
+        .map(|n| o.backoff_policy().cap(n).as_millis())
+        .collect();
     assert_eq!(waits, [100, 200, 350, 350, 350]);
+}
+
+/// A source whose reads fail `fail` times (transient or not) before each
+/// success.
+struct FlakySource {
+    inner: VecSource,
+    fail: usize,
+    transient: bool,
+    failed: usize,
+}
+
+#[async_trait]
+impl Source for FlakySource {
+    type Position = usize;
+
+    async fn next_batch(&mut self, limit: usize) -> Result<Option<Batch<usize>>, SourceError> {
+        if self.failed < self.fail {
+            self.failed += 1;
+            return Err(SourceError::Streams {
+                doing: "reading shard vec".into(),
+                message: "connection refused".into(),
+                transient: self.transient,
+            });
+        }
+        self.failed = 0;
+        self.inner.next_batch(limit).await
+    }
+
+    async fn commit(&mut self, batch: &Batch<usize>, handled: usize) -> Result<(), SourceError> {
+        self.inner.commit(batch, handled).await
+    }
+}
+
+fn flaky_source(records: Vec<Value>, fail: usize, transient: bool) -> FlakySource {
+    FlakySource {
+        inner: VecSource {
+            records,
+            committed: 0,
+            commits: Arc::default(),
+        },
+        fail,
+        transient,
+        failed: 0,
+    }
+}
+
+#[tokio::test]
+async fn a_source_outage_is_waited_out_when_retry_for_allows_it() {
+    let store = store_with(&["x-1", "y-2"], 3).await;
+    let (records, _) = store.changes(0, 100);
+    let dir = temp_dir();
+    let sink = LocalDir::new(&dir);
+    let config = Config::local(&dir);
+
+    // Each read fails 5 times first: far past max_attempts, and healed.
+    let patient = Options {
+        max_attempts: 1,
+        retry_for: None,
+        ..fast()
+    };
+    let mut source = flaky_source(records.clone(), 5, true);
+    let summary = run_to_end(&mut source, &sink, &config, &patient, &mut Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(summary.records, 6);
+    let got = archived(&sink).await;
+    assert_eq!(got.len(), 6);
+    assert!(got.values().all(|&n| n == 1), "{got:?}");
+
+    // The library default: max_attempts bounds even transient failures.
+    let mut source = flaky_source(records.clone(), 5, true);
+    let err = run_to_end(&mut source, &sink, &config, &fast(), &mut Vec::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PumpError::Source(_)), "{err}");
+    assert_eq!(source.failed, 3);
+
+    // What cannot heal stops at once, however patient the pump.
+    let mut source = flaky_source(records.clone(), 5, false);
+    let err = run_to_end(&mut source, &sink, &config, &patient, &mut Vec::new())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("connection refused"), "{err}");
+    assert_eq!(source.failed, 1);
+
+    // A time limit: given up once failing that long.
+    let limited = Options {
+        retry_for: Some(Duration::from_millis(30)),
+        max_backoff: Duration::from_millis(10),
+        ..patient
+    };
+    let mut source = flaky_source(records, usize::MAX, true);
+    let started = std::time::Instant::now();
+    let err = run_to_end(&mut source, &sink, &config, &limited, &mut Vec::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PumpError::Source(_)), "{err}");
+    assert!(started.elapsed() >= Duration::from_millis(30));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_transient_write_failure_outlives_max_attempts_and_a_permanent_one_does_not() {
+    let store = store_with(&["x-1"], 2).await;
+    let dir = temp_dir();
+    let config = Config::local(&dir);
+    let patient = Options {
+        max_attempts: 1,
+        retry_for: None,
+        ..fast()
+    };
+    let sink = Flaky::new(&dir, "events/", 6);
+    let mut source = MemorySource::new(store.clone());
+    let summary = run_to_end(&mut source, &sink, &config, &patient, &mut Vec::new())
+        .await
+        .unwrap();
+    assert_eq!((summary.records, summary.retries), (2, 6));
+
+    // A missing bucket does not heal: stopped after one attempt.
+    let mut sink = Flaky::new(&dir, "events/", usize::MAX);
+    sink.transient = false;
+    let mut source = MemorySource::new(store);
+    let err = run_to_end(&mut source, &sink, &config, &patient, &mut Vec::new())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, PumpError::Handler { attempts: 1, .. }),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -77,7 +77,28 @@ pub enum SinkError {
         key: String,
         /// The error as one line.
         message: String,
+        /// Whether waiting may heal it (a refused connection, 5xx,
+        /// throttling) rather than not (credentials, a missing bucket).
+        transient: bool,
     },
+}
+
+impl SinkError {
+    /// Whether waiting and trying again may succeed: an S3 outage or
+    /// throttling, an interrupted filesystem call. Never a missing object,
+    /// an existing key, a missing bucket or refused credentials.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SinkError::S3 { transient, .. } => *transient,
+            SinkError::Io { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::Interrupted
+                    | std::io::ErrorKind::TimedOut
+                    | std::io::ErrorKind::WouldBlock
+            ),
+            _ => false,
+        }
+    }
 }
 
 /// A place to store archive objects.

@@ -70,6 +70,7 @@ impl Sink for S3Sink {
                 doing: "writing",
                 key: format!("s3://{}/{key}", self.bucket),
                 message: evs_core::describe_sdk_error(&e),
+                transient: evs_core::is_transient_sdk_error(&e),
             }),
         }
     }
@@ -91,12 +92,15 @@ impl Sink for S3Sink {
                     doing: "reading",
                     key: format!("s3://{}/{key}", self.bucket),
                     message: evs_core::describe_sdk_error(&e),
+                    transient: evs_core::is_transient_sdk_error(&e),
                 },
             })?;
         let body = out.body.collect().await.map_err(|e| SinkError::S3 {
             doing: "reading",
             key: format!("s3://{}/{key}", self.bucket),
             message: e.to_string(),
+            // The connection broke while the body was streamed.
+            transient: true,
         })?;
         Ok(body.into_bytes().to_vec())
     }
@@ -124,6 +128,7 @@ impl Sink for S3Sink {
                     doing: "listing",
                     key: format!("s3://{}/{prefix}", self.bucket),
                     message: evs_core::describe_sdk_error(&e),
+                    transient: evs_core::is_transient_sdk_error(&e),
                 })?;
             keys.extend(
                 page.contents()
