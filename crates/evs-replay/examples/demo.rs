@@ -190,6 +190,9 @@ async fn main() -> Result<(), AnyError> {
                         tokio::time::sleep(Duration::from_millis(wait as u64)).await;
                     }
                     Step::End => break,
+                    Step::Skipped { key, reason } => {
+                        return Err(format!("object {key} skipped: {reason}").into())
+                    }
                 }
             }
             Ok::<_, AnyError>((projection, replayer.stats().clone()))

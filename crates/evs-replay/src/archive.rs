@@ -50,6 +50,17 @@ pub enum ArchiveError {
     },
 }
 
+impl ArchiveError {
+    /// Whether waiting and trying again may succeed (an S3 outage,
+    /// throttling), as opposed to a corrupt object or a missing bucket.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ArchiveError::Sink(e) => e.is_transient(),
+            ArchiveError::Object { .. } | ArchiveError::Task { .. } => false,
+        }
+    }
+}
+
 /// An archive: where the objects are and under which prefix.
 #[derive(Debug, Clone)]
 pub struct Archive {
@@ -225,6 +236,8 @@ pub struct Prefetch {
     read_ahead: usize,
     waiting: VecDeque<ArchiveKey>,
     running: VecDeque<(String, JoinHandle<Result<ArchiveObject, ArchiveError>>)>,
+    /// The keys of `running`, in the same order.
+    keys: VecDeque<ArchiveKey>,
 }
 
 impl Prefetch {
@@ -235,6 +248,7 @@ impl Prefetch {
             read_ahead: read_ahead.max(1),
             waiting: VecDeque::new(),
             running: VecDeque::new(),
+            keys: VecDeque::new(),
         }
     }
 
@@ -261,6 +275,7 @@ impl Prefetch {
             };
             let archive = Arc::clone(&self.archive);
             let name = key.as_str().to_owned();
+            self.keys.push_back(key.clone());
             let task = tokio::spawn(async move { archive.read(&key).await });
             self.running.push_back((name, task));
         }
@@ -270,25 +285,58 @@ impl Prefetch {
     ///
     /// Cancel-safe: the object leaves the queue only once it is handed back,
     /// so a call dropped while it waits loses nothing.
+    ///
+    /// A fetch that failed in a way that may heal
+    /// ([`ArchiveError::is_transient`]) stays first in the queue and is
+    /// started again by the next call, so the caller may wait and call
+    /// again without losing its place.
     pub async fn next(&mut self) -> Option<Result<ArchiveObject, ArchiveError>> {
         self.start();
         let (_, task) = self.running.front_mut()?;
         let joined = task.await;
-        let (key, _) = self.running.pop_front()?;
+        let (name, key) = match self.running.pop_front() {
+            Some((name, _)) => {
+                let key = self.keys.pop_front();
+                (name, key)
+            }
+            None => return None,
+        };
         let result = match joined {
             Ok(result) => result,
             Err(e) => Err(ArchiveError::Task {
-                key,
+                key: name,
                 reason: e.to_string(),
             }),
         };
+        if let (Err(e), Some(key)) = (&result, key) {
+            if e.is_transient() {
+                // Fetched again first, before anything queued after it.
+                self.waiting.push_front(key);
+                self.restart_first();
+                return Some(result);
+            }
+        }
         self.start();
         Some(result)
+    }
+
+    /// Starts the first waiting key ahead of the running fetches (after a
+    /// transient failure of what was first).
+    fn restart_first(&mut self) {
+        let Some(key) = self.waiting.pop_front() else {
+            return;
+        };
+        let archive = Arc::clone(&self.archive);
+        let name = key.as_str().to_owned();
+        self.keys.push_front(key.clone());
+        let task = tokio::spawn(async move { archive.read(&key).await });
+        self.running.push_front((name, task));
     }
 
     /// Forgets every queued object (running fetches are stopped).
     pub fn clear(&mut self) {
         self.waiting.clear();
+        self.keys.clear();
         for (_, task) in self.running.drain(..) {
             task.abort();
         }
@@ -298,5 +346,68 @@ impl Prefetch {
 impl Drop for Prefetch {
     fn drop(&mut self) {
         self.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use evs_archiver::encode::{encode_events, Compression};
+    use evs_archiver::key::Suffix;
+    use evs_archiver::record::ArchivedEvent;
+    use proptest::prelude::*;
+
+    fn key(compression: Compression) -> ArchiveKey {
+        let suffix = Suffix::new(None, uuid::Uuid::nil());
+        ArchiveKey::new(&Prefix::root(), 1_795_471_652_123, &suffix, compression).unwrap()
+    }
+
+    /// A sample object: two events of one stream, as stored with `compression`.
+    fn sample_object(compression: Compression) -> Vec<u8> {
+        let events: Vec<ArchivedEvent> = (1..=2)
+            .map(|n| {
+                let mut line = crate::line::tests::base();
+                line["eventId"] = n.into();
+                ArchivedEvent::from_line(&line).unwrap()
+            })
+            .collect();
+        encode_events(&events, compression).unwrap().bytes
+    }
+
+    fn any_compression() -> impl Strategy<Value = Compression> {
+        prop_oneof![
+            Just(Compression::None),
+            Just(Compression::Gzip),
+            Just(Compression::Zstd)
+        ]
+    }
+
+    #[test]
+    fn the_sample_object_decodes() {
+        for c in [Compression::None, Compression::Gzip, Compression::Zstd] {
+            let object = decode_object(&key(c), &sample_object(c)).unwrap();
+            assert_eq!(object.events.len(), 2, "{c:?}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_are_an_object_or_an_error(
+            bytes in proptest::collection::vec(any::<u8>(), 0..512),
+            compression in any_compression(),
+        ) {
+            let _ = decode_object(&key(compression), &bytes);
+        }
+
+        #[test]
+        fn a_mutated_object_is_an_object_or_an_error(
+            (compression, bytes) in any_compression().prop_flat_map(|c| {
+                (Just(c), crate::line::tests::mutated(sample_object(c)))
+            }),
+        ) {
+            if let Ok(object) = decode_object(&key(compression), &bytes) {
+                prop_assert_eq!(object.stored_bytes, bytes.len());
+            }
+        }
     }
 }

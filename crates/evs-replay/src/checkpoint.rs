@@ -92,3 +92,47 @@ impl Checkpoint {
         Ok(serde_json::from_str(text)?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads `text` as a checkpoint and resumes from it: a sequencer or a
+    /// typed error, never a panic; a checkpoint that reads writes back to
+    /// text that reads to it.
+    fn resume_from(text: &str) -> Result<(), proptest::test_runner::TestCaseError> {
+        if let Ok(checkpoint) = Checkpoint::from_json(text) {
+            let json = checkpoint.to_json();
+            proptest::prop_assert!(json.is_ok());
+            let back = Checkpoint::from_json(&json.unwrap_or_default()).ok();
+            proptest::prop_assert_eq!(back.as_ref(), Some(&checkpoint));
+            if let Ok(sequencer) = crate::Sequencer::resume(checkpoint) {
+                let saved = sequencer.checkpoint();
+                let again = crate::Sequencer::resume(saved.clone()).map(|s| s.checkpoint());
+                proptest::prop_assert_eq!(again.ok(), Some(saved));
+            }
+        }
+        Ok(())
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_are_a_checkpoint_or_an_error(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256),
+        ) {
+            resume_from(&String::from_utf8_lossy(&bytes))?;
+        }
+
+        #[test]
+        fn a_mutated_checkpoint_resumes_or_is_refused(bytes in crate::line::tests::mutated(
+            concat!(
+                r#"{"format":1,"cursor":"archive/2026/11/23/22/20261123T220732123Z-0000000000000000001100000000017454423009-67e5504410b1426f9247bb680e5fe0c8.ndjson.gz","#,
+                r#""lastDelivered":{"order-1":3,"order-2":1},"#,
+                r#""held":[{"event":{"streamId":"order-2","eventId":3,"line":{"streamId":"order-2","eventId":3}},"#,
+                r#""readAt":{"key":"archive/x.ndjson.gz","sealedAtMs":1795471652123}}]}"#,
+            ).as_bytes().to_vec(),
+        )) {
+            resume_from(&String::from_utf8_lossy(&bytes))?;
+        }
+    }
+}

@@ -168,7 +168,7 @@ impl<'de> Visitor<'de> for LineVisitor {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use serde_json::json;
 
@@ -186,7 +186,7 @@ mod tests {
         assert_eq!(parsed["eventId"], json!(fast.event_id));
     }
 
-    fn base() -> serde_json::Value {
+    pub(crate) fn base() -> serde_json::Value {
         json!({
             "streamId": "order-\u{e9}\"1",
             "eventId": 7,
@@ -269,6 +269,73 @@ mod tests {
         ] {
             let err = event_from_line(line).unwrap_err().to_string();
             assert!(err.contains(reason), "{line}: {err}");
+        }
+    }
+
+    /// `sample` with a few bytes flipped, inserted or deleted (the decoders'
+    /// "never panics" properties feed these to every decoder of the crate).
+    pub(crate) fn mutated(sample: Vec<u8>) -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        proptest::collection::vec(
+            (0..3_u8, any::<proptest::sample::Index>(), 1..=u8::MAX),
+            1..6,
+        )
+        .prop_map(move |edits| {
+            let mut bytes = sample.clone();
+            for (op, at, byte) in edits {
+                match op {
+                    0 if !bytes.is_empty() => {
+                        let i = at.index(bytes.len());
+                        bytes[i] ^= byte;
+                    }
+                    1 => bytes.insert(at.index(bytes.len() + 1), byte),
+                    _ if !bytes.is_empty() => {
+                        bytes.remove(at.index(bytes.len()));
+                    }
+                    _ => {}
+                }
+            }
+            bytes
+        })
+    }
+
+    /// Reads `line`: an event or a typed error, never a panic; an event
+    /// names the stream and number its delivered line holds.
+    fn read(line: &str) -> Result<(), proptest::test_runner::TestCaseError> {
+        if let Ok(event) = event_from_line(line) {
+            let printed = event.line_value();
+            proptest::prop_assert!(printed.is_ok(), "{line}");
+            let printed = printed.unwrap_or_default();
+            proptest::prop_assert_eq!(&printed["streamId"], &json!(event.stream_id));
+            proptest::prop_assert_eq!(&printed["eventId"], &json!(event.event_id));
+        }
+        Ok(())
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_are_an_event_or_an_error(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256),
+        ) {
+            read(&String::from_utf8_lossy(&bytes))?;
+        }
+
+        #[test]
+        fn arbitrary_text_is_an_event_or_an_error(text in "\\PC{0,64}") {
+            read(&text)?;
+        }
+
+        #[test]
+        fn a_mutated_line_is_an_event_or_an_error(
+            bytes in mutated(base().to_string().into_bytes()),
+            lossless in proptest::prelude::any::<bool>(),
+        ) {
+            let text = String::from_utf8_lossy(&bytes);
+            read(&text)?;
+            if lossless {
+                // the same through the archiver's decoder
+                read(&text.replacen('{', r#"{"payloadEncoding":"jsonString","#, 1))?;
+            }
         }
     }
 }

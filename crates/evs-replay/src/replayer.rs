@@ -40,10 +40,13 @@
 //! ([`SequencerConfig::start_at_first_seen`]), and nothing before it is
 //! back-filled.
 //!
-//! Failure: after an error, or a call dropped half-way through an object,
-//! the replayer refuses to go on (and to checkpoint); resume from the last
-//! saved checkpoint. A call dropped while it waits for a listing or a fetch
-//! loses nothing.
+//! Failure: a listing, fetch or table read that fails in a way that may heal
+//! ([`ReplayError::is_transient`]) before anything was consumed changes
+//! nothing: wait and call [`Replayer::next`] again (the failed object keeps
+//! its place). After any other error, or a call dropped half-way through an
+//! object, the replayer refuses to go on (and to checkpoint); resume from
+//! the last saved checkpoint. A call dropped while it waits for a listing or
+//! a fetch loses nothing.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -55,7 +58,7 @@ use crate::archive::{
     Archive, ArchiveError, ArchiveObject, Listed, Prefetch, DEFAULT_PAGE_SIZE, DEFAULT_READ_AHEAD,
 };
 use crate::checkpoint::{Checkpoint, CheckpointError};
-use crate::event::ReplayEvent;
+use crate::event::{ArchivePosition, ReplayEvent};
 use crate::frontier::{Frontier, DEFAULT_MARGIN_MS};
 use crate::sequencer::{Gap, Offer, SequenceError, Sequencer, SequencerConfig};
 
@@ -85,6 +88,12 @@ pub struct ReplayOptions {
     pub poll_ms: i64,
     /// The sequencer's bounds.
     pub sequencer: SequencerConfig,
+    /// Skip an object that cannot be read (it cannot be decompressed or a
+    /// line is not an event) instead of failing: [`Step::Skipped`] says
+    /// which and why. Its events are then missing, as gaps.
+    pub skip_unreadable: bool,
+    /// Objects to skip whatever they hold (keys), as [`Step::Skipped`].
+    pub skip_keys: BTreeSet<String>,
 }
 
 impl Default for ReplayOptions {
@@ -99,6 +108,8 @@ impl Default for ReplayOptions {
             gap_bound_ms: frontier.timeout_ms + frontier.margin_ms,
             poll_ms: 1_000,
             sequencer: SequencerConfig::default(),
+            skip_unreadable: false,
+            skip_keys: BTreeSet::new(),
         }
     }
 }
@@ -127,6 +138,16 @@ pub enum Step {
     Idle {
         /// When to list again.
         until_ms: i64,
+    },
+    /// An object was skipped, unread ([`ReplayOptions::skip_unreadable`],
+    /// [`ReplayOptions::skip_keys`]): its events, if any, are missing and
+    /// show as gaps of their streams (back-filled from the table when there
+    /// is one).
+    Skipped {
+        /// The object's key.
+        key: String,
+        /// Why it was skipped.
+        reason: String,
     },
     /// Not following: every listed object has been read. Remaining
     /// [`Replayer::gaps`] are streams whose next event was never found.
@@ -168,6 +189,20 @@ pub enum ReplayError {
     },
 }
 
+impl ReplayError {
+    /// Whether waiting and calling [`Replayer::next`] again may succeed: an
+    /// archive or table outage that struck before anything was consumed
+    /// (the replayer is then not poisoned). Corrupt objects, refused
+    /// credentials, a missing bucket or table are not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ReplayError::Archive(e) => e.is_transient(),
+            ReplayError::Table { source, .. } => source.is_transient(),
+            _ => false,
+        }
+    }
+}
+
 /// Counters of a replay, for progress and summaries.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReplayStats {
@@ -190,6 +225,8 @@ pub struct ReplayStats {
     pub bytes: u64,
     /// Keys under the prefix that are not events keys (skipped).
     pub skipped_keys: u64,
+    /// Archive objects skipped unread ([`Step::Skipped`]).
+    pub skipped_objects: u64,
     /// The last object consumed.
     pub position: Option<String>,
 }
@@ -390,6 +427,9 @@ impl Replayer {
         }
         match self.step().await {
             Ok(step) => Ok(step),
+            // A listing, a fetch or a table read that failed before anything
+            // was consumed changed nothing: the caller may wait and call again.
+            Err(e) if e.is_transient() && !self.consuming => Err(e),
             Err(e) => {
                 self.poisoned = Some(e.to_string());
                 Err(e)
@@ -408,8 +448,25 @@ impl Replayer {
                 continue;
             }
             if let Some(object) = self.prefetch.next().await {
+                let skip = match &object {
+                    Err(ArchiveError::Object { key, reason })
+                        if self.options.skip_unreadable || self.options.skip_keys.contains(key) =>
+                    {
+                        Some((key.clone(), reason.clone()))
+                    }
+                    Ok(o) if self.options.skip_keys.contains(&o.position.key) => {
+                        Some((o.position.key.clone(), "skipped as asked".to_owned()))
+                    }
+                    _ => None,
+                };
+                if let Some((key, reason)) = skip {
+                    let settled = self.queued.pop_front().unwrap_or(false);
+                    return self.skip(key, reason, settled);
+                }
+                // A failed fetch keeps its place in both queues.
+                let object = object?;
                 let settled = self.queued.pop_front().unwrap_or(false);
-                return self.consume(object?, settled).await;
+                return self.consume(object, settled).await;
             }
             if !self.listed_to_end {
                 if let Some(idle) = self.list().await? {
@@ -529,6 +586,24 @@ impl Replayer {
             self.prefetch.extend(objects);
         }
         Ok(None)
+    }
+
+    /// Marks an object consumed without reading it.
+    fn skip(&mut self, key: String, reason: String, settled: bool) -> Result<Step, ReplayError> {
+        tracing::warn!(key = %key, reason = %reason, "archive object skipped");
+        let sealed = ArchiveKey::parse(&key).map_or(self.archive_time, |k| k.sealed_at_ms());
+        self.sequencer
+            .finish_object(&ArchivePosition::new(key.as_str(), sealed))?;
+        if settled {
+            self.settled_cursor = Some(key.clone());
+        }
+        self.archive_time = self.archive_time.max(sealed);
+        self.stats.skipped_objects += 1;
+        self.stats.position = Some(key.clone());
+        if self.options.follow {
+            self.queue_overdue_gaps(self.archive_time);
+        }
+        Ok(Step::Skipped { key, reason })
     }
 
     /// Feeds one object to the sequencer and marks it consumed.

@@ -536,6 +536,7 @@ mod growing {
                         now.store(wake.max(t + 1), Ordering::SeqCst);
                     }
                     Step::End => unreachable!("following never ends"),
+                    Step::Skipped { key, .. } => unreachable!("nothing is skipped: {key}"),
                 }
                 publish(&mut pending);
             }

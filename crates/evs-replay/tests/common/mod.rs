@@ -13,6 +13,8 @@ pub struct MemorySink {
     objects: Mutex<BTreeMap<String, Vec<u8>>>,
     /// Keys whose next GET fails (a transient error).
     pub fail_once: Mutex<BTreeSet<String>>,
+    /// Keys whose GETs always fail with an error that does not heal.
+    pub fail_always: Mutex<BTreeSet<String>>,
     /// Keys whose GETs take 200 ms.
     pub slow: Mutex<BTreeSet<String>>,
 }
@@ -48,6 +50,15 @@ impl Sink for MemorySink {
                 doing: "reading",
                 key: key.to_owned(),
                 message: "503 SlowDown".into(),
+                transient: true,
+            });
+        }
+        if self.fail_always.lock().is_ok_and(|f| f.contains(key)) {
+            return Err(SinkError::S3 {
+                doing: "reading",
+                key: key.to_owned(),
+                message: "403 AccessDenied".into(),
+                transient: false,
             });
         }
         if self.slow.lock().is_ok_and(|s| s.contains(key)) {
