@@ -255,24 +255,58 @@ fn write_chunked(out: &mut impl Write, sorted: &[&ArchivedEvent]) -> Result<(), 
     Ok(())
 }
 
+/// The most bytes an events object may decompress to: 1 GiB. The largest
+/// batch an archiver writes (1,000 records of at most 400 KB items, their
+/// lines with the payload twice for binary or sets) stays well below it; a
+/// corrupt or hostile object that inflates past it is refused instead of
+/// exhausting memory.
+pub const MAX_DECOMPRESSED_BYTES: u64 = 1 << 30;
+
 /// The NDJSON text of an events object as stored with `compression`
 /// (borrowed when it is not compressed). A gzip object may hold several
 /// members one after another, a zstd object several frames; all are read.
+/// More than [`MAX_DECOMPRESSED_BYTES`] is an error
+/// (`std::io::ErrorKind::InvalidData`), whatever the compression.
 pub fn decompress(
     bytes: &[u8],
     compression: Compression,
 ) -> std::io::Result<std::borrow::Cow<'_, [u8]>> {
+    decompress_limited(bytes, compression, MAX_DECOMPRESSED_BYTES)
+}
+
+/// [`decompress`] with another limit on the decompressed size.
+pub fn decompress_limited(
+    bytes: &[u8],
+    compression: Compression,
+    limit: u64,
+) -> std::io::Result<std::borrow::Cow<'_, [u8]>> {
+    let too_large = || {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("decompresses to more than {limit} bytes, the most an events object may hold"),
+        )
+    };
+    let read_all = |reader: &mut dyn Read| -> std::io::Result<Vec<u8>> {
+        let guess = bytes.len().saturating_mul(6);
+        let mut out = Vec::with_capacity(guess.min(usize::try_from(limit).unwrap_or(usize::MAX)));
+        reader.take(limit.saturating_add(1)).read_to_end(&mut out)?;
+        if out.len() as u64 > limit {
+            return Err(too_large());
+        }
+        Ok(out)
+    };
     Ok(match compression {
-        Compression::None => std::borrow::Cow::Borrowed(bytes),
+        Compression::None => {
+            if bytes.len() as u64 > limit {
+                return Err(too_large());
+            }
+            std::borrow::Cow::Borrowed(bytes)
+        }
         Compression::Gzip => {
-            let mut out = Vec::with_capacity(bytes.len().saturating_mul(6));
-            flate2::read::MultiGzDecoder::new(bytes).read_to_end(&mut out)?;
-            std::borrow::Cow::Owned(out)
+            std::borrow::Cow::Owned(read_all(&mut flate2::read::MultiGzDecoder::new(bytes))?)
         }
         Compression::Zstd => {
-            let mut out = Vec::with_capacity(bytes.len().saturating_mul(6));
-            zstd::stream::read::Decoder::new(bytes)?.read_to_end(&mut out)?;
-            std::borrow::Cow::Owned(out)
+            std::borrow::Cow::Owned(read_all(&mut zstd::stream::read::Decoder::new(bytes)?)?)
         }
     })
 }
@@ -420,6 +454,38 @@ mod tests {
     use crate::record::tests::{image, insert_record};
     use crate::record::{classify, parse_batch, Classified};
     use evs_core::attr::{self, AttrValue};
+
+    #[test]
+    fn decompression_is_bounded() {
+        // 4 MiB of zeros compresses to a few KB: a small object that
+        // inflates past the limit is refused, whatever the compression.
+        let text = vec![b'0'; 4 << 20];
+        for compression in [Compression::Gzip, Compression::Zstd, Compression::None] {
+            let stored = compress_for_test(&text, compression);
+            let err = decompress_limited(&stored, compression, 1 << 20).unwrap_err();
+            assert_eq!(
+                err.kind(),
+                std::io::ErrorKind::InvalidData,
+                "{compression:?}"
+            );
+            assert!(err.to_string().contains("more than 1048576 bytes"), "{err}");
+            let ok = decompress_limited(&stored, compression, 4 << 20).unwrap();
+            assert_eq!(ok.len(), text.len());
+        }
+    }
+
+    fn compress_for_test(text: &[u8], compression: Compression) -> Vec<u8> {
+        match compression {
+            Compression::None => text.to_vec(),
+            Compression::Gzip => {
+                let mut enc =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                enc.write_all(text).unwrap();
+                enc.finish().unwrap()
+            }
+            Compression::Zstd => zstd::stream::encode_all(text, 1).unwrap(),
+        }
+    }
     use proptest::prelude::*;
     use serde_json::json;
     use std::collections::BTreeMap;
@@ -977,6 +1043,73 @@ mod tests {
             let mut expected = events.clone();
             sort_events(&mut expected);
             prop_assert_eq!(decode_events(&batch.bytes, compression).unwrap(), expected);
+        }
+    }
+
+    /// A sample events object (two lines) as stored with `compression`.
+    fn sample_object(compression: Compression) -> Vec<u8> {
+        let events: Vec<ArchivedEvent> = (1..=2)
+            .map(|n| {
+                match classify(&insert_record(
+                    &format!("11000000000174544230{n:02}"),
+                    image("order-1", n, 1_795_471_652_123),
+                )) {
+                    Classified::Event(e) => *e,
+                    Classified::DeadLetter(d) => panic!("the sample is an event: {d:?}"),
+                }
+            })
+            .collect();
+        encode_events(&events, compression).unwrap().bytes
+    }
+
+    /// Reads `bytes` as an events object in `compression` and as a
+    /// dead-letter object: a value or a typed error, never a panic.
+    fn decode_every_way(bytes: &[u8], compression: Compression) {
+        let _ = decompress(bytes, compression);
+        let lines = decode_lines(bytes, compression);
+        let events = decode_events(bytes, compression);
+        if let Ok(events) = &events {
+            assert_eq!(lines.map(|l| l.len()).ok(), Some(events.len()));
+        }
+        let _ = decode_dead_letters(bytes);
+    }
+
+    fn any_compression() -> impl Strategy<Value = Compression> {
+        prop_oneof![
+            Just(Compression::None),
+            Just(Compression::Gzip),
+            Just(Compression::Zstd)
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_decode_to_events_or_an_error(
+            bytes in proptest::collection::vec(any::<u8>(), 0..512),
+            compression in any_compression(),
+        ) {
+            decode_every_way(&bytes, compression);
+        }
+
+        #[test]
+        fn a_mutated_object_decodes_to_events_or_an_error(
+            (compression, bytes) in any_compression().prop_flat_map(|c| {
+                (Just(c), crate::record::tests::mutated(sample_object(c)))
+            }),
+        ) {
+            decode_every_way(&bytes, compression);
+        }
+
+        #[test]
+        fn a_mutated_dead_letter_object_decodes_or_is_refused(bytes in crate::record::tests::mutated({
+            let mut record = insert_record("1100000000017454423009", image("order-1", 1, 0));
+            record["eventName"] = json!("MODIFY");
+            match classify(&record) {
+                Classified::DeadLetter(d) => encode_dead_letters(&[*d]).unwrap().bytes,
+                Classified::Event(e) => panic!("the sample is a dead letter: {e:?}"),
+            }
+        })) {
+            decode_every_way(&bytes, Compression::None);
         }
     }
 }

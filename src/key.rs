@@ -888,4 +888,47 @@ mod tests {
             let _ = Prefix::new(text);
         }
     }
+
+    /// Reads `text` as every kind of key: a key or a typed error, never a
+    /// panic, and a key that reads is the very key its parts build.
+    fn parse_every_way(text: &str) -> Result<(), TestCaseError> {
+        if let Ok(prefix) = Prefix::new(text) {
+            prop_assert_eq!(prefix.as_str(), text);
+        }
+        if let Ok(key) = ArchiveKey::parse(text) {
+            let prefix = Prefix::new(key.prefix()).unwrap();
+            let built =
+                ArchiveKey::new(&prefix, key.sealed_at_ms(), key.suffix(), key.compression());
+            prop_assert_eq!(built, Ok(key));
+        }
+        if let Ok(key) = DeadLetterKey::parse(text) {
+            let prefix = Prefix::new(key.prefix()).unwrap();
+            prop_assert_eq!(
+                DeadLetterKey::new(&prefix, key.sealed_at_ms(), key.suffix()),
+                Ok(key)
+            );
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_are_a_key_or_an_error(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            parse_every_way(&String::from_utf8_lossy(&bytes))?;
+        }
+
+        #[test]
+        fn a_mutated_key_is_a_key_or_an_error(
+            bytes in crate::record::tests::mutated(
+                b"archive/2026/11/23/22/20261123T220732123Z-0000000000000000001100000000017454423009-67e5504410b1426f9247bb680e5fe0c8.ndjson.gz".to_vec(),
+            ),
+            dead_letter in any::<bool>(),
+        ) {
+            let mut text = String::from_utf8_lossy(&bytes).into_owned();
+            if dead_letter {
+                text = text.replace(".ndjson.gz", DEAD_LETTER_EXTENSION);
+            }
+            parse_every_way(&text)?;
+        }
+    }
 }

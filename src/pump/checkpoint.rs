@@ -290,4 +290,41 @@ mod tests {
         let ids: Vec<_> = cp.shards.keys().cloned().collect();
         assert_eq!(ids, ["gone-open", "listed-finished"]);
     }
+
+    /// Parses `text` as a checkpoint of the stream it names: a checkpoint
+    /// or a typed error, never a panic; one that parses is saved as text
+    /// that parses back to it.
+    fn parse_every_way(text: &str) -> Result<(), proptest::test_runner::TestCaseError> {
+        let path = Path::new("cp.json");
+        let _ = Checkpoint::parse(text, path, "arn:b");
+        let named = serde_json::from_str::<serde_json::Value>(text)
+            .ok()
+            .and_then(|v| {
+                v.get("streamArn")
+                    .and_then(|a| a.as_str().map(str::to_owned))
+            });
+        if let Some(arn) = named {
+            if let Ok(cp) = Checkpoint::parse(text, path, &arn) {
+                let saved = serde_json::to_string_pretty(&cp).unwrap();
+                proptest::prop_assert_eq!(Checkpoint::parse(&saved, path, &arn).ok(), Some(cp));
+            }
+        }
+        Ok(())
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_are_a_checkpoint_or_an_error(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+        ) {
+            parse_every_way(&String::from_utf8_lossy(&bytes))?;
+        }
+
+        #[test]
+        fn a_mutated_checkpoint_is_a_checkpoint_or_an_error(bytes in crate::record::tests::mutated(
+            br#"{"version":1,"streamArn":"arn:b","shards":{"shardId-0":{"sequenceNumber":"900000000000000000001","finished":true},"shardId-1":{"sequenceNumber":"1100000000017454423009"}}}"#.to_vec(),
+        )) {
+            parse_every_way(&String::from_utf8_lossy(&bytes))?;
+        }
+    }
 }

@@ -305,6 +305,7 @@ impl Sink for Faulty {
                 doing: "writing",
                 key: key.into(),
                 message: "SlowDown: reduce your request rate".into(),
+                transient: true,
             });
         }
         self.inner.put(key, object).await
