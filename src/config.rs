@@ -125,6 +125,7 @@ impl Config {
                 "in Lambda the archive must be an S3 bucket (s3://BUCKET/PREFIX/); set EVS_LOCAL_ARCHIVE_IN_LAMBDA=true only under a local emulator such as `cargo lambda watch`".into(),
             ));
         }
+        let from_url = url_prefix.is_some();
         let prefix = match (url_prefix, get("EVS_ARCHIVE_PREFIX")) {
             (Some(_), Some(_)) => {
                 return Err(ConfigError(
@@ -134,10 +135,25 @@ impl Config {
             (Some(p), None) | (None, Some(p)) => p,
             (None, None) => DEFAULT_PREFIX.to_owned(),
         };
+        if from_url && !prefix.ends_with('/') {
+            let bucket = match &location {
+                Location::S3 { bucket } => bucket.as_str(),
+                Location::Local(_) => "",
+            };
+            return Err(ConfigError(format!(
+                "archive s3://{bucket}/{prefix}: the key prefix {prefix:?} must end with '/' \
+                 (write s3://{bucket}/{prefix}/)"
+            )));
+        }
         let dead_letter_prefix =
             get("EVS_DEAD_LETTER_PREFIX").unwrap_or_else(|| DEFAULT_DEAD_LETTER_PREFIX.to_owned());
-        let prefix = Prefix::new(&prefix)
-            .map_err(|e| ConfigError(format!("EVS_ARCHIVE_PREFIX={prefix:?}: {e}")))?;
+        let prefix = Prefix::new(&prefix).map_err(|e| {
+            ConfigError(if from_url {
+                format!("the key prefix of the s3:// archive URL: {e}")
+            } else {
+                format!("EVS_ARCHIVE_PREFIX={prefix:?}: {e}")
+            })
+        })?;
         let dead_letter_prefix = Prefix::new(&dead_letter_prefix).map_err(|e| {
             ConfigError(format!(
                 "EVS_DEAD_LETTER_PREFIX={dead_letter_prefix:?}: {e}"
@@ -257,6 +273,14 @@ mod tests {
             (
                 vec![("EVS_ARCHIVE_PREFIX", "/events/")],
                 "EVS_ARCHIVE_PREFIX=\"/events/\"",
+            ),
+            (
+                vec![("EVS_ARCHIVE", "s3://b-1/p")],
+                "must end with '/' (write s3://b-1/p/)",
+            ),
+            (
+                vec![("EVS_ARCHIVE", "s3://b-1//p/")],
+                "the key prefix of the s3:// archive URL",
             ),
             (
                 vec![("EVS_COMPRESSION", "brotli")],
