@@ -1259,4 +1259,69 @@ mod tests {
         assert!(err.to_string().contains("a.b"), "{err}");
         assert!(item_from_dynamo_json_str("{").is_err());
     }
+
+    /// A DynamoDB JSON item with every attribute type.
+    const SAMPLE_ITEM: &str = r#"{"StreamId":{"S":"order-1"},"EventId":{"N":"3"},"Payload":{"M":{"n":{"N":"-1.5e10"},"l":{"L":[{"BOOL":true},{"NULL":true},{"S":"ünï \" €"}]},"b":{"B":"AAEC"}}},"Tags":{"SS":["a","b"]},"Nums":{"NS":["1","2.5"]},"Blobs":{"BS":["AA==","AQ=="]}}"#;
+
+    /// `sample` with a few bytes flipped, inserted or deleted.
+    pub(crate) fn mutated(sample: &'static [u8]) -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(
+            (0..3_u8, any::<proptest::sample::Index>(), 1..=u8::MAX),
+            1..6,
+        )
+        .prop_map(move |edits| {
+            let mut bytes = sample.to_vec();
+            for (op, at, byte) in edits {
+                match op {
+                    0 if !bytes.is_empty() => {
+                        let i = at.index(bytes.len());
+                        bytes[i] ^= byte;
+                    }
+                    1 => bytes.insert(at.index(bytes.len() + 1), byte),
+                    _ if !bytes.is_empty() => {
+                        bytes.remove(at.index(bytes.len()));
+                    }
+                    _ => {}
+                }
+            }
+            bytes
+        })
+    }
+
+    /// Reads `text` as an item every way there is: each gives a value or a
+    /// typed error, and the text and tree readers give the same one.
+    fn read_every_way(text: &str) -> Result<(), TestCaseError> {
+        let fast = item_from_dynamo_json_str(text);
+        match serde_json::from_str::<Value>(text) {
+            Ok(tree) => {
+                prop_assert_eq!(&fast, &item_from_dynamo_json(&tree));
+                if let Ok(value) = from_dynamo_json(&tree) {
+                    prop_assert_eq!(from_dynamo_json(&to_dynamo_json(&value)), Ok(value));
+                }
+                let _ = from_json(&tree);
+            }
+            Err(_) => prop_assert!(fast.is_err()),
+        }
+        if let Ok(item) = fast {
+            prop_assert_eq!(item_from_dynamo_json(&item_to_dynamo_json(&item)), Ok(item));
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn dynamo_json_of_arbitrary_bytes_is_a_value_or_an_error(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            read_every_way(&String::from_utf8_lossy(&bytes))?;
+        }
+
+        #[test]
+        fn dynamo_json_of_arbitrary_text_is_a_value_or_an_error(text in "\\PC{0,64}") {
+            read_every_way(&text)?;
+        }
+
+        #[test]
+        fn mutated_dynamo_json_is_a_value_or_an_error(bytes in mutated(SAMPLE_ITEM.as_bytes())) {
+            read_every_way(&String::from_utf8_lossy(&bytes))?;
+        }
+    }
 }
