@@ -1,6 +1,7 @@
 //! Every flag of `evs`, with its help text, in one place.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -17,11 +18,13 @@ pub struct Cli {
     pub table: Option<String>,
 
     /// Log filter for diagnostics on stderr (e.g. `debug`, `evs_core=trace`).
+    /// The default keeps the AWS SDK's own warnings (a region lookup that
+    /// failed, …) quiet: the error line says what went wrong.
     #[arg(
         long,
         global = true,
         env = "EVS_LOG",
-        default_value = "warn",
+        default_value = "warn,aws=error",
         value_name = "FILTER"
     )]
     pub log: String,
@@ -142,9 +145,9 @@ pub struct AppendArgs {
 /// `evs read`
 #[derive(Debug, Args)]
 pub struct ReadArgs {
-    /// The stream to read.
+    /// The stream to read (1 to 2048 bytes).
     #[arg(long, value_name = "ID")]
-    pub stream: String,
+    pub stream: evs_core::StreamId,
 
     /// First EventId to print (the highest one with --backward).
     #[arg(long, value_name = "N")]
@@ -168,10 +171,10 @@ pub struct InvokeArgs {
     #[arg(long, env = "EVS_ARCHIVE", value_name = "DIR|s3://BUCKET/PREFIX")]
     pub archive: Option<String>,
 
-    /// Seconds each invocation may take to write its objects (the Lambda
+    /// How long each invocation may take to write its objects (the Lambda
     /// function timeout).
-    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
-    pub timeout: u64,
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = positive_duration)]
+    pub timeout: Duration,
 
     /// Lambda event files (JSON, `{"Records": [...]}`).
     #[arg(value_name = "EVENT.json", required = true)]
@@ -196,11 +199,22 @@ pub struct PumpArgs {
     #[arg(long)]
     pub once: bool,
 
-    /// Hard deadline in seconds on each batch's object writes (the Lambda
-    /// function timeout; readers' `--archiver-timeout` must be at least this).
-    #[arg(long, value_name = "SECONDS", default_value_t = 60,
-          value_parser = clap::value_parser!(u64).range(1..))]
-    pub timeout: u64,
+    /// Hard deadline on each batch's object writes (the Lambda function
+    /// timeout; readers' `--archiver-timeout` must be at least this).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = positive_duration)]
+    pub timeout: Duration,
+
+    /// Polling: the wait between two reads of a caught-up stream.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = positive_duration)]
+    pub poll_interval: Duration,
+
+    /// Give up once reading the stream or writing the archive has failed
+    /// for this long in a row (a refused connection, 5xx, throttling; each
+    /// failure is retried with capped, jittered backoff and reported on
+    /// stderr). `0` never gives up. Default: never when polling, 5m with
+    /// --once. Credentials, a missing table or bucket stop the pump at once.
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub retry_for: Option<Duration>,
 
     /// Where the pump keeps its position in the stream (JSON, rewritten
     /// atomically after every batch; created on the first). Default:
@@ -243,9 +257,10 @@ pub struct ReplayArgs {
     #[arg(long, value_name = "FILE")]
     pub checkpoint_file: Option<PathBuf>,
 
-    /// Seconds between checkpoint writes.
-    #[arg(long, value_name = "SECONDS", default_value_t = 1.0)]
-    pub checkpoint_interval: f64,
+    /// How often the checkpoint is saved (once the consumer has taken the
+    /// lines it covers).
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = duration)]
+    pub checkpoint_interval: Duration,
 
     /// After the history, keep following the archive as it grows, never
     /// past the settled frontier (now - archiver timeout - clock margin).
@@ -253,26 +268,52 @@ pub struct ReplayArgs {
     #[arg(long)]
     pub follow: bool,
 
-    /// The archiver's function timeout in seconds (the Lambda's Timeout,
+    /// The archiver's function timeout (the Lambda's Timeout,
     /// `FunctionTimeout` in template.yaml; `evs pump --timeout`). An object
-    /// can appear up to this long after the time in its key.
-    #[arg(long, value_name = "SECONDS", default_value_t = 900)]
-    pub archiver_timeout: u64,
+    /// can appear up to this long after the time in its key. Less than 1s is
+    /// warned about: no archiver writes that fast.
+    #[arg(long, value_name = "DURATION", default_value = "900s", value_parser = duration)]
+    pub archiver_timeout: Duration,
 
-    /// Clock margin in seconds added to the archiver timeout: clock
-    /// differences between archiver and reader, late uploads.
-    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
-    pub clock_margin: u64,
+    /// Clock margin added to the archiver timeout: clock differences
+    /// between archiver and reader, late uploads. Less than 5s is warned
+    /// about: an object that lands later than timeout + margin is skipped.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration)]
+    pub clock_margin: Duration,
 
     /// Follow mode with --table: back-fill a stream from the table once its
-    /// gap has been visible this many seconds (default: archiver timeout +
-    /// clock margin).
-    #[arg(long, value_name = "SECONDS")]
-    pub gap_timeout: Option<u64>,
+    /// gap has been visible this long (default: archiver timeout + clock
+    /// margin).
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub gap_timeout: Option<Duration>,
 
-    /// Follow mode: longest wait between listings, in seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = 1.0)]
-    pub poll_interval: f64,
+    /// Follow mode: longest wait between listings.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = positive_duration)]
+    pub poll_interval: Duration,
+
+    /// Give up once reading the archive (or the table) has failed for this
+    /// long in a row (a refused connection, 5xx, throttling; each failure is
+    /// retried with capped, jittered backoff and reported on stderr). `0`
+    /// never gives up. Default: never with --follow, 5m otherwise.
+    /// Credentials, a missing bucket or table, a corrupt object stop the
+    /// replay at once.
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub retry_for: Option<Duration>,
+
+    /// Skip archive objects that cannot be read (corrupt, truncated, not
+    /// NDJSON) instead of stopping, and record each skipped key with the
+    /// reason in this file (JSON lines, appended). Their events are then
+    /// missing: the streams left with a gap are reported (and back-filled
+    /// from the table with --table). Without it, such an object stops the
+    /// replay and is named.
+    #[arg(long, value_name = "FILE")]
+    pub quarantine: Option<PathBuf>,
+
+    /// Skip this archive object (repeatable; e.g. a key a previous run
+    /// recorded in its --quarantine file). Its events are handled as with
+    /// --quarantine.
+    #[arg(long, value_name = "KEY")]
+    pub skip_object: Vec<String>,
 
     /// No progress line on stderr, even on a terminal.
     #[arg(long, short)]
@@ -292,4 +333,58 @@ pub struct VerifyArgs {
     /// No progress bar on stderr, even on a terminal.
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+/// A duration: a number with a unit, `ms`, `s`, `m` or `h` (`500ms`, `30s`,
+/// `1.5s`, `15m`); a bare number is seconds.
+pub fn duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let scale = match unit.trim() {
+        "" | "s" | "sec" | "secs" => 1.0,
+        "ms" => 0.001,
+        "m" | "min" | "mins" => 60.0,
+        "h" => 3600.0,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?}: use ms, s, m or h (e.g. 500ms, 30s, 15m)"
+            ))
+        }
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as 500ms, 30s or 15m"))?;
+    Duration::try_from_secs_f64(value * scale).map_err(|_| format!("{text:?} is out of range"))
+}
+
+/// A [`duration`] longer than zero.
+pub fn positive_duration(text: &str) -> Result<Duration, String> {
+    let d = duration(text)?;
+    if d.is_zero() {
+        return Err("must be longer than 0".into());
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_have_one_style() {
+        assert_eq!(duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(duration("0"), Ok(Duration::ZERO));
+        assert!(duration("-1").is_err());
+        assert!(duration("5 parsecs").is_err());
+        assert!(duration("").is_err());
+        assert!(positive_duration("0s").is_err());
+    }
 }

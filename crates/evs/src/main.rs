@@ -3,11 +3,15 @@
 //!
 //! * 0: success;
 //! * 1: any error, reported as one line on stderr;
-//! * 2: bad usage (unknown flag, missing argument), reported by the parser;
+//! * 2: bad usage (unknown flag, missing argument, a value that cannot be
+//!   right), reported by the parser, or no table where one is needed, or an
+//!   archive location that cannot be right;
 //! * 3: a version conflict on append;
 //! * 4: `replay` ended with a stream still missing an event, or `verify`
 //!   found the archive incomplete (the report says what is missing);
-//! * 130: interrupted (Ctrl-C) before the command finished.
+//! * 130: interrupted (Ctrl-C, SIGTERM) before the command finished. A
+//!   follower (`replay --follow`) and `pump` end by being stopped: they
+//!   finish the current step, save their checkpoint and exit 0.
 
 mod aws;
 mod cmd;
@@ -17,6 +21,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// Exit code of bad usage (as the flag parser's).
+const EXIT_USAGE: u8 = 2;
 /// Exit code of a version conflict.
 const EXIT_CONFLICT: u8 = 3;
 /// Exit code of an incomplete replay or archive.
@@ -53,6 +59,9 @@ fn main() -> ExitCode {
                 return ExitCode::from(EXIT_INCOMPLETE);
             }
             eprintln!("evs: error: {}", one_line(&err));
+            if err.is::<cmd::Usage>() {
+                return ExitCode::from(EXIT_USAGE);
+            }
             if err.is::<cmd::Interrupted>() {
                 return ExitCode::from(EXIT_INTERRUPTED);
             }

@@ -1,7 +1,5 @@
 //! `evs invoke`: the archiver's handler on event files, as the mapping would call it.
 
-use std::time::Duration;
-
 use anyhow::{Context, Result};
 use evs_archiver::handler;
 use serde_json::{json, Value};
@@ -18,7 +16,7 @@ fn now_ms() -> i64 {
 pub async fn run(args: InvokeArgs) -> Result<()> {
     let config = super::location::config(args.archive.clone())?;
     let sink = super::location::sink(&config).await?;
-    let timeout = Duration::from_secs(args.timeout);
+    let timeout = args.timeout;
     for file in &args.files {
         let event = std::fs::read_to_string(file)
             .with_context(|| format!("cannot read {}", file.display()))?;

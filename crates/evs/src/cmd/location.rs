@@ -12,11 +12,12 @@ use evs_replay::Archive;
 /// `EVS_COMPRESSION`, …) with `--archive` standing for `EVS_ARCHIVE`, as
 /// outside Lambda whatever the environment says.
 pub fn config(archive: Option<String>) -> Result<Config> {
-    Ok(Config::from_lookup(|k| match k {
+    Config::from_lookup(|k| match k {
         "EVS_ARCHIVE" => archive.clone(),
         "AWS_LAMBDA_FUNCTION_NAME" => None,
         _ => std::env::var(k).ok(),
-    })?)
+    })
+    .map_err(|e| super::Usage(e.to_string()).into())
 }
 
 /// The sink a configuration names (S3 clients from the standard AWS

@@ -3,6 +3,7 @@
 mod append;
 mod invoke;
 mod location;
+mod output;
 mod progress;
 mod pump;
 mod read;
@@ -10,7 +11,7 @@ mod replay;
 mod table;
 mod verify;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use evs_core::DynamoStore;
 
 use crate::flags::{Cli, Command, TableCommand};
@@ -19,7 +20,7 @@ use crate::flags::{Cli, Command, TableCommand};
 pub async fn run(cli: Cli) -> Result<()> {
     let table = cli.table.clone();
     let store = || async {
-        let table = table.context("no table given: pass --table NAME or set EVS_TABLE")?;
+        let table = table_name(table)?;
         Ok::<_, anyhow::Error>(DynamoStore::new(crate::aws::dynamodb().await?, table))
     };
     match cli.command {
@@ -37,6 +38,27 @@ pub async fn run(cli: Cli) -> Result<()> {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct Incomplete(pub String);
+
+/// The command line asks for something impossible (a missing table, an
+/// archive URL that cannot be right): exit code 2, as clap's own errors.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Usage(pub String);
+
+/// The table `--table`/`EVS_TABLE` names, or a usage error.
+pub fn table_name(table: Option<String>) -> Result<String> {
+    match table {
+        Some(t) if !t.is_empty() => Ok(t),
+        _ => Err(Usage("no table given: pass --table NAME or set EVS_TABLE".into()).into()),
+    }
+}
+
+/// The reader of stdout went away before the replay ended: exit code 1,
+/// unlike `evs read … | head`, because the replay's checkpoint then covers
+/// only what the reader took.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConsumerGone(pub String);
 
 /// The command was interrupted (Ctrl-C) before it finished: exit code 130.
 #[derive(Debug, thiserror::Error)]

@@ -1,20 +1,80 @@
 //! `evs pump`: the archiver outside Lambda, reading the table's stream itself.
 
+use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use evs_archiver::pump::{self, BatchReport, DynamoDbSource, Options, Stop, StopHandle};
-use evs_core::DynamoStore;
+use evs_core::{Backoff, DynamoStore};
 use serde_json::{json, Value};
 
 use crate::flags::PumpArgs;
 
+/// How long `--once` retries what may heal, when `--retry-for` is not given.
+const DEFAULT_RETRY_FOR_ONCE: Duration = Duration::from_secs(300);
+
 /// The checkpoint file when none is given: one per table, in the working directory.
 fn default_checkpoint(table: &str) -> PathBuf {
     PathBuf::from(format!("evs-pump-{table}.json"))
+}
+
+/// The table's stream ARN; an outage is waited out as the pump's own reads
+/// are ([`Options::retry_for`]).
+async fn stream_arn(store: &DynamoStore, options: &Options) -> Result<Option<String>> {
+    let started = Instant::now();
+    let backoff = Backoff {
+        initial: options.backoff,
+        max: options.max_backoff,
+    };
+    let mut failures = 0;
+    loop {
+        match store.stream_arn().await {
+            Ok(arn) => return Ok(arn),
+            Err(e)
+                if e.is_transient() && options.retry_for.is_none_or(|l| started.elapsed() < l) =>
+            {
+                failures += 1;
+                let wait = backoff.delay(failures);
+                tracing::warn!("{e}; retrying in {wait:.1?}");
+                tokio::time::sleep(wait).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// The lock file next to a checkpoint file.
+fn lock_path(checkpoint: &Path) -> PathBuf {
+    let mut name = checkpoint.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+/// Takes the exclusive lock of `checkpoint`: two pumps on one checkpoint
+/// would both archive everything from the same position.
+fn lock_checkpoint(checkpoint: &Path) -> Result<File> {
+    let path = lock_path(checkpoint);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open the pump's lock file {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(anyhow::anyhow!(
+            "another pump is running on checkpoint {} (it holds {}); stop it first, or give this \
+             one its own --checkpoint-file",
+            checkpoint.display(),
+            path.display()
+        )),
+        Err(TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
 }
 
 /// One JSON object line: `fields` merged into `head`.
@@ -26,27 +86,40 @@ fn line(mut head: Value, fields: serde_json::Result<Value>) -> Value {
 }
 
 pub async fn run(table: Option<String>, args: PumpArgs) -> Result<()> {
-    let table = table.context("no table given: pass --table NAME or set EVS_TABLE")?;
+    let table = super::table_name(table)?;
     let config = super::location::config(args.archive.clone())?;
     let options = Options {
         batch_size: usize::try_from(args.batch_size).unwrap_or(usize::MAX),
         once: args.once,
-        write_timeout: Duration::from_secs(args.timeout),
+        write_timeout: args.timeout,
+        idle: args.poll_interval,
+        // What cannot heal stops the pump at once; what may heal is retried
+        // for --retry-for.
+        max_attempts: 1,
+        retry_for: match args.retry_for {
+            Some(limit) if limit.is_zero() => None,
+            Some(limit) => Some(limit),
+            None if args.once => Some(DEFAULT_RETRY_FOR_ONCE),
+            None => None,
+        },
         ..Options::default()
     };
     options.validate()?;
+    let checkpoint = args
+        .checkpoint_file
+        .clone()
+        .unwrap_or_else(|| default_checkpoint(&table));
+    // Held until the pump ends; the system releases it when the process
+    // dies, so a crashed pump never leaves it held.
+    let _lock = lock_checkpoint(&checkpoint)?;
 
     let store = DynamoStore::new(crate::aws::dynamodb().await?, table.clone());
-    let arn = store.stream_arn().await?.with_context(|| {
+    let arn = stream_arn(&store, &options).await?.with_context(|| {
         format!(
             "table {table} has no DynamoDB stream: create it with `evs table create` (NEW_IMAGE)"
         )
     })?;
     let sink = super::location::sink(&config).await?;
-    let checkpoint = args
-        .checkpoint_file
-        .clone()
-        .unwrap_or_else(|| default_checkpoint(&table));
     let mut source = DynamoDbSource::open(
         crate::aws::dynamodbstreams().await?,
         &arn,

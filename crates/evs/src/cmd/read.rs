@@ -3,12 +3,12 @@
 use std::io::Write;
 
 use anyhow::Result;
-use evs_core::{Direction, EventStore, ReadRequest, StreamId};
+use evs_core::{Direction, EventStore, EventStoreExt, ReadRequest};
 
 use crate::flags::ReadArgs;
 
 pub async fn run(store: &dyn EventStore, args: ReadArgs) -> Result<()> {
-    let stream = StreamId::new(&args.stream)?;
+    let stream = args.stream;
     let request = ReadRequest {
         from: args.from,
         direction: if args.backward {
@@ -19,6 +19,16 @@ pub async fn run(store: &dyn EventStore, args: ReadArgs) -> Result<()> {
         limit: args.limit,
     };
     let events = store.read(&stream, request).await?;
+    if events.is_empty() {
+        // Say why nothing is printed: a typo in the id looks the same.
+        let why = if store.version(&stream).await? == 0 {
+            format!("stream {stream} has no events (no event was ever appended to it)")
+        } else {
+            format!("stream {stream} has no events in the range asked for")
+        };
+        eprintln!("evs: note: {why}");
+        return Ok(());
+    }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     for event in &events {

@@ -1,28 +1,35 @@
 //! `evs replay`: the archive as NDJSON, every event once, each stream in order.
 
 use std::collections::BTreeSet;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use evs_core::DynamoStore;
+use evs_core::{Backoff, DynamoStore};
 use evs_replay::{Checkpoint, Frontier, Gap, ReplayOptions, Replayer, Step};
 use tokio::sync::Notify;
 
+use super::output::{self, Delivery, Drained};
 use super::progress::{count, megabytes, rate, Progress};
-use super::{location, Incomplete, Interrupted};
+use super::{location, ConsumerGone, Incomplete, Interrupted};
 use crate::flags::ReplayArgs;
 
 pub async fn run(table: Option<&str>, args: ReplayArgs) -> Result<()> {
+    warn_unsafe_settings(&args);
+    if let Some(path) = &args.checkpoint_file {
+        // Before the first line: a rerun must not print everything again
+        // because the checkpoint could not be saved at the end.
+        output::check_writable(path)?;
+    }
+    if let Some(path) = &args.quarantine {
+        check_appendable(path)?;
+    }
     let archive = location::open(args.archive.archive.clone()).await?;
     let since_ms = args.since.as_deref().map(parse_time).transpose()?;
-    let frontier = Frontier::new(
-        seconds_ms(args.archiver_timeout),
-        seconds_ms(args.clock_margin),
-    );
+    let frontier = Frontier::new(millis(args.archiver_timeout), millis(args.clock_margin));
     let options = ReplayOptions {
         since_ms,
         frontier,
@@ -30,8 +37,10 @@ pub async fn run(table: Option<&str>, args: ReplayArgs) -> Result<()> {
         read_ahead: args.archive.read_ahead.max(1),
         gap_bound_ms: args
             .gap_timeout
-            .map_or(frontier.timeout_ms + frontier.margin_ms, seconds_ms),
-        poll_ms: (args.poll_interval.max(0.01) * 1000.0) as i64,
+            .map_or(frontier.timeout_ms + frontier.margin_ms, millis),
+        poll_ms: millis(args.poll_interval).max(10),
+        skip_unreadable: args.quarantine.is_some(),
+        skip_keys: args.skip_object.iter().cloned().collect(),
         ..ReplayOptions::default()
     };
     let gap_bound_ms = options.gap_bound_ms;
@@ -43,7 +52,7 @@ pub async fn run(table: Option<&str>, args: ReplayArgs) -> Result<()> {
     let mut replayer = match checkpoint {
         Some(checkpoint) => {
             if args.since.is_some() {
-                tracing::warn!("--since is ignored: resuming from the checkpoint");
+                eprintln!("evs: warning: --since is ignored: resuming from the checkpoint");
             }
             Replayer::resume(archive, checkpoint, options, clock.clone())
                 .context("cannot resume from the checkpoint")?
@@ -71,94 +80,216 @@ pub async fn run(table: Option<&str>, args: ReplayArgs) -> Result<()> {
         });
     }
 
-    let mut out = BufWriter::with_capacity(1 << 16, std::io::stdout());
+    let mut out = Delivery::new(args.checkpoint_file.clone());
     let mut progress = Progress::new(args.quiet);
     let started = Instant::now();
-    let interval = Duration::from_secs_f64(args.checkpoint_interval.max(0.0));
+    let interval = args.checkpoint_interval;
     let mut saved = Instant::now();
     let mut warned: BTreeSet<(String, u64)> = BTreeSet::new();
     let location = replayer.archive().location();
+    let retry_for = args.retry_for.unwrap_or(if args.follow {
+        Duration::ZERO
+    } else {
+        DEFAULT_RETRY_FOR
+    });
+    let mut outage: Option<Outage> = None;
     let mut interrupted = false;
-    loop {
-        // Steps are never cancelled half-way: a step hands its events over
-        // whole, and the checkpoint is taken only between steps.
-        if stop.load(Ordering::SeqCst) {
-            interrupted = true;
-            break;
-        }
-        match replayer.next().await? {
-            Step::Object { events, .. } | Step::Backfill { events, .. } => {
-                for event in &events {
-                    out.write_all(event.line().as_bytes())?;
-                    out.write_all(b"\n")?;
+    let result: Result<()> = async {
+        loop {
+            // Steps are never cancelled half-way: a step hands its events
+            // over whole, and the checkpoint is taken only between steps.
+            if stop.load(Ordering::SeqCst) {
+                interrupted = true;
+                break;
+            }
+            let step = match replayer.next().await {
+                Ok(step) => {
+                    if let Some(o) = outage.take() {
+                        progress.finish();
+                        eprintln!(
+                            "evs: reading {location} again after {} failed attempts in {:.1} s",
+                            o.failures,
+                            o.since.elapsed().as_secs_f64()
+                        );
+                    }
+                    step
                 }
-                if let Some(path) = &args.checkpoint_file {
-                    if saved.elapsed() >= interval {
-                        out.flush()?;
-                        write_checkpoint(path, &replayer.checkpoint()?)?;
+                Err(e) if e.is_transient() => {
+                    let o = outage.get_or_insert_with(Outage::new);
+                    o.failures += 1;
+                    let wait = BACKOFF.delay(o.failures);
+                    if !retry_for.is_zero() && o.since.elapsed() + wait > retry_for {
+                        return Err(anyhow::Error::new(e).context(format!(
+                            "reading {location} kept failing for {:.0} s ({} attempts; --retry-for {})",
+                            o.since.elapsed().as_secs_f64(),
+                            o.failures,
+                            humanize(retry_for)
+                        )));
+                    }
+                    progress.finish();
+                    eprintln!(
+                        "evs: warning: {} (attempt {}, failing for {:.1} s; retrying in {:.1} s)",
+                        evs_core::describe_chain(&e),
+                        o.failures,
+                        o.since.elapsed().as_secs_f64(),
+                        wait.as_secs_f64()
+                    );
+                    // Checkpoints the consumer has taken meanwhile are saved.
+                    out.save_taken()?;
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = woken.notified() => {}
+                    }
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            match step {
+                Step::Object { events, .. } | Step::Backfill { events, .. } => {
+                    for event in &events {
+                        out.line(event.line())?;
+                    }
+                    if args.checkpoint_file.is_some() {
+                        if saved.elapsed() >= interval {
+                            out.checkpoint(replayer.checkpoint()?)?;
+                            saved = Instant::now();
+                        } else if out.waiting() {
+                            out.save_taken()?;
+                        }
+                    }
+                    let stats = replayer.stats();
+                    progress.update(false, || {
+                        format!(
+                            "replay: {} events ({}/s), {} objects, {}, at {}",
+                            count(stats.delivered),
+                            count(rate(stats.delivered, started.elapsed())),
+                            count(stats.objects),
+                            megabytes(stats.stored_bytes),
+                            stats.position.as_deref().unwrap_or("-"),
+                        )
+                    });
+                }
+                Step::Skipped { key, reason } => {
+                    progress.finish();
+                    eprintln!("evs: warning: skipped archive object {key}: {reason}");
+                    if let Some(path) = &args.quarantine {
+                        record_quarantined(path, &key, &reason)?;
+                    }
+                }
+                Step::Idle { until_ms } => {
+                    out.flush()?;
+                    if args.checkpoint_file.is_some() {
+                        out.checkpoint(replayer.checkpoint()?)?;
                         saved = Instant::now();
                     }
-                }
-                let stats = replayer.stats();
-                progress.update(false, || {
-                    format!(
-                        "replay: {} events ({}/s), {} objects, {}, at {}",
-                        count(stats.delivered),
-                        count(rate(stats.delivered, started.elapsed())),
-                        count(stats.objects),
-                        megabytes(stats.stored_bytes),
-                        stats.position.as_deref().unwrap_or("-"),
-                    )
-                });
-            }
-            Step::Idle { until_ms } => {
-                out.flush()?;
-                if let Some(path) = &args.checkpoint_file {
-                    write_checkpoint(path, &replayer.checkpoint()?)?;
-                    saved = Instant::now();
-                }
-                let now = clock();
-                let gaps = replayer.gaps();
-                // Overdue by the archive's clock (everything sealed before the
-                // settled frontier has been read), as the replayer judges
-                // back-fills: a reordering still in flight is not warned about.
-                let archive_now = frontier.settled(now);
-                for gap in gaps
-                    .iter()
-                    .filter(|g| g.age_ms(archive_now).is_none_or(|age| age > gap_bound_ms))
-                {
-                    if warned.insert((gap.stream_id.clone(), gap.expected)) {
-                        progress.finish();
-                        eprintln!("evs: warning: {}", describe_gap(gap, table.is_some()));
+                    let now = clock();
+                    let gaps = replayer.gaps();
+                    // Overdue by the archive's clock (everything sealed before
+                    // the settled frontier has been read), as the replayer
+                    // judges back-fills: a reordering still in flight is not
+                    // warned about.
+                    let archive_now = frontier.settled(now);
+                    for gap in gaps
+                        .iter()
+                        .filter(|g| g.age_ms(archive_now).is_none_or(|age| age > gap_bound_ms))
+                    {
+                        if warned.insert((gap.stream_id.clone(), gap.expected)) {
+                            progress.finish();
+                            eprintln!("evs: warning: {}", describe_gap(gap, table.is_some()));
+                        }
+                    }
+                    let stats = replayer.stats();
+                    progress.update(true, || {
+                        format!(
+                            "following {location}: {} events, {} objects, waiting for the archive to settle{}",
+                            count(stats.delivered),
+                            count(stats.objects),
+                            if gaps.is_empty() {
+                                String::new()
+                            } else {
+                                format!(" ({} streams wait for a missing event)", gaps.len())
+                            }
+                        )
+                    });
+                    let until = Instant::now()
+                        + Duration::from_millis(u64::try_from(until_ms - now).unwrap_or(0));
+                    // While idle, checkpoints are saved as the consumer
+                    // takes the lines they cover.
+                    loop {
+                        let left = until.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            break;
+                        }
+                        let nap = if out.waiting() {
+                            left.min(Duration::from_millis(50))
+                        } else {
+                            left
+                        };
+                        tokio::select! {
+                            () = tokio::time::sleep(nap) => {}
+                            () = woken.notified() => break,
+                        }
+                        out.save_taken()?;
+                        if out.reader_gone() {
+                            return Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe).into());
+                        }
                     }
                 }
-                let stats = replayer.stats();
-                progress.update(true, || {
-                    format!(
-                        "following {location}: {} events, {} objects, waiting for the archive to settle{}",
-                        count(stats.delivered),
-                        count(stats.objects),
-                        if gaps.is_empty() {
-                            String::new()
-                        } else {
-                            format!(" ({} streams wait for a missing event)", gaps.len())
-                        }
-                    )
-                });
-                let wait = Duration::from_millis(u64::try_from(until_ms - now).unwrap_or(0));
-                tokio::select! {
-                    () = tokio::time::sleep(wait) => {}
-                    () = woken.notified() => {}
-                }
+                Step::End => break,
             }
-            Step::End => break,
         }
+        Ok(())
     }
-    out.flush()?;
-    if let Some(path) = &args.checkpoint_file {
-        write_checkpoint(path, &replayer.checkpoint()?)?;
-    }
+    .await;
+    let consumer_gone = match result {
+        Err(e) if super::is_broken_pipe(&e) => true,
+        Err(e) => return Err(e),
+        Ok(()) => false,
+    };
+    let drained = if consumer_gone {
+        out.save_taken()?;
+        Drained::ReaderGone
+    } else {
+        if args.checkpoint_file.is_some() {
+            out.checkpoint(replayer.checkpoint()?)?;
+        }
+        let lines = out.lines();
+        let mut shown = false;
+        let drained = out
+            .drain(|unread| {
+                if !shown && started.elapsed() > Duration::from_secs(1) {
+                    progress.update(true, || {
+                        format!("waiting for the consumer to read the last {lines} lines ({unread} bytes unread)")
+                    });
+                    shown = true;
+                }
+            })
+            .await;
+        match drained {
+            Ok(d) => d,
+            Err(e) if super::is_broken_pipe(&e) => {
+                out.save_taken()?;
+                Drained::ReaderGone
+            }
+            Err(e) => return Err(e),
+        }
+    };
     progress.finish();
+    if drained == Drained::ReaderGone {
+        let covered = match &args.checkpoint_file {
+            Some(path) => format!(
+                "; the checkpoint {} covers the first {} of them, which it read",
+                path.display(),
+                count(out.saved_lines)
+            ),
+            None => String::new(),
+        };
+        return Err(ConsumerGone(format!(
+            "stdout was closed by its reader after {} lines were written{covered}; a rerun goes on from there",
+            count(out.lines())
+        ))
+        .into());
+    }
     let stats = replayer.stats();
     if !args.quiet {
         let mut line = format!(
@@ -188,7 +319,35 @@ pub async fn run(table: Option<&str>, args: ReplayArgs) -> Result<()> {
                 count(stats.skipped_keys)
             ));
         }
+        if stats.skipped_objects > 0 {
+            line.push_str(&format!(
+                "; {} archive objects skipped unread",
+                count(stats.skipped_objects)
+            ));
+        }
         eprintln!("{line}");
+        if stats.skipped_objects > 0 {
+            eprintln!(
+                "evs: warning: the events of the skipped objects are missing unless the table \
+                 supplied them; the streams they leave with gaps are named below, but an event \
+                 that was the last of its stream leaves no trace in the archive: check with \
+                 `evs verify --table TABLE`{}",
+                match &args.quarantine {
+                    Some(path) => format!(" (skipped keys in {})", path.display()),
+                    None => String::new(),
+                }
+            );
+        }
+        if stats.objects == 0 && stats.skipped_objects == 0 && !interrupted {
+            eprintln!(
+                "evs: note: {location} holds no archive objects{}",
+                if stats.skipped_keys > 0 {
+                    " (only keys that are not archive objects: is the prefix right?)"
+                } else {
+                    " yet (is the prefix right? set it with s3://BUCKET/PREFIX/ or EVS_ARCHIVE_PREFIX)"
+                }
+            );
+        }
     }
     if interrupted {
         let saved = match &args.checkpoint_file {
@@ -196,6 +355,7 @@ pub async fn run(table: Option<&str>, args: ReplayArgs) -> Result<()> {
             None => String::new(),
         };
         if args.follow {
+            // Stopping is how a follower ends: exit 0 (documented).
             return Ok(());
         }
         return Err(Interrupted(saved).into());
@@ -216,6 +376,87 @@ pub async fn run(table: Option<&str>, args: ReplayArgs) -> Result<()> {
         return Err(Incomplete(report).into());
     }
     Ok(())
+}
+
+/// How long a replay that does not follow retries an archive or table
+/// outage before it gives up (`--retry-for`).
+const DEFAULT_RETRY_FOR: Duration = Duration::from_secs(300);
+
+/// The waits between attempts while the archive or table is unreachable.
+const BACKOFF: Backoff = Backoff {
+    initial: Duration::from_millis(500),
+    max: Duration::from_secs(30),
+};
+
+/// Failures in a row of reading the archive or table.
+struct Outage {
+    since: Instant,
+    failures: u32,
+}
+
+impl Outage {
+    fn new() -> Self {
+        Self {
+            since: Instant::now(),
+            failures: 0,
+        }
+    }
+}
+
+fn humanize(d: Duration) -> String {
+    format!("{}s", d.as_secs_f64())
+}
+
+/// Warns about settings that can make a replay skip an object.
+fn warn_unsafe_settings(args: &ReplayArgs) {
+    if args.archiver_timeout < MIN_ARCHIVER_TIMEOUT {
+        eprintln!(
+            "evs: warning: --archiver-timeout {} is below {}: an object the archiver seals \
+             earlier but lands later than that is skipped; give the archiver's real function \
+             timeout (the Lambda's Timeout, `evs pump --timeout`)",
+            humanize(args.archiver_timeout),
+            humanize(MIN_ARCHIVER_TIMEOUT)
+        );
+    }
+    if args.clock_margin < MIN_CLOCK_MARGIN {
+        eprintln!(
+            "evs: warning: --clock-margin {} is below {}: a clock difference between the \
+             archiver and this reader larger than the margin can make the replay skip an object",
+            humanize(args.clock_margin),
+            humanize(MIN_CLOCK_MARGIN)
+        );
+    }
+}
+
+/// Below these, `--archiver-timeout` and `--clock-margin` are warned about.
+const MIN_ARCHIVER_TIMEOUT: Duration = Duration::from_secs(1);
+const MIN_CLOCK_MARGIN: Duration = Duration::from_secs(5);
+
+fn check_appendable(path: &Path) -> Result<()> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map(drop)
+        .with_context(|| format!("cannot write the quarantine file {}", path.display()))
+}
+
+/// Appends one skipped object to the quarantine file, synced.
+fn record_quarantined(path: &Path, key: &str, reason: &str) -> Result<()> {
+    let line = serde_json::json!({
+        "key": key,
+        "reason": reason,
+        "skippedAt": evs_core::format_timestamp_ms(evs_core::system_clock()()),
+    });
+    let write = || -> std::io::Result<()> {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        file.write_all(format!("{line}\n").as_bytes())?;
+        file.sync_all()
+    };
+    write().with_context(|| format!("cannot write the quarantine file {}", path.display()))
 }
 
 fn describe_gap(gap: &Gap, with_table: bool) -> String {
@@ -241,8 +482,8 @@ fn describe_gap(gap: &Gap, with_table: bool) -> String {
     )
 }
 
-fn seconds_ms(seconds: u64) -> i64 {
-    i64::try_from(seconds.saturating_mul(1000)).unwrap_or(i64::MAX)
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 fn parse_time(text: &str) -> Result<i64> {
@@ -259,21 +500,4 @@ fn read_checkpoint(path: &Path) -> Result<Checkpoint> {
         .with_context(|| format!("cannot read the checkpoint {}", path.display()))?;
     Checkpoint::from_json(&text)
         .with_context(|| format!("the checkpoint {} is not usable", path.display()))
-}
-
-/// Writes the checkpoint atomically: a temporary file beside it, synced,
-/// then renamed over it.
-fn write_checkpoint(path: &Path, checkpoint: &Checkpoint) -> Result<()> {
-    let text = checkpoint.to_json()?;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp);
-    let write = || -> std::io::Result<()> {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(text.as_bytes())?;
-        file.write_all(b"\n")?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().with_context(|| format!("cannot write the checkpoint {}", path.display()))
 }

@@ -303,7 +303,17 @@ fn bad_input_gives_one_clear_line() {
         .env_remove("EVS_TABLE")
         .output()
         .unwrap();
-    assert_one_line_error(&out, 1, "no table given");
+    // A usage error: exit 2, as the parser's.
+    assert_one_line_error(&out, 2, "no table given");
+    // A stream with no events says so (stdout stays empty).
+    let out = evs.run(&["read", "--stream", "never-written"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+    assert!(
+        stderr(&out).contains("stream never-written has no events"),
+        "{}",
+        stderr(&out)
+    );
     // No credentials.
     let out = evs
         .command(&["read", "--stream", "s"])

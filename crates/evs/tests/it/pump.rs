@@ -66,3 +66,53 @@ fn pump_once_resumes_from_its_default_checkpoint_and_refuses_another_stream() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Two pumps on one checkpoint would both archive everything: the second is
+/// refused while the first runs, and a pump killed with SIGKILL leaves no
+/// lock behind.
+#[test]
+fn a_second_pump_on_the_same_checkpoint_is_refused_and_a_crash_frees_it() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let Some(evs) = Evs::new() else { return };
+    let dir = std::env::temp_dir().join(unique_name("evs-pump-lock"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = evs.run(&["append", "--stream", "a-1", "--event-name", "Opened"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let checkpoint = dir.join("pump.json").display().to_string();
+    let archive = dir.join("archive").display().to_string();
+    let args = [
+        "pump",
+        "--archive",
+        &archive,
+        "--checkpoint-file",
+        &checkpoint,
+    ];
+
+    let mut first = evs
+        .command(&args)
+        .args(["--poll-interval", "100ms"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Its first batch line: it holds the lock.
+    let mut lines = BufReader::new(first.stdout.take().unwrap()).lines();
+    let batch: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(batch["committed"], 1, "{batch}");
+
+    let second = evs.command(&args).arg("--once").output().unwrap();
+    let err = stderr(&second);
+    assert_eq!(second.status.code(), Some(1), "{err}");
+    assert!(err.contains("another pump is running"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+
+    // Killed: the system releases the lock with the process.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let third = evs.command(&args).arg("--once").output().unwrap();
+    let lines = ndjson(&third);
+    assert_eq!(lines.last().unwrap()["records"], 0, "resumed: {lines:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

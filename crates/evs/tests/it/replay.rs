@@ -326,3 +326,335 @@ fn follow_picks_up_new_objects_and_stops_cleanly_on_ctrl_c() {
     assert_eq!(saved["lastDelivered"]["cart-9b1e"], 3);
     assert_eq!(saved["lastDelivered"]["order-1001"], 3);
 }
+
+// ---------------------------------------------------------------------------
+// Reliability: what a checkpoint covers, operator ways out, clear refusals.
+
+/// A Lambda event of `count` records cloned from the first sample record:
+/// events `first..` of streams `s-0`..`s-9`, round robin.
+fn big_event(scratch: &Scratch, batch: usize, count: usize) -> PathBuf {
+    let sample: Value =
+        serde_json::from_str(&std::fs::read_to_string(sample("inserts.json")).unwrap()).unwrap();
+    let template = &sample["Records"][0];
+    let records: Vec<Value> = (0..count)
+        .map(|i| {
+            let n = batch * count + i;
+            let (stream, id) = (format!("s-{}", n % 10), (n / 10 + 1).to_string());
+            let mut r = template.clone();
+            r["eventID"] = Value::from(format!("{n:032x}"));
+            for keys in ["Keys", "NewImage"] {
+                r["dynamodb"][keys]["StreamId"]["S"] = Value::from(stream.clone());
+                r["dynamodb"][keys]["EventId"]["N"] = Value::from(id.clone());
+            }
+            r["dynamodb"]["NewImage"]["EventUuid"]["S"] =
+                Value::from(format!("00000000-0000-4000-8000-{n:012x}"));
+            r["dynamodb"]["SequenceNumber"] = Value::from(format!("{}", 1_000_000 + n));
+            r
+        })
+        .collect();
+    let path = scratch.0.join(format!("big-{batch}.json"));
+    std::fs::write(&path, serde_json::json!({ "Records": records }).to_string()).unwrap();
+    path
+}
+
+/// An archive of `objects` objects of `per_object` events each, in order.
+fn big_archive(scratch: &Scratch, objects: usize, per_object: usize) -> String {
+    let archive = scratch.path("archive");
+    for batch in 0..objects {
+        // One invoke per object: each is sealed after the one before.
+        invoke(&archive, &[&big_event(scratch, batch, per_object)]);
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    archive
+}
+
+fn replay_cmd(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_evs"));
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", std::env::temp_dir())
+        .arg("replay")
+        .args(args);
+    cmd
+}
+
+/// Reads exactly `n` lines from `from`, a byte at a time (nothing more is
+/// taken from the pipe).
+fn read_lines(from: &mut impl std::io::Read, n: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while lines.len() < n {
+        assert_eq!(from.read(&mut byte).unwrap(), 1, "the replay ended early");
+        if byte[0] == b'\n' {
+            lines.push(String::from_utf8(std::mem::take(&mut line)).unwrap());
+        } else {
+            line.push(byte[0]);
+        }
+    }
+    lines
+}
+
+#[test]
+fn a_checkpoint_covers_only_the_lines_the_consumer_took() {
+    use std::process::Stdio;
+
+    let scratch = Scratch::new("evs-replay-taken");
+    // ~1.5 MB of lines: far more than a pipe holds.
+    let archive = big_archive(&scratch, 20, 100);
+    let all = evs(&["replay", "--archive", &archive, "--quiet"]);
+    assert!(all.status.success(), "{}", stderr(&all));
+    let all: Vec<String> = stdout(&all).lines().map(str::to_owned).collect();
+    assert_eq!(all.len(), 2_000);
+
+    let checkpoint = scratch.path("taken.json");
+    let args = [
+        "--archive",
+        &archive,
+        "--checkpoint-file",
+        &checkpoint,
+        "--checkpoint-interval",
+        "0",
+    ];
+    // A consumer that reads 250 lines and goes away.
+    let mut child = replay_cmd(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut pipe = child.stdout.take().unwrap();
+    let taken = read_lines(&mut pipe, 250);
+    assert_eq!(taken, all[..250]);
+    drop(pipe);
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "not a success: {err}");
+    assert!(err.contains("stdout was closed by its reader"), "{err}");
+
+    // Resumed: from an object boundary at or before line 250, to the end.
+    let rest = replay_cmd(&args).output().unwrap();
+    assert!(rest.status.success(), "{}", stderr(&rest));
+    let rest: Vec<String> = stdout(&rest).lines().map(str::to_owned).collect();
+    let from = all.len() - rest.len();
+    assert_eq!(rest, all[from..], "nothing lost, nothing reordered");
+    assert!(
+        from <= 250 && 250 - from < 100,
+        "repeated {} lines",
+        250 - from
+    );
+
+    // `| head -1`: a failure, and a rerun goes on (the lines head read
+    // ahead but did not print are the consumer's to lose, not ours).
+    std::fs::remove_file(&checkpoint).unwrap();
+    let shell = format!(
+        "set -o pipefail; \"$0\" replay --archive '{archive}' --checkpoint-file '{checkpoint}' | head -1 >/dev/null"
+    );
+    let head = Command::new("bash")
+        .args(["-c", &shell, env!("CARGO_BIN_EXE_evs")])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .output()
+        .unwrap();
+    assert_ne!(head.status.code(), Some(0), "{}", stderr(&head));
+    let rest = replay_cmd(&args).output().unwrap();
+    let rest: Vec<String> = stdout(&rest).lines().map(str::to_owned).collect();
+    assert!(
+        rest.len() > 1_000,
+        "the rerun goes on: {} lines",
+        rest.len()
+    );
+    assert_eq!(rest, all[all.len() - rest.len()..]);
+}
+
+#[test]
+fn an_unwritable_checkpoint_is_refused_before_the_first_line() {
+    let scratch = Scratch::new("evs-replay-unwritable");
+    let archive = scratch.path("archive");
+    invoke(&archive, &[&sample("inserts.json")]);
+    let checkpoint = scratch.path("no-such-dir/replay.json");
+    let out = evs(&[
+        "replay",
+        "--archive",
+        &archive,
+        "--checkpoint-file",
+        &checkpoint,
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(out.stdout.is_empty(), "nothing printed: {}", stdout(&out));
+    assert!(stderr(&out).contains("no-such-dir"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_corrupt_object_stops_the_replay_unless_quarantined_or_skipped() {
+    let scratch = Scratch::new("evs-replay-quarantine");
+    let archive = big_archive(&scratch, 3, 20);
+    let mut keys: Vec<PathBuf> = Vec::new();
+    let mut dirs = vec![PathBuf::from(&archive)];
+    while let Some(d) = dirs.pop() {
+        for entry in std::fs::read_dir(d).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else {
+                keys.push(p);
+            }
+        }
+    }
+    keys.sort();
+    assert_eq!(keys.len(), 3);
+    std::fs::write(&keys[1], b"not gzip at all").unwrap();
+    let key = keys[1]
+        .strip_prefix(&archive)
+        .unwrap()
+        .display()
+        .to_string();
+
+    // The default: stop, naming the object.
+    let out = evs(&["replay", "--archive", &archive]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&key), "{}", stderr(&out));
+    assert_eq!(ids(&out).len(), 20, "the first object only");
+
+    // --quarantine: skipped, recorded, and the gaps it leaves reported.
+    let quarantine = scratch.path("quarantine.ndjson");
+    let out = evs(&["replay", "--archive", &archive, "--quarantine", &quarantine]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(4), "gaps are left: {err}");
+    assert!(
+        err.contains(&format!("skipped archive object {key}")),
+        "{err}"
+    );
+    assert!(err.contains("evs verify --table"), "{err}");
+    assert!(err.contains("is missing events 3..=4"), "{err}");
+    assert_eq!(
+        ids(&out).len(),
+        20,
+        "the streams wait for the missing events"
+    );
+    let recorded: Vec<Value> = std::fs::read_to_string(&quarantine)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(recorded[0]["key"], Value::from(key.clone()));
+    assert!(recorded[0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("decompress"));
+
+    // --skip-object KEY: the same, for a key named in advance.
+    let out = evs(&["replay", "--archive", &archive, "--skip-object", &key]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(stderr(&out).contains("skipped archive object"));
+}
+
+#[test]
+fn unsafe_follow_settings_are_warned_about_and_durations_share_one_syntax() {
+    let scratch = Scratch::new("evs-replay-settings");
+    let archive = scratch.path("archive");
+    invoke(&archive, &[&sample("inserts.json")]);
+    let out = evs(&[
+        "replay",
+        "--archive",
+        &archive,
+        "--archiver-timeout",
+        "0",
+        "--clock-margin",
+        "0",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("warning: --archiver-timeout 0s is below"),
+        "{err}"
+    );
+    assert!(err.contains("warning: --clock-margin 0s is below"), "{err}");
+
+    for good in ["90", "90s", "1500ms", "2m", "1h"] {
+        let out = evs(&[
+            "replay",
+            "--archive",
+            &archive,
+            "--archiver-timeout",
+            good,
+            "-q",
+        ]);
+        assert!(out.status.success(), "{good}: {}", stderr(&out));
+        assert!(
+            !stderr(&out).contains("warning"),
+            "{good}: {}",
+            stderr(&out)
+        );
+    }
+    for bad in ["abc", "5 days", "-1s", ""] {
+        let out = evs(&["replay", "--archive", &archive, "--poll-interval", bad]);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", stderr(&out));
+    }
+    // An s3:// URL whose prefix lacks the slash: usage, with the fix.
+    let out = evs(&["replay", "--archive", "s3://bucket-x/p"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("(write s3://bucket-x/p/)"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !stderr(&out).contains("EVS_ARCHIVE_PREFIX"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// An archive that cannot be reached: a follower waits it out and reports
+/// each failure; a one-off replay gives up after --retry-for.
+#[test]
+fn an_unreachable_archive_is_retried_with_backoff() {
+    use std::process::Stdio;
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed); // nothing listens there now: connections are refused
+    let aws = |cmd: &mut Command| {
+        cmd.env("AWS_ENDPOINT_URL", &endpoint)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_MAX_ATTEMPTS", "1");
+    };
+    let mut cmd = replay_cmd(&["--archive", "s3://no-service/events/", "--retry-for", "2s"]);
+    aws(&mut cmd);
+    let started = std::time::Instant::now();
+    let out = cmd.output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("retrying in"), "each failure reported: {err}");
+    assert!(err.contains("kept failing for"), "{err}");
+    assert!(err.matches("retrying in").count() >= 2, "{err}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "{err}"
+    );
+
+    let mut cmd = replay_cmd(&["--archive", "s3://no-service/events/", "--follow"]);
+    aws(&mut cmd);
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let alive = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(alive.success());
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "still following, then stopped: {err}"
+    );
+    assert!(err.matches("retrying in").count() >= 2, "{err}");
+}
