@@ -7,13 +7,30 @@
 //! stopped when dropped. Either way a watchdog stops the server within a
 //! second of the test process exiting, so no emulator outlives the tests.
 //!
-//! The server binary is `$EVS_MOTO_SERVER`, else `.venv/bin/moto_server` at
-//! the workspace root (`make venv` installs it). When it is missing the tests
-//! that need it fail under `CI=true` and are skipped with a loud message
-//! elsewhere.
+//! # Why not plain `moto_server`
+//!
+//! moto's server is threaded and its backends are not written for
+//! concurrent requests. In moto 5.2.5 DynamoDB's `TransactWriteItems`
+//! deep-copies each table it touches (once per item) before writing, and
+//! when the transaction is cancelled it puts that copy back, undoing every
+//! write that other requests made to the table in the meantime, although
+//! they were told they succeeded. Eight concurrent CLI writers appending with
+//! exact expected versions ended with 186 of their 200 acknowledged events.
+//! Real DynamoDB has no such race. So the fixture does not run `moto_server`
+//! but `emulator.py` (next to this crate's manifest, embedded in it): moto's
+//! own WSGI application behind a middleware that runs one request at a time,
+//! which makes the emulator linearizable, plus a patch so a transaction
+//! copies each table once rather than once per item.
+//! [`Moto::start_plain`] still starts plain `moto_server`, for the test that
+//! demonstrates the race (`evs-core`'s `concurrent_writers_lose_nothing`).
+//!
+//! The server is `$EVS_MOTO_SERVER`, else `.venv/bin/moto_server` at the
+//! workspace root (`make venv` installs it); the launcher runs with the
+//! `python` next to it. When they are missing the tests that need them fail
+//! under `CI=true` and are skipped with a loud message elsewhere.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -25,18 +42,25 @@ use aws_sdk_dynamodb::config::Credentials;
 /// A running emulator.
 #[derive(Debug)]
 pub struct Moto {
-    child: Child,
-    port: u16,
+    server: Server,
 }
 
 /// Region the fixture's clients use.
 pub const REGION: &str = "us-east-1";
+
+/// The launcher that makes moto linearizable (see the crate docs).
+const EMULATOR_PY: &str = include_str!("../emulator.py");
 
 fn server_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("EVS_MOTO_SERVER") {
         return PathBuf::from(p);
     }
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/moto_server")
+}
+
+/// The venv's python: the one next to `moto_server`.
+fn venv_python() -> PathBuf {
+    server_binary().with_file_name("python")
 }
 
 fn free_port() -> std::io::Result<u16> {
@@ -48,71 +72,135 @@ pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
-impl Moto {
-    /// Starts a private server. `None` (with a message) when the emulator is
-    /// not installed outside CI; panics under CI or when it fails to start.
-    pub fn start() -> Option<Moto> {
-        let bin = server_binary();
-        if !bin.exists() {
-            let msg = format!(
-                "the emulator is not installed ({} missing): run `make test`, which installs it",
-                bin.display()
-            );
-            if in_ci() {
-                panic!("{msg}");
-            }
-            eprintln!("SKIPPED (no emulator): {msg}");
-            return None;
-        }
-        let mut last_err = String::new();
-        for _ in 0..5 {
-            match Self::spawn(&bin) {
-                Ok(m) => return Some(m),
-                Err(e) => last_err = e,
-            }
-        }
-        panic!("the emulator did not start: {last_err}");
+/// `None` (with a message) when `paths` are not all installed outside CI;
+/// panics under CI.
+fn installed(paths: &[&Path]) -> Option<()> {
+    let missing: Vec<String> = paths
+        .iter()
+        .filter(|p| !p.exists())
+        .map(|p| p.display().to_string())
+        .collect();
+    if missing.is_empty() {
+        return Some(());
     }
+    let msg = format!(
+        "the emulator is not installed ({} missing): run `make test`, which installs it",
+        missing.join(", ")
+    );
+    if in_ci() {
+        panic!("{msg}");
+    }
+    eprintln!("SKIPPED (no emulator): {msg}");
+    None
+}
 
-    fn spawn(bin: &std::path::Path) -> Result<Moto, String> {
+/// Runs `program args… -H 127.0.0.1 -p <free port>` under a watchdog that
+/// stops it when this process is gone, and waits until it listens. Tries a
+/// few ports; panics when it never starts.
+fn spawn_server(program: &Path, args: &[&str]) -> Server {
+    let mut last_err = String::new();
+    for _ in 0..5 {
+        match Server::spawn(program, args) {
+            Ok(s) => return s,
+            Err(e) => last_err = e,
+        }
+    }
+    panic!("{} did not start: {last_err}", program.display());
+}
+
+/// A child process on a loopback port, behind a watchdog shell.
+#[derive(Debug)]
+struct Server {
+    child: Child,
+    port: u16,
+    stopped: bool,
+}
+
+impl Server {
+    fn spawn(program: &Path, args: &[&str]) -> Result<Server, String> {
         let port = free_port().map_err(|e| format!("no free port: {e}"))?;
         // A watchdog shell stops the server when this process is gone.
         let script = r#"
-"$0" -H 127.0.0.1 -p "$1" >/dev/null 2>&1 &
+port=$1; parent=$2; shift 2
+"$@" -H 127.0.0.1 -p "$port" >/dev/null 2>&1 &
 m=$!
 trap 'kill $m 2>/dev/null; exit 0' TERM INT
-while kill -0 "$2" 2>/dev/null && kill -0 "$m" 2>/dev/null; do sleep 0.5; done
+while kill -0 "$parent" 2>/dev/null && kill -0 "$m" 2>/dev/null; do sleep 0.5; done
 kill $m 2>/dev/null
 "#;
         let child = Command::new("sh")
             .arg("-c")
             .arg(script)
-            .arg(bin)
+            .arg("evs-testkit-watchdog")
             .arg(port.to_string())
             .arg(std::process::id().to_string())
+            .arg(program)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
-        let mut moto = Moto { child, port };
+            .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
+        let mut server = Server {
+            child,
+            port,
+            stopped: false,
+        };
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return Ok(moto);
+                return Ok(server);
             }
-            if let Ok(Some(status)) = moto.child.try_wait() {
+            if let Ok(Some(status)) = server.child.try_wait() {
                 return Err(format!(
                     "the server exited early ({status}); port {port} may be taken"
                 ));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        moto.stop();
+        server.stop();
         Err(format!(
             "the server did not listen on port {port} within 60 s"
         ))
+    }
+
+    fn stop(&mut self) {
+        if std::mem::replace(&mut self.stopped, true) {
+            return;
+        }
+        // The watchdog's trap kills the server, then the watchdog exits.
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Moto {
+    /// Starts a private, linearizable server (moto behind `emulator.py`).
+    /// `None` (with a message) when the emulator is not installed outside
+    /// CI; panics under CI or when it fails to start.
+    pub fn start() -> Option<Moto> {
+        let python = venv_python();
+        installed(&[&server_binary(), &python])?;
+        let server = spawn_server(&python, &["-c", EMULATOR_PY]);
+        Some(Moto { server })
+    }
+
+    /// Starts plain `moto_server`, whose concurrent requests race (see the
+    /// crate docs). Only for the test that demonstrates the race.
+    pub fn start_plain() -> Option<Moto> {
+        let bin = server_binary();
+        installed(&[&bin])?;
+        let server = spawn_server(&bin, &[]);
+        Some(Moto { server })
     }
 
     /// One server shared by the whole test process.
@@ -123,7 +211,7 @@ kill $m 2>/dev/null
 
     /// The endpoint URL, e.g. `http://127.0.0.1:40123`.
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://127.0.0.1:{}", self.server.port)
     }
 
     /// The environment variables that point the AWS SDK (and `evs`) at this server.
@@ -154,17 +242,7 @@ kill $m 2>/dev/null
 
     /// Stops the server (also done on drop).
     pub fn stop(&mut self) {
-        // The watchdog's trap kills the server, then the watchdog exits.
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        self.stop();
+        self.server.stop();
     }
 }
 
