@@ -895,6 +895,66 @@ mod dynamodb {
         store_with_clock(None).await
     }
 
+    /// Appends through a proxy that loses acknowledgements (the write is
+    /// done, the answer is a 500 or a dropped connection), fails requests
+    /// and throttles: each append is retried with the same event ids and
+    /// expected version until it succeeds, and every event is stored once.
+    #[tokio::test]
+    async fn appends_with_ids_are_exactly_once_under_lost_acknowledgements() {
+        let Some(moto) = Moto::shared() else { return };
+        let faults = r#"{"lost_ack": 0.2, "drop_after": 0.05, "error": 0.1, "drop": 0.05, "seed": 20}"#;
+        let Some(proxy) = evs_testkit::FaultProxy::start(moto, faults) else {
+            return;
+        };
+        let table = unique_name("faults");
+        let direct = DynamoStore::new(moto.dynamodb().await, table.clone());
+        direct.create_table().await.unwrap();
+        let faulty = DynamoStore::new(proxy.dynamodb().await, table);
+        let streams: Vec<StreamId> = (0..3).map(|i| sid(&format!("f-{i}"))).collect();
+        let mut versions = [0_u64; 3];
+        let mut sent: Vec<Vec<uuid::Uuid>> = vec![Vec::new(); 3];
+        let (mut retries, mut recognised) = (0, 0);
+        for i in 0..90 {
+            let k = i % 3;
+            let events: Vec<NewEvent> = (0..1 + i % 4)
+                .map(|j| ev("Faulted", json!({ "i": i, "j": j })))
+                .collect();
+            let expected = match versions[k] {
+                0 => ExpectedVersion::NoStream,
+                v => ExpectedVersion::Exact(v),
+            };
+            loop {
+                match faulty.append(&streams[k], expected, &events).await {
+                    Ok(outcome) => {
+                        recognised += usize::from(outcome.already_appended);
+                        break;
+                    }
+                    Err(e) => {
+                        assert!(e.is_transient(), "only injected faults: {e}");
+                        retries += 1;
+                        assert!(retries < 10_000, "never succeeds: {e}");
+                    }
+                }
+            }
+            versions[k] += events.len() as u64;
+            sent[k].extend(events.iter().map(|e| e.id));
+        }
+        let report = proxy.report();
+        eprintln!("{retries} retries, {recognised} recognised; faults: {report}");
+        for (k, stream) in streams.iter().enumerate() {
+            let stored = direct.read_all(stream).await.unwrap();
+            let ids_stored: Vec<uuid::Uuid> = stored.iter().filter_map(|e| e.id).collect();
+            assert_eq!(ids_stored, sent[k], "{stream}: each event once, in order");
+            assert_eq!(
+                ids(&stored),
+                (1..=versions[k]).collect::<Vec<_>>(),
+                "{stream}"
+            );
+        }
+        assert!(recognised > 0, "some acknowledgements were lost: {report}");
+        assert!(retries > 0);
+    }
+
     #[tokio::test]
     async fn append_and_read() {
         let Some(s) = store().await else { return };

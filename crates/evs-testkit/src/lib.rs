@@ -246,6 +246,114 @@ impl Moto {
     }
 }
 
+/// The fault-injecting proxy (see [`FaultProxy`]).
+const FAULTPROXY_PY: &str = include_str!("../faultproxy.py");
+
+/// A fault-injecting HTTP proxy in front of an emulator (`faultproxy.py`,
+/// embedded in this crate): each request may be answered with a 5xx or a
+/// throttling error without being forwarded, forwarded and then answered
+/// with a 500 (a lost acknowledgement), dropped before or after being
+/// forwarded, or delayed. The faults are drawn from a seeded generator
+/// with the probabilities of its configuration, e.g.
+/// `{"error": 0.2, "lost_ack": 0.1, "seed": 7}`. Point a client at
+/// [`FaultProxy::endpoint`] (or only one service, with
+/// `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL_DYNAMODB`).
+#[derive(Debug)]
+pub struct FaultProxy {
+    server: Server,
+}
+
+impl FaultProxy {
+    /// Starts a proxy in front of `upstream` with `config` (JSON). `None`
+    /// (with a message) when the emulator's python is not installed outside
+    /// CI; panics under CI or when it fails to start.
+    pub fn start(upstream: &Moto, config: &str) -> Option<FaultProxy> {
+        let python = venv_python();
+        installed(&[&python])?;
+        let endpoint = upstream.endpoint();
+        let server = spawn_server(
+            &python,
+            &[
+                "-c",
+                FAULTPROXY_PY,
+                "--upstream",
+                &endpoint,
+                "--config",
+                config,
+            ],
+        );
+        Some(FaultProxy { server })
+    }
+
+    /// The proxy's endpoint URL.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.server.port)
+    }
+
+    /// Changes the fault probabilities (JSON; the counts stay) and returns
+    /// [`FaultProxy::report`].
+    pub fn configure(&self, config: &str) -> String {
+        self.control("POST", config)
+    }
+
+    /// The configuration and the counts of requests, forwarded requests and
+    /// each fault injected so far, as JSON:
+    /// `{"config": {…}, "counts": {"requests": N, "error": N, …}}`.
+    pub fn report(&self) -> String {
+        self.control("GET", "")
+    }
+
+    fn control(&self, method: &str, body: &str) -> String {
+        use std::io::{Read, Write};
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.server.port));
+        let mut stream = TcpStream::connect(addr).expect("the fault proxy is reachable");
+        let request = format!(
+            "{method} /__faults HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream
+            .write_all(request.as_bytes())
+            .expect("request to the fault proxy");
+        let mut answer = String::new();
+        stream
+            .read_to_string(&mut answer)
+            .expect("answer of the fault proxy");
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+        assert!(
+            head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200"),
+            "the fault proxy refused {method}: {answer}"
+        );
+        body.to_owned()
+    }
+
+    /// The environment variables that point the AWS SDK (and `evs`) at
+    /// `moto` for every service but `service` (`S3` or `DYNAMODB`), which
+    /// goes through this proxy.
+    pub fn env_for(&self, moto: &Moto, service: &str) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = moto
+            .env()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        env.push((format!("AWS_ENDPOINT_URL_{service}"), self.endpoint()));
+        env
+    }
+
+    /// A DynamoDB client whose requests go through this proxy, with the
+    /// SDK's own retries turned off (each fault reaches the caller).
+    pub async fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
+        let config = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(REGION))
+            .endpoint_url(self.endpoint())
+            .credentials_provider(Credentials::new("test", "test", None, None, "evs-testkit"))
+            .retry_config(aws_config::retry::RetryConfig::disabled())
+            .load()
+            .await;
+        aws_sdk_dynamodb::Client::new(&config)
+    }
+}
+
 /// A name unique within this machine and run: `prefix-<pid>-<counter>-<random>`,
 /// lowercase so it is valid for tables and buckets alike.
 pub fn unique_name(prefix: &str) -> String {
