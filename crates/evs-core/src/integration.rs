@@ -902,7 +902,8 @@ mod dynamodb {
     #[tokio::test]
     async fn appends_with_ids_are_exactly_once_under_lost_acknowledgements() {
         let Some(moto) = Moto::shared() else { return };
-        let faults = r#"{"lost_ack": 0.2, "drop_after": 0.05, "error": 0.1, "drop": 0.05, "seed": 20}"#;
+        let faults =
+            r#"{"lost_ack": 0.2, "drop_after": 0.05, "error": 0.1, "drop": 0.05, "seed": 20}"#;
         let Some(proxy) = evs_testkit::FaultProxy::start(moto, faults) else {
             return;
         };
