@@ -559,6 +559,7 @@ fn invoke_runs_the_archiver_on_event_files() {
     // A file that is not an event: one clear line, exit 1.
     let out = evs.run(&["invoke", "--archive", &archive, "/nonexistent.json"]);
     assert_one_line_error(&out, 1, "cannot read /nonexistent.json");
+    // An archive location that cannot be right: usage, exit 2.
     let out = evs.run(&["invoke", "--archive", "gs://x/", &sample("empty.json")]);
-    assert_one_line_error(&out, 1, "only s3://");
+    assert_one_line_error(&out, 2, "only s3://");
 }
