@@ -116,3 +116,92 @@ fn a_second_pump_on_the_same_checkpoint_is_refused_and_a_crash_frees_it() {
     assert_eq!(lines.last().unwrap()["records"], 0, "resumed: {lines:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A polling pump through a DynamoDB Streams outage (every request failing
+/// with 500 or throttling for a few seconds): it reports each failure,
+/// waits with backoff, and archives what was written meanwhile once the
+/// stream answers again; Ctrl-C then ends it with exit 0.
+#[test]
+fn a_polling_pump_waits_out_a_stream_outage() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    let Some(moto) = evs_testkit::Moto::shared() else {
+        return;
+    };
+    let Some(proxy) = evs_testkit::FaultProxy::start(moto, "{}") else {
+        return;
+    };
+    let Some(evs) = Evs::new() else { return };
+    let dir = std::env::temp_dir().join(unique_name("evs-pump-outage"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let append = |stream: &str| {
+        let out = evs.run(&["append", "--stream", stream, "--event-name", "Happened"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    };
+    append("before-1");
+    let archive = dir.join("archive").display().to_string();
+    let checkpoint = dir.join("pump.json").display().to_string();
+    let mut child = evs
+        .command(&[
+            "pump",
+            "--archive",
+            &archive,
+            "--checkpoint-file",
+            &checkpoint,
+            "--poll-interval",
+            "100ms",
+        ])
+        .env("AWS_ENDPOINT_URL_DYNAMODB_STREAMS", proxy.endpoint())
+        .env("AWS_MAX_ATTEMPTS", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let committed = |rx: &mpsc::Receiver<String>, want: u64| {
+        let mut got = 0;
+        while got < want {
+            let line = rx
+                .recv_timeout(Duration::from_secs(60))
+                .expect("a batch line");
+            let v: Value = serde_json::from_str(&line).unwrap();
+            got += v["committed"].as_u64().unwrap_or(0);
+        }
+    };
+    committed(&rx, 1);
+
+    // The outage: every DynamoDB Streams request fails.
+    proxy.configure(r#"{"error": 1.0}"#);
+    append("during-1");
+    append("during-2");
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(child.try_wait().unwrap().is_none(), "the pump waits it out");
+    proxy.configure(r#"{"error": 0.0}"#);
+    committed(&rx, 2);
+
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("retrying in"), "each failure reported: {err}");
+    assert!(err.contains("works again"), "the recovery reported: {err}");
+    let report: Value = serde_json::from_str(&proxy.report()).unwrap();
+    assert!(report["counts"]["error"].as_u64() > Some(1), "{report}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
