@@ -768,3 +768,18 @@ fn a_replay_killed_at_random_moments_resumes_losing_nothing() {
         "seed {seed}: more than one object repeated"
     );
 }
+
+#[test]
+fn an_empty_archive_says_so() {
+    let scratch = Scratch::new("evs-replay-empty");
+    let archive = scratch.path("archive");
+    std::fs::create_dir_all(&archive).unwrap();
+    let out = evs(&["replay", "--archive", &archive]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+    assert!(
+        stderr(&out).contains("holds no archive objects yet (is the prefix right?"),
+        "{}",
+        stderr(&out)
+    );
+}
