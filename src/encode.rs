@@ -1094,14 +1094,14 @@ mod tests {
         #[test]
         fn a_mutated_object_decodes_to_events_or_an_error(
             (compression, bytes) in any_compression().prop_flat_map(|c| {
-                (Just(c), crate::record::tests::mutated(sample_object(c)))
+                (Just(c), evs_testkit::mutated(sample_object(c)))
             }),
         ) {
             decode_every_way(&bytes, compression);
         }
 
         #[test]
-        fn a_mutated_dead_letter_object_decodes_or_is_refused(bytes in crate::record::tests::mutated({
+        fn a_mutated_dead_letter_object_decodes_or_is_refused(bytes in evs_testkit::mutated({
             let mut record = insert_record("1100000000017454423009", image("order-1", 1, 0));
             record["eventName"] = json!("MODIFY");
             match classify(&record) {

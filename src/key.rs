@@ -919,7 +919,7 @@ mod tests {
 
         #[test]
         fn a_mutated_key_is_a_key_or_an_error(
-            bytes in crate::record::tests::mutated(
+            bytes in evs_testkit::mutated(
                 b"archive/2026/11/23/22/20261123T220732123Z-0000000000000000001100000000017454423009-67e5504410b1426f9247bb680e5fe0c8.ndjson.gz".to_vec(),
             ),
             dead_letter in any::<bool>(),

@@ -1808,33 +1808,6 @@ pub(crate) mod tests {
         assert_eq!(ArchivedEvent::from_line(&bad).unwrap_err().field, "eventID");
     }
 
-    /// `sample` with a few bytes flipped, inserted or deleted (the decoders'
-    /// "never panics" properties feed these to every decoder of the crate).
-    pub(crate) fn mutated(sample: Vec<u8>) -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
-        use proptest::prelude::*;
-        proptest::collection::vec(
-            (0..3_u8, any::<proptest::sample::Index>(), 1..=u8::MAX),
-            1..6,
-        )
-        .prop_map(move |edits| {
-            let mut bytes = sample.clone();
-            for (op, at, byte) in edits {
-                match op {
-                    0 if !bytes.is_empty() => {
-                        let i = at.index(bytes.len());
-                        bytes[i] ^= byte;
-                    }
-                    1 => bytes.insert(at.index(bytes.len() + 1), byte),
-                    _ if !bytes.is_empty() => {
-                        bytes.remove(at.index(bytes.len()));
-                    }
-                    _ => {}
-                }
-            }
-            bytes
-        })
-    }
-
     /// A sample record's text: an insert with metadata and an extra attribute.
     fn sample_record() -> Vec<u8> {
         let mut img = image("order-1", 3, 1_795_471_652_123);
@@ -1890,7 +1863,7 @@ pub(crate) mod tests {
         }
 
         #[test]
-        fn a_mutated_record_is_an_event_a_dead_letter_or_an_error(bytes in mutated(sample_record())) {
+        fn a_mutated_record_is_an_event_a_dead_letter_or_an_error(bytes in evs_testkit::mutated(sample_record())) {
             let text = String::from_utf8_lossy(&bytes);
             read_every_way(&text)?;
             read_every_way(&format!("{{\"Records\":[{text}]}}"))?;
@@ -1898,13 +1871,13 @@ pub(crate) mod tests {
 
         #[test]
         fn a_mutated_sample_batch_is_classified_or_refused(
-            bytes in mutated(include_bytes!("../events/mixed.json").to_vec()),
+            bytes in evs_testkit::mutated(include_bytes!("../events/mixed.json").to_vec()),
         ) {
             read_every_way(&String::from_utf8_lossy(&bytes))?;
         }
 
         #[test]
-        fn a_mutated_line_is_an_event_or_an_error(bytes in mutated({
+        fn a_mutated_line_is_an_event_or_an_error(bytes in evs_testkit::mutated({
             let mut line = Vec::new();
             match classify_json(&String::from_utf8_lossy(&sample_record())) {
                 Classified::Event(e) => e.write_line(&mut line).unwrap(),

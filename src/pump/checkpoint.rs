@@ -321,7 +321,7 @@ mod tests {
         }
 
         #[test]
-        fn a_mutated_checkpoint_is_a_checkpoint_or_an_error(bytes in crate::record::tests::mutated(
+        fn a_mutated_checkpoint_is_a_checkpoint_or_an_error(bytes in evs_testkit::mutated(
             br#"{"version":1,"streamArn":"arn:b","shards":{"shardId-0":{"sequenceNumber":"900000000000000000001","finished":true},"shardId-1":{"sequenceNumber":"1100000000017454423009"}}}"#.to_vec(),
         )) {
             parse_every_way(&String::from_utf8_lossy(&bytes))?;

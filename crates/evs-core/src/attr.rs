@@ -1263,31 +1263,6 @@ mod tests {
     /// A DynamoDB JSON item with every attribute type.
     const SAMPLE_ITEM: &str = r#"{"StreamId":{"S":"order-1"},"EventId":{"N":"3"},"Payload":{"M":{"n":{"N":"-1.5e10"},"l":{"L":[{"BOOL":true},{"NULL":true},{"S":"ünï \" €"}]},"b":{"B":"AAEC"}}},"Tags":{"SS":["a","b"]},"Nums":{"NS":["1","2.5"]},"Blobs":{"BS":["AA==","AQ=="]}}"#;
 
-    /// `sample` with a few bytes flipped, inserted or deleted.
-    pub(crate) fn mutated(sample: &'static [u8]) -> impl Strategy<Value = Vec<u8>> {
-        proptest::collection::vec(
-            (0..3_u8, any::<proptest::sample::Index>(), 1..=u8::MAX),
-            1..6,
-        )
-        .prop_map(move |edits| {
-            let mut bytes = sample.to_vec();
-            for (op, at, byte) in edits {
-                match op {
-                    0 if !bytes.is_empty() => {
-                        let i = at.index(bytes.len());
-                        bytes[i] ^= byte;
-                    }
-                    1 => bytes.insert(at.index(bytes.len() + 1), byte),
-                    _ if !bytes.is_empty() => {
-                        bytes.remove(at.index(bytes.len()));
-                    }
-                    _ => {}
-                }
-            }
-            bytes
-        })
-    }
-
     /// Reads `text` as an item every way there is: each gives a value or a
     /// typed error, and the text and tree readers give the same one.
     fn read_every_way(text: &str) -> Result<(), TestCaseError> {
@@ -1320,7 +1295,7 @@ mod tests {
         }
 
         #[test]
-        fn mutated_dynamo_json_is_a_value_or_an_error(bytes in mutated(SAMPLE_ITEM.as_bytes())) {
+        fn mutated_dynamo_json_is_a_value_or_an_error(bytes in evs_testkit::mutated(SAMPLE_ITEM.as_bytes().to_vec())) {
             read_every_way(&String::from_utf8_lossy(&bytes))?;
         }
     }

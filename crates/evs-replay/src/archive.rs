@@ -402,7 +402,7 @@ mod tests {
         #[test]
         fn a_mutated_object_is_an_object_or_an_error(
             (compression, bytes) in any_compression().prop_flat_map(|c| {
-                (Just(c), crate::line::tests::mutated(sample_object(c)))
+                (Just(c), evs_testkit::mutated(sample_object(c)))
             }),
         ) {
             if let Ok(object) = decode_object(&key(compression), &bytes) {

@@ -124,7 +124,7 @@ mod tests {
         }
 
         #[test]
-        fn a_mutated_checkpoint_resumes_or_is_refused(bytes in crate::line::tests::mutated(
+        fn a_mutated_checkpoint_resumes_or_is_refused(bytes in evs_testkit::mutated(
             concat!(
                 r#"{"format":1,"cursor":"archive/2026/11/23/22/20261123T220732123Z-0000000000000000001100000000017454423009-67e5504410b1426f9247bb680e5fe0c8.ndjson.gz","#,
                 r#""lastDelivered":{"order-1":3,"order-2":1},"#,

@@ -272,33 +272,6 @@ pub(crate) mod tests {
         }
     }
 
-    /// `sample` with a few bytes flipped, inserted or deleted (the decoders'
-    /// "never panics" properties feed these to every decoder of the crate).
-    pub(crate) fn mutated(sample: Vec<u8>) -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
-        use proptest::prelude::*;
-        proptest::collection::vec(
-            (0..3_u8, any::<proptest::sample::Index>(), 1..=u8::MAX),
-            1..6,
-        )
-        .prop_map(move |edits| {
-            let mut bytes = sample.clone();
-            for (op, at, byte) in edits {
-                match op {
-                    0 if !bytes.is_empty() => {
-                        let i = at.index(bytes.len());
-                        bytes[i] ^= byte;
-                    }
-                    1 => bytes.insert(at.index(bytes.len() + 1), byte),
-                    _ if !bytes.is_empty() => {
-                        bytes.remove(at.index(bytes.len()));
-                    }
-                    _ => {}
-                }
-            }
-            bytes
-        })
-    }
-
     /// Reads `line`: an event or a typed error, never a panic; an event
     /// names the stream and number its delivered line holds.
     fn read(line: &str) -> Result<(), proptest::test_runner::TestCaseError> {
@@ -327,7 +300,7 @@ pub(crate) mod tests {
 
         #[test]
         fn a_mutated_line_is_an_event_or_an_error(
-            bytes in mutated(base().to_string().into_bytes()),
+            bytes in evs_testkit::mutated(base().to_string().into_bytes()),
             lossless in proptest::prelude::any::<bool>(),
         ) {
             let text = String::from_utf8_lossy(&bytes);

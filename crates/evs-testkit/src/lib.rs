@@ -365,3 +365,32 @@ pub fn unique_name(prefix: &str) -> String {
         .unwrap_or(0);
     format!("{prefix}-{}-{n}-{nanos:x}", std::process::id())
 }
+
+/// `sample` with a few bytes flipped, inserted or deleted: what the
+/// decoders' "never panics" properties feed to every decoder of outside
+/// bytes, beside wholly arbitrary bytes (which rarely get past a parser's
+/// first check).
+pub fn mutated(sample: Vec<u8>) -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+    use proptest::prelude::*;
+    proptest::collection::vec(
+        (0..3_u8, any::<proptest::sample::Index>(), 1..=u8::MAX),
+        1..6,
+    )
+    .prop_map(move |edits| {
+        let mut bytes = sample.clone();
+        for (op, at, byte) in edits {
+            match op {
+                0 if !bytes.is_empty() => {
+                    let i = at.index(bytes.len());
+                    bytes[i] ^= byte;
+                }
+                1 => bytes.insert(at.index(bytes.len() + 1), byte),
+                _ if !bytes.is_empty() => {
+                    bytes.remove(at.index(bytes.len()));
+                }
+                _ => {}
+            }
+        }
+        bytes
+    })
+}
