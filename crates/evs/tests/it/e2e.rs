@@ -211,6 +211,50 @@ fn pump_replay_and_verify_against_the_table() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `streams` streams `<prefix>-<n>` of `per` events each, appended through
+/// the CLI; returns each stream's lines as `evs read` prints them.
+fn append_streams(
+    evs: &Evs,
+    prefix: &str,
+    streams: usize,
+    per: usize,
+) -> BTreeMap<String, Vec<String>> {
+    let mut expected = BTreeMap::new();
+    for s in 0..streams {
+        let stream = format!("{prefix}-{s}");
+        let batch: String = (0..per)
+            .map(|i| format!("{{\"eventName\":\"Happened\",\"payload\":{{\"i\":{i}}}}}\n"))
+            .collect();
+        let path = std::env::temp_dir().join(unique_name(prefix));
+        std::fs::write(&path, batch).unwrap();
+        let out = evs.run(&[
+            "append",
+            "--stream",
+            &stream,
+            "--events",
+            &path.display().to_string(),
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let _ = std::fs::remove_file(&path);
+        let read = lines(&evs.run(&["read", "--stream", &stream]));
+        expected.insert(stream, read);
+    }
+    expected
+}
+
+/// A replay's lines, by stream.
+fn by_stream(out: &std::process::Output) -> BTreeMap<String, Vec<String>> {
+    let mut replayed: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for line in lines(out) {
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        replayed
+            .entry(v["streamId"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(line);
+    }
+    replayed
+}
+
 /// The pipeline under S3 faults: 30% of S3 requests fail (5xx/SlowDown
 /// without effect, a write done but its answer lost, a dropped connection).
 /// `evs pump` retries each batch under a new key and `evs replay` retries
@@ -234,28 +278,7 @@ fn pump_replay_and_verify_lose_and_repeat_nothing_under_s3_faults() {
         );
         s3.create_bucket().bucket(&bucket).send().await.unwrap();
     });
-    let mut expected: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for s in 0..6 {
-        let stream = format!("faulted-{s}");
-        let batch: String = (0..25)
-            .map(|i| format!("{{\"eventName\":\"Happened\",\"payload\":{{\"i\":{i}}}}}\n"))
-            .collect();
-        let path = std::env::temp_dir().join(unique_name("faulted"));
-        std::fs::write(&path, batch).unwrap();
-        let out = evs.run(&[
-            "append",
-            "--stream",
-            &stream,
-            "--events",
-            &path.display().to_string(),
-        ]);
-        assert!(out.status.success(), "{}", stderr(&out));
-        let _ = std::fs::remove_file(&path);
-        expected.insert(
-            stream.clone(),
-            lines(&evs.run(&["read", "--stream", &stream])),
-        );
-    }
+    let expected = append_streams(&evs, "faulted", 6, 25);
 
     let faulty = |args: &[&str]| {
         let mut cmd = evs.command(args);
@@ -286,14 +309,7 @@ fn pump_replay_and_verify_lose_and_repeat_nothing_under_s3_faults() {
 
     let out = faulty(&["replay", "--archive", &archive, "--archiver-timeout", "60"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let mut replayed: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for line in lines(&out) {
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-        replayed
-            .entry(v["streamId"].as_str().unwrap().to_owned())
-            .or_default()
-            .push(line);
-    }
+    let replayed = by_stream(&out);
     assert_eq!(replayed, expected, "every event once, in stream order");
 
     let out = evs.run(&["verify", "--archive", &archive]);
@@ -324,28 +340,7 @@ fn a_pump_killed_at_random_moments_loses_nothing() {
     let Some(moto) = Moto::shared() else { return };
     let Some(evs) = Evs::new() else { return };
     let _ = moto;
-    let mut expected: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for s in 0..4 {
-        let stream = format!("crashed-{s}");
-        let batch: String = (0..30)
-            .map(|i| format!("{{\"eventName\":\"Happened\",\"payload\":{{\"i\":{i}}}}}\n"))
-            .collect();
-        let path = std::env::temp_dir().join(unique_name("crashed"));
-        std::fs::write(&path, batch).unwrap();
-        let out = evs.run(&[
-            "append",
-            "--stream",
-            &stream,
-            "--events",
-            &path.display().to_string(),
-        ]);
-        assert!(out.status.success(), "{}", stderr(&out));
-        let _ = std::fs::remove_file(&path);
-        expected.insert(
-            stream.clone(),
-            lines(&evs.run(&["read", "--stream", &stream])),
-        );
-    }
+    let expected = append_streams(&evs, "crashed", 4, 30);
     let dir = std::env::temp_dir().join(unique_name("evs-pump-crash"));
     std::fs::create_dir_all(&dir).unwrap();
     let mut attempt = 0;
@@ -415,14 +410,7 @@ fn a_pump_killed_at_random_moments_loses_nothing() {
 
     let out = evs.run(&["replay", "--archive", &archive, "--archiver-timeout", "60"]);
     assert!(out.status.success(), "seed {seed}: {}", stderr(&out));
-    let mut replayed: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for line in lines(&out) {
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-        replayed
-            .entry(v["streamId"].as_str().unwrap().to_owned())
-            .or_default()
-            .push(line);
-    }
+    let replayed = by_stream(&out);
     assert_eq!(
         replayed, expected,
         "seed {seed}: every event once, in order"
