@@ -915,7 +915,7 @@ mod dynamodb {
         let mut versions = [0_u64; 3];
         let mut sent: Vec<Vec<uuid::Uuid>> = vec![Vec::new(); 3];
         let (mut retries, mut recognised) = (0, 0);
-        for i in 0..90 {
+        for i in 0..90 * evs_testkit::soak() {
             let k = i % 3;
             let events: Vec<NewEvent> = (0..1 + i % 4)
                 .map(|j| ev("Faulted", json!({ "i": i, "j": j })))

@@ -366,6 +366,16 @@ pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}-{}-{n}-{nanos:x}", std::process::id())
 }
 
+/// How many times larger the fault and crash tests run: `EVS_SOAK` (a
+/// whole number, default 1); `make soak` sets it.
+pub fn soak() -> usize {
+    std::env::var("EVS_SOAK")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1)
+}
+
 /// `sample` with a few bytes flipped, inserted or deleted: what the
 /// decoders' "never panics" properties feed to every decoder of outside
 /// bytes, beside wholly arbitrary bytes (which rarely get past a parser's

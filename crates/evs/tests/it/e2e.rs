@@ -278,7 +278,7 @@ fn pump_replay_and_verify_lose_and_repeat_nothing_under_s3_faults() {
         );
         s3.create_bucket().bucket(&bucket).send().await.unwrap();
     });
-    let expected = append_streams(&evs, "faulted", 6, 25);
+    let expected = append_streams(&evs, "faulted", 6, 25 * evs_testkit::soak());
 
     let faulty = |args: &[&str]| {
         let mut cmd = evs.command(args);
@@ -305,7 +305,11 @@ fn pump_replay_and_verify_lose_and_repeat_nothing_under_s3_faults() {
     assert!(out.status.success(), "{}", stderr(&out));
     let reports = ndjson(&out);
     let failed = reports.iter().filter(|r| r["error"].is_string()).count();
-    assert_eq!(reports.last().unwrap()["records"], 150, "{reports:?}");
+    assert_eq!(
+        reports.last().unwrap()["records"],
+        150 * evs_testkit::soak(),
+        "{reports:?}"
+    );
 
     let out = faulty(&["replay", "--archive", &archive, "--archiver-timeout", "60"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -335,6 +339,12 @@ fn pump_replay_and_verify_lose_and_repeat_nothing_under_s3_faults() {
 /// the replay drops the repeats).
 #[test]
 fn a_pump_killed_at_random_moments_loses_nothing() {
+    for _ in 0..evs_testkit::soak() {
+        pump_crash_round();
+    }
+}
+
+fn pump_crash_round() {
     use std::process::Stdio;
 
     let Some(moto) = Moto::shared() else { return };

@@ -665,6 +665,12 @@ fn an_unreachable_archive_is_retried_with_backoff() {
 /// checkpoint saved (one object here, with --checkpoint-interval 0).
 #[test]
 fn a_replay_killed_at_random_moments_resumes_losing_nothing() {
+    for _ in 0..evs_testkit::soak() {
+        replay_crash_round();
+    }
+}
+
+fn replay_crash_round() {
     use std::process::Stdio;
 
     let scratch = Scratch::new("evs-replay-crash");
