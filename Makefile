@@ -8,8 +8,14 @@ CARGO_LAMBDA_VERSION := 1.9.2
 LAMBDA_STAMP := $(VENV)/.cargo-lambda-$(CARGO_LAMBDA_VERSION)
 CFN_LINT_VERSION := 1.58.0
 CFN_LINT_STAMP := $(VENV)/.cfn-lint-$(CFN_LINT_VERSION)
+# checkov in a venv of its own (inside .venv): it pins boto3/botocore/networkx to versions older than
+# moto's, and sharing .venv would downgrade the emulator's dependencies under the tests.
+CHECKOV_VERSION := 3.3.30
+CHECKOV_VENV := $(VENV)/checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.checkov-$(CHECKOV_VERSION)
+CARGO_FUZZ_VERSION := 0.13.2
 
-.PHONY: all run test lint lint-template fmt check venv clean-venv invoke bench build deploy lambda-tools soak
+.PHONY: all run test lint lint-template fmt check venv clean-venv invoke bench build deploy lambda-tools soak fuzz
 
 all: test
 
@@ -40,13 +46,20 @@ lint: lint-template
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
-## lint-template: cfn-lint on template.yaml (the Events values it does not check are tested by tests/it/template.rs)
-lint-template: $(CFN_LINT_STAMP)
+## lint-template: cfn-lint and checkov's security scan on template.yaml; both must report nothing (a check that
+## does not fit is skipped on its resource with the reason; the Events values are tested by tests/it/template.rs)
+lint-template: $(CFN_LINT_STAMP) $(CHECKOV_STAMP)
 	$(VENV)/bin/cfn-lint template.yaml
+	$(CHECKOV_VENV)/bin/checkov -f template.yaml --framework cloudformation --quiet --compact --skip-download
 
 $(CFN_LINT_STAMP):
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'cfn-lint==$(CFN_LINT_VERSION)'
+	touch $@
+
+$(CHECKOV_STAMP):
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check 'checkov==$(CHECKOV_VERSION)'
 	touch $@
 
 fmt:
@@ -56,6 +69,18 @@ check: lint test
 
 clean-venv:
 	rm -rf $(VENV)
+
+## fuzz: every cargo-fuzz target in fuzz/fuzz_targets for FUZZ_SECONDS (default 60) seconds each, one after the
+## other; needs nightly Rust (`rustup toolchain install nightly`) and installs cargo-fuzz if missing. Not part of
+## `make test` or CI (no nightly there). A finding stops the run; its input is under fuzz/artifacts/<target>/.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := $(sort $(basename $(notdir $(wildcard fuzz/fuzz_targets/*.rs))))
+fuzz:
+	@cargo fuzz --version >/dev/null 2>&1 || cargo install --locked cargo-fuzz --version $(CARGO_FUZZ_VERSION)
+	set -e; for target in $(FUZZ_TARGETS); do \
+		echo "== fuzz $$target ($(FUZZ_SECONDS) s)"; \
+		cargo +nightly fuzz run $$target -- -max_total_time=$(FUZZ_SECONDS); \
+	done
 
 ## invoke: run the archiver's handler on the sample events into ./archive (or $$EVS_ARCHIVE)
 invoke:
