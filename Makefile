@@ -36,10 +36,15 @@ test: venv
 	EVS_MOTO_SERVER=$(abspath $(VENV))/bin/moto_server cargo test --workspace --all-targets
 	EVS_MOTO_SERVER=$(abspath $(VENV))/bin/moto_server cargo test --workspace --doc
 
-## soak: the replay and archiver property tests with many more cases (PROPTEST_CASES=N to change)
-soak:
+## soak: the replay and archiver property tests with many more cases (PROPTEST_CASES=N to change),
+## then the fault and crash tests EVS_SOAK times larger (default 10)
+soak: venv
 	PROPTEST_CASES=$${PROPTEST_CASES:-100000} cargo test --release -p evs-replay --test simulation
 	PROPTEST_CASES=$${PROPTEST_CASES:-10000} cargo test --release -p evs-archiver --lib
+	EVS_SOAK=$${EVS_SOAK:-10} EVS_MOTO_SERVER=$(abspath $(VENV))/bin/moto_server \
+	  cargo test --release -p evs-core --lib exactly_once_under_lost_acknowledgements -- --nocapture
+	EVS_SOAK=$${EVS_SOAK:-10} EVS_MOTO_SERVER=$(abspath $(VENV))/bin/moto_server \
+	  cargo test --release -p evs --test it -- --nocapture under_s3_faults killed_at_random_moments
 
 ## lint: formatting, clippy and the SAM template, as CI runs them
 lint: lint-template
