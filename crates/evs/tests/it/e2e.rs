@@ -441,3 +441,38 @@ fn pump_crash_round() {
     assert!(kills > 0, "seed {seed}: never killed");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// What cannot heal by waiting stops a follower and a pump at once, with
+/// one clear line: a bucket that does not exist.
+#[test]
+fn a_missing_bucket_stops_a_follower_and_a_pump_at_once() {
+    let Some(evs) = Evs::new() else { return };
+    let out = evs.run(&["append", "--stream", "m-1", "--event-name", "Happened"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let archive = format!("s3://{}/events/", unique_name("missing"));
+    let dir = std::env::temp_dir().join(unique_name("evs-missing-bucket"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let checkpoint = dir.join("pump.json").display().to_string();
+    for args in [
+        vec!["replay", "--archive", &archive, "--follow"],
+        vec![
+            "pump",
+            "--archive",
+            &archive,
+            "--checkpoint-file",
+            &checkpoint,
+        ],
+    ] {
+        let started = std::time::Instant::now();
+        let out = evs.run(&args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains("NoSuchBucket"), "{args:?}: {err}");
+        assert!(!err.contains("retrying"), "{args:?}: {err}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "{args:?}: {err}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
