@@ -40,7 +40,7 @@ test: venv
 ## then the fault and crash tests EVS_SOAK times larger (default 10)
 soak: venv
 	PROPTEST_CASES=$${PROPTEST_CASES:-100000} cargo test --release -p evs-replay --test simulation
-	PROPTEST_CASES=$${PROPTEST_CASES:-10000} cargo test --release -p evs-archiver --lib
+	PROPTEST_CASES=$${PROPTEST_CASES:-10000} cargo test --release -p evs-archiver -p evs-pump --lib
 	EVS_SOAK=$${EVS_SOAK:-10} EVS_MOTO_SERVER=$(abspath $(VENV))/bin/moto_server \
 	  cargo test --release -p evs-core --lib exactly_once_under_lost_acknowledgements -- --nocapture
 	EVS_SOAK=$${EVS_SOAK:-10} EVS_MOTO_SERVER=$(abspath $(VENV))/bin/moto_server \

@@ -26,9 +26,9 @@
 //! * [`sink`]: the [`sink::Sink`] trait with an S3 and a local-directory
 //!   backend of the same key layout;
 //! * [`config`]: the environment, checked at start-up;
-//! * [`metrics`]: CloudWatch Embedded Metric Format lines;
-//! * [`pump`]: the same handler outside Lambda, fed by a DynamoDB stream it
-//!   reads itself (checkpointed) or by an in-memory store's change feed.
+//! * [`metrics`]: CloudWatch Embedded Metric Format lines.
+//!
+//! The same handler runs outside Lambda in the `evs-pump` crate.
 //!
 //! The key and line formats are stable: readers of old archives depend on them.
 
@@ -37,6 +37,5 @@ pub mod encode;
 pub mod handler;
 pub mod key;
 pub mod metrics;
-pub mod pump;
 pub mod record;
 pub mod sink;

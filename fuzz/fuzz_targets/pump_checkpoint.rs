@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use evs_archiver::pump::Checkpoint;
+use evs_pump::Checkpoint;
 use evs_fuzz::text;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;

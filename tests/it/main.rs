@@ -3,6 +3,5 @@
 #[path = "../../examples/gen_batch.rs"]
 mod gen_batch;
 mod handler;
-mod pump;
 mod sink;
 mod template;

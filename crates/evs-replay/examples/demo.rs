@@ -19,11 +19,11 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use evs_archiver::config::Config;
-use evs_archiver::pump::{self, MemorySource, Stop};
 use evs_archiver::sink::{LocalDir, Object, Sink, SinkError};
 use evs_core::{
     decide, Aggregate, EventStore, MemoryStore, NewEvent, RecordedEvent, RetryPolicy, StreamId,
 };
+use evs_pump::{self as pump, MemorySource, Stop};
 use evs_replay::{verify, Archive, Frontier, ReplayOptions, Replayer, Step};
 use serde_json::json;
 

@@ -24,6 +24,6 @@ pub async fn s3() -> Result<aws_sdk_s3::Client> {
 }
 
 /// A DynamoDB Streams client from the environment.
-pub async fn dynamodbstreams() -> Result<evs_archiver::pump::dynamodb::Client> {
-    Ok(evs_archiver::pump::dynamodb::client_for(&load().await?))
+pub async fn dynamodbstreams() -> Result<evs_pump::dynamodb::Client> {
+    Ok(evs_pump::dynamodb::client_for(&load().await?))
 }

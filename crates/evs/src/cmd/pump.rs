@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use evs_archiver::pump::{self, BatchReport, DynamoDbSource, Options, Stop, StopHandle};
 use evs_core::{Backoff, DynamoStore};
+use evs_pump::{self as pump, BatchReport, DynamoDbSource, Options, Stop, StopHandle};
 use serde_json::{json, Value};
 
 use crate::flags::PumpArgs;

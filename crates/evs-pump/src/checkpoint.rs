@@ -127,7 +127,7 @@ impl Checkpoint {
         }
         for (shard, state) in &cp.shards {
             if let Some(seq) = &state.sequence_number {
-                crate::record::SequenceNumber::new(seq.as_str())
+                evs_archiver::record::SequenceNumber::new(seq.as_str())
                     .map_err(|e| invalid(format!("shard {shard}: {e}")))?;
             }
         }

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use evs_archiver::config::{Config, Location};
 use evs_archiver::encode::{decode_events, Compression};
-use evs_archiver::pump::{self, BatchReport, DynamoDbSource, Options, PumpSummary, Stop};
 use evs_archiver::sink::{LocalDir, S3Sink, Sink};
 use evs_core::{DynamoStore, EventStore, ExpectedVersion, NewEvent, StreamId};
+use evs_pump::{self as pump, BatchReport, DynamoDbSource, Options, PumpSummary, Stop};
 use evs_testkit::{unique_name, Moto};
 use serde_json::json;
 
@@ -63,7 +63,7 @@ async fn pump_once(
     sink: &dyn Sink,
     config: &Config,
 ) -> PumpSummary {
-    let client = evs_archiver::pump::dynamodb::client_for(&moto.sdk_config().await);
+    let client = evs_pump::dynamodb::client_for(&moto.sdk_config().await);
     let mut source = DynamoDbSource::open(client, arn, Some(checkpoint.to_path_buf())).unwrap();
     let mut reports: Vec<BatchReport> = Vec::new();
     let summary = pump::run(
@@ -174,7 +174,7 @@ async fn pump_archives_the_stream_once_and_resumes_from_its_checkpoint() {
     let other = DynamoStore::new(moto.dynamodb().await, unique_name("pump-other"));
     other.create_table().await.unwrap();
     let other_arn = other.stream_arn().await.unwrap().unwrap();
-    let client = evs_archiver::pump::dynamodb::client_for(&moto.sdk_config().await);
+    let client = evs_pump::dynamodb::client_for(&moto.sdk_config().await);
     let err = DynamoDbSource::open(client, &other_arn, Some(s3_checkpoint.clone())).unwrap_err();
     assert!(err.to_string().contains("belongs to stream"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
@@ -189,7 +189,7 @@ async fn follow_mode_archives_appends_as_they_come_and_stops_cleanly() {
     let dir = temp_dir();
     let sink = LocalDir::new(dir.join("archive"));
     let config = Config::local(dir.join("archive"));
-    let client = evs_archiver::pump::dynamodb::client_for(&moto.sdk_config().await);
+    let client = evs_pump::dynamodb::client_for(&moto.sdk_config().await);
     let mut source = DynamoDbSource::open(client, &arn, Some(dir.join("cp.json"))).unwrap();
     let (handle, stop) = Stop::channel();
     let pump = {

@@ -10,8 +10,8 @@ use evs_core::{EventStore, ExpectedVersion, MemoryStore, NewEvent, StreamId};
 use serde_json::json;
 
 use super::*;
-use crate::encode::{decode_events, Compression};
-use crate::sink::{LocalDir, Object, SinkError};
+use evs_archiver::encode::{decode_events, Compression};
+use evs_archiver::sink::{LocalDir, Object, SinkError};
 
 fn temp_dir() -> PathBuf {
     std::env::temp_dir().join(format!(

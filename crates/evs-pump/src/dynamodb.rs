@@ -505,7 +505,7 @@ impl Source for DynamoDbSource {
                 .records
                 .get(handled - 1)
                 .and_then(sequence_number_of)
-                .filter(|s| crate::record::SequenceNumber::new(*s).is_ok())
+                .filter(|s| evs_archiver::record::SequenceNumber::new(*s).is_ok())
                 .ok_or_else(|| SourceError::NoSequenceNumber {
                     label: batch.label.clone(),
                 })?;
@@ -815,8 +815,8 @@ mod tests {
                 "eventSourceARN"
             ]
         );
-        match crate::record::classify(&got) {
-            crate::record::Classified::Event(e) => {
+        match evs_archiver::record::classify(&got) {
+            evs_archiver::record::Classified::Event(e) => {
                 assert_eq!(e.event.stream_id.as_str(), "order-1");
                 assert_eq!(e.event.event_id, 3);
                 assert_eq!(e.sequence_number.as_str(), "1100000000017454423009");

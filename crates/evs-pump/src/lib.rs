@@ -1,5 +1,7 @@
-//! The pump: the archiver outside Lambda. It reads a change feed itself and
-//! hands each batch to the very same [`handler::handle`] the Lambda runs.
+//! The pump: the archiver outside Lambda (`evs pump`, the end-to-end tests,
+//! a container). It reads a change feed itself and hands each batch to the
+//! very same [`handler::handle`] the Lambda runs. A crate of its own so that
+//! the Lambda does not compile the DynamoDB Streams SDK.
 //!
 //! * [`Source`]: where batches come from. A batch is a list of records in the
 //!   exact JSON shape of a DynamoDB Streams Lambda event's `Records`, plus a
@@ -30,9 +32,9 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-use crate::config::Config;
-use crate::handler::{self, HandlerError, Summary};
-use crate::sink::Sink;
+use evs_archiver::config::Config;
+use evs_archiver::handler::{self, HandlerError, Summary};
+use evs_archiver::sink::Sink;
 
 pub mod checkpoint;
 pub mod dynamodb;

@@ -1,6 +1,7 @@
 //! Offline demo of the write path: concurrent writers on the in-memory store
 //! go through the decide loop; every command lands once, in order, and a
-//! refused command writes nothing. Run with `make run`.
+//! refused command writes nothing. Run with
+//! `cargo run -p evs-core --example write_path`.
 
 use std::sync::Arc;
 use std::time::Instant;
