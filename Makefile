@@ -52,7 +52,7 @@ lint: lint-template
 	cargo clippy --workspace --all-targets -- -D warnings
 
 ## lint-template: cfn-lint and checkov's security scan on template.yaml; both must report nothing (a check that
-## does not fit is skipped on its resource with the reason; the Events values are tested by tests/it/template.rs)
+## does not fit is skipped on its resource with the reason; the Events values are tested by tests/template.rs)
 lint-template: $(CFN_LINT_STAMP) $(CHECKOV_STAMP)
 	$(VENV)/bin/cfn-lint template.yaml
 	$(CHECKOV_VENV)/bin/checkov -f template.yaml --framework cloudformation --quiet --compact --skip-download

@@ -41,7 +41,7 @@ say "building (release)"
 cargo build --release -p evs-archiver --example gen_batch --example archive_file
 # The Lambda binary on its own, as cargo-lambda builds it: built together with
 # the examples it would get the dev-dependencies' features too (0.5 MB more).
-cargo build --release -p evs-archiver --bin evs-archiver
+cargo build --release -p evs-lambda --bin evs-archiver
 
 say "generating inputs in $DATA"
 "$TARGET/release/examples/gen_batch" 1000 "$DATA/1k.json" >&2

@@ -1871,7 +1871,7 @@ pub(crate) mod tests {
 
         #[test]
         fn a_mutated_sample_batch_is_classified_or_refused(
-            bytes in evs_testkit::mutated(include_bytes!("../events/mixed.json").to_vec()),
+            bytes in evs_testkit::mutated(include_bytes!("../../../events/mixed.json").to_vec()),
         ) {
             read_every_way(&String::from_utf8_lossy(&bytes))?;
         }

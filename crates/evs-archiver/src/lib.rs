@@ -22,7 +22,8 @@
 //! Around that core, the I/O rim:
 //!
 //! * [`handler`]: [`handler::handle`], one batch in, objects out; a plain
-//!   async fn that `main` (the Lambda), `evs invoke` and the tests call;
+//!   async fn that the Lambda's `main` (the root package), `evs invoke`,
+//!   the pump and the tests call;
 //! * [`sink`]: the [`sink::Sink`] trait with an S3 and a local-directory
 //!   backend of the same key layout;
 //! * [`config`]: the environment, checked at start-up;

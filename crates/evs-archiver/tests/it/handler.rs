@@ -22,7 +22,7 @@ fn clock() -> impl Fn() -> i64 + Send + Sync {
 
 fn sample(name: &str) -> Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("events")
+        .join("../../events")
         .join(name);
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
@@ -432,7 +432,7 @@ async fn event_text_and_event_tree_give_the_same_objects() {
     for name in ["inserts.json", "mixed.json", "empty.json"] {
         let text = std::fs::read_to_string(
             Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("events")
+                .join("../../events")
                 .join(name),
         )
         .unwrap();

@@ -2,8 +2,8 @@
 //! for the archiver's benchmarks (`bench/run.sh`, `benches/archive.rs`).
 //!
 //! ```sh
-//! cargo run --release --example gen_batch -- 10000 target/bench-data/10k.json
-//! cargo run --release --example gen_batch -- --target-bytes 6000000 target/bench-data/6mb.json
+//! cargo run --release -p evs-archiver --example gen_batch -- 10000 target/bench-data/10k.json
+//! cargo run --release -p evs-archiver --example gen_batch -- --target-bytes 6000000 target/bench-data/6mb.json
 //! ```
 //!
 //! Every record is an `INSERT` of an event item in the exact shape Lambda

@@ -5,9 +5,9 @@
 //! measure the memory a 6 MB batch needs.
 //!
 //! ```sh
-//! cargo run --release --example archive_file -- target/bench-data/6mb.json
-//! cargo run --release --example archive_file -- events/inserts.json --keep /tmp/archive
-//! EVS_COMPRESSION=zstd cargo run --release --example archive_file -- target/bench-data/6mb.json
+//! cargo run --release -p evs-archiver --example archive_file -- target/bench-data/6mb.json
+//! cargo run --release -p evs-archiver --example archive_file -- events/inserts.json --keep /tmp/archive
+//! EVS_COMPRESSION=zstd cargo run --release -p evs-archiver --example archive_file -- target/bench-data/6mb.json
 //! ```
 //!
 //! Without `--keep` the archive goes to a fresh temporary directory that is

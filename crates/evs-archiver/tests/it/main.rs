@@ -4,4 +4,3 @@
 mod gen_batch;
 mod handler;
 mod sink;
-mod template;

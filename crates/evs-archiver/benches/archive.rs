@@ -57,7 +57,9 @@ struct Input {
 fn data_dir() -> PathBuf {
     std::env::var_os("EVS_BENCH_DATA")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-data"))
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/bench-data")
+        })
 }
 
 /// `cargo test` (so `make test`) runs this file once as a smoke test, without
