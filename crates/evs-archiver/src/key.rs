@@ -1,4 +1,5 @@
-//! The archive's object keys (a stable format).
+//! The archive's object keys (a stable format). Keys carry the seal time,
+//! not the events' time: `docs/design.md` §3 says why.
 //!
 //! ```text
 //! <prefix>YYYY/MM/DD/HH/<sealed-at>-<sequence>-<nonce>.ndjson.gz               events (ArchiveKey)

@@ -1,5 +1,6 @@
 //! The one retry policy for long-running work (followers, pumps): which
-//! failures may heal, and how long to wait before the next attempt.
+//! failures may heal, and how long to wait before the next attempt
+//! (`docs/design.md` §7).
 //!
 //! An AWS call is already retried a few times by the SDK itself; what reaches
 //! the caller is an outage longer than that (a refused connection, a streak

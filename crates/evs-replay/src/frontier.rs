@@ -1,4 +1,5 @@
-//! The settled frontier: how far a follow-mode reader may consume.
+//! The settled frontier: how far a follow-mode reader may consume
+//! (the argument: `docs/design.md` §3).
 //!
 //! # The rule
 //!

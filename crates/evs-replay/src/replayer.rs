@@ -1,4 +1,5 @@
-//! The replayer: the archive, read in order, through the [`Sequencer`].
+//! The replayer: the archive, read in order, through the [`Sequencer`]
+//! (what it guarantees and why: `docs/design.md` §3–4).
 //!
 //! [`Replayer::next`] is a pull loop. Each call returns one [`Step`]: the
 //! events one object releases, events fetched from the table to close a gap,

@@ -1,4 +1,4 @@
-//! Archive order in, exactly-once per-stream order out.
+//! Archive order in, exactly-once per-stream order out (`docs/design.md` §4).
 
 use std::collections::{BTreeMap, HashMap};
 

@@ -1,5 +1,5 @@
 //! `evs replay`'s stdout, and checkpoints that cover only what the consumer
-//! has taken.
+//! has taken (`docs/design.md` §5).
 //!
 //! A line written to a pipe is not yet read: it sits in the pipe's buffer
 //! (64 KiB on Linux) until the process at the other end reads it, and is
