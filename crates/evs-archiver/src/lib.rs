@@ -33,6 +33,20 @@
 //!
 //! The key and line formats are stable: readers of old archives depend on them.
 
+// The rules ARCHITECTURE.md states, enforced: no unwrap, expect or panic
+// outside tests, every public item documented, no `pub` that is not
+// reachable.
+#![deny(missing_docs)]
+#![cfg_attr(
+    not(test),
+    deny(
+        unreachable_pub,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic
+    )
+)]
+
 pub mod config;
 pub mod encode;
 pub mod handler;

@@ -23,6 +23,18 @@
 //!
 //! The table's item layout is documented in [`item`]; [`attr`] holds the
 //! SDK-independent attribute values and their JSON conversions.
+// The rules ARCHITECTURE.md states, enforced: no unwrap, expect or panic
+// outside tests, every public item documented, no `pub` that is not
+// reachable.
+#![cfg_attr(
+    not(test),
+    deny(
+        unreachable_pub,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic
+    )
+)]
 #![deny(missing_docs)]
 
 pub mod attr;

@@ -5,7 +5,7 @@ use aws_config::{BehaviorVersion, SdkConfig};
 
 /// Loads the SDK configuration (region, endpoint, credentials) the standard
 /// way and checks what can be checked before the first call.
-pub async fn load() -> Result<SdkConfig> {
+pub(crate) async fn load() -> Result<SdkConfig> {
     let config = aws_config::defaults(BehaviorVersion::latest()).load().await;
     if config.region().is_none() {
         bail!("no AWS region configured: set AWS_REGION (or a region in the AWS profile)");
@@ -14,16 +14,16 @@ pub async fn load() -> Result<SdkConfig> {
 }
 
 /// A DynamoDB client from the environment.
-pub async fn dynamodb() -> Result<aws_sdk_dynamodb::Client> {
+pub(crate) async fn dynamodb() -> Result<aws_sdk_dynamodb::Client> {
     Ok(aws_sdk_dynamodb::Client::new(&load().await?))
 }
 
 /// An S3 client from the environment (path-style with a custom endpoint).
-pub async fn s3() -> Result<aws_sdk_s3::Client> {
+pub(crate) async fn s3() -> Result<aws_sdk_s3::Client> {
     Ok(evs_archiver::sink::s3::client_for(&load().await?))
 }
 
 /// A DynamoDB Streams client from the environment.
-pub async fn dynamodbstreams() -> Result<evs_pump::dynamodb::Client> {
+pub(crate) async fn dynamodbstreams() -> Result<evs_pump::dynamodb::Client> {
     Ok(evs_pump::dynamodb::client_for(&load().await?))
 }

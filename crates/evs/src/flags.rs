@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 /// AWS or to a local emulator.
 #[derive(Debug, Parser)]
 #[command(name = "evs", version, propagate_version = true, max_term_width = 100)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// The events table.
     #[arg(long, global = true, env = "EVS_TABLE", value_name = "NAME")]
     pub table: Option<String>,
@@ -35,7 +35,7 @@ pub struct Cli {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Manage the events table.
     #[command(subcommand)]
     Table(TableCommand),
@@ -87,7 +87,7 @@ pub enum Command {
 
 /// `evs table …`
 #[derive(Debug, Subcommand)]
-pub enum TableCommand {
+pub(crate) enum TableCommand {
     /// Create the events table: on-demand, `StreamId` (S) / `EventId` (N) keys,
     /// a DynamoDB stream with NEW_IMAGE. Says so if it exists already.
     Create,
@@ -95,7 +95,7 @@ pub enum TableCommand {
 
 /// `evs append`
 #[derive(Debug, Args)]
-pub struct AppendArgs {
+pub(crate) struct AppendArgs {
     /// The stream to append to (1 to 2048 bytes).
     #[arg(long, value_name = "ID")]
     pub stream: evs_core::StreamId,
@@ -144,7 +144,7 @@ pub struct AppendArgs {
 
 /// `evs read`
 #[derive(Debug, Args)]
-pub struct ReadArgs {
+pub(crate) struct ReadArgs {
     /// The stream to read (1 to 2048 bytes).
     #[arg(long, value_name = "ID")]
     pub stream: evs_core::StreamId,
@@ -164,7 +164,7 @@ pub struct ReadArgs {
 
 /// `evs invoke`
 #[derive(Debug, Args)]
-pub struct InvokeArgs {
+pub(crate) struct InvokeArgs {
     /// Where the archive goes: a local directory or `s3://BUCKET/PREFIX/`
     /// (default: `./archive`). Other settings come from the archiver's
     /// environment variables (`EVS_ARCHIVE_PREFIX`, `EVS_COMPRESSION`, …).
@@ -183,7 +183,7 @@ pub struct InvokeArgs {
 
 /// `evs pump`
 #[derive(Debug, Args)]
-pub struct PumpArgs {
+pub(crate) struct PumpArgs {
     /// Where the archive goes: a local directory or `s3://BUCKET/PREFIX/`
     /// (default: `./archive`). Other settings come from the archiver's
     /// environment variables (`EVS_ARCHIVE_PREFIX`, `EVS_COMPRESSION`, …).
@@ -226,7 +226,7 @@ pub struct PumpArgs {
 
 /// Where to read an archive, shared by `replay` and `verify`.
 #[derive(Debug, Args)]
-pub struct ArchiveArgs {
+pub(crate) struct ArchiveArgs {
     /// The archive: a local directory or `s3://BUCKET/PREFIX/` (default:
     /// `./archive`). The key prefix is EVS_ARCHIVE_PREFIX (default
     /// `events/`) unless the S3 URL names one.
@@ -240,7 +240,7 @@ pub struct ArchiveArgs {
 
 /// `evs replay`
 #[derive(Debug, Args)]
-pub struct ReplayArgs {
+pub(crate) struct ReplayArgs {
     #[command(flatten)]
     pub archive: ArchiveArgs,
 
@@ -322,7 +322,7 @@ pub struct ReplayArgs {
 
 /// `evs verify`
 #[derive(Debug, Args)]
-pub struct VerifyArgs {
+pub(crate) struct VerifyArgs {
     #[command(flatten)]
     pub archive: ArchiveArgs,
 
@@ -337,7 +337,7 @@ pub struct VerifyArgs {
 
 /// A duration: a number with a unit, `ms`, `s`, `m` or `h` (`500ms`, `30s`,
 /// `1.5s`, `15m`); a bare number is seconds.
-pub fn duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -361,7 +361,7 @@ pub fn duration(text: &str) -> Result<Duration, String> {
 }
 
 /// A [`duration`] longer than zero.
-pub fn positive_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn positive_duration(text: &str) -> Result<Duration, String> {
     let d = duration(text)?;
     if d.is_zero() {
         return Err("must be longer than 0".into());

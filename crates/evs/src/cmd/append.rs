@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::flags::AppendArgs;
 
-pub async fn run(store: &dyn EventStore, args: AppendArgs) -> Result<()> {
+pub(super) async fn run(store: &dyn EventStore, args: AppendArgs) -> Result<()> {
     let stream = args.stream;
     let expected = args.expected_version;
     // Where each event came from, for errors that name an event's position.
@@ -104,7 +104,7 @@ fn read_events(path: &Path) -> Result<(String, Vec<(NewEvent, usize)>)> {
 
 /// Parses NDJSON lines of `{"eventName", "payload", "metadata"?, "id"?}`,
 /// each event with its line number (blank lines are skipped).
-pub fn parse_events(input: impl BufRead, source: &str) -> Result<Vec<(NewEvent, usize)>> {
+pub(super) fn parse_events(input: impl BufRead, source: &str) -> Result<Vec<(NewEvent, usize)>> {
     let mut events = Vec::new();
     for (index, line) in input.lines().enumerate() {
         let n = index + 1;

@@ -13,7 +13,7 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-pub async fn run(args: InvokeArgs) -> Result<()> {
+pub(super) async fn run(args: InvokeArgs) -> Result<()> {
     let config = super::location::config(args.archive.clone())?;
     let sink = super::location::sink(&config).await?;
     let timeout = args.timeout;

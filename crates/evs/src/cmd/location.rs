@@ -11,7 +11,7 @@ use evs_replay::Archive;
 /// The archiver's own configuration rules (`EVS_ARCHIVE_PREFIX`,
 /// `EVS_COMPRESSION`, …) with `--archive` standing for `EVS_ARCHIVE`, as
 /// outside Lambda whatever the environment says.
-pub fn config(archive: Option<String>) -> Result<Config> {
+pub(super) fn config(archive: Option<String>) -> Result<Config> {
     Config::from_lookup(|k| match k {
         "EVS_ARCHIVE" => archive.clone(),
         "AWS_LAMBDA_FUNCTION_NAME" => None,
@@ -22,7 +22,7 @@ pub fn config(archive: Option<String>) -> Result<Config> {
 
 /// The sink a configuration names (S3 clients from the standard AWS
 /// environment, path-style with a custom endpoint).
-pub async fn sink(config: &Config) -> Result<Arc<dyn Sink>> {
+pub(super) async fn sink(config: &Config) -> Result<Arc<dyn Sink>> {
     Ok(match &config.location {
         Location::Local(dir) => Arc::new(LocalDir::new(dir.clone())),
         Location::S3 { bucket } => Arc::new(S3Sink::new(crate::aws::s3().await?, bucket.clone())),
@@ -31,7 +31,7 @@ pub async fn sink(config: &Config) -> Result<Arc<dyn Sink>> {
 
 /// The archive to read: like [`config`] and [`sink`], and a local directory
 /// must exist.
-pub async fn open(archive: Option<String>) -> Result<Archive> {
+pub(super) async fn open(archive: Option<String>) -> Result<Archive> {
     let config = config(archive)?;
     if let Location::Local(dir) = &config.location {
         if !dir.is_dir() {

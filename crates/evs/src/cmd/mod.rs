@@ -17,7 +17,7 @@ use evs_core::DynamoStore;
 use crate::flags::{Cli, Command, TableCommand};
 
 /// Runs the subcommand `cli` names.
-pub async fn run(cli: Cli) -> Result<()> {
+pub(crate) async fn run(cli: Cli) -> Result<()> {
     let table = cli.table.clone();
     let store = || async {
         let table = table_name(table)?;
@@ -37,16 +37,16 @@ pub async fn run(cli: Cli) -> Result<()> {
 /// The archive or replay is incomplete: exit code 4 (the report was printed).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct Incomplete(pub String);
+pub(crate) struct Incomplete(pub String);
 
 /// The command line asks for something impossible (a missing table, an
 /// archive URL that cannot be right): exit code 2, as clap's own errors.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct Usage(pub String);
+pub(crate) struct Usage(pub String);
 
 /// The table `--table`/`EVS_TABLE` names, or a usage error.
-pub fn table_name(table: Option<String>) -> Result<String> {
+pub(crate) fn table_name(table: Option<String>) -> Result<String> {
     match table {
         Some(t) if !t.is_empty() => Ok(t),
         _ => Err(Usage("no table given: pass --table NAME or set EVS_TABLE".into()).into()),
@@ -58,15 +58,15 @@ pub fn table_name(table: Option<String>) -> Result<String> {
 /// only what the reader took.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct ConsumerGone(pub String);
+pub(crate) struct ConsumerGone(pub String);
 
 /// The command was interrupted (Ctrl-C) before it finished: exit code 130.
 #[derive(Debug, thiserror::Error)]
 #[error("interrupted{0}")]
-pub struct Interrupted(pub String);
+pub(crate) struct Interrupted(pub String);
 
 /// Resolves on Ctrl-C or (on Unix) SIGTERM, as a container stop sends it.
-pub async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -89,7 +89,7 @@ pub async fn shutdown_signal() {
 }
 
 /// True when the error is stdout closing early (`evs read … | head`).
-pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+pub(crate) fn is_broken_pipe(err: &anyhow::Error) -> bool {
     err.chain().any(|c| {
         c.downcast_ref::<std::io::Error>()
             .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)

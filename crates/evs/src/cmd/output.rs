@@ -47,7 +47,7 @@ struct Snapshot {
 }
 
 /// The replay's stdout and its checkpoint file.
-pub struct Delivery {
+pub(super) struct Delivery {
     out: io::BufWriter<Counting<io::Stdout>>,
     pipe: Option<pipe::Pipe>,
     path: Option<PathBuf>,
@@ -59,7 +59,7 @@ pub struct Delivery {
 
 /// How the wait for the consumer ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Drained {
+pub(super) enum Drained {
     /// Every line was taken; the last checkpoint is saved.
     Taken,
     /// The reader closed the pipe first.
@@ -68,7 +68,7 @@ pub enum Drained {
 
 impl Delivery {
     /// Stdout, checkpointed in `path` (if any).
-    pub fn new(path: Option<PathBuf>) -> Self {
+    pub(super) fn new(path: Option<PathBuf>) -> Self {
         Self {
             out: io::BufWriter::with_capacity(
                 1 << 16,
@@ -86,12 +86,12 @@ impl Delivery {
     }
 
     /// Lines written so far.
-    pub fn lines(&self) -> u64 {
+    pub(super) fn lines(&self) -> u64 {
         self.lines
     }
 
     /// Writes one line (buffered).
-    pub fn line(&mut self, text: &str) -> io::Result<()> {
+    pub(super) fn line(&mut self, text: &str) -> io::Result<()> {
         self.out.write_all(text.as_bytes())?;
         self.out.write_all(b"\n")?;
         self.lines += 1;
@@ -99,7 +99,7 @@ impl Delivery {
     }
 
     /// Flushes what is buffered to stdout.
-    pub fn flush(&mut self) -> io::Result<()> {
+    pub(super) fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }
 
@@ -117,7 +117,7 @@ impl Delivery {
     /// Flushes, then queues `checkpoint` (the state after every line written
     /// so far) to be saved once the consumer has taken those lines, and
     /// saves whatever is taken already.
-    pub fn checkpoint(&mut self, checkpoint: Checkpoint) -> Result<()> {
+    pub(super) fn checkpoint(&mut self, checkpoint: Checkpoint) -> Result<()> {
         if self.path.is_none() {
             return Ok(());
         }
@@ -132,7 +132,7 @@ impl Delivery {
 
     /// Saves the newest queued checkpoint whose lines the consumer has all
     /// taken.
-    pub fn save_taken(&mut self) -> Result<()> {
+    pub(super) fn save_taken(&mut self) -> Result<()> {
         let Some(path) = self.path.clone() else {
             return Ok(());
         };
@@ -149,19 +149,19 @@ impl Delivery {
     }
 
     /// Whether checkpoints wait for the consumer.
-    pub fn waiting(&self) -> bool {
+    pub(super) fn waiting(&self) -> bool {
         !self.pending.is_empty()
     }
 
     /// Whether the reader of the pipe has closed it.
-    pub fn reader_gone(&self) -> bool {
+    pub(super) fn reader_gone(&self) -> bool {
         self.pipe.as_ref().is_some_and(pipe::Pipe::reader_gone)
     }
 
     /// Waits until the consumer has taken every line and the last
     /// checkpoint is saved, or the reader closed the pipe (the checkpoint
     /// then covers what it read). `tick` runs between checks.
-    pub async fn drain(&mut self, mut tick: impl FnMut(u64)) -> Result<Drained> {
+    pub(super) async fn drain(&mut self, mut tick: impl FnMut(u64)) -> Result<Drained> {
         self.flush().context("cannot write to stdout")?;
         loop {
             self.save_taken()?;
@@ -180,7 +180,7 @@ impl Delivery {
 
 /// Checks, before the first line, that a checkpoint can be written at
 /// `path`: its directory exists and a file can be created beside it.
-pub fn check_writable(path: &Path) -> Result<()> {
+pub(super) fn check_writable(path: &Path) -> Result<()> {
     let tmp = tmp_path(path);
     let probe = std::fs::OpenOptions::new()
         .write(true)
@@ -218,7 +218,7 @@ fn tmp_path(path: &Path) -> PathBuf {
 
 /// Writes the checkpoint atomically: a temporary file beside it, synced,
 /// then renamed over it.
-pub fn write_checkpoint(path: &Path, checkpoint: &Checkpoint) -> Result<()> {
+pub(super) fn write_checkpoint(path: &Path, checkpoint: &Checkpoint) -> Result<()> {
     let text = checkpoint.to_json()?;
     let tmp = tmp_path(path);
     let write = || -> io::Result<()> {
@@ -236,12 +236,12 @@ mod pipe {
     use std::os::fd::AsRawFd;
 
     /// Stdout when it is a pipe (FIFO).
-    pub struct Pipe {
+    pub(super) struct Pipe {
         fd: i32,
     }
 
     impl Pipe {
-        pub fn stdout() -> Option<Pipe> {
+        pub(super) fn stdout() -> Option<Pipe> {
             let fd = std::io::stdout().as_raw_fd();
             // SAFETY: fstat writes into the zeroed struct we own; fd is
             // stdout, open for the life of the process.
@@ -252,7 +252,7 @@ mod pipe {
 
         /// Bytes written to the pipe and not yet read (Linux answers
         /// `FIONREAD` on either end of a pipe).
-        pub fn unread(&self) -> Option<u64> {
+        pub(super) fn unread(&self) -> Option<u64> {
             let mut n: libc::c_int = 0;
             // SAFETY: FIONREAD writes one c_int into `n`.
             let rc = unsafe { libc::ioctl(self.fd, libc::FIONREAD, &mut n) };
@@ -261,7 +261,7 @@ mod pipe {
 
         /// Whether every reader has closed the pipe (the write end then
         /// polls as POLLERR).
-        pub fn reader_gone(&self) -> bool {
+        pub(super) fn reader_gone(&self) -> bool {
             let mut fds = libc::pollfd {
                 fd: self.fd,
                 events: 0,

@@ -4,7 +4,7 @@ use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 /// Redraws one line on stderr at most a few times a second.
-pub struct Progress {
+pub(super) struct Progress {
     enabled: bool,
     last: Option<Instant>,
     drawn: bool,
@@ -14,7 +14,7 @@ const EVERY: Duration = Duration::from_millis(200);
 
 impl Progress {
     /// Progress on stderr unless `quiet` or stderr is not a terminal.
-    pub fn new(quiet: bool) -> Self {
+    pub(super) fn new(quiet: bool) -> Self {
         Self {
             enabled: !quiet && std::io::stderr().is_terminal(),
             last: None,
@@ -23,7 +23,7 @@ impl Progress {
     }
 
     /// Redraws the line with `text()` if it is time to (or `force`).
-    pub fn update(&mut self, force: bool, text: impl FnOnce() -> String) {
+    pub(super) fn update(&mut self, force: bool, text: impl FnOnce() -> String) {
         if !self.enabled {
             return;
         }
@@ -40,7 +40,7 @@ impl Progress {
     }
 
     /// Ends the progress line so that what follows starts on a new line.
-    pub fn finish(&mut self) {
+    pub(super) fn finish(&mut self) {
         if self.drawn {
             let mut err = std::io::stderr().lock();
             let _ = write!(err, "\r\x1b[2K");
@@ -51,7 +51,7 @@ impl Progress {
 }
 
 /// `1234567` as `1,234,567`.
-pub fn count(n: u64) -> String {
+pub(super) fn count(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
@@ -64,12 +64,12 @@ pub fn count(n: u64) -> String {
 }
 
 /// Bytes as MB with one decimal.
-pub fn megabytes(bytes: u64) -> String {
+pub(super) fn megabytes(bytes: u64) -> String {
     format!("{:.1} MB", bytes as f64 / 1e6)
 }
 
 /// A rate per second over `elapsed`.
-pub fn rate(n: u64, elapsed: Duration) -> u64 {
+pub(super) fn rate(n: u64, elapsed: Duration) -> u64 {
     let secs = elapsed.as_secs_f64();
     if secs <= 0.0 {
         0

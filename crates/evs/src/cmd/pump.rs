@@ -85,7 +85,7 @@ fn line(mut head: Value, fields: serde_json::Result<Value>) -> Value {
     head
 }
 
-pub async fn run(table: Option<String>, args: PumpArgs) -> Result<()> {
+pub(super) async fn run(table: Option<String>, args: PumpArgs) -> Result<()> {
     let table = super::table_name(table)?;
     let config = super::location::config(args.archive.clone())?;
     let options = Options {

@@ -7,7 +7,7 @@ use evs_core::{Direction, EventStore, EventStoreExt, ReadRequest};
 
 use crate::flags::ReadArgs;
 
-pub async fn run(store: &dyn EventStore, args: ReadArgs) -> Result<()> {
+pub(super) async fn run(store: &dyn EventStore, args: ReadArgs) -> Result<()> {
     let stream = args.stream;
     let request = ReadRequest {
         from: args.from,

@@ -17,7 +17,7 @@ use super::progress::{count, megabytes, rate, Progress};
 use super::{location, ConsumerGone, Incomplete, Interrupted};
 use crate::flags::ReplayArgs;
 
-pub async fn run(table: Option<&str>, args: ReplayArgs) -> Result<()> {
+pub(super) async fn run(table: Option<&str>, args: ReplayArgs) -> Result<()> {
     warn_unsafe_settings(&args);
     if let Some(path) = &args.checkpoint_file {
         // Before the first line: a rerun must not print everything again

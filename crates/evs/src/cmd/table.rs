@@ -4,7 +4,7 @@ use anyhow::Result;
 use evs_core::{DynamoStore, TableStatus};
 use serde_json::json;
 
-pub async fn create(store: &DynamoStore) -> Result<()> {
+pub(super) async fn create(store: &DynamoStore) -> Result<()> {
     let status = store.create_table().await?;
     let arn = store.stream_arn().await?;
     let line = json!({

@@ -11,7 +11,7 @@ use super::progress::{count, megabytes, Progress};
 use super::{location, Incomplete};
 use crate::flags::VerifyArgs;
 
-pub async fn run(table: Option<&str>, args: VerifyArgs) -> Result<()> {
+pub(super) async fn run(table: Option<&str>, args: VerifyArgs) -> Result<()> {
     let archive = location::open(args.archive.archive.clone()).await?;
     let place = archive.location();
     let started = Instant::now();
