@@ -36,13 +36,6 @@ const DEADLINE_MARGIN: Duration = Duration::from_millis(500);
 /// emulators); in Lambda the deadline is always there.
 const FALLBACK_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
@@ -52,14 +45,14 @@ async fn main() -> Result<(), Error> {
     let (config, sink) = (&config, sink.as_ref());
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Box<RawValue>>| async move {
         let deadline_ms = i64::try_from(event.context.deadline).unwrap_or(i64::MAX);
-        let left = Duration::from_millis(u64::try_from(deadline_ms.saturating_sub(now_ms())).unwrap_or(0));
+        let left = Duration::from_millis(u64::try_from(deadline_ms.saturating_sub(evs_core::now_ms())).unwrap_or(0));
         let timeout = if left > DEADLINE_MARGIN {
             left - DEADLINE_MARGIN
         } else {
             tracing::warn!(deadline_ms, "the invocation has no usable deadline; bounding writes by {FALLBACK_WRITE_TIMEOUT:?}");
             FALLBACK_WRITE_TIMEOUT
         };
-        let summary = match handler::handle_json(event.payload.get(), sink, config, &now_ms, Some(timeout)).await {
+        let summary = match handler::handle_json(event.payload.get(), sink, config, &evs_core::now_ms, Some(timeout)).await {
             Ok(summary) => summary,
             Err(err) => {
                 // The runtime reports the error to Lambda but does not log it.
@@ -78,7 +71,7 @@ async fn main() -> Result<(), Error> {
             batch_item_failures = summary.batch_item_failures.len(),
             "batch archived"
         );
-        println!("{}", evs_archiver::metrics::emf_line(&summary, now_ms()));
+        println!("{}", evs_archiver::metrics::emf_line(&summary, evs_core::now_ms()));
         let mut response = DynamoDbEventResponse::default();
         for id in summary.batch_item_failures {
             let mut failure = DynamoDbBatchItemFailure::default();

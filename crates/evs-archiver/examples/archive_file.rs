@@ -16,7 +16,7 @@
 
 use std::error::Error;
 use std::path::{Path, PathBuf};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use evs_archiver::config::Config;
 use evs_archiver::handler;
@@ -28,13 +28,6 @@ use serde_json::json;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const USAGE: &str = "usage: archive_file EVENT.json [--keep ARCHIVE_DIR]";
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
 
 /// A field of `/proc/self/status` in KiB (`VmHWM`, `VmRSS`), where there is one.
 fn proc_status_kib(field: &str) -> Option<u64> {
@@ -85,7 +78,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         None => std::env::temp_dir().join(format!(
             "evs-archive-file-{}-{}",
             std::process::id(),
-            now_ms()
+            evs_core::now_ms()
         )),
     };
 
@@ -105,7 +98,13 @@ fn main() -> Result<(), Box<dyn Error>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let result = runtime.block_on(handler::handle_json(&event, &sink, &config, &now_ms, None));
+    let result = runtime.block_on(handler::handle_json(
+        &event,
+        &sink,
+        &config,
+        &evs_core::now_ms,
+        None,
+    ));
     let total = started.elapsed();
     let peak_rss_kib = proc_status_kib("VmHWM");
 

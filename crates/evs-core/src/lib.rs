@@ -56,7 +56,7 @@ pub use model::{
 pub use retry::{is_transient_sdk_error, Backoff};
 pub use store::dynamodb::{DynamoStore, TableStatus};
 pub use store::memory::MemoryStore;
-pub use store::{system_clock, Clock, EventStore, EventStoreExt};
+pub use store::{now_ms, system_clock, Clock, EventStore, EventStoreExt};
 
 /// The error type of every store operation.
 #[derive(Debug, thiserror::Error)]

@@ -14,9 +14,9 @@
 //! file written for another stream ARN is refused, never silently reused.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use evs_archiver::sink::local::replace_file;
 use serde::{Deserialize, Serialize};
 
 /// The checkpoint format's version.
@@ -151,33 +151,12 @@ impl Checkpoint {
             path: path.display().to_string(),
             reason: e.to_string(),
         })?;
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        std::fs::create_dir_all(&dir).map_err(|e| io("create the directory of", path, e))?;
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "checkpoint".into());
-        let temp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&temp)?;
-            f.write_all(&text)?;
-            f.write_all(b"\n")?;
-            f.sync_all()?;
-            std::fs::rename(&temp, path)?;
-            // Make the rename durable too (best effort: not every platform
-            // can open a directory).
-            if let Ok(d) = std::fs::File::open(&dir) {
-                let _ = d.sync_all();
-            }
-            Ok(())
-        };
-        write().map_err(|e| {
-            let _ = std::fs::remove_file(&temp);
-            io("write", path, e)
-        })
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| io("create the directory of", path, e))?;
+        }
+        let mut text = text;
+        text.push(b'\n');
+        replace_file(path, &text).map_err(|e| io("write", path, e))
     }
 
     /// The state of `shard` (default: nothing read yet).
@@ -212,6 +191,8 @@ impl Checkpoint {
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
 
     fn temp_path(name: &str) -> PathBuf {

@@ -352,13 +352,6 @@ pub struct PumpSummary {
     pub stopped: bool,
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 /// The `SequenceNumber` of a stream record, if it has one.
 pub fn sequence_number_of(record: &Value) -> Option<&str> {
     record
@@ -508,8 +501,14 @@ where
         let rest = &batch.records[start..];
         let event = json!({ "Records": rest });
         let attempt = failures + 1;
-        let result =
-            handler::handle(&event, sink, config, &now_ms, Some(options.write_timeout)).await;
+        let result = handler::handle(
+            &event,
+            sink,
+            config,
+            &evs_core::now_ms,
+            Some(options.write_timeout),
+        )
+        .await;
         match result {
             Ok(s) => {
                 let handled = match s.batch_item_failures.first() {

@@ -95,12 +95,6 @@ struct Projection {
     created_while_following: u64,
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 #[tokio::main]
 async fn main() -> Result<(), AnyError> {
     let dir: PathBuf = std::env::temp_dir().join(format!("evs-demo-{}", std::process::id()));
@@ -186,7 +180,7 @@ async fn main() -> Result<(), AnyError> {
                     }
                     Step::Idle { until_ms } => {
                         following.store(true, Ordering::SeqCst);
-                        let wait = (until_ms - now_ms()).clamp(1, 50);
+                        let wait = (until_ms - evs_core::now_ms()).clamp(1, 50);
                         tokio::time::sleep(Duration::from_millis(wait as u64)).await;
                     }
                     Step::End => break,

@@ -102,6 +102,48 @@ fn create_dirs_durably(dir: &Path) -> Result<(), SinkError> {
     Ok(())
 }
 
+/// Replaces the file at `path` with `bytes` atomically and durably: a
+/// temporary file beside it ([`replacement_path`]) is written and synced,
+/// then renamed over `path`, and the directory synced (best effort: not
+/// every platform can open a directory). A reader sees the old contents or
+/// the new, never a part. The one way the workspace rewrites a state file
+/// (the replay's and the pump's checkpoints).
+pub fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = replacement_path(path);
+    let write = || -> std::io::Result<()> {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    };
+    write().inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
+/// The temporary file [`replace_file`] writes before renaming it over
+/// `path`: `.<name>.tmp-<pid>` in the same directory (a rename is atomic
+/// only within one file system).
+pub fn replacement_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "state".into());
+    let file = format!(".{name}.tmp-{}", std::process::id());
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.join(file),
+        _ => PathBuf::from(file),
+    }
+}
+
 fn put_blocking(
     path: &Path,
     key: &str,

@@ -6,13 +6,6 @@ use serde_json::{json, Value};
 
 use crate::flags::InvokeArgs;
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 pub(super) async fn run(args: InvokeArgs) -> Result<()> {
     let config = super::location::config(args.archive.clone())?;
     let sink = super::location::sink(&config).await?;
@@ -20,14 +13,20 @@ pub(super) async fn run(args: InvokeArgs) -> Result<()> {
     for file in &args.files {
         let event = std::fs::read_to_string(file)
             .with_context(|| format!("cannot read {}", file.display()))?;
-        let summary = handler::handle_json(&event, sink.as_ref(), &config, &now_ms, Some(timeout))
-            .await
-            .with_context(|| {
-                format!(
-                    "invocation on {} failed (the mapping would retry it)",
-                    file.display()
-                )
-            })?;
+        let summary = handler::handle_json(
+            &event,
+            sink.as_ref(),
+            &config,
+            &evs_core::now_ms,
+            Some(timeout),
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "invocation on {} failed (the mapping would retry it)",
+                file.display()
+            )
+        })?;
         let mut line = json!({ "file": file.display().to_string(), "archive": sink.location() });
         if let (Value::Object(out), Ok(Value::Object(s))) =
             (&mut line, serde_json::to_value(&summary))

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use evs_archiver::sink::local::{replace_file, replacement_path};
 use evs_replay::Checkpoint;
 
 /// Counts the bytes the inner writer accepted.
@@ -179,9 +180,15 @@ impl Delivery {
 }
 
 /// Checks, before the first line, that a checkpoint can be written at
-/// `path`: its directory exists and a file can be created beside it.
-pub(super) fn check_writable(path: &Path) -> Result<()> {
-    let tmp = tmp_path(path);
+/// `path`: the temporary file it is written through can be created beside it.
+pub(crate) fn check_writable(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        anyhow::bail!(
+            "cannot write the checkpoint {}: it is a directory",
+            path.display()
+        );
+    }
+    let tmp = replacement_path(path);
     let probe = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -191,44 +198,23 @@ pub(super) fn check_writable(path: &Path) -> Result<()> {
         Ok(file) => {
             drop(file);
             let _ = std::fs::remove_file(&tmp);
+            Ok(())
         }
-        Err(e) => {
-            return Err(e).with_context(|| {
-                format!(
-                    "cannot write the checkpoint {} (checked before replaying anything)",
-                    path.display()
-                )
-            })
-        }
+        Err(e) => Err(e).with_context(|| {
+            format!(
+                "cannot write the checkpoint {} (checked before replaying anything)",
+                path.display()
+            )
+        }),
     }
-    if path.is_dir() {
-        anyhow::bail!(
-            "cannot write the checkpoint {}: it is a directory",
-            path.display()
-        );
-    }
-    Ok(())
 }
 
-fn tmp_path(path: &Path) -> PathBuf {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    PathBuf::from(tmp)
-}
-
-/// Writes the checkpoint atomically: a temporary file beside it, synced,
-/// then renamed over it.
-pub(super) fn write_checkpoint(path: &Path, checkpoint: &Checkpoint) -> Result<()> {
-    let text = checkpoint.to_json()?;
-    let tmp = tmp_path(path);
-    let write = || -> io::Result<()> {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(text.as_bytes())?;
-        file.write_all(b"\n")?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().with_context(|| format!("cannot write the checkpoint {}", path.display()))
+/// Writes the checkpoint atomically ([`replace_file`]).
+pub(crate) fn write_checkpoint(path: &Path, checkpoint: &Checkpoint) -> Result<()> {
+    let mut text = checkpoint.to_json()?;
+    text.push('\n');
+    replace_file(path, text.as_bytes())
+        .with_context(|| format!("cannot write the checkpoint {}", path.display()))
 }
 
 #[cfg(target_os = "linux")]
