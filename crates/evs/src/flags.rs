@@ -59,10 +59,14 @@ pub(crate) enum Command {
     ///
     /// Prints one JSON line per batch (shard, key, counts) and a summary line
     /// at the end. The position is checkpointed in a file after every batch,
-    /// so a restart resumes where the last run stopped. A failed or overdue
-    /// write is retried under a new key; a batch that keeps failing stops the
-    /// pump with an error, without committing it. Without --once it polls
-    /// until Ctrl-C or SIGTERM, then stops after the current batch.
+    /// so a restart resumes where the last run stopped; a second pump on the
+    /// same checkpoint is refused while one runs. A failed or overdue write
+    /// is retried under a new key; an outage (refused connections, 5xx,
+    /// throttling) is waited out for --retry-for, each failure reported on
+    /// stderr; what cannot heal (credentials, a missing bucket or stream)
+    /// stops the pump at once, committing nothing unwritten. Without --once
+    /// it polls every --poll-interval until Ctrl-C or SIGTERM, then stops
+    /// after the current batch (exit 0).
     Pump(PumpArgs),
     /// Replay the archive: every event once, each stream in EventId order,
     /// as NDJSON on stdout (the line shape of `evs read`).
@@ -219,7 +223,7 @@ pub(crate) struct PumpArgs {
     /// Where the pump keeps its position in the stream (JSON, rewritten
     /// atomically after every batch; created on the first). Default:
     /// `evs-pump-<TABLE>.json` in the working directory. A file written for
-    /// another stream is refused.
+    /// another stream is refused. The pump locks `<FILE>.lock` while it runs.
     #[arg(long, env = "EVS_PUMP_CHECKPOINT", value_name = "FILE")]
     pub checkpoint_file: Option<PathBuf>,
 }
@@ -253,7 +257,9 @@ pub(crate) struct ReplayArgs {
 
     /// Resume from this checkpoint if it exists, and keep it up to date
     /// (written atomically, at most every --checkpoint-interval and when the
-    /// replay stops). A resumed replay repeats no event and skips none.
+    /// replay stops; checked writable before the first line). It covers only
+    /// lines the consumer has taken: on a pipe, read out of it. A resumed
+    /// replay repeats no event and skips none.
     #[arg(long, value_name = "FILE")]
     pub checkpoint_file: Option<PathBuf>,
 
