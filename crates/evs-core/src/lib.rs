@@ -53,7 +53,7 @@ pub use model::{
     format_timestamp_ms, AppendOutcome, Direction, ExpectedVersion, Head, NewEvent, ReadRequest,
     RecordedEvent, StreamId, Version,
 };
-pub use retry::{is_transient_sdk_error, Backoff};
+pub use retry::{is_transient_sdk_error, Backoff, Streak};
 pub use store::dynamodb::{DynamoStore, TableStatus};
 pub use store::memory::MemoryStore;
 pub use store::{now_ms, system_clock, Clock, EventStore, EventStoreExt};
@@ -159,6 +159,10 @@ pub enum Error {
     Backend {
         /// What was being done, and what went wrong.
         message: String,
+        /// Whether waiting and trying again may succeed (an outage, 5xx,
+        /// throttling, a transaction still in flight) rather than not
+        /// (refused credentials, an invalid request).
+        transient: bool,
         /// The underlying error.
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,

@@ -8,7 +8,7 @@
 //! give up only on what cannot heal by waiting: bad credentials, a missing
 //! table or bucket, a request the service refuses as invalid.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
@@ -45,6 +45,42 @@ impl Backoff {
     pub fn cap(&self, failures: u32) -> Duration {
         let factor = 1u32 << failures.saturating_sub(1).min(20);
         self.initial.saturating_mul(factor).min(self.max)
+    }
+}
+
+/// Failures in a row: how many, and since when. One per retried operation;
+/// [`Streak::fail`] on each failure, [`Streak::end`] on a success.
+#[derive(Debug, Clone, Default)]
+pub struct Streak {
+    failures: u32,
+    since: Option<Instant>,
+}
+
+impl Streak {
+    /// Counts one more failure: the failures in a row so far (1 for the
+    /// first) and the time since the first of them.
+    pub fn fail(&mut self) -> (u32, Duration) {
+        self.failures += 1;
+        (
+            self.failures,
+            self.since.get_or_insert_with(Instant::now).elapsed(),
+        )
+    }
+
+    /// Ends the streak on a success: how many failures it had and how long
+    /// it lasted, or `None` when there was no failure.
+    pub fn end(&mut self) -> Option<(u32, Duration)> {
+        let ended = self
+            .since
+            .take()
+            .map(|since| (self.failures, since.elapsed()));
+        self.failures = 0;
+        ended
+    }
+
+    /// Failures so far.
+    pub fn failures(&self) -> u32 {
+        self.failures
     }
 }
 
@@ -140,10 +176,7 @@ impl crate::Error {
     pub fn is_transient(&self) -> bool {
         match self {
             crate::Error::Contention { .. } => true,
-            crate::Error::Backend { message, .. } => {
-                !PERMANENT_CODES.iter().any(|code| message.contains(code))
-                    && !message.contains("credentials")
-            }
+            crate::Error::Backend { transient, .. } => *transient,
             _ => false,
         }
     }
@@ -167,6 +200,34 @@ mod tests {
             let d = b.delay(n);
             assert!(d >= b.cap(n) / 2 && d <= b.cap(n), "{n}: {d:?}");
         }
+    }
+
+    #[test]
+    fn a_streak_counts_failures_until_a_success() {
+        let mut streak = Streak::default();
+        assert_eq!(streak.end(), None);
+        assert_eq!(streak.fail().0, 1);
+        let (n, since) = streak.fail();
+        assert_eq!(n, 2);
+        assert_eq!(streak.failures(), 2);
+        let (ended, lasted) = streak.end().unwrap();
+        assert_eq!(ended, 2);
+        assert!(lasted >= since);
+        assert_eq!((streak.failures(), streak.end()), (0, None));
+        assert_eq!(streak.fail().0, 1);
+    }
+
+    #[test]
+    fn store_errors_say_whether_they_may_heal() {
+        let backend = |transient| crate::Error::Backend {
+            message: "m".into(),
+            transient,
+            source: None,
+        };
+        assert!(backend(true).is_transient());
+        assert!(!backend(false).is_transient());
+        assert!(!crate::Error::EmptyAppend.is_transient());
+        assert!(!crate::Error::TableNotFound { table: "t".into() }.is_transient());
     }
 
     #[test]

@@ -38,10 +38,10 @@
     )
 )]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use evs_core::Backoff;
+use evs_core::{Backoff, Streak};
 use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::sync::watch;
@@ -218,7 +218,9 @@ impl Options {
         Ok(())
     }
 
-    fn backoff_policy(&self) -> Backoff {
+    /// The waits between attempts: [`Options::backoff`] doubling up to
+    /// [`Options::max_backoff`], with jitter.
+    pub fn backoff_policy(&self) -> Backoff {
         Backoff {
             initial: self.backoff,
             max: self.max_backoff,
@@ -227,7 +229,7 @@ impl Options {
 
     /// Whether to stop after `failures` failures in a row, the first of
     /// them `since` ago, the last `transient` or not.
-    fn gives_up(&self, failures: u32, transient: bool, since: Duration) -> bool {
+    pub fn gives_up(&self, failures: u32, transient: bool, since: Duration) -> bool {
         failures >= self.max_attempts
             && !(transient && self.retry_for.is_none_or(|limit| since < limit))
     }
@@ -441,25 +443,20 @@ async fn next_batch<S>(
 where
     S: Source + ?Sized,
 {
-    let mut failures = 0u32;
-    let mut first_failure = None;
+    let mut streak = Streak::default();
     loop {
         match source.next_batch(options.batch_size).await {
             Ok(batch) => {
-                if failures > 0 {
-                    let since = first_failure
-                        .map(|t: Instant| t.elapsed())
-                        .unwrap_or_default();
+                if let Some((failures, lasted)) = streak.end() {
                     tracing::warn!(
                         failures,
-                        "reading the stream works again after {failures} failed attempts over {since:.1?}"
+                        "reading the stream works again after {failures} failed attempts over {lasted:.1?}"
                     );
                 }
                 return Ok(Some(batch));
             }
             Err(err) => {
-                failures += 1;
-                let since = first_failure.get_or_insert_with(Instant::now).elapsed();
+                let (failures, since) = streak.fail();
                 if options.gives_up(failures, err.is_transient(), since) {
                     return Err(err.into());
                 }
@@ -495,12 +492,11 @@ where
 {
     let total = batch.records.len();
     let mut start = 0;
-    let mut failures = 0u32;
-    let mut first_failure: Option<Instant> = None;
+    let mut streak = Streak::default();
     while start < total {
         let rest = &batch.records[start..];
         let event = json!({ "Records": rest });
-        let attempt = failures + 1;
+        let attempt = streak.failures() + 1;
         let result = handler::handle(
             &event,
             sink,
@@ -534,12 +530,10 @@ where
                     None => return Ok(true),
                     Some(sequence) => {
                         if handled > 0 {
-                            failures = 1;
-                            first_failure = Some(Instant::now());
-                        } else {
-                            failures += 1;
+                            // Progress: a new streak starts with this failure.
+                            streak.end();
                         }
-                        let since = first_failure.get_or_insert_with(Instant::now).elapsed();
+                        let (failures, since) = streak.fail();
                         // The dead-letter write failed: an archive write, as
                         // likely to heal as any other.
                         if options.gives_up(failures, true, since) {
@@ -561,8 +555,7 @@ where
                     summary: None,
                     error: Some(err.to_string()),
                 });
-                failures += 1;
-                let since = first_failure.get_or_insert_with(Instant::now).elapsed();
+                let (failures, since) = streak.fail();
                 if options.gives_up(failures, err.is_transient(), since) {
                     return Err(PumpError::Handler {
                         label: batch.label.clone(),
@@ -575,7 +568,7 @@ where
         }
         summary.retries += 1;
         tokio::select! {
-            _ = tokio::time::sleep(options.backoff_policy().delay(failures)) => {}
+            _ = tokio::time::sleep(options.backoff_policy().delay(streak.failures())) => {}
             _ = stop.stopped() => return Ok(false),
         }
     }

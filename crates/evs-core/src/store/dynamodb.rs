@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::primitives::Blob;
@@ -108,6 +109,7 @@ impl DynamoStore {
         }
         Err(Error::Backend {
             message: format!("table {} did not become active within 60 s", self.table),
+            transient: true,
             source: None,
         })
     }
@@ -144,6 +146,7 @@ impl DynamoStore {
                 message: format!(
                     "a parallel scan takes 1 to {MAX_SCAN_SEGMENTS} segments, not {segments}"
                 ),
+                transient: false,
                 source: None,
             });
         }
@@ -212,10 +215,9 @@ impl DynamoStore {
         }
     }
 
-    fn sdk_error<E, R>(&self, doing: &str, err: SdkError<E, R>) -> Error
+    fn sdk_error<E>(&self, doing: &str, err: SdkError<E, HttpResponse>) -> Error
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-        R: std::fmt::Debug + Send + Sync + 'static,
     {
         if err.code() == Some("ResourceNotFoundException") {
             return Error::TableNotFound {
@@ -229,6 +231,7 @@ impl DynamoStore {
         );
         Error::Backend {
             message,
+            transient: crate::retry::is_transient_sdk_error(&err),
             source: Some(Box::new(err)),
         }
     }
@@ -266,6 +269,7 @@ async fn futures_join_all<F: std::future::Future>(
 fn backend(doing: &str, e: impl std::error::Error + Send + Sync + 'static) -> Error {
     Error::Backend {
         message: format!("{doing}: {e}"),
+        transient: false,
         source: Some(Box::new(e)),
     }
 }
@@ -462,6 +466,7 @@ impl Backend for DynamoStore {
             message: format!(
                 "stream {stream} kept reading back with a gap in its EventIds after {READ_ATTEMPTS} attempts"
             ),
+            transient: true,
             source: None,
         })
     }

@@ -4,10 +4,10 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
-use evs_core::{Backoff, DynamoStore};
+use evs_core::{DynamoStore, Streak};
 use evs_pump::{self as pump, BatchReport, DynamoDbSource, Options, Stop, StopHandle};
 use serde_json::{json, Value};
 
@@ -24,24 +24,19 @@ fn default_checkpoint(table: &str) -> PathBuf {
 /// The table's stream ARN; an outage is waited out as the pump's own reads
 /// are ([`Options::retry_for`]).
 async fn stream_arn(store: &DynamoStore, options: &Options) -> Result<Option<String>> {
-    let started = Instant::now();
-    let backoff = Backoff {
-        initial: options.backoff,
-        max: options.max_backoff,
-    };
-    let mut failures = 0;
+    let mut streak = Streak::default();
     loop {
         match store.stream_arn().await {
             Ok(arn) => return Ok(arn),
-            Err(e)
-                if e.is_transient() && options.retry_for.is_none_or(|l| started.elapsed() < l) =>
-            {
-                failures += 1;
-                let wait = backoff.delay(failures);
+            Err(e) => {
+                let (failures, since) = streak.fail();
+                if options.gives_up(failures, e.is_transient(), since) {
+                    return Err(e.into());
+                }
+                let wait = options.backoff_policy().delay(failures);
                 tracing::warn!("{e}; retrying in {wait:.1?}");
                 tokio::time::sleep(wait).await;
             }
-            Err(e) => return Err(e.into()),
         }
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use evs_core::{Backoff, DynamoStore};
+use evs_core::{Backoff, DynamoStore, Streak};
 use evs_replay::{Checkpoint, Frontier, Gap, ReplayOptions, Replayer, Step};
 use tokio::sync::Notify;
 
@@ -92,7 +92,7 @@ pub(super) async fn run(table: Option<&str>, args: ReplayArgs) -> Result<()> {
     } else {
         DEFAULT_RETRY_FOR
     });
-    let mut outage: Option<Outage> = None;
+    let mut outage = Streak::default();
     let mut interrupted = false;
     let result: Result<()> = async {
         loop {
@@ -104,34 +104,30 @@ pub(super) async fn run(table: Option<&str>, args: ReplayArgs) -> Result<()> {
             }
             let step = match replayer.next().await {
                 Ok(step) => {
-                    if let Some(o) = outage.take() {
+                    if let Some((failures, lasted)) = outage.end() {
                         progress.finish();
                         eprintln!(
-                            "evs: reading {location} again after {} failed attempts in {:.1} s",
-                            o.failures,
-                            o.since.elapsed().as_secs_f64()
+                            "evs: reading {location} again after {failures} failed attempts in {:.1} s",
+                            lasted.as_secs_f64()
                         );
                     }
                     step
                 }
                 Err(e) if e.is_transient() => {
-                    let o = outage.get_or_insert_with(Outage::new);
-                    o.failures += 1;
-                    let wait = BACKOFF.delay(o.failures);
-                    if !retry_for.is_zero() && o.since.elapsed() + wait > retry_for {
+                    let (failures, since) = outage.fail();
+                    let wait = BACKOFF.delay(failures);
+                    if !retry_for.is_zero() && since + wait > retry_for {
                         return Err(anyhow::Error::new(e).context(format!(
-                            "reading {location} kept failing for {:.0} s ({} attempts; --retry-for {})",
-                            o.since.elapsed().as_secs_f64(),
-                            o.failures,
+                            "reading {location} kept failing for {:.0} s ({failures} attempts; --retry-for {})",
+                            since.as_secs_f64(),
                             humanize(retry_for)
                         )));
                     }
                     progress.finish();
                     eprintln!(
-                        "evs: warning: {} (attempt {}, failing for {:.1} s; retrying in {:.1} s)",
+                        "evs: warning: {} (attempt {failures}, failing for {:.1} s; retrying in {:.1} s)",
                         evs_core::describe_chain(&e),
-                        o.failures,
-                        o.since.elapsed().as_secs_f64(),
+                        since.as_secs_f64(),
                         wait.as_secs_f64()
                     );
                     // Checkpoints the consumer has taken meanwhile are saved.
@@ -387,21 +383,6 @@ const BACKOFF: Backoff = Backoff {
     initial: Duration::from_millis(500),
     max: Duration::from_secs(30),
 };
-
-/// Failures in a row of reading the archive or table.
-struct Outage {
-    since: Instant,
-    failures: u32,
-}
-
-impl Outage {
-    fn new() -> Self {
-        Self {
-            since: Instant::now(),
-            failures: 0,
-        }
-    }
-}
 
 fn humanize(d: Duration) -> String {
     format!("{}s", d.as_secs_f64())
