@@ -18,7 +18,7 @@ use std::time::Duration;
 use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use evs_archiver::config::Config;
 use evs_archiver::handler;
-use evs_archiver::sink;
+
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::value::RawValue;
 
@@ -40,7 +40,7 @@ const FALLBACK_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let config = Config::from_lookup(|k| std::env::var(k).ok())?;
-    let sink = sink::from_config(&config).await;
+    let sink = evs_archiver::config::store_for(&config).await;
     tracing::info!(archive = %sink.location(), prefix = %config.prefix, "archiver ready");
     let (config, sink) = (&config, sink.as_ref());
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Box<RawValue>>| async move {

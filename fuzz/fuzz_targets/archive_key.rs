@@ -5,7 +5,7 @@
 //! build, and keeps its seal time's order.
 #![no_main]
 
-use evs_archiver::key::{ArchiveKey, DeadLetterKey, Prefix};
+use evs_archive::{ArchiveKey, DeadLetterKey, Prefix};
 use evs_fuzz::text;
 use libfuzzer_sys::fuzz_target;
 

@@ -6,7 +6,7 @@
 //! read names the same event.
 #![no_main]
 
-use evs_archiver::record::ArchivedEvent;
+use evs_archive::ArchivedEvent;
 use evs_fuzz::{check_archived_event, text};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;

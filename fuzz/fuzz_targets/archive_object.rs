@@ -8,8 +8,8 @@
 //! compression) to an object that decodes to the same events.
 #![no_main]
 
-use evs_archiver::encode::{self, Compression};
-use evs_archiver::key::{ArchiveKey, Prefix, Suffix};
+use evs_archive::Compression;
+use evs_archive::{ArchiveKey, Prefix, Suffix};
 use evs_fuzz::check_archived_event;
 use libfuzzer_sys::fuzz_target;
 
@@ -22,16 +22,16 @@ fuzz_target!(|data: &[u8]| {
         1 => Compression::Gzip,
         _ => Compression::Zstd,
     };
-    let _ = encode::decompress(stored, compression);
-    let _ = encode::decode_lines(stored, compression);
-    let _ = encode::decode_dead_letters(stored);
+    let _ = evs_archive::decompress(stored, compression);
+    let _ = evs_archive::decode_lines(stored, compression);
+    let _ = evs_archive::decode_dead_letters(stored);
 
     let suffix = Suffix::new(None, Default::default());
     let key = ArchiveKey::new(&Prefix::root(), 1_795_471_652_123, &suffix, compression)
         .expect("a fixed key builds");
     let replayed = evs_replay::archive::decode_object(&key, stored);
 
-    let Ok(mut events) = encode::decode_events(stored, compression) else {
+    let Ok(mut events) = evs_archive::decode_events(stored, compression) else {
         return;
     };
     // Every line the archiver reads, the replayer reads too.
@@ -43,10 +43,10 @@ fuzz_target!(|data: &[u8]| {
     if events.is_empty() {
         return;
     }
-    encode::sort_events(&mut events);
+    evs_archive::sort_events(&mut events);
     for c in [Compression::None, Compression::Gzip, Compression::Zstd] {
-        let object = encode::encode_events(&events, c).expect("events encode");
-        let back = encode::decode_events(&object.bytes, c).expect("an encoded object decodes");
+        let object = evs_archive::encode_events(&events, c).expect("events encode");
+        let back = evs_archive::decode_events(&object.bytes, c).expect("an encoded object decodes");
         assert_eq!(back, events, "object round trip ({c:?})");
     }
 });

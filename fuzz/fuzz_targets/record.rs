@@ -7,8 +7,9 @@
 //! through their object.
 #![no_main]
 
-use evs_archiver::encode::{self, Compression};
-use evs_archiver::record::{self, ArchivedEvent, Classified, DeadLetter};
+use evs_archive::Compression;
+use evs_archiver::record::{self, Classified};
+use evs_archive::{ArchivedEvent, DeadLetter};
 use evs_fuzz::{check_archived_event, text};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
@@ -39,15 +40,15 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     if !events.is_empty() {
-        let object = encode::encode_events(&events, Compression::None).expect("events encode");
+        let object = evs_archive::encode_events(&events, Compression::None).expect("events encode");
         let decoded =
-            encode::decode_events(&object.bytes, Compression::None).expect("an object decodes");
-        encode::sort_events(&mut events);
+            evs_archive::decode_events(&object.bytes, Compression::None).expect("an object decodes");
+        evs_archive::sort_events(&mut events);
         assert_eq!(decoded, events, "object round trip");
     }
     if !dead.is_empty() {
-        let object = encode::encode_dead_letters(&dead).expect("dead letters encode");
-        let decoded = encode::decode_dead_letters(&object.bytes).expect("dead letters decode");
+        let object = evs_archive::encode_dead_letters(&dead).expect("dead letters encode");
+        let decoded = evs_archive::decode_dead_letters(&object.bytes).expect("dead letters decode");
         assert_eq!(decoded, dead, "dead-letter object round trip");
     }
 });

@@ -1,7 +1,7 @@
 //! Checks shared by the fuzz targets: the properties every decoded value
 //! must keep, asserted (a failed assertion is a finding, like a panic).
 
-use evs_archiver::record::{ArchivedEvent, PayloadEncoding};
+use evs_archive::{ArchivedEvent, PayloadEncoding};
 use serde_json::Value;
 
 /// The input as text, when it is UTF-8 (every decoder here reads text).

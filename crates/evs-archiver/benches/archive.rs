@@ -30,10 +30,9 @@ use std::time::Duration;
 
 use criterion::measurement::Measurement;
 use criterion::{criterion_group, BatchSize, Criterion, SamplingMode, Throughput};
-use evs_archiver::encode::{encode_events, Compression, EncodedBatch};
-use evs_archiver::record::{
-    parse_batch, parse_batch_json, records_json, ArchivedEvent, Classified, RecordJson,
-};
+use evs_archive::ArchivedEvent;
+use evs_archive::{encode_events, Compression, EncodedBatch};
+use evs_archiver::record::{parse_batch, parse_batch_json, records_json, Classified, RecordJson};
 use serde_json::Value;
 
 /// The allocator of the Lambda binary (`src/main.rs`), so the bench measures

@@ -18,9 +18,9 @@ use std::error::Error;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use evs_archive::store::LocalDir;
 use evs_archiver::config::Config;
 use evs_archiver::handler;
-use evs_archiver::sink::LocalDir;
 use serde_json::json;
 
 /// The Lambda binary's allocator (`src/main.rs`), so the memory is that of the Lambda.

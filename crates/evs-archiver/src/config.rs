@@ -12,8 +12,8 @@
 
 use std::path::PathBuf;
 
-use crate::encode::Compression;
-use crate::key::Prefix;
+use evs_archive::store::{LocalDir, ObjectStore, S3Store};
+use evs_archive::{Compression, Prefix};
 
 /// Where the archive lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -207,6 +207,19 @@ fn check_bucket(bucket: &str) -> Result<(), ConfigError> {
         Err(ConfigError(format!(
             "{bucket:?} is not a valid bucket name (3-63 lowercase letters, digits, '-' or '.')"
         )))
+    }
+}
+
+/// The object store a configuration names. For S3 the client comes from the
+/// standard AWS environment, with path-style addressing when a custom
+/// endpoint (`AWS_ENDPOINT_URL`) is set, as emulators need.
+pub async fn store_for(config: &Config) -> Box<dyn ObjectStore> {
+    match &config.location {
+        Location::Local(dir) => Box::new(LocalDir::new(dir.clone())),
+        Location::S3 { bucket } => Box::new(S3Store::new(
+            evs_archive::store::s3::client_from_env().await,
+            bucket.clone(),
+        )),
     }
 }
 

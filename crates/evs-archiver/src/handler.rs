@@ -1,7 +1,7 @@
 //! The archiver's handler: one DynamoDB Streams batch in, at most one archive
 //! object (and at most one dead-letter object) out.
 //!
-//! It is a plain async function of the raw Lambda event, a [`Sink`], the
+//! It is a plain async function of the raw Lambda event, a [`ObjectStore`], the
 //! configuration and a clock: `main` wires it to the Lambda runtime, `evs
 //! invoke` and the tests call it directly. It reads no environment variable.
 //!
@@ -26,10 +26,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::config::Config;
-use crate::encode;
-use crate::key;
 use crate::record::{self, Classified};
-use crate::sink::{Object, Sink, SinkError};
+use evs_archive::store::{Object, ObjectStore, StoreError};
 
 /// What one invocation did; printed by `evs invoke`, logged by the Lambda.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
@@ -64,10 +62,10 @@ pub enum HandlerError {
     NotABatch(#[from] record::BatchError),
     /// Encoding failed.
     #[error("cannot encode the batch: {0}")]
-    Encode(#[from] encode::EncodeError),
+    Encode(#[from] evs_archive::EncodeError),
     /// A key could not be built.
     #[error("cannot build the object key: {0}")]
-    Key(#[from] key::KeyError),
+    Key(#[from] evs_archive::KeyError),
     /// Writing the archive object failed.
     #[error("archive object {key} was not written: {source}")]
     Write {
@@ -75,7 +73,7 @@ pub enum HandlerError {
         key: String,
         /// The sink's error.
         #[source]
-        source: SinkError,
+        source: StoreError,
     },
     /// The write did not finish before the deadline.
     #[error("archive object {key} was not written within {timeout:?} (the batch will be retried under a new key)")]
@@ -102,7 +100,7 @@ impl HandlerError {
 
 /// Writes `object` at `key`, before `deadline` when one is given.
 async fn put_within(
-    sink: &dyn Sink,
+    sink: &dyn ObjectStore,
     key: &str,
     object: &Object,
     deadline: Option<Instant>,
@@ -125,7 +123,7 @@ async fn put_within(
         // Every key carries a fresh random attempt id, so an object already
         // there can only be this very write, retried by the SDK after its
         // first try landed: it is written.
-        Err(SinkError::AlreadyExists { .. }) => {
+        Err(StoreError::AlreadyExists { .. }) => {
             tracing::warn!(
                 key,
                 "the object was already there: an earlier try of this write landed"
@@ -146,7 +144,7 @@ async fn put_within(
 /// settled frontier holds there too).
 pub async fn handle(
     event: &Value,
-    sink: &dyn Sink,
+    sink: &dyn ObjectStore,
     config: &Config,
     now_ms: &(dyn Fn() -> i64 + Send + Sync),
     timeout: Option<Duration>,
@@ -164,7 +162,7 @@ fn deadline_after(timeout: Option<Duration>) -> Option<Instant> {
 /// are parsed one at a time, which keeps memory near the batch's size.
 pub async fn handle_json(
     event: &str,
-    sink: &dyn Sink,
+    sink: &dyn ObjectStore,
     config: &Config,
     now_ms: &(dyn Fn() -> i64 + Send + Sync),
     timeout: Option<Duration>,
@@ -182,7 +180,7 @@ pub async fn handle_json(
 
 async fn archive(
     classified: Vec<Classified>,
-    sink: &dyn Sink,
+    sink: &dyn ObjectStore,
     config: &Config,
     now_ms: &(dyn Fn() -> i64 + Send + Sync),
     deadline: Option<Instant>,
@@ -203,10 +201,11 @@ async fn archive(
     summary.dead_lettered = dead.len();
 
     if !events.is_empty() {
-        let encoded = encode::encode_events(&events, config.compression)?;
+        let encoded = evs_archive::encode_events(&events, config.compression)?;
         let sealed_at = now_ms();
-        let suffix = key::Suffix::random(Some(encoded.first_sequence.clone()));
-        let key = key::ArchiveKey::new(&config.prefix, sealed_at, &suffix, config.compression)?;
+        let suffix = evs_archive::Suffix::random(Some(encoded.first_sequence.clone()));
+        let key =
+            evs_archive::ArchiveKey::new(&config.prefix, sealed_at, &suffix, config.compression)?;
         let object = Object {
             content_type: encoded.content_type().to_owned(),
             content_encoding: encoded.content_encoding().map(str::to_owned),
@@ -222,9 +221,9 @@ async fn archive(
 
     if !dead.is_empty() {
         let sealed_at = now_ms();
-        let encoded = encode::encode_dead_letters(&dead)?;
-        let suffix = key::Suffix::random(encoded.first_sequence.clone());
-        let key = key::DeadLetterKey::new(&config.dead_letter_prefix, sealed_at, &suffix)?;
+        let encoded = evs_archive::encode_dead_letters(&dead)?;
+        let suffix = evs_archive::Suffix::random(encoded.first_sequence.clone());
+        let key = evs_archive::DeadLetterKey::new(&config.dead_letter_prefix, sealed_at, &suffix)?;
         let object = Object {
             content_type: encoded.content_type().to_owned(),
             content_encoding: None,

@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use evs_archiver::sink::local::replace_file;
+use evs_archive::store::local::replace_file;
 use serde::{Deserialize, Serialize};
 
 /// The checkpoint format's version.
@@ -127,7 +127,7 @@ impl Checkpoint {
         }
         for (shard, state) in &cp.shards {
             if let Some(seq) = &state.sequence_number {
-                evs_archiver::record::SequenceNumber::new(seq.as_str())
+                evs_archive::SequenceNumber::new(seq.as_str())
                     .map_err(|e| invalid(format!("shard {shard}: {e}")))?;
             }
         }

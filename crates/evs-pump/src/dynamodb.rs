@@ -505,7 +505,7 @@ impl Source for DynamoDbSource {
                 .records
                 .get(handled - 1)
                 .and_then(sequence_number_of)
-                .filter(|s| evs_archiver::record::SequenceNumber::new(*s).is_ok())
+                .filter(|s| evs_archive::SequenceNumber::new(*s).is_ok())
                 .ok_or_else(|| SourceError::NoSequenceNumber {
                     label: batch.label.clone(),
                 })?;

@@ -46,9 +46,9 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
+use evs_archive::store::ObjectStore;
 use evs_archiver::config::Config;
 use evs_archiver::handler::{self, HandlerError, Summary};
-use evs_archiver::sink::Sink;
 
 pub mod checkpoint;
 pub mod dynamodb;
@@ -379,7 +379,7 @@ pub fn handled_before(records: &[Value], failed: &str) -> usize {
 /// every handler call.
 pub async fn run<S>(
     source: &mut S,
-    sink: &dyn Sink,
+    sink: &dyn ObjectStore,
     config: &Config,
     options: &Options,
     mut stop: Stop,
@@ -480,7 +480,7 @@ where
 async fn archive_batch<S>(
     source: &mut S,
     batch: &Batch<S::Position>,
-    sink: &dyn Sink,
+    sink: &dyn ObjectStore,
     config: &Config,
     options: &Options,
     stop: &mut Stop,

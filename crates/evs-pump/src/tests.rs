@@ -10,8 +10,8 @@ use evs_core::{EventStore, ExpectedVersion, MemoryStore, NewEvent, StreamId};
 use serde_json::json;
 
 use super::*;
-use evs_archiver::encode::{decode_events, Compression};
-use evs_archiver::sink::{LocalDir, Object, SinkError};
+use evs_archive::store::{LocalDir, Object, StoreError};
+use evs_archive::{decode_events, Compression};
 
 fn temp_dir() -> PathBuf {
     std::env::temp_dir().join(format!(
@@ -52,7 +52,7 @@ async fn store_with(streams: &[&str], per_stream: usize) -> MemoryStore {
 }
 
 /// Every archived event as (stream, event id), with how often it was archived.
-async fn archived(sink: &dyn Sink) -> BTreeMap<(String, u64), usize> {
+async fn archived(sink: &dyn ObjectStore) -> BTreeMap<(String, u64), usize> {
     let mut out = BTreeMap::new();
     for key in sink.list("events/", None, 100_000).await.unwrap() {
         let bytes = sink.get(&key).await.unwrap();
@@ -71,7 +71,7 @@ fn no_report() -> impl FnMut(&BatchReport) + Send {
 /// Runs the pump to its end (never stopped), its batch reports into `reports`.
 async fn run_to_end<S: Source + ?Sized>(
     source: &mut S,
-    sink: &dyn Sink,
+    sink: &dyn ObjectStore,
     config: &Config,
     options: &Options,
     reports: &mut Vec<BatchReport>,
@@ -225,8 +225,8 @@ impl Flaky {
 }
 
 #[async_trait]
-impl Sink for Flaky {
-    async fn put(&self, key: &str, object: &Object) -> Result<(), SinkError> {
+impl ObjectStore for Flaky {
+    async fn put(&self, key: &str, object: &Object) -> Result<(), StoreError> {
         if key.starts_with(self.prefix) {
             let n = self.calls.fetch_add(1, Ordering::SeqCst);
             if n == 0 {
@@ -235,7 +235,7 @@ impl Sink for Flaky {
                 }
             }
             if n < self.fail {
-                return Err(SinkError::S3 {
+                return Err(StoreError::S3 {
                     doing: "putting",
                     key: key.to_owned(),
                     message: "injected failure".into(),
@@ -245,7 +245,7 @@ impl Sink for Flaky {
         }
         self.inner.put(key, object).await
     }
-    async fn get(&self, key: &str) -> Result<Vec<u8>, SinkError> {
+    async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
         self.inner.get(key).await
     }
     async fn list(
@@ -253,7 +253,7 @@ impl Sink for Flaky {
         prefix: &str,
         start_after: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<String>, SinkError> {
+    ) -> Result<Vec<String>, StoreError> {
         self.inner.list(prefix, start_after, limit).await
     }
     fn location(&self) -> String {

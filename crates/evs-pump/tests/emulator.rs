@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use evs_archive::store::{LocalDir, ObjectStore, S3Store};
+use evs_archive::{decode_events, Compression};
 use evs_archiver::config::{Config, Location};
-use evs_archiver::encode::{decode_events, Compression};
-use evs_archiver::sink::{LocalDir, S3Sink, Sink};
 use evs_core::{DynamoStore, EventStore, ExpectedVersion, NewEvent, StreamId};
 use evs_pump::{self as pump, BatchReport, DynamoDbSource, Options, PumpSummary, Stop};
 use evs_testkit::{unique_name, Moto};
@@ -24,7 +24,7 @@ fn options() -> Options {
 }
 
 /// Every archived event as (stream, event id) → how many times it was archived.
-async fn archived(sink: &dyn Sink) -> BTreeMap<(String, u64), usize> {
+async fn archived(sink: &dyn ObjectStore) -> BTreeMap<(String, u64), usize> {
     let mut out = BTreeMap::new();
     for key in sink.list("events/", None, 100_000).await.unwrap() {
         let bytes = sink.get(&key).await.unwrap();
@@ -60,7 +60,7 @@ async fn pump_once(
     moto: &Moto,
     arn: &str,
     checkpoint: &Path,
-    sink: &dyn Sink,
+    sink: &dyn ObjectStore,
     config: &Config,
 ) -> PumpSummary {
     let client = evs_pump::dynamodb::client_for(&moto.sdk_config().await);
@@ -116,10 +116,10 @@ async fn pump_archives_the_stream_once_and_resumes_from_its_checkpoint() {
     let first = expected(&[("order-1", 2), ("order-2", 3), ("cart-9", 5)]);
 
     // Into S3.
-    let s3 = evs_archiver::sink::s3::client_for(&moto.sdk_config().await);
+    let s3 = evs_archive::store::s3::client_for(&moto.sdk_config().await);
     let bucket = unique_name("pump");
     s3.create_bucket().bucket(&bucket).send().await.unwrap();
-    let s3_sink = S3Sink::new(s3, &bucket);
+    let s3_sink = S3Store::new(s3, &bucket);
     let mut s3_config = Config::local("unused");
     s3_config.location = Location::S3 {
         bucket: bucket.clone(),
@@ -132,8 +132,8 @@ async fn pump_archives_the_stream_once_and_resumes_from_its_checkpoint() {
     let local_checkpoint = dir.join("local-checkpoint.json");
 
     for (sink, config, cp) in [
-        (&s3_sink as &dyn Sink, &s3_config, &s3_checkpoint),
-        (&local as &dyn Sink, &local_config, &local_checkpoint),
+        (&s3_sink as &dyn ObjectStore, &s3_config, &s3_checkpoint),
+        (&local as &dyn ObjectStore, &local_config, &local_checkpoint),
     ] {
         let summary = pump_once(moto, &arn, cp, sink, config).await;
         assert_eq!(summary.records, 10, "{}", sink.location());
@@ -162,8 +162,8 @@ async fn pump_archives_the_stream_once_and_resumes_from_its_checkpoint() {
     let mut all = first.clone();
     all.extend(expected(&[("order-2", 4), ("order-3", 2)]));
     for (sink, config, cp) in [
-        (&s3_sink as &dyn Sink, &s3_config, &s3_checkpoint),
-        (&local as &dyn Sink, &local_config, &local_checkpoint),
+        (&s3_sink as &dyn ObjectStore, &s3_config, &s3_checkpoint),
+        (&local as &dyn ObjectStore, &local_config, &local_checkpoint),
     ] {
         let summary = pump_once(moto, &arn, cp, sink, config).await;
         assert_eq!((summary.records, summary.batches), (3, 1));

@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use evs_archive::store::{LocalDir, Object, ObjectStore, StoreError};
 use evs_archiver::config::Config;
-use evs_archiver::sink::{LocalDir, Object, Sink, SinkError};
 use evs_core::{
     decide, Aggregate, EventStore, MemoryStore, NewEvent, RecordedEvent, RetryPolicy, StreamId,
 };
@@ -45,12 +45,12 @@ struct LostAcks {
 }
 
 #[async_trait]
-impl Sink for LostAcks {
-    async fn put(&self, key: &str, object: &Object) -> Result<(), SinkError> {
+impl ObjectStore for LostAcks {
+    async fn put(&self, key: &str, object: &Object) -> Result<(), StoreError> {
         self.dir.put(key, object).await?;
         if self.puts.fetch_add(1, Ordering::SeqCst) % 9 == 8 {
             self.lost.fetch_add(1, Ordering::SeqCst);
-            return Err(SinkError::Io {
+            return Err(StoreError::Io {
                 doing: "acknowledging",
                 path: key.to_owned(),
                 source: std::io::Error::other("connection reset after the write landed"),
@@ -59,7 +59,7 @@ impl Sink for LostAcks {
         Ok(())
     }
 
-    async fn get(&self, key: &str) -> Result<Vec<u8>, SinkError> {
+    async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
         self.dir.get(key).await
     }
 
@@ -68,7 +68,7 @@ impl Sink for LostAcks {
         prefix: &str,
         start_after: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<String>, SinkError> {
+    ) -> Result<Vec<String>, StoreError> {
         self.dir.list(prefix, start_after, limit).await
     }
 

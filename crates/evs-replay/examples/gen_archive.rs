@@ -34,9 +34,9 @@ use std::error::Error;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use evs_archive::store::LocalDir;
 use evs_archiver::config::Config;
 use evs_archiver::handler;
-use evs_archiver::sink::LocalDir;
 use evs_core::attr::{self, AttrValue, Item};
 use serde_json::{json, Value};
 use tokio::task::JoinSet;

@@ -1,6 +1,6 @@
 //! Reading the archive: listing keys in order and fetching objects ahead.
 //!
-//! [`Archive`] is a sink (S3 bucket or local directory, `evs_archiver::sink`)
+//! [`Archive`] is a sink (S3 bucket or local directory, `evs_archive::store`)
 //! plus the key prefix the archiver writes under. It lists the prefix in key
 //! order with `StartAfter`, page by page, and keeps only well-formed events
 //! keys of exactly that prefix (a dead letter or a stray file is counted and
@@ -12,9 +12,9 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use evs_archiver::encode::decompress;
-use evs_archiver::key::{ArchiveKey, KeyError, Prefix};
-use evs_archiver::sink::{Sink, SinkError};
+use evs_archive::decompress;
+use evs_archive::store::{ObjectStore, StoreError};
+use evs_archive::{ArchiveKey, KeyError, Prefix};
 use tokio::task::JoinHandle;
 
 use crate::event::{ArchivePosition, ReplayEvent};
@@ -31,7 +31,7 @@ pub const DEFAULT_READ_AHEAD: usize = 8;
 pub enum ArchiveError {
     /// Listing or fetching failed (after the SDK's retries).
     #[error(transparent)]
-    Sink(#[from] SinkError),
+    Sink(#[from] StoreError),
     /// An object cannot be decompressed or a line of it is not an event.
     #[error("archive object {key}: {reason}")]
     Object {
@@ -64,7 +64,7 @@ impl ArchiveError {
 /// An archive: where the objects are and under which prefix.
 #[derive(Debug, Clone)]
 pub struct Archive {
-    sink: Arc<dyn Sink>,
+    sink: Arc<dyn ObjectStore>,
     prefix: Prefix,
 }
 
@@ -135,7 +135,7 @@ pub struct ArchiveObject {
 
 impl Archive {
     /// The archive under `prefix` in `sink`.
-    pub fn new(sink: Arc<dyn Sink>, prefix: Prefix) -> Self {
+    pub fn new(sink: Arc<dyn ObjectStore>, prefix: Prefix) -> Self {
         Self { sink, prefix }
     }
 
@@ -352,9 +352,9 @@ impl Drop for Prefetch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use evs_archiver::encode::{encode_events, Compression};
-    use evs_archiver::key::Suffix;
-    use evs_archiver::record::ArchivedEvent;
+    use evs_archive::ArchivedEvent;
+    use evs_archive::Suffix;
+    use evs_archive::{encode_events, Compression};
     use proptest::prelude::*;
 
     fn key(compression: Compression) -> ArchiveKey {

@@ -93,7 +93,7 @@ impl ReplayEvent {
     }
 
     /// Reads `streamId` and `eventId` out of an archived line (the shape of
-    /// `evs_archiver::record::ArchivedEvent::to_line`) and keeps the line.
+    /// `evs_archive::ArchivedEvent::to_line`) and keeps the line.
     pub fn from_line(line: &Value) -> Result<Self, EventError> {
         let object = line.as_object().ok_or(EventError::NotAnObject)?;
         let stream_id = object

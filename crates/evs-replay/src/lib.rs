@@ -3,7 +3,7 @@
 //! and `verify`, which proves an archive complete.
 //!
 //! The principal type is [`Replayer`]: it lists an [`Archive`] (an S3 bucket
-//! or a local directory, through `evs_archiver::sink`) in key order, fetches
+//! or a local directory, through `evs_archive::store`) in key order, fetches
 //! objects ahead, and feeds every line to a [`Sequencer`]. [`verify`] reads a
 //! whole archive into an index of every stream's event ids and reports what
 //! is missing or contradictory.

@@ -5,7 +5,7 @@
 //! `attributes` when present) followed by what the stream record added:
 //! `eventID`, `sequenceNumber` and, when needed to stay lossless,
 //! `timestampSource`, `payloadEncoding`, `payloadAbsent`, `payloadAttr`,
-//! `metadataAttr`, `timestampAttr`, `idAttr` (`evs_archiver::record`). A replay delivers
+//! `metadataAttr`, `timestampAttr`, `idAttr` (`evs_archive::ArchivedEvent`). A replay delivers
 //! the event, so it keeps the first group and drops the second.
 //!
 //! The common line is converted without building a JSON tree: its fields are
@@ -19,7 +19,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use evs_archiver::record::{ArchivedEvent, PayloadEncoding};
+use evs_archive::{ArchivedEvent, PayloadEncoding};
 use evs_core::AttrValue;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;

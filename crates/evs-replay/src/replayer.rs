@@ -52,7 +52,7 @@
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
-use evs_archiver::key::{self, ArchiveKey};
+use evs_archive::ArchiveKey;
 use evs_core::{Clock, EventStore, ReadRequest, StreamId};
 
 use crate::archive::{
@@ -283,7 +283,7 @@ impl Replayer {
     pub fn new(archive: Archive, options: ReplayOptions, clock: Clock) -> Self {
         let start = options
             .since_ms
-            .map(|ms| key::start_after_for(archive.prefix(), ms));
+            .map(|ms| evs_archive::start_after_for(archive.prefix(), ms));
         let config = SequencerConfig {
             start_at_first_seen: options.sequencer.start_at_first_seen
                 || options.since_ms.is_some(),
@@ -527,7 +527,7 @@ impl Replayer {
         // string, every one sealed at or after it after: a key that is not
         // an events key is settled when it sorts before it (no object that
         // can still appear sorts before it).
-        let boundary = key::start_after_for(self.archive.prefix(), frontier.settled(now));
+        let boundary = evs_archive::start_after_for(self.archive.prefix(), frontier.settled(now));
         let is_settled = |entry: &Listed| match entry {
             Listed::Object(key) => frontier.is_settled(now, key.sealed_at_ms()),
             Listed::Other(key) => key.as_str() < boundary.as_str(),

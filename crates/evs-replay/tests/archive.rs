@@ -13,10 +13,10 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
+use evs_archive::store::{LocalDir, ObjectStore};
+use evs_archive::Compression;
 use evs_archiver::config::Config;
-use evs_archiver::encode::Compression;
 use evs_archiver::handler;
-use evs_archiver::sink::{LocalDir, Sink};
 use evs_core::{EventStore, EventStoreExt, ExpectedVersion, MemoryStore, NewEvent, StreamId};
 use evs_replay::{
     verify, Archive, Checkpoint, Frontier, ReplayEvent, ReplayOptions, Replayer, Step,
@@ -34,7 +34,7 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-struct Fixture<S: Sink = LocalDir> {
+struct Fixture<S: ObjectStore = LocalDir> {
     store: MemoryStore,
     /// The local directory, when the sink is one.
     dir: Option<PathBuf>,
@@ -76,7 +76,7 @@ impl Fixture<common::MemorySink> {
     }
 }
 
-impl<S: Sink + 'static> Fixture<S> {
+impl<S: ObjectStore + 'static> Fixture<S> {
     /// `count` events on `stream`.
     async fn append(&self, stream: &str, count: usize) {
         for _ in 0..count {
@@ -140,7 +140,7 @@ impl<S: Sink + 'static> Fixture<S> {
     }
 }
 
-impl<S: Sink> Drop for Fixture<S> {
+impl<S: ObjectStore> Drop for Fixture<S> {
     fn drop(&mut self) {
         if let Some(dir) = &self.dir {
             let _ = std::fs::remove_dir_all(dir);

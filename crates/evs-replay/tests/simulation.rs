@@ -400,9 +400,9 @@ mod growing {
     use std::sync::atomic::{AtomicI64, Ordering};
     use std::sync::Arc;
 
-    use evs_archiver::encode::Compression;
-    use evs_archiver::key::{ArchiveKey, Prefix, Suffix};
-    use evs_archiver::record::SequenceNumber;
+    use evs_archive::Compression;
+    use evs_archive::SequenceNumber;
+    use evs_archive::{ArchiveKey, Prefix, Suffix};
     use evs_replay::{Archive, Checkpoint, Frontier, ReplayOptions, Replayer, Step};
 
     pub use super::common::MemorySink;

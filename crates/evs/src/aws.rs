@@ -20,7 +20,7 @@ pub(crate) async fn dynamodb() -> Result<aws_sdk_dynamodb::Client> {
 
 /// An S3 client from the environment (path-style with a custom endpoint).
 pub(crate) async fn s3() -> Result<aws_sdk_s3::Client> {
-    Ok(evs_archiver::sink::s3::client_for(&load().await?))
+    Ok(evs_archive::store::s3::client_for(&load().await?))
 }
 
 /// A DynamoDB Streams client from the environment.

@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use evs_archive::store::{LocalDir, Object, ObjectStore, S3Store, StoreError};
+use evs_archive::ArchiveKey;
+use evs_archive::{decode_dead_letters, decode_lines, Compression};
 use evs_archiver::config::Config;
-use evs_archiver::encode::{decode_dead_letters, decode_lines, Compression};
 use evs_archiver::handler::{handle, handle_json, HandlerError, Summary};
-use evs_archiver::key::ArchiveKey;
-use evs_archiver::sink::{LocalDir, Object, S3Sink, Sink, SinkError};
 use evs_core::{EventStore, ExpectedVersion, MemoryStore, NewEvent, StreamId};
 use evs_testkit::{unique_name, Moto};
 use serde_json::{json, Value};
@@ -31,7 +31,7 @@ fn temp_dir() -> PathBuf {
     std::env::temp_dir().join(unique_name("evs-handler"))
 }
 
-async fn lines_at(sink: &dyn Sink, key: &str) -> Vec<Value> {
+async fn lines_at(sink: &dyn ObjectStore, key: &str) -> Vec<Value> {
     decode_lines(&sink.get(key).await.unwrap(), Compression::Gzip).unwrap()
 }
 
@@ -220,10 +220,10 @@ async fn feed_batch() -> (Value, usize) {
 #[tokio::test]
 async fn s3_and_local_hold_the_same_object() {
     let Some(moto) = Moto::shared() else { return };
-    let client = evs_archiver::sink::s3::client_for(&moto.sdk_config().await);
+    let client = evs_archive::store::s3::client_for(&moto.sdk_config().await);
     let bucket = unique_name("archive");
     client.create_bucket().bucket(&bucket).send().await.unwrap();
-    let s3 = S3Sink::new(client.clone(), &bucket);
+    let s3 = S3Store::new(client.clone(), &bucket);
     let (event, n) = feed_batch().await;
     let mut config = Config::local("unused");
     config.location = evs_archiver::config::Location::S3 {
@@ -278,8 +278,8 @@ async fn s3_and_local_hold_the_same_object() {
 #[tokio::test]
 async fn a_failed_put_fails_the_invocation() {
     let Some(moto) = Moto::shared() else { return };
-    let client = evs_archiver::sink::s3::client_for(&moto.sdk_config().await);
-    let missing = S3Sink::new(client, unique_name("no-bucket"));
+    let client = evs_archive::store::s3::client_for(&moto.sdk_config().await);
+    let missing = S3Store::new(client, unique_name("no-bucket"));
     let (event, _) = feed_batch().await;
     let err = handle(&event, &missing, &Config::local("unused"), &clock(), None)
         .await
@@ -297,11 +297,11 @@ struct Faulty {
 }
 
 #[async_trait]
-impl Sink for Faulty {
-    async fn put(&self, key: &str, object: &Object) -> Result<(), SinkError> {
+impl ObjectStore for Faulty {
+    async fn put(&self, key: &str, object: &Object) -> Result<(), StoreError> {
         tokio::time::sleep(self.delay).await;
         if self.fail_prefix.is_some_and(|p| key.starts_with(p)) {
-            return Err(SinkError::S3 {
+            return Err(StoreError::S3 {
                 doing: "writing",
                 key: key.into(),
                 message: "SlowDown: reduce your request rate".into(),
@@ -310,7 +310,7 @@ impl Sink for Faulty {
         }
         self.inner.put(key, object).await
     }
-    async fn get(&self, key: &str) -> Result<Vec<u8>, SinkError> {
+    async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
         self.inner.get(key).await
     }
     async fn list(
@@ -318,7 +318,7 @@ impl Sink for Faulty {
         prefix: &str,
         start_after: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<String>, SinkError> {
+    ) -> Result<Vec<String>, StoreError> {
         self.inner.list(prefix, start_after, limit).await
     }
     fn location(&self) -> String {

@@ -3,4 +3,3 @@
 #[path = "../../examples/gen_batch.rs"]
 mod gen_batch;
 mod handler;
-mod sink;

@@ -1,16 +1,16 @@
-//! A bucket in memory for the replayer's tests, with `ListObjectsV2`'s
-//! listing semantics and faults on demand.
+//! evs-archive's memory store for the replayer's tests, with faults on
+//! demand.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use evs_archiver::sink::{Object, Sink, SinkError};
+use evs_archive::store::{MemoryStore, Object, ObjectStore, StoreError};
 
 #[derive(Debug, Default)]
 pub struct MemorySink {
-    objects: Mutex<BTreeMap<String, Vec<u8>>>,
+    objects: MemoryStore,
     /// Keys whose next GET fails (a transient error).
     pub fail_once: Mutex<BTreeSet<String>>,
     /// Keys whose GETs always fail with an error that does not heal.
@@ -20,33 +20,34 @@ pub struct MemorySink {
 }
 
 impl MemorySink {
+    /// Puts an object at `key`, replacing any.
     pub fn insert(&self, key: String, body: Vec<u8>) {
-        if let Ok(mut objects) = self.objects.lock() {
-            objects.insert(key, body);
-        }
+        self.objects.remove(&key);
+        let object = Object {
+            bytes: body,
+            ..Object::default()
+        };
+        let _ = self.objects.insert(&key, object);
     }
 
     /// Moves an object to another key.
     #[allow(dead_code)] // not every test binary renames objects
     pub fn rename(&self, from: &str, to: String) {
-        if let Ok(mut objects) = self.objects.lock() {
-            if let Some(body) = objects.remove(from) {
-                objects.insert(to, body);
-            }
+        if let Some(object) = self.objects.remove(from) {
+            self.insert(to, object.bytes);
         }
     }
 }
 
 #[async_trait]
-impl Sink for MemorySink {
-    async fn put(&self, key: &str, object: &Object) -> Result<(), SinkError> {
-        self.insert(key.to_owned(), object.bytes.clone());
-        Ok(())
+impl ObjectStore for MemorySink {
+    async fn put(&self, key: &str, object: &Object) -> Result<(), StoreError> {
+        self.objects.put(key, object).await
     }
 
-    async fn get(&self, key: &str) -> Result<Vec<u8>, SinkError> {
+    async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
         if self.fail_once.lock().is_ok_and(|mut f| f.remove(key)) {
-            return Err(SinkError::S3 {
+            return Err(StoreError::S3 {
                 doing: "reading",
                 key: key.to_owned(),
                 message: "503 SlowDown".into(),
@@ -54,7 +55,7 @@ impl Sink for MemorySink {
             });
         }
         if self.fail_always.lock().is_ok_and(|f| f.contains(key)) {
-            return Err(SinkError::S3 {
+            return Err(StoreError::S3 {
                 doing: "reading",
                 key: key.to_owned(),
                 message: "403 AccessDenied".into(),
@@ -64,11 +65,7 @@ impl Sink for MemorySink {
         if self.slow.lock().is_ok_and(|s| s.contains(key)) {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        let not_found = || SinkError::NotFound {
-            key: key.to_owned(),
-        };
-        let objects = self.objects.lock().map_err(|_| not_found())?;
-        objects.get(key).cloned().ok_or_else(not_found)
+        self.objects.get(key).await
     }
 
     async fn list(
@@ -76,16 +73,8 @@ impl Sink for MemorySink {
         prefix: &str,
         start_after: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<String>, SinkError> {
-        let objects = self.objects.lock().map_err(|_| SinkError::NotFound {
-            key: prefix.to_owned(),
-        })?;
-        Ok(objects
-            .keys()
-            .filter(|k| k.starts_with(prefix) && start_after.is_none_or(|s| k.as_str() > s))
-            .take(limit)
-            .cloned()
-            .collect())
+    ) -> Result<Vec<String>, StoreError> {
+        self.objects.list(prefix, start_after, limit).await
     }
 
     fn location(&self) -> String {

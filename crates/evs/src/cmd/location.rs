@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use anyhow::{bail, Result};
+use evs_archive::store::{LocalDir, ObjectStore, S3Store};
 use evs_archiver::config::{Config, Location};
-use evs_archiver::sink::{LocalDir, S3Sink, Sink};
 use evs_replay::Archive;
 
 /// The archiver's own configuration rules (`EVS_ARCHIVE_PREFIX`,
@@ -22,10 +22,10 @@ pub(super) fn config(archive: Option<String>) -> Result<Config> {
 
 /// The sink a configuration names (S3 clients from the standard AWS
 /// environment, path-style with a custom endpoint).
-pub(super) async fn sink(config: &Config) -> Result<Arc<dyn Sink>> {
+pub(super) async fn sink(config: &Config) -> Result<Arc<dyn ObjectStore>> {
     Ok(match &config.location {
         Location::Local(dir) => Arc::new(LocalDir::new(dir.clone())),
-        Location::S3 { bucket } => Arc::new(S3Sink::new(crate::aws::s3().await?, bucket.clone())),
+        Location::S3 { bucket } => Arc::new(S3Store::new(crate::aws::s3().await?, bucket.clone())),
     })
 }
 

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use evs_archiver::sink::local::{replace_file, replacement_path};
+use evs_archive::store::local::{replace_file, replacement_path};
 use evs_replay::Checkpoint;
 
 /// Counts the bytes the inner writer accepted.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::{Object, Sink, SinkError};
+use super::{Object, ObjectStore, StoreError};
 
 /// Files whose name starts with this are uploads in progress, never listed.
 const TEMP_PREFIX: &str = ".tmp-";
@@ -31,8 +31,8 @@ impl LocalDir {
 
     /// The one function that turns a key into a path: `<root>/<key>`, with
     /// every `/`-separated part a plain file name.
-    pub fn key_path(&self, key: &str) -> Result<PathBuf, SinkError> {
-        let invalid = |reason: &str| SinkError::InvalidKey {
+    pub fn key_path(&self, key: &str) -> Result<PathBuf, StoreError> {
+        let invalid = |reason: &str| StoreError::InvalidKey {
             key: key.to_owned(),
             reason: reason.to_owned(),
         };
@@ -57,8 +57,8 @@ impl LocalDir {
     }
 }
 
-fn io(doing: &'static str, path: &Path, source: std::io::Error) -> SinkError {
-    SinkError::Io {
+fn io(doing: &'static str, path: &Path, source: std::io::Error) -> StoreError {
+    StoreError::Io {
         doing,
         path: path.display().to_string(),
         source,
@@ -78,7 +78,7 @@ impl Drop for Cancel {
 /// `create_dir_all`, then each directory it created is synced through its
 /// parent, so that a crash cannot lose the path to an object that `put`
 /// reported durable.
-fn create_dirs_durably(dir: &Path) -> Result<(), SinkError> {
+fn create_dirs_durably(dir: &Path) -> Result<(), StoreError> {
     let mut missing = Vec::new();
     let mut probe = Some(dir);
     while let Some(d) = probe {
@@ -149,7 +149,7 @@ fn put_blocking(
     key: &str,
     bytes: &[u8],
     cancelled: &AtomicBool,
-) -> Result<(), SinkError> {
+) -> Result<(), StoreError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     create_dirs_durably(dir)?;
     let tmp = dir.join(format!("{TEMP_PREFIX}{}", uuid::Uuid::new_v4().simple()));
@@ -170,7 +170,7 @@ fn put_blocking(
         // A hard link publishes the complete file atomically and fails if the
         // key exists: never a partial object, never an overwrite.
         std::fs::hard_link(&tmp, path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => SinkError::AlreadyExists {
+            std::io::ErrorKind::AlreadyExists => StoreError::AlreadyExists {
                 key: key.to_owned(),
             },
             _ => io("publishing", path, e),
@@ -194,7 +194,7 @@ fn list_blocking(
     prefix: &str,
     start_after: Option<&str>,
     limit: usize,
-) -> Result<Vec<String>, SinkError> {
+) -> Result<Vec<String>, StoreError> {
     let mut keys = Vec::new();
     if limit > 0 {
         walk(root, "", prefix, start_after, limit, &mut keys)?;
@@ -209,7 +209,7 @@ fn walk(
     start_after: Option<&str>,
     limit: usize,
     keys: &mut Vec<String>,
-) -> Result<(), SinkError> {
+) -> Result<(), StoreError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -261,8 +261,8 @@ fn walk(
 }
 
 #[async_trait]
-impl Sink for LocalDir {
-    async fn put(&self, key: &str, object: &Object) -> Result<(), SinkError> {
+impl ObjectStore for LocalDir {
+    async fn put(&self, key: &str, object: &Object) -> Result<(), StoreError> {
         let path = self.key_path(key)?;
         let key = key.to_owned();
         let bytes = object.bytes.clone();
@@ -270,17 +270,17 @@ impl Sink for LocalDir {
         let _cancel_on_drop = Cancel(cancelled.clone());
         tokio::task::spawn_blocking(move || put_blocking(&path, &key, &bytes, &cancelled))
             .await
-            .map_err(|e| SinkError::Io {
+            .map_err(|e| StoreError::Io {
                 doing: "writing",
                 path: e.to_string(),
                 source: std::io::Error::other("the writer task failed"),
             })?
     }
 
-    async fn get(&self, key: &str) -> Result<Vec<u8>, SinkError> {
+    async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
         let path = self.key_path(key)?;
         tokio::fs::read(&path).await.map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => SinkError::NotFound {
+            std::io::ErrorKind::NotFound => StoreError::NotFound {
                 key: key.to_owned(),
             },
             _ => io("reading", &path, e),
@@ -292,7 +292,7 @@ impl Sink for LocalDir {
         prefix: &str,
         start_after: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<String>, SinkError> {
+    ) -> Result<Vec<String>, StoreError> {
         let root = self.root.clone();
         let prefix = prefix.to_owned();
         let start_after = start_after.map(str::to_owned);
@@ -300,7 +300,7 @@ impl Sink for LocalDir {
             list_blocking(&root, &prefix, start_after.as_deref(), limit)
         })
         .await
-        .map_err(|e| SinkError::Io {
+        .map_err(|e| StoreError::Io {
             doing: "listing",
             path: e.to_string(),
             source: std::io::Error::other("the listing task failed"),

@@ -5,11 +5,11 @@ use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
 
-use super::{Object, Sink, SinkError};
+use super::{Object, ObjectStore, StoreError};
 
 /// An archive in an S3 bucket.
 #[derive(Debug, Clone)]
-pub struct S3Sink {
+pub struct S3Store {
     client: Client,
     bucket: String,
 }
@@ -17,7 +17,7 @@ pub struct S3Sink {
 /// S3's limit on a key, in UTF-8 bytes.
 pub const MAX_KEY_BYTES: usize = 1024;
 
-impl S3Sink {
+impl S3Store {
     /// A sink writing to `bucket` with `client` (configure path-style
     /// addressing on the client when a custom endpoint is used).
     pub fn new(client: Client, bucket: impl Into<String>) -> Self {
@@ -33,9 +33,9 @@ impl S3Sink {
     }
 }
 
-fn check_key(key: &str) -> Result<(), SinkError> {
+fn check_key(key: &str) -> Result<(), StoreError> {
     if key.is_empty() || key.len() > MAX_KEY_BYTES {
-        return Err(SinkError::InvalidKey {
+        return Err(StoreError::InvalidKey {
             key: key.to_owned(),
             reason: format!("an S3 key is 1 to {MAX_KEY_BYTES} bytes"),
         });
@@ -44,8 +44,8 @@ fn check_key(key: &str) -> Result<(), SinkError> {
 }
 
 #[async_trait]
-impl Sink for S3Sink {
-    async fn put(&self, key: &str, object: &Object) -> Result<(), SinkError> {
+impl ObjectStore for S3Store {
+    async fn put(&self, key: &str, object: &Object) -> Result<(), StoreError> {
         check_key(key)?;
         let mut request = self
             .client
@@ -63,10 +63,10 @@ impl Sink for S3Sink {
         }
         match request.send().await {
             Ok(_) => Ok(()),
-            Err(e) if e.code() == Some("PreconditionFailed") => Err(SinkError::AlreadyExists {
+            Err(e) if e.code() == Some("PreconditionFailed") => Err(StoreError::AlreadyExists {
                 key: key.to_owned(),
             }),
-            Err(e) => Err(SinkError::S3 {
+            Err(e) => Err(StoreError::S3 {
                 doing: "writing",
                 key: format!("s3://{}/{key}", self.bucket),
                 message: evs_core::describe_sdk_error(&e),
@@ -75,7 +75,7 @@ impl Sink for S3Sink {
         }
     }
 
-    async fn get(&self, key: &str) -> Result<Vec<u8>, SinkError> {
+    async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
         check_key(key)?;
         let out = self
             .client
@@ -85,17 +85,17 @@ impl Sink for S3Sink {
             .send()
             .await
             .map_err(|e| match e.code() {
-                Some("NoSuchKey") => SinkError::NotFound {
+                Some("NoSuchKey") => StoreError::NotFound {
                     key: key.to_owned(),
                 },
-                _ => SinkError::S3 {
+                _ => StoreError::S3 {
                     doing: "reading",
                     key: format!("s3://{}/{key}", self.bucket),
                     message: evs_core::describe_sdk_error(&e),
                     transient: evs_core::is_transient_sdk_error(&e),
                 },
             })?;
-        let body = out.body.collect().await.map_err(|e| SinkError::S3 {
+        let body = out.body.collect().await.map_err(|e| StoreError::S3 {
             doing: "reading",
             key: format!("s3://{}/{key}", self.bucket),
             message: e.to_string(),
@@ -110,7 +110,7 @@ impl Sink for S3Sink {
         prefix: &str,
         start_after: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<String>, SinkError> {
+    ) -> Result<Vec<String>, StoreError> {
         let mut keys = Vec::new();
         let mut token: Option<String> = None;
         while keys.len() < limit {
@@ -124,7 +124,7 @@ impl Sink for S3Sink {
                 .max_keys(i32::try_from((limit - keys.len()).min(1000)).unwrap_or(1000))
                 .send()
                 .await
-                .map_err(|e| SinkError::S3 {
+                .map_err(|e| StoreError::S3 {
                     doing: "listing",
                     key: format!("s3://{}/{prefix}", self.bucket),
                     message: evs_core::describe_sdk_error(&e),

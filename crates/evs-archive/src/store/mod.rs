@@ -1,6 +1,7 @@
-//! Where archive objects go: one trait, a module per backend.
+//! Where archive objects live: one trait, a module per backend (a local
+//! directory, S3, memory).
 //!
-//! Every [`Sink`] keeps these rules:
+//! Every [`ObjectStore`] keeps these rules:
 //! * `put` returns only once the object is durably stored, and never
 //!   replaces an existing object (keys are unique per attempt, so an
 //!   existing key is an error, not something to overwrite);
@@ -15,10 +16,12 @@ use std::fmt;
 use async_trait::async_trait;
 
 pub mod local;
+mod memory;
 pub mod s3;
 
 pub use local::LocalDir;
-pub use s3::S3Sink;
+pub use memory::MemoryStore;
+pub use s3::S3Store;
 
 /// An object to store.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -33,17 +36,17 @@ pub struct Object {
     pub metadata: BTreeMap<String, String>,
 }
 
-/// What a sink can fail with.
+/// What an object store can fail with.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum SinkError {
+pub enum StoreError {
     /// An object exists at the key already.
     #[error("an object already exists at {key}")]
     AlreadyExists {
         /// The key.
         key: String,
     },
-    /// The key cannot be stored by this sink.
+    /// The key cannot be stored by this store.
     #[error("invalid key {key:?}: {reason}")]
     InvalidKey {
         /// The key.
@@ -83,14 +86,14 @@ pub enum SinkError {
     },
 }
 
-impl SinkError {
+impl StoreError {
     /// Whether waiting and trying again may succeed: an S3 outage or
     /// throttling, an interrupted filesystem call. Never a missing object,
     /// an existing key, a missing bucket or refused credentials.
     pub fn is_transient(&self) -> bool {
         match self {
-            SinkError::S3 { transient, .. } => *transient,
-            SinkError::Io { source, .. } => matches!(
+            StoreError::S3 { transient, .. } => *transient,
+            StoreError::Io { source, .. } => matches!(
                 source.kind(),
                 std::io::ErrorKind::Interrupted
                     | std::io::ErrorKind::TimedOut
@@ -103,12 +106,12 @@ impl SinkError {
 
 /// A place to store archive objects.
 #[async_trait]
-pub trait Sink: Send + Sync + fmt::Debug {
+pub trait ObjectStore: Send + Sync + fmt::Debug {
     /// Stores `object` at `key`, durably, unless an object exists there.
-    async fn put(&self, key: &str, object: &Object) -> Result<(), SinkError>;
+    async fn put(&self, key: &str, object: &Object) -> Result<(), StoreError>;
 
     /// Reads the object at `key`.
-    async fn get(&self, key: &str) -> Result<Vec<u8>, SinkError>;
+    async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError>;
 
     /// Up to `limit` keys that start with `prefix` and sort strictly after
     /// `start_after`, in UTF-8 byte order.
@@ -117,20 +120,8 @@ pub trait Sink: Send + Sync + fmt::Debug {
         prefix: &str,
         start_after: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<String>, SinkError>;
+    ) -> Result<Vec<String>, StoreError>;
 
-    /// Where this sink writes, for logs: `s3://bucket/` or a directory path.
+    /// Where this store keeps its objects, for logs: `s3://bucket/` or a directory path.
     fn location(&self) -> String;
-}
-
-/// The sink a configuration names. For S3 the client comes from the
-/// standard AWS environment, with path-style addressing when a custom
-/// endpoint (`AWS_ENDPOINT_URL`) is set, as emulators need.
-pub async fn from_config(config: &crate::config::Config) -> Box<dyn Sink> {
-    match &config.location {
-        crate::config::Location::Local(dir) => Box::new(LocalDir::new(dir.clone())),
-        crate::config::Location::S3 { bucket } => {
-            Box::new(S3Sink::new(s3::client_from_env().await, bucket.clone()))
-        }
-    }
 }

@@ -1,6 +1,7 @@
-//! One behaviour suite for every sink: the local directory and S3 (on the emulator).
+//! One behaviour suite for every object store: a local directory, memory,
+//! and S3 (on the emulator).
 
-use evs_archiver::sink::{LocalDir, Object, S3Sink, Sink, SinkError};
+use evs_archive::store::{LocalDir, MemoryStore, Object, ObjectStore, S3Store, StoreError};
 use evs_testkit::{unique_name, Moto};
 
 fn object(body: &str) -> Object {
@@ -12,7 +13,7 @@ fn object(body: &str) -> Object {
     }
 }
 
-pub async fn sink_behaviour(sink: &dyn Sink) {
+async fn behaviour(sink: &dyn ObjectStore) {
     // Written out of order; listed in UTF-8 byte order, like S3.
     let keys = [
         "events/2026/11/23/22/20261123T220732123Z-b.ndjson",
@@ -59,21 +60,43 @@ pub async fn sink_behaviour(sink: &dyn Sink) {
     // Never an overwrite.
     let again = sink.put(keys[1], &object("other")).await;
     assert!(
-        matches!(again, Err(SinkError::AlreadyExists { .. })),
+        matches!(again, Err(StoreError::AlreadyExists { .. })),
         "{again:?}"
     );
     assert_eq!(sink.get(keys[1]).await.unwrap(), b"body 1");
     assert!(matches!(
         sink.get("events/nope").await,
-        Err(SinkError::NotFound { .. })
+        Err(StoreError::NotFound { .. })
     ));
+}
+
+#[tokio::test]
+async fn memory() {
+    let store = MemoryStore::new();
+    behaviour(&store).await;
+    assert_eq!(store.len(), 6);
+    assert!(store
+        .remove("events/2027/01/01/00/20270101T000000000Z-a.ndjson")
+        .is_some());
+    assert_eq!(
+        store.list("events/2027/", None, 10).await.unwrap(),
+        Vec::<String>::new()
+    );
+    // The metadata is kept with the body.
+    let kept = store
+        .remove("events/2026/11/23/23/20261123T230000000Z-a.ndjson")
+        .unwrap();
+    assert_eq!(
+        kept.metadata.get("evs-count").map(String::as_str),
+        Some("1")
+    );
 }
 
 #[tokio::test]
 async fn local_directory() {
     let dir = std::env::temp_dir().join(unique_name("evs-sink"));
     let sink = LocalDir::new(&dir);
-    sink_behaviour(&sink).await;
+    behaviour(&sink).await;
     // The layout is the key: a key is a path under the root.
     assert!(dir
         .join("events/2027/01/01/00/20270101T000000000Z-a.ndjson")
@@ -82,7 +105,7 @@ async fn local_directory() {
         assert!(
             matches!(
                 sink.put(bad, &object("x")).await,
-                Err(SinkError::InvalidKey { .. })
+                Err(StoreError::InvalidKey { .. })
             ),
             "{bad}"
         );
@@ -93,11 +116,11 @@ async fn local_directory() {
 #[tokio::test]
 async fn s3_bucket() {
     let Some(moto) = Moto::shared() else { return };
-    let client = evs_archiver::sink::s3::client_for(&moto.sdk_config().await);
+    let client = evs_archive::store::s3::client_for(&moto.sdk_config().await);
     let bucket = unique_name("sink");
     client.create_bucket().bucket(&bucket).send().await.unwrap();
-    let sink = S3Sink::new(client.clone(), &bucket);
-    sink_behaviour(&sink).await;
+    let sink = S3Store::new(client.clone(), &bucket);
+    behaviour(&sink).await;
     // Listing pages past 1000 keys.
     for i in 0..1005 {
         sink.put(&format!("many/{i:05}"), &object("x"))
@@ -107,7 +130,7 @@ async fn s3_bucket() {
     let all = sink.list("many/", None, 5000).await.unwrap();
     assert_eq!(all.len(), 1005);
     assert!(all.windows(2).all(|w| w[0] < w[1]));
-    let missing = S3Sink::new(client, unique_name("no-such-bucket"));
+    let missing = S3Store::new(client, unique_name("no-such-bucket"));
     let err = missing.put("k", &object("x")).await.unwrap_err();
-    assert!(matches!(err, SinkError::S3 { .. }), "{err:?}");
+    assert!(matches!(err, StoreError::S3 { .. }), "{err:?}");
 }

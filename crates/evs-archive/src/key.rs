@@ -49,8 +49,8 @@ use std::fmt;
 use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, Time};
 use uuid::Uuid;
 
-use crate::encode::Compression;
-use crate::record::{SequenceNumber, MAX_SEQUENCE_NUMBER_DIGITS};
+use crate::object::Compression;
+use crate::seq::{SequenceNumber, MAX_SEQUENCE_NUMBER_DIGITS};
 
 /// S3's limit on a key, in UTF-8 bytes.
 pub const MAX_KEY_BYTES: usize = 1024;
