@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
         assert!(delivered.is_err(), "a line that is not JSON is refused");
         return;
     };
-    if let Ok(event) = ArchivedEvent::from_line(&tree) {
+    if let Ok(event) = ArchivedEvent::from_line(text) {
         check_archived_event(&event);
         if let Ok(delivered) = delivered {
             assert_eq!(delivered.stream_id, event.event.stream_id.as_str());

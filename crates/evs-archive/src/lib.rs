@@ -57,7 +57,9 @@ pub use key::{
     start_after_for, ArchiveKey, DeadLetterKey, KeyError, Prefix, Suffix, DEAD_LETTER_EXTENSION,
     MAX_KEY_BYTES, MAX_PREFIX_BYTES, MAX_SEALED_AT_MS, MIN_SEALED_AT_MS,
 };
-pub use line::{ArchivedEvent, LineError, PayloadEncoding, TimestampSource};
+pub use line::{
+    event_line, ArchivedEvent, Json, Line, LineError, PayloadEncoding, TimestampSource,
+};
 pub use object::{
     archive_order, decode_events, decode_lines, decompress, decompress_limited, encode_events,
     sort_events, Compression, DecodeError, EncodeError, EncodedBatch, DEAD_LETTER_CONTENT_TYPE,

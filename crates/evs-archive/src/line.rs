@@ -46,12 +46,21 @@
 //!   always a new field, never a new value of one: readers that do not know
 //!   it still read the event right.
 //!
-//! [`ArchivedEvent::from_line`] reads a line back into the same value.
+//! [`Line`] is the format's one definition: it writes the line of an
+//! [`ArchivedEvent`] ([`ArchivedEvent::write_line`]), reads it back
+//! ([`ArchivedEvent::from_line`]), and, with the stream record's fields left
+//! out ([`Line::event_only`], [`event_line`]), is the line of `evs read` and
+//! of a replay. Read from text, its JSON values are borrowed raw text
+//! ([`Json::Raw`]), so a reader that only passes events on (the replayer)
+//! copies them without building a tree.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use evs_core::attr::{self, AttrValue, Item};
+use evs_core::attr::{AttrValue, Item};
 use evs_core::{format_timestamp_ms, RecordedEvent, StreamId};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -89,16 +98,6 @@ pub enum PayloadEncoding {
     Absent,
 }
 
-impl PayloadEncoding {
-    /// The line's `payloadEncoding`, when it has one.
-    fn marker(self) -> Option<&'static str> {
-        match self {
-            PayloadEncoding::Attribute | PayloadEncoding::Absent => None,
-            PayloadEncoding::JsonString => Some(JSON_STRING),
-        }
-    }
-}
-
 /// One event as the archive holds it: the decoded event plus the stream
 /// record it came from and what makes its line lossless.
 #[derive(Debug, Clone, PartialEq)]
@@ -127,213 +126,386 @@ pub struct ArchivedEvent {
 }
 
 /// Why a line is not an archived event.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid archive line: field {field}: {reason}")]
-pub struct LineError {
-    /// The line field at fault.
-    pub field: &'static str,
-    /// What is wrong with it.
-    pub reason: String,
+#[derive(Debug, thiserror::Error)]
+pub enum LineError {
+    /// The text is not a line: not a JSON object, a field of the wrong JSON
+    /// type, a required field missing or repeated, text after the object.
+    #[error("invalid archive line: {0}")]
+    Json(#[from] serde_json::Error),
+    /// A field has the right JSON type but a value the format does not allow.
+    #[error("invalid archive line: field {field}: {reason}")]
+    Field {
+        /// The line field at fault.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// A JSON value in a [`Line`]: its raw text when the line was read, or a
+/// value to write.
+#[derive(Debug, Clone, Copy)]
+pub enum Json<'a> {
+    /// JSON text as read, passed on byte for byte.
+    Raw(&'a RawValue),
+    /// A JSON value.
+    Value(&'a Value),
+    /// An attribute value, written as DynamoDB JSON.
+    Attr(&'a AttrValue),
+    /// Attributes by name, written as an object of DynamoDB JSON values.
+    Attrs(&'a Item),
+}
+
+impl Serialize for Json<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Json::Raw(raw) => raw.serialize(serializer),
+            Json::Value(value) => value.serialize(serializer),
+            Json::Attr(attr) => attr.serialize(serializer),
+            Json::Attrs(attrs) => attrs.serialize(serializer),
+        }
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Json<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        <&'de RawValue>::deserialize(deserializer).map(Json::Raw)
+    }
+}
+
+impl Json<'_> {
+    /// The value as JSON.
+    pub fn to_value(self) -> Result<Value, serde_json::Error> {
+        match self {
+            Json::Raw(raw) => serde_json::from_str(raw.get()),
+            Json::Value(value) => Ok(value.clone()),
+            other => serde_json::to_value(other),
+        }
+    }
+
+    /// The value read as DynamoDB JSON.
+    fn read_attr<T: serde::de::DeserializeOwned>(self) -> Result<T, serde_json::Error> {
+        match self {
+            Json::Raw(raw) => serde_json::from_str(raw.get()),
+            other => serde_json::from_value(serde_json::to_value(other)?),
+        }
+    }
+}
+
+/// One archive line, as written and as read (see the module docs for the
+/// format). The first eight fields, in this order, are the line of
+/// `evs read`; the rest are the stream record's and appear in archive lines
+/// only. Optional fields are left out when absent; unknown fields are
+/// ignored when read.
+///
+/// Reading checks JSON types, that `streamId` is not empty and `eventId` is
+/// at least 1; [`ArchivedEvent::from_line`] checks the rest.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(
+    rename_all = "camelCase",
+    expecting = "an archive line (a JSON object)"
+)]
+pub struct Line<'a> {
+    /// `streamId`.
+    #[serde(borrow, deserialize_with = "non_empty")]
+    pub stream_id: Cow<'a, str>,
+    /// `eventId`: at least 1.
+    #[serde(deserialize_with = "event_number")]
+    pub event_id: u64,
+    /// `eventName`.
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub event_name: Option<Cow<'a, str>>,
+    /// `timestamp`: RFC 3339 UTC with milliseconds (`format_timestamp_ms`).
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<Cow<'a, str>>,
+    /// `payload` (may be `null`).
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub payload: Option<Json<'a>>,
+    /// `id`: the event's UUID, lower-case and hyphenated.
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<Cow<'a, str>>,
+    /// `metadata` (may be `null`).
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub metadata: Option<Json<'a>>,
+    /// `attributes`: every other item attribute, as DynamoDB JSON.
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub attributes: Option<Json<'a>>,
+    /// `eventID`: the stream record's id.
+    #[serde(
+        rename = "eventID",
+        borrow,
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub record_id: Option<Cow<'a, str>>,
+    /// `sequenceNumber`: the stream record's `SequenceNumber`.
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub sequence_number: Option<Cow<'a, str>>,
+    /// `timestampSource`: `approximateCreationDateTime` when the item had no `Timestamp`.
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub timestamp_source: Option<Cow<'a, str>>,
+    /// `payloadEncoding`: `json-string` when the payload was stored as JSON text.
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub payload_encoding: Option<Cow<'a, str>>,
+    /// `payloadAbsent`: the item had no `Payload`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub payload_absent: bool,
+    /// `payloadAttr`: the `Payload` attribute as stored, when `payload` does not give it back.
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub payload_attr: Option<Json<'a>>,
+    /// `metadataAttr`: the same for `Metadata`.
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub metadata_attr: Option<Json<'a>>,
+    /// `timestampAttr`: the `Timestamp` attribute as stored, when `timestamp` does not give back its text.
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub timestamp_attr: Option<Json<'a>>,
+    /// `idAttr`: the `EventUuid` attribute as stored, when `id` does not give back its text.
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub id_attr: Option<Json<'a>>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// A field that is present, `null` included (a plain `Option` reads `null` as absent).
+fn present<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<Option<Json<'a>>, D::Error> {
+    Json::deserialize(d).map(Some)
+}
+
+fn non_empty<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<Cow<'a, str>, D::Error> {
+    let text = Cow::<'a, str>::deserialize(d)?;
+    if text.is_empty() {
+        return Err(serde::de::Error::custom("\"streamId\" is empty"));
+    }
+    Ok(text)
+}
+
+fn event_number<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let raw = <&RawValue>::deserialize(d)?;
+    raw.get()
+        .parse::<u64>()
+        .ok()
+        .filter(|&n| n >= 1)
+        .ok_or_else(|| serde::de::Error::custom("\"eventId\" must be an integer of at least 1"))
+}
+
+impl<'a> Line<'a> {
+    /// Reads one line (JSON text, no newline). Nothing may follow the object.
+    pub fn parse(text: &'a str) -> Result<Self, serde_json::Error> {
+        // serde would also read a struct from an array of its fields.
+        if !text.trim_start().starts_with('{') {
+            return Err(serde::de::Error::custom(
+                "an archive line must be a JSON object",
+            ));
+        }
+        let mut de = serde_json::Deserializer::from_str(text);
+        let line = Self::deserialize(&mut de)?;
+        de.end()?;
+        Ok(line)
+    }
+
+    /// The line of the event alone, as `evs read` prints it: the stream
+    /// record's fields dropped.
+    pub fn event_only(self) -> Self {
+        Self {
+            record_id: None,
+            sequence_number: None,
+            timestamp_source: None,
+            payload_encoding: None,
+            payload_absent: false,
+            payload_attr: None,
+            metadata_attr: None,
+            timestamp_attr: None,
+            id_attr: None,
+            ..self
+        }
+    }
+
+    /// Whether the event this line holds differs from its plain fields:
+    /// its payload or metadata must be taken from the lossless extras
+    /// (`payloadEncoding`, `payloadAttr`, `metadataAttr`), so only
+    /// [`ArchivedEvent::from_line`] gives the event back.
+    pub fn needs_decoding(&self) -> bool {
+        self.payload_encoding.is_some()
+            || self.payload_attr.is_some()
+            || self.metadata_attr.is_some()
+    }
+}
+
+/// The line of an event as `evs read` prints it, borrowing from the event.
+pub fn event_line(event: &RecordedEvent) -> Line<'_> {
+    Line {
+        stream_id: Cow::Borrowed(event.stream_id.as_str()),
+        event_id: event.event_id,
+        event_name: Some(Cow::Borrowed(&event.name)),
+        timestamp: Some(Cow::Owned(format_timestamp_ms(event.timestamp_ms))),
+        payload: Some(Json::Value(&event.payload)),
+        id: event.id.map(|id| Cow::Owned(id.hyphenated().to_string())),
+        metadata: event.metadata.as_ref().map(Json::Value),
+        attributes: (!event.attributes.is_empty()).then_some(Json::Attrs(&event.attributes)),
+        record_id: None,
+        sequence_number: None,
+        timestamp_source: None,
+        payload_encoding: None,
+        payload_absent: false,
+        payload_attr: None,
+        metadata_attr: None,
+        timestamp_attr: None,
+        id_attr: None,
+    }
 }
 
 impl ArchivedEvent {
-    /// The event as one archive line (see the module docs for the format).
-    pub fn to_line(&self) -> Value {
-        let mut line = self.event.to_json();
-        if let Value::Object(map) = &mut line {
-            map.insert("eventID".into(), Value::String(self.record_id.clone()));
-            map.insert(
-                "sequenceNumber".into(),
-                Value::String(self.sequence_number.to_string()),
-            );
-            if self.timestamp_source == TimestampSource::ApproximateCreationDateTime {
-                map.insert(
-                    "timestampSource".into(),
-                    Value::String(APPROXIMATE_CREATION.into()),
-                );
-            }
-            if let Some(marker) = self.payload_encoding.marker() {
-                map.insert("payloadEncoding".into(), Value::String(marker.into()));
-            }
-            if self.payload_encoding == PayloadEncoding::Absent {
-                map.insert("payloadAbsent".into(), Value::Bool(true));
-            }
-            if let Some(a) = &self.payload_attr {
-                map.insert("payloadAttr".into(), attr::to_dynamo_json(a));
-            }
-            if let Some(a) = &self.metadata_attr {
-                map.insert("metadataAttr".into(), attr::to_dynamo_json(a));
-            }
-            if let Some(a) = &self.timestamp_attr {
-                map.insert("timestampAttr".into(), attr::to_dynamo_json(a));
-            }
-            if let Some(a) = &self.id_attr {
-                map.insert("idAttr".into(), attr::to_dynamo_json(a));
-            }
+    /// The event's archive line, borrowing from it.
+    pub fn line(&self) -> Line<'_> {
+        Line {
+            record_id: Some(Cow::Borrowed(&self.record_id)),
+            sequence_number: Some(Cow::Borrowed(self.sequence_number.as_str())),
+            timestamp_source: (self.timestamp_source
+                == TimestampSource::ApproximateCreationDateTime)
+                .then_some(Cow::Borrowed(APPROXIMATE_CREATION)),
+            payload_encoding: (self.payload_encoding == PayloadEncoding::JsonString)
+                .then_some(Cow::Borrowed(JSON_STRING)),
+            payload_absent: self.payload_encoding == PayloadEncoding::Absent,
+            payload_attr: self.payload_attr.as_ref().map(Json::Attr),
+            metadata_attr: self.metadata_attr.as_ref().map(Json::Attr),
+            timestamp_attr: self.timestamp_attr.as_ref().map(Json::Attr),
+            id_attr: self.id_attr.as_ref().map(Json::Attr),
+            ..event_line(&self.event)
         }
-        line
     }
 
-    /// Appends the event's line ([`Self::to_line`], no newline) to `out`:
-    /// byte for byte what `serde_json::to_writer(out, &self.to_line())`
-    /// writes, without building the line's JSON tree or copying the payload.
+    /// The event's line as a JSON value.
+    pub fn to_line(&self) -> Result<Value, serde_json::Error> {
+        serde_json::to_value(self.line())
+    }
+
+    /// Appends the event's line (no newline) to `out`.
     pub fn write_line(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
-        let e = &self.event;
-        out.extend_from_slice(b"{\"streamId\":");
-        attr::write_json_str(out, e.stream_id.as_str());
-        out.extend_from_slice(b",\"eventId\":");
-        serde_json::to_writer(&mut *out, &e.event_id)?;
-        out.extend_from_slice(b",\"eventName\":");
-        attr::write_json_str(out, &e.name);
-        out.extend_from_slice(b",\"timestamp\":");
-        attr::write_json_str(out, &format_timestamp_ms(e.timestamp_ms));
-        out.extend_from_slice(b",\"payload\":");
-        serde_json::to_writer(&mut *out, &e.payload)?;
-        if let Some(id) = e.id {
-            out.extend_from_slice(b",\"id\":\"");
-            out.extend_from_slice(
-                id.hyphenated()
-                    .encode_lower(&mut Uuid::encode_buffer())
-                    .as_bytes(),
-            );
-            out.push(b'"');
-        }
-        if let Some(m) = &e.metadata {
-            out.extend_from_slice(b",\"metadata\":");
-            serde_json::to_writer(&mut *out, m)?;
-        }
-        if !e.attributes.is_empty() {
-            out.extend_from_slice(b",\"attributes\":");
-            attr::write_item_dynamo_json(out, &e.attributes);
-        }
-        out.extend_from_slice(b",\"eventID\":");
-        attr::write_json_str(out, &self.record_id);
-        out.extend_from_slice(b",\"sequenceNumber\":");
-        attr::write_json_str(out, self.sequence_number.as_str());
-        if self.timestamp_source == TimestampSource::ApproximateCreationDateTime {
-            out.extend_from_slice(b",\"timestampSource\":");
-            attr::write_json_str(out, APPROXIMATE_CREATION);
-        }
-        if let Some(marker) = self.payload_encoding.marker() {
-            out.extend_from_slice(b",\"payloadEncoding\":");
-            attr::write_json_str(out, marker);
-        }
-        if self.payload_encoding == PayloadEncoding::Absent {
-            out.extend_from_slice(b",\"payloadAbsent\":true");
-        }
-        if let Some(a) = &self.payload_attr {
-            out.extend_from_slice(b",\"payloadAttr\":");
-            attr::write_dynamo_json(out, a);
-        }
-        if let Some(a) = &self.metadata_attr {
-            out.extend_from_slice(b",\"metadataAttr\":");
-            attr::write_dynamo_json(out, a);
-        }
-        if let Some(a) = &self.timestamp_attr {
-            out.extend_from_slice(b",\"timestampAttr\":");
-            attr::write_dynamo_json(out, a);
-        }
-        if let Some(a) = &self.id_attr {
-            out.extend_from_slice(b",\"idAttr\":");
-            attr::write_dynamo_json(out, a);
-        }
-        out.push(b'}');
-        Ok(())
+        serde_json::to_writer(out, &self.line())
     }
 
-    /// Reads an archive line back. Unknown fields are ignored.
-    pub fn from_line(line: &Value) -> Result<Self, LineError> {
-        let err = |field: &'static str, reason: &str| LineError {
-            field,
-            reason: reason.to_owned(),
-        };
-        let Value::Object(map) = line else {
-            return Err(err("$", "a line must be a JSON object"));
-        };
-        let string = |field: &'static str| -> Result<&str, LineError> {
-            match map.get(field) {
-                Some(Value::String(s)) => Ok(s),
-                Some(_) => Err(err(field, "must be a string")),
-                None => Err(err(field, "is missing")),
-            }
-        };
-        let optional_string = |field: &'static str| -> Result<Option<&str>, LineError> {
-            match map.get(field) {
-                Some(Value::String(s)) => Ok(Some(s)),
-                Some(_) => Err(err(field, "must be a string")),
-                None => Ok(None),
-            }
-        };
-        let optional_attr = |field: &'static str| -> Result<Option<AttrValue>, LineError> {
-            map.get(field)
-                .map(|v| attr::from_dynamo_json(v).map_err(|e| err(field, &e.to_string())))
-                .transpose()
-        };
+    /// Reads an archive line (JSON text, no newline) back. Unknown fields
+    /// are ignored.
+    pub fn from_line(text: &str) -> Result<Self, LineError> {
+        Self::from_parsed(Line::parse(text)?)
+    }
 
-        let stream_id =
-            StreamId::new(string("streamId")?).map_err(|e| err("streamId", &e.to_string()))?;
-        let event_id = map
-            .get("eventId")
-            .and_then(Value::as_u64)
-            .ok_or_else(|| err("eventId", "must be a non-negative integer"))?;
-        let name = string("eventName")?.to_owned();
-        let timestamp_ms = parse_line_timestamp(string("timestamp")?)
-            .ok_or_else(|| err("timestamp", "not an RFC 3339 UTC time"))?;
-        let payload = map
-            .get("payload")
-            .cloned()
-            .ok_or_else(|| err("payload", "is missing"))?;
-        let id = optional_string("id")?
-            .map(|s| Uuid::parse_str(s).map_err(|e| err("id", &e.to_string())))
+    /// The event a parsed line holds.
+    pub fn from_parsed(line: Line<'_>) -> Result<Self, LineError> {
+        let err = |field: &'static str, reason: &dyn std::fmt::Display| LineError::Field {
+            field,
+            reason: reason.to_string(),
+        };
+        fn required<'b>(
+            field: &'static str,
+            value: Option<Cow<'b, str>>,
+        ) -> Result<Cow<'b, str>, LineError> {
+            value.ok_or_else(|| LineError::Field {
+                field,
+                reason: "is missing".into(),
+            })
+        }
+        let attr =
+            |field: &'static str, json: Option<Json<'_>>| -> Result<Option<AttrValue>, LineError> {
+                json.map(|j| j.read_attr().map_err(|e| err(field, &e)))
+                    .transpose()
+            };
+        let stream_id = StreamId::new(line.stream_id.as_ref()).map_err(|e| err("streamId", &e))?;
+        let name = required("eventName", line.event_name)?.into_owned();
+        let timestamp_ms = parse_line_timestamp(&required("timestamp", line.timestamp)?)
+            .ok_or_else(|| err("timestamp", &"not an RFC 3339 UTC time"))?;
+        let payload = line
+            .payload
+            .ok_or_else(|| err("payload", &"is missing"))?
+            .to_value()
+            .map_err(|e| err("payload", &e))?;
+        let id = line
+            .id
+            .map(|s| Uuid::parse_str(&s).map_err(|e| err("id", &e)))
             .transpose()?;
-        let metadata = map.get("metadata").cloned();
-        let attributes = match map.get("attributes") {
-            Some(v) => {
-                attr::item_from_dynamo_json(v).map_err(|e| err("attributes", &e.to_string()))?
-            }
+        let metadata = line
+            .metadata
+            .map(|m| m.to_value().map_err(|e| err("metadata", &e)))
+            .transpose()?;
+        let attributes: Item = match line.attributes {
+            Some(a) => a.read_attr().map_err(|e| err("attributes", &e))?,
             None => Item::new(),
         };
-        let record_id = string("eventID")?.to_owned();
-        let sequence_number = SequenceNumber::new(string("sequenceNumber")?)
-            .map_err(|e| err("sequenceNumber", &e.to_string()))?;
-        let timestamp_source = match optional_string("timestampSource")? {
+        let record_id = required("eventID", line.record_id)?.into_owned();
+        let sequence_number =
+            SequenceNumber::new(required("sequenceNumber", line.sequence_number)?)
+                .map_err(|e| err("sequenceNumber", &e))?;
+        let timestamp_source = match line.timestamp_source.as_deref() {
             None => TimestampSource::Item,
             Some(APPROXIMATE_CREATION) => TimestampSource::ApproximateCreationDateTime,
-            Some(_) => return Err(err("timestampSource", "unknown timestamp source")),
+            Some(_) => return Err(err("timestampSource", &"unknown timestamp source")),
         };
-        let absent = match map.get("payloadAbsent") {
-            None | Some(Value::Bool(false)) => false,
-            Some(Value::Bool(true)) if payload.is_null() => true,
-            Some(Value::Bool(true)) => return Err(err("payloadAbsent", "needs a null payload")),
-            Some(_) => return Err(err("payloadAbsent", "must be a boolean")),
-        };
-        let payload_encoding = match (optional_string("payloadEncoding")?, absent) {
+        let payload_null = payload.is_null();
+        let payload_encoding = match (line.payload_encoding.as_deref(), line.payload_absent) {
             (None, false) => PayloadEncoding::Attribute,
-            (None, true) => PayloadEncoding::Absent,
+            (None, true) if payload_null => PayloadEncoding::Absent,
+            (None, true) => return Err(err("payloadAbsent", &"needs a null payload")),
             (Some(JSON_STRING), false) => PayloadEncoding::JsonString,
             (Some(_), true) => {
-                return Err(err("payloadAbsent", "an absent payload has no encoding"))
+                return Err(err("payloadAbsent", &"an absent payload has no encoding"))
             }
-            (Some(_), false) => return Err(err("payloadEncoding", "unknown payload encoding")),
+            (Some(_), false) => return Err(err("payloadEncoding", &"unknown payload encoding")),
         };
-        let timestamp_attr = optional_attr("timestampAttr")?;
+        let timestamp_attr = attr("timestampAttr", line.timestamp_attr)?;
         if timestamp_attr
             .as_ref()
             .is_some_and(|a| !matches!(a, AttrValue::N(_)))
         {
-            return Err(err("timestampAttr", "must be a number (N)"));
+            return Err(err("timestampAttr", &"must be a number (N)"));
         }
-        let id_attr = optional_attr("idAttr")?;
+        let id_attr = attr("idAttr", line.id_attr)?;
         if id_attr
             .as_ref()
             .is_some_and(|a| !matches!(a, AttrValue::S(_)))
         {
-            return Err(err("idAttr", "must be a string (S)"));
+            return Err(err("idAttr", &"must be a string (S)"));
         }
         Ok(Self {
             event: RecordedEvent {
                 stream_id,
-                event_id,
+                event_id: line.event_id,
                 name,
                 payload,
                 timestamp_ms,
@@ -345,8 +517,8 @@ impl ArchivedEvent {
             sequence_number,
             timestamp_source,
             payload_encoding,
-            payload_attr: optional_attr("payloadAttr")?,
-            metadata_attr: optional_attr("metadataAttr")?,
+            payload_attr: attr("payloadAttr", line.payload_attr)?,
+            metadata_attr: attr("metadataAttr", line.metadata_attr)?,
             timestamp_attr,
             id_attr,
         })

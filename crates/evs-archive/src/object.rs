@@ -87,7 +87,15 @@ pub enum DecodeError {
         /// The parse error.
         source: serde_json::Error,
     },
-    /// A line is JSON but not an archived event.
+    /// A line is not UTF-8 text (lines count from 1).
+    #[error("line {line} is not UTF-8: {source}")]
+    Utf8 {
+        /// The line number.
+        line: usize,
+        /// Where the text stops being UTF-8.
+        source: std::str::Utf8Error,
+    },
+    /// A line is not an archived event.
     #[error("line {line}: {source}")]
     Line {
         /// The line number.
@@ -314,20 +322,31 @@ fn write_line(out: &mut Vec<u8>, event: &ArchivedEvent) -> Result<(), EncodeErro
     Ok(())
 }
 
+/// The lines of an events object as stored with `compression`: its NDJSON
+/// text decompressed and split, numbered from 1. Invalid UTF-8 is a
+/// [`DecodeError::Utf8`] naming its line.
+fn lines_of(text: &[u8]) -> impl Iterator<Item = (usize, Result<&str, DecodeError>)> {
+    let body = text.strip_suffix(b"\n").unwrap_or(text);
+    body.split(|&b| b == b'\n')
+        .enumerate()
+        .filter(move |_| !body.is_empty())
+        .map(|(i, line)| {
+            (
+                i + 1,
+                std::str::from_utf8(line).map_err(|source| DecodeError::Utf8 {
+                    line: i + 1,
+                    source,
+                }),
+            )
+        })
+}
+
 /// Decompresses an events object and parses each line as JSON.
 pub fn decode_lines(bytes: &[u8], compression: Compression) -> Result<Vec<Value>, DecodeError> {
     let text = decompress(bytes, compression)?;
-    let body = text.strip_suffix(b"\n").unwrap_or(&text);
-    if body.is_empty() {
-        return Ok(Vec::new());
-    }
-    body.split(|&b| b == b'\n')
-        .enumerate()
-        .map(|(i, line)| {
-            serde_json::from_slice(line).map_err(|source| DecodeError::Json {
-                line: i + 1,
-                source,
-            })
+    lines_of(&text)
+        .map(|(line, text)| {
+            serde_json::from_str(text?).map_err(|source| DecodeError::Json { line, source })
         })
         .collect()
 }
@@ -337,14 +356,10 @@ pub fn decode_events(
     bytes: &[u8],
     compression: Compression,
 ) -> Result<Vec<ArchivedEvent>, DecodeError> {
-    decode_lines(bytes, compression)?
-        .iter()
-        .enumerate()
-        .map(|(i, line)| {
-            ArchivedEvent::from_line(line).map_err(|source| DecodeError::Line {
-                line: i + 1,
-                source,
-            })
+    let text = decompress(bytes, compression)?;
+    lines_of(&text)
+        .map(|(line, text)| {
+            ArchivedEvent::from_line(text?).map_err(|source| DecodeError::Line { line, source })
         })
         .collect()
 }

@@ -17,6 +17,7 @@ use std::str::FromStr;
 
 use base64::Engine as _;
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Number, Value};
 
 /// An item: attribute name to value.
@@ -403,6 +404,39 @@ pub fn write_item_dynamo_json(out: &mut Vec<u8>, item: &Item) {
         write_dynamo_json(out, v);
     }
     out.push(b'}');
+}
+
+/// `AttrValue` serializes as DynamoDB JSON (`{"S": "x"}`, `{"N": "1"}`,
+/// `{"B": "<base64>"}`, `{"M": {…}}`, …): the one writer of the format, as
+/// its [`Deserialize`] is the one reader. `serde_json::to_writer` writes it
+/// straight into a buffer, `serde_json::to_value` makes it a tree.
+impl Serialize for AttrValue {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        /// Binary values as DynamoDB JSON spells them: base64 strings.
+        struct Base64<'a>(&'a [u8]);
+        impl Serialize for Base64<'_> {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(&base64_encode(self.0))
+            }
+        }
+        let mut map = serializer.serialize_map(Some(1))?;
+        match self {
+            AttrValue::S(s) => map.serialize_entry("S", s)?,
+            AttrValue::N(n) => map.serialize_entry("N", n)?,
+            AttrValue::B(b) => map.serialize_entry("B", &Base64(b))?,
+            AttrValue::Bool(b) => map.serialize_entry("BOOL", b)?,
+            AttrValue::Null => map.serialize_entry("NULL", &true)?,
+            AttrValue::M(m) => map.serialize_entry("M", m)?,
+            AttrValue::L(l) => map.serialize_entry("L", l)?,
+            AttrValue::Ss(s) => map.serialize_entry("SS", s)?,
+            AttrValue::Ns(n) => map.serialize_entry("NS", n)?,
+            AttrValue::Bs(b) => {
+                let b: Vec<Base64<'_>> = b.iter().map(|b| Base64(b)).collect();
+                map.serialize_entry("BS", &b)?
+            }
+        }
+        map.end()
+    }
 }
 
 // ---- reading DynamoDB JSON text without building a tree ----

@@ -181,41 +181,6 @@ pub struct RecordedEvent {
     pub attributes: BTreeMap<String, AttrValue>,
 }
 
-impl RecordedEvent {
-    /// The event as one JSON object, the line format of `evs read`:
-    /// `streamId`, `eventId`, `eventName`, `timestamp` (RFC 3339 UTC, ms),
-    /// `payload`, and `id`, `metadata`, `attributes` when present.
-    pub fn to_json(&self) -> Value {
-        let mut map = serde_json::Map::new();
-        map.insert("streamId".into(), Value::String(self.stream_id.to_string()));
-        map.insert("eventId".into(), Value::from(self.event_id));
-        map.insert("eventName".into(), Value::String(self.name.clone()));
-        map.insert(
-            "timestamp".into(),
-            Value::String(format_timestamp_ms(self.timestamp_ms)),
-        );
-        map.insert("payload".into(), self.payload.clone());
-        if let Some(id) = self.id {
-            map.insert("id".into(), Value::String(id.to_string()));
-        }
-        if let Some(m) = &self.metadata {
-            map.insert("metadata".into(), m.clone());
-        }
-        if !self.attributes.is_empty() {
-            map.insert(
-                "attributes".into(),
-                Value::Object(
-                    self.attributes
-                        .iter()
-                        .map(|(k, v)| (k.clone(), crate::attr::to_dynamo_json(v)))
-                        .collect(),
-                ),
-            );
-        }
-        Value::Object(map)
-    }
-}
-
 /// Formats epoch milliseconds as RFC 3339 UTC with milliseconds,
 /// e.g. `2026-11-23T22:07:32.123Z`. Out-of-range values print as the number.
 pub fn format_timestamp_ms(ms: i64) -> String {

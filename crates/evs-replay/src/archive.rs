@@ -368,7 +368,7 @@ mod tests {
             .map(|n| {
                 let mut line = crate::line::tests::base();
                 line["eventId"] = n.into();
-                ArchivedEvent::from_line(&line).unwrap()
+                ArchivedEvent::from_line(&line.to_string()).unwrap()
             })
             .collect();
         encode_events(&events, compression).unwrap().bytes

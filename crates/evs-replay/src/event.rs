@@ -63,6 +63,16 @@ impl ReplayEvent {
         }
     }
 
+    /// An event read from the table, in the line shape of `evs read`
+    /// ([`evs_archive::event_line`]).
+    pub fn of_recorded(event: &evs_core::RecordedEvent) -> Self {
+        // Serializing a line cannot fail (every map key is a string); should
+        // it ever, the line is `null`, never a panic (as in `raw`).
+        let line = serde_json::to_string(&evs_archive::event_line(event))
+            .unwrap_or_else(|_| "null".to_owned());
+        Self::from_json_text(event.stream_id.to_string(), event.event_id, line)
+    }
+
     /// An event from its parts; `line` is JSON text already.
     pub fn from_raw(stream_id: impl Into<String>, event_id: u64, line: Box<RawValue>) -> Self {
         Self::from_json_text(stream_id, event_id, Box::<str>::from(line))

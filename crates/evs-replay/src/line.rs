@@ -1,86 +1,49 @@
 //! Archive lines → delivered events, in the line shape of `evs read`.
 //!
-//! An archive line is the event as `evs read` prints it (`streamId`,
-//! `eventId`, `eventName`, `timestamp`, `payload`, then `id`, `metadata`,
-//! `attributes` when present) followed by what the stream record added:
-//! `eventID`, `sequenceNumber` and, when needed to stay lossless,
-//! `timestampSource`, `payloadEncoding`, `payloadAbsent`, `payloadAttr`,
-//! `metadataAttr`, `timestampAttr`, `idAttr` (`evs_archive::ArchivedEvent`). A replay delivers
-//! the event, so it keeps the first group and drops the second.
+//! An archive line is the event as `evs read` prints it followed by what the
+//! stream record added (`evs_archive::Line`). A replay delivers the event, so
+//! it keeps the first group and drops the second.
 //!
-//! The common line is converted without building a JSON tree: its fields are
-//! scanned as raw JSON text and the event's fields copied through, byte for
-//! byte. A line that needs the lossless extras (`payloadEncoding`,
-//! `payloadAttr`, `metadataAttr`) goes through the archiver's own decoder
-//! ([`ArchivedEvent::from_line`]) and the event's `to_json`, so both paths
-//! print what `evs read` prints for the same item (a payload stored as a
-//! string of JSON is a string there, as in the table).
+//! The common line is read as [`Line`], whose JSON values stay raw text, and
+//! written back without the record's fields: the event's values are copied
+//! through, byte for byte, with no JSON tree built. A line whose payload or
+//! metadata must come from the lossless extras ([`Line::needs_decoding`])
+//! goes through the archive's own decoder ([`ArchivedEvent::from_line`]), so
+//! both paths print what `evs read` prints for the same item (a payload
+//! stored as a string of JSON is a string there, as in the table).
 
-use std::borrow::Cow;
-use std::fmt;
-
-use evs_archive::{ArchivedEvent, PayloadEncoding};
+use evs_archive::{event_line, ArchivedEvent, Line, PayloadEncoding};
 use evs_core::AttrValue;
-use serde::de::{self, Deserializer, MapAccess, Visitor};
-use serde_json::value::RawValue;
 
 use crate::event::ReplayEvent;
 
-/// Fields of the event itself, copied to the delivered line in this order.
-const EVENT_FIELDS: [&str; 8] = [
-    "streamId",
-    "eventId",
-    "eventName",
-    "timestamp",
-    "payload",
-    "id",
-    "metadata",
-    "attributes",
-];
-
-/// Fields that only the archiver's decoder can turn back into the event.
-const LOSSLESS_FIELDS: [&str; 3] = ["payloadEncoding", "payloadAttr", "metadataAttr"];
-
 /// Why an archive line cannot be delivered.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct LineError(String);
+#[derive(Debug, thiserror::Error)]
+pub enum LineError {
+    /// Not a line: not a JSON object, a field of the wrong type, `streamId`
+    /// or `eventId` missing or invalid, a field repeated, text after it.
+    #[error("not an archive line: {0}")]
+    Json(#[from] serde_json::Error),
+    /// A line whose lossless extras do not decode.
+    #[error(transparent)]
+    Archive(#[from] evs_archive::LineError),
+}
 
 /// Reads one archive line (JSON text, no newline) as the event it holds.
-pub fn event_from_line(line: &str) -> Result<ReplayEvent, LineError> {
-    let scanned = scan(line)?;
-    if scanned.needs_decoder {
-        return decoded(line);
+pub fn event_from_line(text: &str) -> Result<ReplayEvent, LineError> {
+    let line = Line::parse(text)?;
+    if line.needs_decoding() {
+        return decoded(text);
     }
-    let stream_id = scanned
-        .stream_id
-        .ok_or_else(|| LineError("the line has no \"streamId\"".into()))?;
-    let event_id = scanned
-        .event_id
-        .ok_or_else(|| LineError("the line has no \"eventId\"".into()))?;
-    let mut out = String::with_capacity(line.len());
-    out.push('{');
-    for (name, raw) in EVENT_FIELDS.iter().zip(scanned.fields.iter()) {
-        if let Some(raw) = raw {
-            if out.len() > 1 {
-                out.push(',');
-            }
-            out.push('"');
-            out.push_str(name);
-            out.push_str("\":");
-            out.push_str(raw);
-        }
-    }
-    out.push('}');
-    // Every piece is JSON the scan just parsed: no second parse.
+    let (stream_id, event_id) = (line.stream_id.to_string(), line.event_id);
+    let out = serde_json::to_string(&line.event_only())?;
+    // Every piece is JSON the parse just checked: no second parse.
     Ok(ReplayEvent::from_json_text(stream_id, event_id, out))
 }
 
-/// The slow, general path: the archiver's decoder, then the event's JSON.
-fn decoded(line: &str) -> Result<ReplayEvent, LineError> {
-    let value: serde_json::Value =
-        serde_json::from_str(line).map_err(|e| LineError(format!("not JSON: {e}")))?;
-    let archived = ArchivedEvent::from_line(&value).map_err(|e| LineError(e.to_string()))?;
+/// The general path: the archive's decoder, then the event's line.
+fn decoded(text: &str) -> Result<ReplayEvent, LineError> {
+    let archived = ArchivedEvent::from_line(text)?;
     let mut event = archived.event;
     if archived.payload_encoding == PayloadEncoding::JsonString {
         // The table holds the payload as a string of JSON text, and so
@@ -88,83 +51,16 @@ fn decoded(line: &str) -> Result<ReplayEvent, LineError> {
         // the text itself unless it is exactly the compact JSON.
         let text = match archived.payload_attr {
             Some(AttrValue::S(text)) => text,
-            _ => serde_json::to_string(&event.payload).map_err(|e| LineError(e.to_string()))?,
+            _ => serde_json::to_string(&event.payload)?,
         };
         event.payload = serde_json::Value::String(text);
     }
-    let text = serde_json::to_string(&event.to_json()).map_err(|e| LineError(e.to_string()))?;
+    let out = serde_json::to_string(&event_line(&event))?;
     Ok(ReplayEvent::from_json_text(
         event.stream_id.to_string(),
         event.event_id,
-        text,
+        out,
     ))
-}
-
-/// A line's fields as raw text, found in one pass.
-#[derive(Default)]
-struct Scanned<'a> {
-    stream_id: Option<String>,
-    event_id: Option<u64>,
-    fields: [Option<&'a str>; EVENT_FIELDS.len()],
-    needs_decoder: bool,
-}
-
-fn scan(line: &str) -> Result<Scanned<'_>, LineError> {
-    let mut de = serde_json::Deserializer::from_str(line);
-    let scanned = de
-        .deserialize_map(LineVisitor)
-        .map_err(|e| LineError(format!("not a JSON object: {e}")))?;
-    de.end()
-        .map_err(|e| LineError(format!("text after the JSON object: {e}")))?;
-    Ok(scanned)
-}
-
-struct LineVisitor;
-
-impl<'de> Visitor<'de> for LineVisitor {
-    type Value = Scanned<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an archive line (a JSON object)")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut scanned = Scanned::default();
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            let raw: &'de RawValue = map.next_value()?;
-            if let Some(i) = EVENT_FIELDS.iter().position(|f| *f == key) {
-                if scanned.fields[i].is_some() {
-                    return Err(de::Error::custom(format_args!("duplicate field {key:?}")));
-                }
-                scanned.fields[i] = Some(raw.get());
-                match i {
-                    0 => {
-                        let id: Cow<'de, str> =
-                            serde_json::from_str(raw.get()).map_err(de::Error::custom)?;
-                        if id.is_empty() {
-                            return Err(de::Error::custom("\"streamId\" is empty"));
-                        }
-                        scanned.stream_id = Some(id.into_owned());
-                    }
-                    1 => {
-                        let id = raw
-                            .get()
-                            .parse::<u64>()
-                            .ok()
-                            .filter(|&id| id >= 1)
-                            .ok_or_else(|| {
-                                de::Error::custom("\"eventId\" must be an integer of at least 1")
-                            })?;
-                        scanned.event_id = Some(id);
-                    }
-                    _ => {}
-                }
-            } else if LOSSLESS_FIELDS.contains(&key.as_ref()) {
-                scanned.needs_decoder = true;
-            }
-        }
-        Ok(scanned)
-    }
 }
 
 #[cfg(test)]
@@ -264,8 +160,11 @@ pub(crate) mod tests {
                 "{\"streamId\": \"a\", \"streamId\": \"b\", \"eventId\": 1}",
                 "duplicate",
             ),
-            ("{\"streamId\": \"a\", \"eventId\": 1} x", "after"),
-            ("{\"streamId\": 5, \"eventId\": 1}", "JSON object"),
+            (
+                "{\"streamId\": \"a\", \"eventId\": 1} x",
+                "trailing characters",
+            ),
+            ("{\"streamId\": 5, \"eventId\": 1}", "expected a string"),
         ] {
             let err = event_from_line(line).unwrap_err().to_string();
             assert!(err.contains(reason), "{line}: {err}");

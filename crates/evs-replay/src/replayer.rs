@@ -722,9 +722,7 @@ impl Replayer {
         }
         let held_before = self.sequencer.held_count();
         let start = out.len();
-        let replay_events = events
-            .iter()
-            .map(|e| ReplayEvent::new(e.stream_id.to_string(), e.event_id, &e.to_json()));
+        let replay_events = events.iter().map(ReplayEvent::of_recorded);
         self.sequencer.fill(&gap.stream_id, replay_events, out)?;
         let released = held_before.saturating_sub(self.sequencer.held_count());
         let added = out.len() - start;

@@ -132,7 +132,7 @@ impl<S: ObjectStore + 'static> Fixture<S> {
                 .await
                 .unwrap()
                 .iter()
-                .map(|e| e.to_json().to_string())
+                .map(|e| serde_json::to_string(&evs_archive::event_line(e)).unwrap())
                 .collect();
             out.insert(stream.to_string(), lines);
         }

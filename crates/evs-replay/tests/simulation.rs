@@ -73,7 +73,7 @@ impl Record {
         ReplayEvent::new(
             self.stream.clone(),
             self.id,
-            &json!({"streamId": self.stream, "eventId": self.id, "timestamp": self.ts}),
+            &json!({"streamId": self.stream, "eventId": self.id, "timestamp": evs_core::format_timestamp_ms(self.ts as i64)}),
         )
     }
 }

@@ -32,7 +32,7 @@ pub(super) async fn run(store: &dyn EventStore, args: ReadArgs) -> Result<()> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     for event in &events {
-        serde_json::to_writer(&mut out, &event.to_json())?;
+        serde_json::to_writer(&mut out, &evs_archive::event_line(event))?;
         out.write_all(b"\n")?;
     }
     out.flush()?;
