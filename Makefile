@@ -42,7 +42,7 @@ soak: venv
 	PROPTEST_CASES=$${PROPTEST_CASES:-100000} cargo test --release -p evs-replay --test simulation
 	PROPTEST_CASES=$${PROPTEST_CASES:-10000} cargo test --release -p evs-archiver -p evs-pump --lib
 	EVS_SOAK=$${EVS_SOAK:-10} EVS_MOTO_SERVER=$(abspath $(VENV))/bin/moto_server \
-	  cargo test --release -p evs-core --lib exactly_once_under_lost_acknowledgements -- --nocapture
+	  cargo test --release -p evs-dynamodb --test suite exactly_once_under_lost_acknowledgements -- --nocapture
 	EVS_SOAK=$${EVS_SOAK:-10} EVS_MOTO_SERVER=$(abspath $(VENV))/bin/moto_server \
 	  cargo test --release -p evs --test it -- --nocapture under_s3_faults killed_at_random_moments
 

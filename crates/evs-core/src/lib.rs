@@ -1,10 +1,14 @@
 //! The event model and write path of an event store on DynamoDB.
 //!
 //! The principal type in this crate is the [`EventStore`] trait: append events
-//! to a stream with an [`ExpectedVersion`] and read a stream back. Two backends
-//! implement it with the same semantics: [`DynamoStore`] (the table in
-//! production) and [`MemoryStore`] (tests and the offline pipeline). On top of
-//! it, [`decide`] is the one way application code writes: load and fold the
+//! to a stream with an [`ExpectedVersion`] and read a stream back. Backends
+//! implement one small primitive, [`store::Backend`] (an atomic conditional
+//! write and a strongly consistent read); the append algorithm on top of it
+//! lives once, here, so every backend has the same semantics. This crate
+//! holds [`MemoryStore`] (tests and the offline pipeline); the DynamoDB
+//! table in production is `evs_dynamodb::DynamoStore`, in its own crate so
+//! that the model does not compile the DynamoDB SDK. On top of the trait,
+//! [`decide()`] is the one way application code writes: load and fold the
 //! stream, run a pure decision, append with the loaded version, and on a
 //! conflict reload and decide again, a bounded number of times.
 //!
@@ -22,7 +26,9 @@
 //! * `Timestamp` never goes backwards within a stream.
 //!
 //! The table's item layout is documented in [`item`]; [`attr`] holds the
-//! SDK-independent attribute values and their JSON conversions.
+//! SDK-independent attribute values and their JSON conversions. With the
+//! feature `test-suite`, [`suite`] is the behaviour suite every backend
+//! passes.
 // The rules ARCHITECTURE.md states, enforced: no unwrap, expect or panic
 // outside tests, every public item documented, no `pub` that is not
 // reachable.
@@ -44,8 +50,8 @@ pub mod model;
 pub mod retry;
 pub mod store;
 
-#[cfg(test)]
-mod integration;
+#[cfg(any(test, feature = "test-suite"))]
+pub mod suite;
 
 pub use attr::{AttrValue, Item};
 pub use decide::{decide, Aggregate, DecideError, Decided, RetryPolicy};
@@ -54,7 +60,10 @@ pub use model::{
     RecordedEvent, StreamId, Version,
 };
 pub use retry::{is_transient_sdk_error, Backoff, Streak};
-pub use store::dynamodb::{DynamoStore, TableStatus};
+
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_runtime_api::http::Response as HttpResponse;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 pub use store::memory::MemoryStore;
 pub use store::{now_ms, system_clock, Clock, EventStore, EventStoreExt};
 
@@ -194,9 +203,9 @@ pub fn describe_chain(err: &(dyn std::error::Error + 'static)) -> String {
 ///   …`), never a bare "unhandled error";
 /// * else the chain of causes (connection refused, no credentials, …),
 ///   each once.
-pub fn describe_sdk_error<E, R>(err: &aws_sdk_dynamodb::error::SdkError<E, R>) -> String
+pub fn describe_sdk_error<E, R>(err: &SdkError<E, R>) -> String
 where
-    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
+    E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug + 'static,
 {
     let detail = describe_sdk_failure(err);
@@ -206,17 +215,14 @@ where
     }
 }
 
-fn describe_sdk_failure<E, R>(err: &aws_sdk_dynamodb::error::SdkError<E, R>) -> String
+fn describe_sdk_failure<E, R>(err: &SdkError<E, R>) -> String
 where
-    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
+    E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug + 'static,
 {
     let status = err
         .raw_response()
-        .and_then(|raw| {
-            (raw as &dyn std::any::Any)
-                .downcast_ref::<aws_sdk_dynamodb::config::http::HttpResponse>()
-        })
+        .and_then(|raw| (raw as &dyn std::any::Any).downcast_ref::<HttpResponse>())
         .map(|raw| raw.status().as_u16());
     if let Some(service) = err.as_service_error() {
         let http = status.map_or_else(String::new, |s| format!("HTTP {s}"));
@@ -274,39 +280,14 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aws_sdk_dynamodb::error::{ErrorMetadata, SdkError};
-    use aws_sdk_dynamodb::operation::query::QueryError;
-    use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 
+    // How a DynamoDB error reads (`DynamoDB Query: …`) is tested in
+    // evs-dynamodb, with that SDK's error types.
     #[test]
-    fn sdk_errors_name_the_service_the_operation_and_the_code() {
-        let unreadable: SdkError<QueryError, ()> =
-            SdkError::service_error(QueryError::unhandled("expected an object at $.Items"), ());
-        let text = describe_sdk_error(&unreadable);
+    fn sdk_error_types_name_the_service_and_the_operation() {
         assert_eq!(
-            text,
-            "DynamoDB Query: no HTTP status, unreadable response: expected an object at $.Items"
-        );
-        let coded: SdkError<QueryError, ()> = SdkError::service_error(
-            QueryError::generic(
-                ErrorMetadata::builder()
-                    .code("ValidationException")
-                    .message("Empty attribute name")
-                    .build(),
-            ),
-            (),
-        );
-        assert_eq!(
-            describe_sdk_error(&coded),
-            "DynamoDB Query: ValidationException: Empty attribute name"
-        );
-        let code_only: SdkError<TransactWriteItemsError, ()> = SdkError::service_error(
-            TransactWriteItemsError::generic(ErrorMetadata::builder().code("Teapot").build()),
-            (),
-        );
-        assert_eq!(
-            describe_sdk_error(&code_only),
-            "DynamoDB TransactWriteItems: Teapot"
+            sdk_operation("aws_sdk_dynamodb::operation::query::QueryError").as_deref(),
+            Some("DynamoDB Query")
         );
         assert_eq!(
             sdk_operation("aws_sdk_s3::operation::put_object::PutObjectError").as_deref(),
@@ -318,5 +299,44 @@ mod tests {
             Some("DynamoDB Streams GetRecords")
         );
         assert_eq!(sdk_operation("std::io::Error"), None);
+    }
+
+    /// An error of no service: its text is its code and message.
+    #[derive(Debug)]
+    struct Refused(aws_smithy_types::error::ErrorMetadata);
+
+    impl std::fmt::Display for Refused {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("refused")
+        }
+    }
+
+    impl std::error::Error for Refused {}
+
+    impl ProvideErrorMetadata for Refused {
+        fn meta(&self) -> &aws_smithy_types::error::ErrorMetadata {
+            &self.0
+        }
+    }
+
+    #[test]
+    fn service_errors_read_as_code_and_message() {
+        let meta = |code: &str, message: Option<&str>| {
+            let mut b = aws_smithy_types::error::ErrorMetadata::builder().code(code);
+            if let Some(m) = message {
+                b = b.message(m);
+            }
+            Refused(b.build())
+        };
+        let coded: SdkError<Refused, ()> = SdkError::service_error(
+            meta("ValidationException", Some("Empty attribute name")),
+            (),
+        );
+        assert_eq!(
+            describe_sdk_error(&coded),
+            "ValidationException: Empty attribute name"
+        );
+        let code_only: SdkError<Refused, ()> = SdkError::service_error(meta("Teapot", None), ());
+        assert_eq!(describe_sdk_error(&code_only), "Teapot");
     }
 }

@@ -10,8 +10,9 @@
 
 use std::time::{Duration, Instant};
 
-use aws_sdk_dynamodb::config::http::HttpResponse;
-use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_runtime_api::http::Response as HttpResponse;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 /// Capped exponential backoff with jitter: the `n`th wait in a row is a
 /// random duration between half and all of `min(max, initial × 2^(n-1))`.

@@ -9,7 +9,7 @@
 //! * an id archived twice has the same content both times (a retried batch
 //!   archives the very same event again; different content under one id is
 //!   a contradiction and reported as a conflict);
-//! * with the table's versions ([`evs_core::DynamoStore::last_versions`]),
+//! * with the table's versions (`evs_dynamodb::DynamoStore::last_versions`),
 //!   its last archived id equals the table's (events missing at a stream's
 //!   end are invisible to the archive alone), every stream of the table is in
 //!   the archive, and no archived stream or event is unknown to the table.

@@ -22,7 +22,7 @@
 //! which makes the emulator linearizable, plus a patch so a transaction
 //! copies each table once rather than once per item.
 //! [`Moto::start_plain`] still starts plain `moto_server`, for the test that
-//! demonstrates the race (`evs-core`'s `concurrent_writers_lose_nothing`).
+//! demonstrates the race (`evs-dynamodb`'s `concurrent_writers_on_plain_moto`).
 //!
 //! The server is `$EVS_MOTO_SERVER`, else `.venv/bin/moto_server` at the
 //! workspace root (`make venv` installs it); the launcher runs with the

@@ -88,7 +88,7 @@ impl MemoryStore {
     }
 
     /// Every stream's last `EventId` (the memory twin of
-    /// [`crate::DynamoStore::last_versions`]).
+    /// `evs_dynamodb::DynamoStore::last_versions`).
     pub fn last_versions(&self) -> std::collections::BTreeMap<String, u64> {
         self.lock()
             .streams

@@ -1,9 +1,10 @@
 //! The [`EventStore`] trait and its backends.
 //!
-//! Backends implement one small primitive (an atomic conditional write and a
-//! read); the append algorithm on top of it (expected versions, conflict
-//! resolution, idempotent retries, timestamps) lives once, in `write`, so
-//! every backend behaves the same.
+//! Backends implement one small primitive, [`Backend`] (an atomic
+//! conditional write and a read); the append algorithm on top of it
+//! (expected versions, conflict resolution, idempotent retries, timestamps)
+//! lives once, in `write`, so every backend behaves the same. This crate has
+//! the memory backend; the DynamoDB backend is the crate `evs-dynamodb`.
 
 use std::fmt;
 use std::sync::Arc;
@@ -15,9 +16,10 @@ use crate::model::{
 };
 use crate::Result;
 
-pub mod dynamodb;
 pub mod memory;
 mod write;
+
+pub use write::{Backend, Written};
 
 /// A source of wall-clock time in epoch milliseconds.
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;

@@ -10,9 +10,9 @@ use crate::model::{
 use crate::store::EventStore;
 use crate::{Error, Result};
 
-/// What a backend's conditional write did.
+/// What a backend's conditional write ([`Backend::write`]) did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Written {
+pub enum Written {
     /// Every item was written.
     Done,
     /// A condition failed (or a concurrent transaction interfered): nothing
@@ -26,9 +26,11 @@ pub(crate) enum Written {
 }
 
 /// The primitive a backend provides; every backend gets [`EventStore`] from
-/// it, through the one append algorithm below.
+/// it (a blanket implementation), through the one append algorithm of this
+/// module: expected versions, conflicts, recognising retries and timestamps
+/// are decided there, never by a backend.
 #[async_trait]
-pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
+pub trait Backend: Send + Sync + std::fmt::Debug {
     /// Atomically: when `check_previous`, require the item `after` to exist
     /// with a `Timestamp` at most `timestamp_ms`; require none of `items` to
     /// exist; then write them all. `items` are consecutive events starting at

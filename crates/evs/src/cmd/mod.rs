@@ -12,7 +12,7 @@ mod table;
 mod verify;
 
 use anyhow::Result;
-use evs_core::DynamoStore;
+use evs_dynamodb::DynamoStore;
 
 use crate::flags::{Cli, Command, TableCommand};
 

@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use evs_core::{DynamoStore, Streak};
+use evs_core::Streak;
+use evs_dynamodb::DynamoStore;
 use evs_pump::{self as pump, BatchReport, DynamoDbSource, Options, Stop, StopHandle};
 use serde_json::{json, Value};
 

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use evs_core::{Backoff, DynamoStore, Streak};
+use evs_core::{Backoff, Streak};
+use evs_dynamodb::DynamoStore;
 use evs_replay::{Checkpoint, Frontier, Gap, ReplayOptions, Replayer, Step};
 use tokio::sync::Notify;
 

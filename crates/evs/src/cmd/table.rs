@@ -1,7 +1,7 @@
 //! `evs table create`
 
 use anyhow::Result;
-use evs_core::{DynamoStore, TableStatus};
+use evs_dynamodb::{DynamoStore, TableStatus};
 use serde_json::json;
 
 pub(super) async fn create(store: &DynamoStore) -> Result<()> {

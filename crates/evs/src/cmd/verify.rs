@@ -4,7 +4,8 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use evs_core::{DynamoStore, EventStoreExt};
+use evs_core::EventStoreExt;
+use evs_dynamodb::DynamoStore;
 use evs_replay::verify;
 
 use super::progress::{count, megabytes, Progress};

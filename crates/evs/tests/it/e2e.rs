@@ -7,7 +7,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use evs_core::{decide, Aggregate, DynamoStore, NewEvent, RecordedEvent, RetryPolicy, StreamId};
+use evs_core::{decide, Aggregate, NewEvent, RecordedEvent, RetryPolicy, StreamId};
+use evs_dynamodb::DynamoStore;
 use evs_testkit::{unique_name, Moto};
 use serde_json::json;
 

@@ -15,14 +15,15 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_dynamodb::Client;
 
-use super::write::{Backend, Written};
-use super::{system_clock, Clock};
-use crate::attr::{AttrValue, Item};
-use crate::item;
-use crate::model::{Direction, ReadRequest, RecordedEvent, StreamId, Version};
-use crate::{Error, Result};
+use evs_core::attr::{AttrValue, Item};
+use evs_core::item;
+use evs_core::model::{Direction, ReadRequest, RecordedEvent, StreamId, Version};
+use evs_core::store::{system_clock, Backend, Clock, Written};
+use evs_core::{Error, Result};
 
-/// An event store in a DynamoDB table (see [`crate::item`] for the layout).
+/// An event store in a DynamoDB table (see [`evs_core::item`] for the
+/// layout). It implements [`evs_core::EventStore`] through
+/// [`evs_core::store::Backend`].
 #[derive(Clone)]
 pub struct DynamoStore {
     client: Client,
@@ -227,11 +228,11 @@ impl DynamoStore {
         let message = format!(
             "DynamoDB error while {doing} on table {}: {}",
             self.table,
-            crate::describe_sdk_error(&err)
+            evs_core::describe_sdk_error(&err)
         );
         Error::Backend {
             message,
-            transient: crate::retry::is_transient_sdk_error(&err),
+            transient: evs_core::is_transient_sdk_error(&err),
             source: Some(Box::new(err)),
         }
     }

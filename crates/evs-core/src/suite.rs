@@ -1,8 +1,15 @@
-//! One behaviour suite for every [`EventStore`] backend.
+//! One behaviour suite for every [`EventStore`] backend (with the feature
+//! `test-suite`, or in this crate's tests).
 //!
-//! Each check is a plain async fn taking the store under test; the memory
-//! backend's tests and the DynamoDB backend's tests (on the emulator) call
-//! the very same functions, so the two cannot drift apart.
+//! Each check is a plain async fn taking the store under test, and panics
+//! when the store breaks a rule. [`backend_suite!`](crate::backend_suite)
+//! defines a test for each check that needs no more than a fresh store,
+//! given a factory; the memory backend's tests (here) and the DynamoDB
+//! backend's tests (evs-dynamodb, on the emulator) run the very same checks,
+//! so the backends cannot drift apart. The concurrency checks take their
+//! sizes from the caller (an emulator is slower than memory).
+// Test code: a failed check is a panic.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -21,30 +28,38 @@ use crate::{
 pub struct ManualClock(Arc<AtomicI64>);
 
 impl ManualClock {
+    /// A clock at `ms` (epoch milliseconds).
     pub fn at(ms: i64) -> Self {
         Self(Arc::new(AtomicI64::new(ms)))
     }
+    /// Moves the clock to `ms`.
     pub fn set(&self, ms: i64) {
         self.0.store(ms, Ordering::SeqCst);
     }
+    /// The clock to give a store.
     pub fn clock(&self) -> Clock {
         let inner = self.0.clone();
         Arc::new(move || inner.load(Ordering::SeqCst))
     }
 }
 
-fn sid(s: &str) -> StreamId {
+/// A stream id that is valid.
+pub fn sid(s: &str) -> StreamId {
     StreamId::new(s).unwrap()
 }
 
-fn ev(name: &str, payload: Value) -> NewEvent {
+/// A new event.
+pub fn ev(name: &str, payload: Value) -> NewEvent {
     NewEvent::new(name, payload)
 }
 
-fn ids(events: &[RecordedEvent]) -> Vec<u64> {
+/// The events' `EventId`s.
+pub fn ids(events: &[RecordedEvent]) -> Vec<u64> {
     events.iter().map(|e| e.event_id).collect()
 }
 
+/// Appends open a stream and extend it; reads return every attribute as
+/// written, forwards, backwards, from a position and limited.
 pub async fn append_and_read(store: &dyn EventStore) {
     let s = sid("order-1");
     assert!(store.read_all(&s).await.unwrap().is_empty());
@@ -136,6 +151,8 @@ fn assert_conflict(result: Result<AppendOutcome, Error>, expected_actual: u64) {
     }
 }
 
+/// A conflict (a stale or wrong expected version, a stale head, a head of
+/// another stream) writes nothing and reports the actual version.
 pub async fn conflicts_never_overwrite_and_never_leave_gaps(store: &dyn EventStore) {
     let s = sid("acct-1");
     store
@@ -236,6 +253,7 @@ pub async fn conflicts_never_overwrite_and_never_leave_gaps(store: &dyn EventSto
     assert!(msg.contains("actual version is 3"), "{msg}");
 }
 
+/// A multi-event append is all or nothing, up to 100 items.
 pub async fn multi_event_appends_are_atomic(store: &dyn EventStore) {
     let s = sid("cart-1");
     store
@@ -270,6 +288,8 @@ pub async fn multi_event_appends_are_atomic(store: &dyn EventStore) {
     assert_eq!(ids(&all), (1..=199).collect::<Vec<_>>());
 }
 
+/// What DynamoDB would refuse (too many events, too large, invalid values)
+/// is refused before any write, naming the event and the path inside it.
 pub async fn limits_are_refused_before_writing(store: &dyn EventStore) {
     let s = sid("limits-1");
     let too_many: Vec<_> = (0..101).map(|_| ev("E", json!({}))).collect();
@@ -398,6 +418,8 @@ pub async fn limits_are_refused_before_writing(store: &dyn EventStore) {
     assert_eq!(read[1].attributes, edge.attributes);
 }
 
+/// An append retried with the same event ids after it committed succeeds
+/// with `already_appended`; the same position with other events conflicts.
 pub async fn retried_appends_are_recognised(store: &dyn EventStore) {
     let s = sid("retry-1");
     let one = [ev("Created", json!({}))];
@@ -449,6 +471,7 @@ pub async fn retried_appends_are_recognised(store: &dyn EventStore) {
     );
 }
 
+/// `ExpectedVersion::Any` appends after the last event.
 pub async fn any_appends_at_the_end(store: &dyn EventStore) {
     let s = sid("any-1");
     assert_eq!(
@@ -470,6 +493,8 @@ pub async fn any_appends_at_the_end(store: &dyn EventStore) {
     assert_eq!((out.first, out.version), (2, 3));
 }
 
+/// A writer whose clock is behind the stream stamps its events with the
+/// stream's last timestamp; `store` runs on `clock`.
 pub async fn timestamps_never_go_backwards(store: &dyn EventStore, clock: &ManualClock) {
     let s = sid("clock-1");
     clock.set(1_700_000_010_000);
@@ -719,6 +744,8 @@ impl EventStore for Rival<'_> {
     }
 }
 
+/// The decide loop: a refused decision and an empty one write nothing; a
+/// writer that always loses gives up after its attempts, with the conflict.
 pub async fn decide_refusal_and_exhaustion_are_distinct(store: &dyn EventStore) {
     let s = sid("decide-1");
     let fold = |n: &mut u32, _: &RecordedEvent| *n += 1;
@@ -798,6 +825,80 @@ pub async fn decide_refusal_and_exhaustion_are_distinct(store: &dyn EventStore) 
     );
 }
 
+/// Defines, in the module where it is invoked, one test for each check of
+/// [`suite`](crate::suite) that needs only a fresh store: `append_and_read`,
+/// `conflicts`, `atomic`, `limits`, `retries`, `any`, `timestamps` and
+/// `decide_outcomes`.
+///
+/// `$factory` is the backend factory: an async fn taking an
+/// `Option<evs_core::Clock>` (the clock to stamp events with, `None` for the
+/// system clock) and returning `Option<S>`, `S` an [`EventStore`](crate::EventStore)
+/// with no events; `None` skips the test (an emulator that is not
+/// installed). The invoking crate needs `tokio` (with `macros`).
+#[macro_export]
+macro_rules! backend_suite {
+    ($factory:path) => {
+        #[tokio::test]
+        async fn append_and_read() {
+            let Some(store) = $factory(None).await else {
+                return;
+            };
+            $crate::suite::append_and_read(&store).await;
+        }
+        #[tokio::test]
+        async fn conflicts() {
+            let Some(store) = $factory(None).await else {
+                return;
+            };
+            $crate::suite::conflicts_never_overwrite_and_never_leave_gaps(&store).await;
+        }
+        #[tokio::test]
+        async fn atomic() {
+            let Some(store) = $factory(None).await else {
+                return;
+            };
+            $crate::suite::multi_event_appends_are_atomic(&store).await;
+        }
+        #[tokio::test]
+        async fn limits() {
+            let Some(store) = $factory(None).await else {
+                return;
+            };
+            $crate::suite::limits_are_refused_before_writing(&store).await;
+        }
+        #[tokio::test]
+        async fn retries() {
+            let Some(store) = $factory(None).await else {
+                return;
+            };
+            $crate::suite::retried_appends_are_recognised(&store).await;
+        }
+        #[tokio::test]
+        async fn any() {
+            let Some(store) = $factory(None).await else {
+                return;
+            };
+            $crate::suite::any_appends_at_the_end(&store).await;
+        }
+        #[tokio::test]
+        async fn timestamps() {
+            let clock = $crate::suite::ManualClock::at(0);
+            let Some(store) = $factory(Some(clock.clock())).await else {
+                return;
+            };
+            $crate::suite::timestamps_never_go_backwards(&store, &clock).await;
+        }
+        #[tokio::test]
+        async fn decide_outcomes() {
+            let Some(store) = $factory(None).await else {
+                return;
+            };
+            $crate::suite::decide_refusal_and_exhaustion_are_distinct(&store).await;
+        }
+    };
+}
+
+#[cfg(test)]
 mod memory {
     use super::*;
     use crate::MemoryStore;
@@ -806,42 +907,15 @@ mod memory {
         MemoryStore::new()
     }
 
-    #[tokio::test]
-    async fn append_and_read() {
-        super::append_and_read(&store()).await;
+    async fn factory(clock: Option<Clock>) -> Option<MemoryStore> {
+        Some(clock.map_or_else(MemoryStore::new, MemoryStore::with_clock))
     }
-    #[tokio::test]
-    async fn conflicts() {
-        conflicts_never_overwrite_and_never_leave_gaps(&store()).await;
-    }
-    #[tokio::test]
-    async fn atomic() {
-        multi_event_appends_are_atomic(&store()).await;
-    }
-    #[tokio::test]
-    async fn limits() {
-        limits_are_refused_before_writing(&store()).await;
-    }
-    #[tokio::test]
-    async fn retries() {
-        retried_appends_are_recognised(&store()).await;
-    }
-    #[tokio::test]
-    async fn any() {
-        any_appends_at_the_end(&store()).await;
-    }
-    #[tokio::test]
-    async fn timestamps() {
-        let clock = ManualClock::at(0);
-        timestamps_never_go_backwards(&MemoryStore::with_clock(clock.clock()), &clock).await;
-    }
+
+    crate::backend_suite!(factory);
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_decide() {
         concurrent_decide_loses_no_update(Arc::new(store()), 100).await;
-    }
-    #[tokio::test]
-    async fn decide_outcomes() {
-        decide_refusal_and_exhaustion_are_distinct(&store()).await;
     }
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_writers() {
@@ -873,244 +947,5 @@ mod memory {
         assert!(seq(&records[0]).len() >= 21 && seq(&records[0]) < seq(&records[1]));
         assert_eq!(store.changes(next, 10).0.len(), 0);
         assert_eq!(store.changes(1, 10).0.len(), 1);
-    }
-}
-
-mod dynamodb {
-    use super::*;
-    use crate::{DynamoStore, TableStatus};
-    use evs_testkit::{unique_name, Moto};
-
-    async fn store_with_clock(clock: Option<Clock>) -> Option<DynamoStore> {
-        let moto = Moto::shared()?;
-        let mut store = DynamoStore::new(moto.dynamodb().await, unique_name("events"));
-        if let Some(c) = clock {
-            store = store.with_clock(c);
-        }
-        assert_eq!(store.create_table().await.unwrap(), TableStatus::Created);
-        Some(store)
-    }
-
-    async fn store() -> Option<DynamoStore> {
-        store_with_clock(None).await
-    }
-
-    /// Appends through a proxy that loses acknowledgements (the write is
-    /// done, the answer is a 500 or a dropped connection), fails requests
-    /// and throttles: each append is retried with the same event ids and
-    /// expected version until it succeeds, and every event is stored once.
-    #[tokio::test]
-    async fn appends_with_ids_are_exactly_once_under_lost_acknowledgements() {
-        let Some(moto) = Moto::shared() else { return };
-        let faults =
-            r#"{"lost_ack": 0.2, "drop_after": 0.05, "error": 0.1, "drop": 0.05, "seed": 20}"#;
-        let Some(proxy) = evs_testkit::FaultProxy::start(moto, faults) else {
-            return;
-        };
-        let table = unique_name("faults");
-        let direct = DynamoStore::new(moto.dynamodb().await, table.clone());
-        direct.create_table().await.unwrap();
-        let faulty = DynamoStore::new(proxy.dynamodb().await, table);
-        let streams: Vec<StreamId> = (0..3).map(|i| sid(&format!("f-{i}"))).collect();
-        let mut versions = [0_u64; 3];
-        let mut sent: Vec<Vec<uuid::Uuid>> = vec![Vec::new(); 3];
-        let (mut retries, mut recognised) = (0, 0);
-        for i in 0..90 * evs_testkit::soak() {
-            let k = i % 3;
-            let events: Vec<NewEvent> = (0..1 + i % 4)
-                .map(|j| ev("Faulted", json!({ "i": i, "j": j })))
-                .collect();
-            let expected = match versions[k] {
-                0 => ExpectedVersion::NoStream,
-                v => ExpectedVersion::Exact(v),
-            };
-            loop {
-                match faulty.append(&streams[k], expected, &events).await {
-                    Ok(outcome) => {
-                        recognised += usize::from(outcome.already_appended);
-                        break;
-                    }
-                    Err(e) => {
-                        assert!(e.is_transient(), "only injected faults: {e}");
-                        retries += 1;
-                        assert!(retries < 10_000, "never succeeds: {e}");
-                    }
-                }
-            }
-            versions[k] += events.len() as u64;
-            sent[k].extend(events.iter().map(|e| e.id));
-        }
-        let report = proxy.report();
-        eprintln!("{retries} retries, {recognised} recognised; faults: {report}");
-        for (k, stream) in streams.iter().enumerate() {
-            let stored = direct.read_all(stream).await.unwrap();
-            let ids_stored: Vec<uuid::Uuid> = stored.iter().filter_map(|e| e.id).collect();
-            assert_eq!(ids_stored, sent[k], "{stream}: each event once, in order");
-            assert_eq!(
-                ids(&stored),
-                (1..=versions[k]).collect::<Vec<_>>(),
-                "{stream}"
-            );
-        }
-        assert!(recognised > 0, "some acknowledgements were lost: {report}");
-        assert!(retries > 0);
-    }
-
-    #[tokio::test]
-    async fn append_and_read() {
-        let Some(s) = store().await else { return };
-        super::append_and_read(&s).await;
-    }
-    #[tokio::test]
-    async fn conflicts() {
-        let Some(s) = store().await else { return };
-        conflicts_never_overwrite_and_never_leave_gaps(&s).await;
-    }
-    #[tokio::test]
-    async fn atomic() {
-        let Some(s) = store().await else { return };
-        multi_event_appends_are_atomic(&s).await;
-    }
-    #[tokio::test]
-    async fn limits() {
-        let Some(s) = store().await else { return };
-        limits_are_refused_before_writing(&s).await;
-    }
-    #[tokio::test]
-    async fn retries() {
-        let Some(s) = store().await else { return };
-        retried_appends_are_recognised(&s).await;
-    }
-    #[tokio::test]
-    async fn any() {
-        let Some(s) = store().await else { return };
-        any_appends_at_the_end(&s).await;
-    }
-    #[tokio::test]
-    async fn timestamps() {
-        let clock = ManualClock::at(0);
-        let Some(s) = store_with_clock(Some(clock.clock())).await else {
-            return;
-        };
-        timestamps_never_go_backwards(&s, &clock).await;
-    }
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn concurrent_decide() {
-        // A server of its own: the emulator copies all its tables on every
-        // transaction, so sharing it would slow every other test down. And
-        // 400 updates, not 1,600: each transaction copies the whole table,
-        // one request at a time (see `evs_testkit`), so the cost grows with
-        // the square of the count; 16 writers on one stream collide as much.
-        let Some(moto) = Moto::start() else { return };
-        let s = DynamoStore::new(moto.dynamodb().await, unique_name("counter"));
-        s.create_table().await.unwrap();
-        concurrent_decide_loses_no_update(Arc::new(s), 25).await;
-    }
-    #[tokio::test]
-    async fn decide_outcomes() {
-        let Some(s) = store().await else { return };
-        decide_refusal_and_exhaustion_are_distinct(&s).await;
-    }
-
-    async fn concurrent_writers_on(moto: &Moto) -> WriterTally {
-        let s = DynamoStore::new(moto.dynamodb().await, unique_name("writers"));
-        s.create_table().await.unwrap();
-        super::concurrent_writers_lose_nothing(Arc::new(s), 8, 25).await
-    }
-
-    /// Concurrent writers with exact expected versions lose no acknowledged
-    /// event: this needs the linearizable emulator (see `evs_testkit`).
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn concurrent_writers_lose_nothing() {
-        let Some(moto) = Moto::start() else { return };
-        concurrent_writers_on(&moto).await;
-    }
-
-    /// The same writers on plain `moto_server`, whose cancelled transactions
-    /// undo other requests' writes: this test FAILS there, showing why the
-    /// fixture serialises the emulator. Run it with
-    /// `cargo test -p evs-core --lib concurrent_writers_on_plain_moto -- --ignored`.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    #[ignore = "demonstrates the race of plain moto: expected to fail"]
-    async fn concurrent_writers_on_plain_moto() {
-        let Some(moto) = Moto::start_plain() else {
-            return;
-        };
-        concurrent_writers_on(&moto).await;
-    }
-
-    #[tokio::test]
-    async fn create_table_twice_and_missing_table() {
-        let Some(s) = store().await else { return };
-        assert_eq!(s.create_table().await.unwrap(), TableStatus::AlreadyExists);
-        assert!(s.stream_arn().await.unwrap().is_some());
-        let Some(moto) = Moto::shared() else { return };
-        let missing = DynamoStore::new(moto.dynamodb().await, unique_name("missing"));
-        let err = missing.read_all(&sid("x")).await.unwrap_err();
-        assert!(matches!(err, Error::TableNotFound { .. }), "{err:?}");
-        let err = missing
-            .append(&sid("x"), ExpectedVersion::Any, &[ev("E", json!({}))])
-            .await
-            .unwrap_err();
-        assert!(matches!(err, Error::TableNotFound { .. }), "{err:?}");
-    }
-
-    /// The emulator stores an item with an empty map key (DynamoDB itself
-    /// refuses it, and so does the append) and then answers a Query with a
-    /// body the SDK cannot parse: the error says which call and why, not
-    /// "unhandled error".
-    #[tokio::test]
-    async fn an_answer_the_sdk_cannot_read_is_described() {
-        use aws_sdk_dynamodb::types::AttributeValue;
-        let Some(s) = store().await else { return };
-        let Some(moto) = Moto::shared() else { return };
-        moto.dynamodb()
-            .await
-            .put_item()
-            .table_name(s.table())
-            .item("StreamId", AttributeValue::S("unreadable-1".into()))
-            .item("EventId", AttributeValue::N("1".into()))
-            .item(
-                "Payload",
-                AttributeValue::M([(String::new(), AttributeValue::N("1".into()))].into()),
-            )
-            .send()
-            .await
-            .unwrap();
-        let err = s.read_all(&sid("unreadable-1")).await.unwrap_err();
-        let text = err.to_string();
-        assert!(
-            text.contains("DynamoDB Query: HTTP 200, unreadable response: "),
-            "{text}"
-        );
-        assert!(!text.contains("unhandled error"), "{text}");
-    }
-
-    #[tokio::test]
-    async fn reads_follow_pagination_past_one_megabyte() {
-        let Some(s) = store().await else { return };
-        let stream = sid("paged-1");
-        // 30 events of ~60 KB: about 1.8 MB, so a query needs two pages.
-        let mut version = 0;
-        for chunk in 0..3 {
-            let events: Vec<_> = (0..10)
-                .map(|i| {
-                    ev(
-                        "Chunk",
-                        json!({ "i": chunk * 10 + i, "blob": "y".repeat(60 * 1024) }),
-                    )
-                })
-                .collect();
-            version = s
-                .append(&stream, ExpectedVersion::Exact(version), &events)
-                .await
-                .unwrap()
-                .version;
-        }
-        let all = s.read_all(&stream).await.unwrap();
-        assert_eq!(ids(&all), (1..=30).collect::<Vec<_>>());
-        let back = s.read(&stream, ReadRequest::last(25)).await.unwrap();
-        assert_eq!(back.len(), 25);
-        assert_eq!(back[0].event_id, 30);
     }
 }
