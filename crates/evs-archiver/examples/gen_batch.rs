@@ -393,8 +393,8 @@ impl Generator {
             "awsRegion": "eu-west-1",
             "dynamodb": {
                 "ApproximateCreationDateTime": self.clock_ms.div_euclid(1000),
-                "Keys": attr::item_to_dynamo_json(&keys),
-                "NewImage": attr::item_to_dynamo_json(&item),
+                "Keys": serde_json::to_value(&keys).unwrap_or_default(),
+                "NewImage": serde_json::to_value(&item).unwrap_or_default(),
                 "SequenceNumber": self.sequence.to_string(),
                 "SizeBytes": attr::item_size(&item),
                 "StreamViewType": "NEW_IMAGE"

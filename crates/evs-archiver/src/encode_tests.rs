@@ -341,7 +341,7 @@ impl Stored {
         if let Some(m) = &self.metadata {
             item.insert("Metadata".into(), m.clone());
         }
-        let mut record = insert_record(&self.seq, attr::item_to_dynamo_json(&item));
+        let mut record = insert_record(&self.seq, serde_json::to_value(&item).unwrap_or_default());
         record["dynamodb"]["ApproximateCreationDateTime"] = json!(self.acdt_seconds);
         record
     }

@@ -266,146 +266,6 @@ pub fn into_json(value: AttrValue) -> Value {
     }
 }
 
-// ---- writing JSON text without building a tree ----
-
-/// Appends `text` as a JSON string, escaped exactly as `serde_json` does
-/// (`"`, `\` and control characters only; `\b \t \n \f \r` by name, other
-/// controls as `\u00xx`).
-pub fn write_json_str(out: &mut Vec<u8>, text: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let bytes = text.as_bytes();
-    out.push(b'"');
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let escape: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            0x08 => b"\\b",
-            b'\t' => b"\\t",
-            b'\n' => b"\\n",
-            0x0c => b"\\f",
-            b'\r' => b"\\r",
-            0x00..=0x1f => &[
-                b'\\',
-                b'u',
-                b'0',
-                b'0',
-                HEX[usize::from(b >> 4)],
-                HEX[usize::from(b & 0xf)],
-            ],
-            _ => continue,
-        };
-        out.extend_from_slice(&bytes[start..i]);
-        out.extend_from_slice(escape);
-        start = i + 1;
-    }
-    out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
-}
-
-fn write_number_json(out: &mut Vec<u8>, text: &str) {
-    match json_number_text(text) {
-        Some(t) => out.extend_from_slice(t.as_bytes()),
-        None => write_json_str(out, text),
-    }
-}
-
-fn write_base64(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.push(b'"');
-    let start = out.len();
-    let len = base64::encoded_len(bytes.len(), true).unwrap_or(0);
-    out.resize(start + len, 0);
-    let written = base64::engine::general_purpose::STANDARD
-        .encode_slice(bytes, &mut out[start..])
-        .unwrap_or(0);
-    out.truncate(start + written);
-    out.push(b'"');
-}
-
-fn write_array<T>(out: &mut Vec<u8>, items: &[T], mut each: impl FnMut(&mut Vec<u8>, &T)) {
-    out.push(b'[');
-    for (i, item) in items.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        each(out, item);
-    }
-    out.push(b']');
-}
-
-/// Appends [`to_json`]`(value)` as compact JSON text: byte for byte what
-/// `serde_json::to_writer(out, &to_json(value))` writes, without the tree.
-pub fn write_json(out: &mut Vec<u8>, value: &AttrValue) {
-    match value {
-        AttrValue::S(s) => write_json_str(out, s),
-        AttrValue::N(n) => write_number_json(out, n),
-        AttrValue::B(b) => write_base64(out, b),
-        AttrValue::Bool(true) => out.extend_from_slice(b"true"),
-        AttrValue::Bool(false) => out.extend_from_slice(b"false"),
-        AttrValue::Null => out.extend_from_slice(b"null"),
-        AttrValue::M(m) => {
-            out.push(b'{');
-            for (i, (k, v)) in m.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_json_str(out, k);
-                out.push(b':');
-                write_json(out, v);
-            }
-            out.push(b'}');
-        }
-        AttrValue::L(l) => write_array(out, l, write_json),
-        AttrValue::Ss(s) => write_array(out, s, |out, s| write_json_str(out, s)),
-        AttrValue::Ns(n) => write_array(out, n, |out, n| write_number_json(out, n)),
-        AttrValue::Bs(b) => write_array(out, b, |out, b| write_base64(out, b)),
-    }
-}
-
-/// Appends [`to_dynamo_json`]`(value)` as compact JSON text, byte for byte
-/// what `serde_json` writes for it, without the tree.
-pub fn write_dynamo_json(out: &mut Vec<u8>, value: &AttrValue) {
-    let tag: &[u8] = match value {
-        AttrValue::S(_) => b"{\"S\":",
-        AttrValue::N(_) => b"{\"N\":",
-        AttrValue::B(_) => b"{\"B\":",
-        AttrValue::Bool(_) => b"{\"BOOL\":",
-        AttrValue::Null => b"{\"NULL\":",
-        AttrValue::M(_) => b"{\"M\":",
-        AttrValue::L(_) => b"{\"L\":",
-        AttrValue::Ss(_) => b"{\"SS\":",
-        AttrValue::Ns(_) => b"{\"NS\":",
-        AttrValue::Bs(_) => b"{\"BS\":",
-    };
-    out.extend_from_slice(tag);
-    match value {
-        AttrValue::S(s) | AttrValue::N(s) => write_json_str(out, s),
-        AttrValue::B(b) => write_base64(out, b),
-        AttrValue::Bool(true) | AttrValue::Null => out.extend_from_slice(b"true"),
-        AttrValue::Bool(false) => out.extend_from_slice(b"false"),
-        AttrValue::M(m) => write_item_dynamo_json(out, m),
-        AttrValue::L(l) => write_array(out, l, write_dynamo_json),
-        AttrValue::Ss(s) | AttrValue::Ns(s) => write_array(out, s, |out, s| write_json_str(out, s)),
-        AttrValue::Bs(b) => write_array(out, b, |out, b| write_base64(out, b)),
-    }
-    out.push(b'}');
-}
-
-/// Appends [`item_to_dynamo_json`]`(item)` as compact JSON text, byte for
-/// byte what `serde_json` writes for it, without the tree.
-pub fn write_item_dynamo_json(out: &mut Vec<u8>, item: &Item) {
-    out.push(b'{');
-    for (i, (k, v)) in item.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        write_json_str(out, k);
-        out.push(b':');
-        write_dynamo_json(out, v);
-    }
-    out.push(b'}');
-}
-
 /// `AttrValue` serializes as DynamoDB JSON (`{"S": "x"}`, `{"N": "1"}`,
 /// `{"B": "<base64>"}`, `{"M": {…}}`, …): the one writer of the format, as
 /// its [`Deserialize`] is the one reader. `serde_json::to_writer` writes it
@@ -460,14 +320,13 @@ impl<'de> Deserialize<'de> for AttrValue {
 /// the same result as [`item_from_dynamo_json`] on the parsed text, errors
 /// included, without building the JSON tree when the text is valid.
 pub fn item_from_dynamo_json_str(text: &str) -> Result<Item, AttrError> {
-    match serde_json::from_str::<Item>(text) {
-        Ok(item) => Ok(item),
-        Err(_) => {
-            let value: Value =
-                serde_json::from_str(text).map_err(|e| dj_err("", format!("not JSON: {e}")))?;
-            item_from_dynamo_json(&value)
-        }
-    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    let item = read_item(&mut de)?;
+    de.end().map_err(|e| AttrError::DynamoJson {
+        path: "$".to_owned(),
+        reason: e.to_string(),
+    })?;
+    Ok(item)
 }
 
 const TYPE_KEYS: &[&str] = &["S", "N", "B", "BOOL", "NULL", "M", "L", "SS", "NS", "BS"];
@@ -574,6 +433,12 @@ impl<'de> Deserialize<'de> for NumberText {
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<NumberText, E> {
                 checked(Number::from(v).to_string())
+            }
+            fn visit_u128<E: de::Error>(self, v: u128) -> Result<NumberText, E> {
+                checked(v.to_string())
+            }
+            fn visit_i128<E: de::Error>(self, v: i128) -> Result<NumberText, E> {
+                checked(v.to_string())
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<NumberText, E> {
                 let n = Number::from_f64(v).ok_or_else(|| E::custom("not a finite number"))?;
@@ -764,143 +629,56 @@ pub fn base64_encode(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-/// Converts an attribute value to DynamoDB JSON (`{"S": "x"}`, `{"N": "1"}` …).
-pub fn to_dynamo_json(value: &AttrValue) -> Value {
-    let (tag, inner) = match value {
-        AttrValue::S(s) => ("S", Value::String(s.clone())),
-        AttrValue::N(n) => ("N", Value::String(n.clone())),
-        AttrValue::B(b) => ("B", Value::String(base64_encode(b))),
-        AttrValue::Bool(b) => ("BOOL", Value::Bool(*b)),
-        AttrValue::Null => ("NULL", Value::Bool(true)),
-        AttrValue::M(m) => ("M", item_to_dynamo_json(m)),
-        AttrValue::L(l) => ("L", Value::Array(l.iter().map(to_dynamo_json).collect())),
-        AttrValue::Ss(s) => (
-            "SS",
-            Value::Array(s.iter().cloned().map(Value::String).collect()),
-        ),
-        AttrValue::Ns(n) => (
-            "NS",
-            Value::Array(n.iter().cloned().map(Value::String).collect()),
-        ),
-        AttrValue::Bs(b) => (
-            "BS",
-            Value::Array(b.iter().map(|b| Value::String(base64_encode(b))).collect()),
-        ),
-    };
-    let mut map = Map::new();
-    map.insert(tag.to_owned(), inner);
-    Value::Object(map)
+/// Reads an item (an image, `Keys`) from DynamoDB JSON with the one reader,
+/// [`AttrValue`]'s `Deserialize`, from any serde source (`&Value`,
+/// `&mut serde_json::Deserializer`); an error names the attribute path
+/// (`a.b[2]`).
+pub fn read_item<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Item, AttrError> {
+    serde_path_to_error::deserialize(deserializer).map_err(|e| path_error(&e, 0))
 }
 
-/// Converts an item to a DynamoDB JSON object.
-pub fn item_to_dynamo_json(item: &Item) -> Value {
-    Value::Object(
-        item.iter()
-            .map(|(k, v)| (k.clone(), to_dynamo_json(v)))
-            .collect(),
-    )
+/// Reads one attribute value from DynamoDB JSON, as [`read_item`] does.
+pub fn read_value<'de, D: Deserializer<'de>>(deserializer: D) -> Result<AttrValue, AttrError> {
+    serde_path_to_error::deserialize(deserializer).map_err(|e| path_error(&e, 1))
 }
 
 /// Parses a DynamoDB JSON object (an image or `Keys`) into an item.
 pub fn item_from_dynamo_json(value: &Value) -> Result<Item, AttrError> {
-    let Value::Object(map) = value else {
-        return Err(dj_err("", "an item must be a JSON object"));
-    };
-    map.iter()
-        .map(|(k, v)| Ok((k.clone(), from_dynamo_json_at(v, k)?)))
-        .collect()
+    read_item(value)
 }
 
 /// Parses one DynamoDB JSON attribute value.
 pub fn from_dynamo_json(value: &Value) -> Result<AttrValue, AttrError> {
-    from_dynamo_json_at(value, "")
+    read_value(value)
 }
 
-fn dj_err(path: &str, reason: impl Into<String>) -> AttrError {
+/// The error of a read, with the attribute path it happened at. The serde
+/// path alternates attribute names (or list indexes) and type keys
+/// (`a.M.b.N`); the attribute path keeps the first kind (`a.b`). `skip` is 0
+/// when the path starts at an attribute name (an item), 1 when it starts at
+/// a type key (a value).
+fn path_error<E: fmt::Display>(err: &serde_path_to_error::Error<E>, skip: usize) -> AttrError {
+    use serde_path_to_error::Segment;
+    let mut path = String::new();
+    for segment in err.path().iter().skip(skip).step_by(2) {
+        match segment {
+            Segment::Map { key } if path.is_empty() => path.push_str(key),
+            Segment::Map { key } => {
+                path.push('.');
+                path.push_str(key);
+            }
+            Segment::Seq { index } => path.push_str(&format!("[{index}]")),
+            Segment::Enum { .. } | Segment::Unknown => {}
+        }
+    }
     AttrError::DynamoJson {
         path: if path.is_empty() {
             "$".to_owned()
         } else {
-            path.to_owned()
+            path
         },
-        reason: reason.into(),
+        reason: err.inner().to_string(),
     }
-}
-
-fn from_dynamo_json_at(value: &Value, path: &str) -> Result<AttrValue, AttrError> {
-    let Value::Object(map) = value else {
-        return Err(dj_err(
-            path,
-            "an attribute value must be an object with one type key",
-        ));
-    };
-    let mut entries = map.iter();
-    let (Some((tag, inner)), None) = (entries.next(), entries.next()) else {
-        return Err(dj_err(
-            path,
-            "an attribute value must have exactly one type key",
-        ));
-    };
-    let string = |v: &Value| -> Result<String, AttrError> {
-        v.as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| dj_err(path, format!("{tag} must hold a string")))
-    };
-    let number = |v: &Value| -> Result<String, AttrError> {
-        // AWS sends numbers as strings; accept a JSON number as well.
-        let text = match v {
-            Value::String(s) => s.clone(),
-            Value::Number(n) => n.to_string(),
-            _ => return Err(dj_err(path, format!("{tag} must hold a number string"))),
-        };
-        validate_number(&text).map_err(|e| dj_err(path, e.to_string()))?;
-        Ok(text)
-    };
-    let binary = |v: &Value| -> Result<Vec<u8>, AttrError> {
-        let s = v
-            .as_str()
-            .ok_or_else(|| dj_err(path, format!("{tag} must hold a base64 string")))?;
-        base64::engine::general_purpose::STANDARD
-            .decode(s)
-            .map_err(|e| dj_err(path, format!("invalid base64: {e}")))
-    };
-    let array = |v: &Value| -> Result<Vec<Value>, AttrError> {
-        v.as_array()
-            .cloned()
-            .ok_or_else(|| dj_err(path, format!("{tag} must hold an array")))
-    };
-    Ok(match tag.as_str() {
-        "S" => AttrValue::S(string(inner)?),
-        "N" => AttrValue::N(number(inner)?),
-        "B" => AttrValue::B(binary(inner)?),
-        "BOOL" => AttrValue::Bool(
-            inner
-                .as_bool()
-                .ok_or_else(|| dj_err(path, "BOOL must hold true or false"))?,
-        ),
-        "NULL" => AttrValue::Null,
-        "M" => {
-            let Value::Object(m) = inner else {
-                return Err(dj_err(path, "M must hold an object"));
-            };
-            AttrValue::M(
-                m.iter()
-                    .map(|(k, v)| Ok((k.clone(), from_dynamo_json_at(v, &format!("{path}.{k}"))?)))
-                    .collect::<Result<_, AttrError>>()?,
-            )
-        }
-        "L" => AttrValue::L(
-            array(inner)?
-                .iter()
-                .enumerate()
-                .map(|(i, v)| from_dynamo_json_at(v, &format!("{path}[{i}]")))
-                .collect::<Result<_, _>>()?,
-        ),
-        "SS" => AttrValue::Ss(array(inner)?.iter().map(string).collect::<Result<_, _>>()?),
-        "NS" => AttrValue::Ns(array(inner)?.iter().map(number).collect::<Result<_, _>>()?),
-        "BS" => AttrValue::Bs(array(inner)?.iter().map(binary).collect::<Result<_, _>>()?),
-        other => return Err(dj_err(path, format!("unknown attribute type {other:?}"))),
-    })
 }
 
 /// Size of a value in bytes by DynamoDB's item-size rules (numbers are
@@ -937,6 +715,29 @@ pub fn item_size(item: &Item) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn to_dynamo_json(value: &AttrValue) -> Value {
+        serde_json::to_value(value).unwrap()
+    }
+
+    fn item_to_dynamo_json(item: &Item) -> Value {
+        serde_json::to_value(item).unwrap()
+    }
+
+    /// A read of text, its error without the position in the text (which a
+    /// read of a tree cannot give).
+    fn without_position(read: Result<Item, AttrError>) -> Result<Item, AttrError> {
+        read.map_err(|e| match e {
+            AttrError::DynamoJson { path, reason } => AttrError::DynamoJson {
+                path,
+                reason: match reason.rfind(" at line ") {
+                    Some(at) => reason[..at].to_owned(),
+                    None => reason,
+                },
+            },
+            other => other,
+        })
+    }
     use serde_json::json;
 
     #[test]
@@ -985,7 +786,7 @@ mod tests {
         });
         let item = item_from_dynamo_json(&dj).unwrap();
         assert_eq!(item["b"], AttrValue::B(vec![0, 1, 2]));
-        assert_eq!(item_to_dynamo_json(&item), dj);
+        assert_eq!(serde_json::to_value(&item).unwrap(), dj);
     }
 
     #[test]
@@ -1126,22 +927,17 @@ mod tests {
         }
 
         #[test]
-        fn the_writers_write_what_serde_json_writes(value in attr_value()) {
-            let mut out = Vec::new();
-            write_json(&mut out, &value);
-            prop_assert_eq!(&out, &serde_json::to_vec(&to_json(&value)).unwrap());
-            out.clear();
-            write_dynamo_json(&mut out, &value);
-            prop_assert_eq!(&out, &serde_json::to_vec(&to_dynamo_json(&value)).unwrap());
-            if let AttrValue::M(m) = &value {
-                out.clear();
-                write_item_dynamo_json(&mut out, m);
-                prop_assert_eq!(&out, &serde_json::to_vec(&item_to_dynamo_json(m)).unwrap());
-            }
-            if let AttrValue::S(s) = &value {
-                out.clear();
-                write_json_str(&mut out, s);
-                prop_assert_eq!(&out, &serde_json::to_vec(s).unwrap());
+        fn dynamo_json_written_reads_back(value in attr_value()) {
+            // What is written reads back as the value, from text and from a
+            // tree alike; a value DynamoDB refuses (a bad number) is refused.
+            let text = serde_json::to_string(&value).unwrap();
+            let from_text = read_value(&mut serde_json::Deserializer::from_str(&text));
+            let from_tree = from_dynamo_json(&serde_json::to_value(&value).unwrap());
+            prop_assert_eq!(from_text.is_ok(), valid(&value));
+            prop_assert_eq!(from_tree.is_ok(), valid(&value));
+            if let (Ok(a), Ok(b)) = (from_text, from_tree) {
+                prop_assert_eq!(&a, &value);
+                prop_assert_eq!(&b, &value);
             }
         }
 
@@ -1181,7 +977,7 @@ mod tests {
             let text = serde_json::to_string(&tree).unwrap();
             let slow = from_dynamo_json(&tree);
             let fast = serde_json::from_str::<AttrValue>(&text);
-            prop_assert_eq!(slow.is_ok(), valid(&value));
+            prop_assert_eq!(slow.is_ok(), valid(&value), "{:?} for {}", slow, text);
             match (&fast, &slow) {
                 (Ok(f), Ok(s)) => prop_assert_eq!(f, s),
                 (Err(_), Err(_)) => {}
@@ -1189,7 +985,7 @@ mod tests {
             }
             let item = format!("{{\"a\":{text},\"b\":{{\"S\":\"x\"}}}}");
             let tree: Value = serde_json::from_str(&item).unwrap();
-            prop_assert_eq!(item_from_dynamo_json_str(&item), item_from_dynamo_json(&tree));
+            prop_assert_eq!(without_position(item_from_dynamo_json_str(&item)), item_from_dynamo_json(&tree));
         }
 
         #[test]
@@ -1303,7 +1099,10 @@ mod tests {
         let fast = item_from_dynamo_json_str(text);
         match serde_json::from_str::<Value>(text) {
             Ok(tree) => {
-                prop_assert_eq!(&fast, &item_from_dynamo_json(&tree));
+                prop_assert_eq!(
+                    &without_position(fast.clone()),
+                    &item_from_dynamo_json(&tree)
+                );
                 if let Ok(value) = from_dynamo_json(&tree) {
                     prop_assert_eq!(from_dynamo_json(&to_dynamo_json(&value)), Ok(value));
                 }

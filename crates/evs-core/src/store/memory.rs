@@ -119,8 +119,9 @@ fn stream_record(seq: usize, item: &Item, now_ms: i64) -> Value {
         "awsRegion": "local",
         "dynamodb": {
             "ApproximateCreationDateTime": now_ms.div_euclid(1000),
-            "Keys": attr::item_to_dynamo_json(&keys),
-            "NewImage": attr::item_to_dynamo_json(item),
+            // Attribute values always serialize (every map key is a string).
+            "Keys": serde_json::to_value(&keys).unwrap_or_default(),
+            "NewImage": serde_json::to_value(item).unwrap_or_default(),
             "SequenceNumber": sequence,
             "SizeBytes": attr::item_size(item),
             "StreamViewType": "NEW_IMAGE"
