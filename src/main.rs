@@ -52,7 +52,7 @@ async fn main() -> Result<(), Error> {
             tracing::warn!(deadline_ms, "the invocation has no usable deadline; bounding writes by {FALLBACK_WRITE_TIMEOUT:?}");
             FALLBACK_WRITE_TIMEOUT
         };
-        let summary = match handler::handle_json(event.payload.get(), sink, config, &evs_core::now_ms, Some(timeout)).await {
+        let summary = match handler::handle(event.payload.get(), sink, config, &evs_core::now_ms, Some(timeout)).await {
             Ok(summary) => summary,
             Err(err) => {
                 // The runtime reports the error to Lambda but does not log it.

@@ -98,7 +98,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let result = runtime.block_on(handler::handle_json(
+    let result = runtime.block_on(handler::handle(
         &event,
         &sink,
         &config,

@@ -23,7 +23,6 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::config::Config;
 use crate::record::{self, Classified};
@@ -137,30 +136,21 @@ async fn put_within(
     }
 }
 
-/// Handles one batch. `now_ms` is the wall clock; `timeout` bounds the
-/// handling from the call on: all writes together, the events object and then
-/// the dead letters, finish within it or fail (the Lambda passes the time left
-/// before its deadline; a long-lived poller passes its own bound, so the
-/// settled frontier holds there too).
-pub async fn handle(
-    event: &Value,
-    sink: &dyn ObjectStore,
-    config: &Config,
-    now_ms: &(dyn Fn() -> i64 + Send + Sync),
-    timeout: Option<Duration>,
-) -> Result<Summary, HandlerError> {
-    let deadline = deadline_after(timeout);
-    archive(record::parse_batch(event)?, sink, config, now_ms, deadline).await
-}
-
 /// The instant `timeout` from now; none when the bound is too far to represent.
 fn deadline_after(timeout: Option<Duration>) -> Option<Instant> {
     timeout.and_then(|t| Instant::now().checked_add(t))
 }
 
-/// [`handle`] on the event's JSON text, as the Lambda receives it: records
-/// are parsed one at a time, which keeps memory near the batch's size.
-pub async fn handle_json(
+/// Handles one batch. `now_ms` is the wall clock; `timeout` bounds the
+/// handling from the call on: all writes together, the events object and then
+/// the dead letters, finish within it or fail (the Lambda passes the time left
+/// before its deadline; a long-lived poller passes its own bound, so the
+/// settled frontier holds there too).
+///
+/// The event is its JSON text, as the Lambda receives it: records are parsed
+/// one at a time, which keeps memory near the batch's size. The Lambda,
+/// `evs invoke` and the pump all call this.
+pub async fn handle(
     event: &str,
     sink: &dyn ObjectStore,
     config: &Config,

@@ -495,7 +495,8 @@ where
     let mut streak = Streak::default();
     while start < total {
         let rest = &batch.records[start..];
-        let event = json!({ "Records": rest });
+        // The Lambda's own entry point, on the event's text as Lambda sends it.
+        let event = json!({ "Records": rest }).to_string();
         let attempt = streak.failures() + 1;
         let result = handler::handle(
             &event,

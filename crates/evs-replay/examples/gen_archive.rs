@@ -377,7 +377,14 @@ impl Archiver {
             Arc::clone(&self.config),
         );
         self.running.spawn(async move {
-            handler::handle(&batch, sink.as_ref(), &config, &move || sealed_at, None).await
+            handler::handle(
+                &batch.to_string(),
+                sink.as_ref(),
+                &config,
+                &move || sealed_at,
+                None,
+            )
+            .await
         });
         Ok(())
     }

@@ -112,9 +112,15 @@ impl<S: ObjectStore + 'static> Fixture<S> {
     async fn archive(&self, records: &[Value], sealed_at_ms: i64) -> Option<String> {
         let event = json!({ "Records": records });
         let now = move || sealed_at_ms;
-        let summary = handler::handle(&event, self.sink.as_ref(), &self.config, &now, None)
-            .await
-            .unwrap();
+        let summary = handler::handle(
+            &event.to_string(),
+            self.sink.as_ref(),
+            &self.config,
+            &now,
+            None,
+        )
+        .await
+        .unwrap();
         summary.key
     }
 

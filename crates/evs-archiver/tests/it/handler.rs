@@ -9,7 +9,7 @@ use evs_archive::store::{LocalDir, Object, ObjectStore, S3Store, StoreError};
 use evs_archive::ArchiveKey;
 use evs_archive::{decode_dead_letters, decode_lines, Compression};
 use evs_archiver::config::Config;
-use evs_archiver::handler::{handle, handle_json, HandlerError, Summary};
+use evs_archiver::handler::{handle, HandlerError, Summary};
 use evs_core::{EventStore, ExpectedVersion, MemoryStore, NewEvent, StreamId};
 use evs_testkit::{unique_name, Moto};
 use serde_json::{json, Value};
@@ -40,9 +40,15 @@ async fn mixed_batch_archives_events_and_dead_letters_the_rest() {
     let dir = temp_dir();
     let sink = LocalDir::new(&dir);
     let config = Config::local(&dir);
-    let summary = handle(&sample("mixed.json"), &sink, &config, &clock(), None)
-        .await
-        .unwrap();
+    let summary = handle(
+        &sample("mixed.json").to_string(),
+        &sink,
+        &config,
+        &clock(),
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         (summary.records_in, summary.archived, summary.dead_lettered),
         (7, 4, 3)
@@ -119,9 +125,7 @@ async fn batches_at_lambdas_limits_are_archived_whole() {
         let dir = temp_dir();
         let sink = LocalDir::new(&dir);
         let config = Config::local(&dir);
-        let summary = handle_json(text, &sink, &config, &clock(), None)
-            .await
-            .unwrap();
+        let summary = handle(text, &sink, &config, &clock(), None).await.unwrap();
         assert_eq!(
             (summary.records_in, summary.archived, summary.dead_lettered),
             (count, count, 0),
@@ -155,7 +159,7 @@ async fn empty_batch_writes_nothing() {
     let dir = temp_dir();
     let sink = LocalDir::new(&dir);
     let summary = handle(
-        &sample("empty.json"),
+        &sample("empty.json").to_string(),
         &sink,
         &Config::local(&dir),
         &clock(),
@@ -178,9 +182,15 @@ async fn not_a_batch_fails_the_invocation() {
     let dir = temp_dir();
     let sink = LocalDir::new(&dir);
     for bad in [json!([]), json!({"records": []}), json!({"Records": 5})] {
-        let err = handle(&bad, &sink, &Config::local(&dir), &clock(), None)
-            .await
-            .unwrap_err();
+        let err = handle(
+            &bad.to_string(),
+            &sink,
+            &Config::local(&dir),
+            &clock(),
+            None,
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(err, HandlerError::NotABatch(_)), "{err:?}");
     }
 }
@@ -230,7 +240,7 @@ async fn s3_and_local_hold_the_same_object() {
         bucket: bucket.clone(),
     };
     let summary = handle(
-        &event,
+        &event.to_string(),
         &s3,
         &config,
         &clock(),
@@ -268,9 +278,15 @@ async fn s3_and_local_hold_the_same_object() {
 
     let dir = temp_dir();
     let local = LocalDir::new(&dir);
-    let summary = handle(&event, &local, &Config::local(&dir), &clock(), None)
-        .await
-        .unwrap();
+    let summary = handle(
+        &event.to_string(),
+        &local,
+        &Config::local(&dir),
+        &clock(),
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(lines_at(&local, &summary.key.unwrap()).await, from_s3);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -281,9 +297,15 @@ async fn a_failed_put_fails_the_invocation() {
     let client = evs_archive::store::s3::client_for(&moto.sdk_config().await);
     let missing = S3Store::new(client, unique_name("no-bucket"));
     let (event, _) = feed_batch().await;
-    let err = handle(&event, &missing, &Config::local("unused"), &clock(), None)
-        .await
-        .unwrap_err();
+    let err = handle(
+        &event.to_string(),
+        &missing,
+        &Config::local("unused"),
+        &clock(),
+        None,
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, HandlerError::Write { .. }), "{err:?}");
     assert!(err.to_string().contains("NoSuchBucket"), "{err}");
 }
@@ -335,9 +357,15 @@ async fn a_failed_dead_letter_write_reports_the_first_dead_record() {
         delay: Duration::ZERO,
     };
     let event = sample("mixed.json");
-    let summary = handle(&event, &sink, &Config::local(&dir), &clock(), None)
-        .await
-        .unwrap();
+    let summary = handle(
+        &event.to_string(),
+        &sink,
+        &Config::local(&dir),
+        &clock(),
+        None,
+    )
+    .await
+    .unwrap();
     assert_events_written_dead_letters_redelivered(&event, &summary);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -366,7 +394,7 @@ async fn a_write_past_the_deadline_fails_and_leaves_nothing() {
     });
     let (event, _) = feed_batch().await;
     let err = handle(
-        &event,
+        &event.to_string(),
         sink.as_ref(),
         &Config::local(&dir),
         &clock(),
@@ -390,7 +418,7 @@ async fn the_writes_of_one_batch_share_its_deadline() {
     };
     let event = sample("mixed.json");
     let summary = handle(
-        &event,
+        &event.to_string(),
         &sink,
         &Config::local(&dir),
         &clock(),
@@ -419,16 +447,21 @@ async fn a_dead_letter_without_sequence_number_fails_the_invocation_when_unwritt
     let event =
         json!({ "Records": [mixed["Records"][0].clone(), broken, mixed["Records"][2].clone()] });
     // Reporting the REMOVE's number would acknowledge the unwritten record before it.
-    let err = handle(&event, &sink, &Config::local(&dir), &clock(), None)
-        .await
-        .unwrap_err();
+    let err = handle(
+        &event.to_string(),
+        &sink,
+        &Config::local(&dir),
+        &clock(),
+        None,
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, HandlerError::Write { .. }), "{err:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
-async fn event_text_and_event_tree_give_the_same_objects() {
-    use evs_archiver::handler::handle_json;
+async fn the_event_as_sent_and_compacted_gives_the_same_objects() {
     for name in ["inserts.json", "mixed.json", "empty.json"] {
         let text = std::fs::read_to_string(
             Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -438,10 +471,16 @@ async fn event_text_and_event_tree_give_the_same_objects() {
         .unwrap();
         let (a, b) = (temp_dir(), temp_dir());
         let (sa, sb) = (LocalDir::new(&a), LocalDir::new(&b));
-        let from_tree = handle(&sample(name), &sa, &Config::local(&a), &clock(), None)
-            .await
-            .unwrap();
-        let from_text = handle_json(&text, &sb, &Config::local(&b), &clock(), None)
+        let from_tree = handle(
+            &sample(name).to_string(),
+            &sa,
+            &Config::local(&a),
+            &clock(),
+            None,
+        )
+        .await
+        .unwrap();
+        let from_text = handle(&text, &sb, &Config::local(&b), &clock(), None)
             .await
             .unwrap();
         assert_eq!(
@@ -465,7 +504,7 @@ async fn event_text_and_event_tree_give_the_same_objects() {
     let dir = temp_dir();
     let sink = LocalDir::new(&dir);
     for bad in ["[]", "{", "{\"records\":[]}", "{\"Records\":5}", ""] {
-        let err = handle_json(bad, &sink, &Config::local(&dir), &clock(), None)
+        let err = handle(bad, &sink, &Config::local(&dir), &clock(), None)
             .await
             .unwrap_err();
         assert!(matches!(err, HandlerError::NotABatch(_)), "{bad}: {err:?}");

@@ -13,7 +13,7 @@ pub(super) async fn run(args: InvokeArgs) -> Result<()> {
     for file in &args.files {
         let event = std::fs::read_to_string(file)
             .with_context(|| format!("cannot read {}", file.display()))?;
-        let summary = handler::handle_json(
+        let summary = handler::handle(
             &event,
             sink.as_ref(),
             &config,
