@@ -10,10 +10,12 @@
 //!
 //! [`decode_dead_letters`] reads it back.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde_json::{Map, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::object::{DecodeError, EncodeError, DEAD_LETTER_CONTENT_TYPE};
 use crate::seq::SequenceNumber;
@@ -132,28 +134,51 @@ impl EncodedDeadLetters {
     }
 }
 
+/// The dead-letter object, as written and read.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Document<'a> {
+    /// How many entries (written for readers; not needed to read).
+    #[serde(default)]
+    count: usize,
+    #[serde(borrow)]
+    dead_letters: Vec<Entry<'a>>,
+}
+
+/// One dead letter in the object.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Entry<'a> {
+    #[serde(borrow)]
+    reason: Cow<'a, str>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    event_name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    detail: Cow<'a, str>,
+    record: Cow<'a, Value>,
+}
+
 /// Encodes the dead letters of a batch, in the order given, as one JSON document.
 pub fn encode_dead_letters(dead: &[DeadLetter]) -> Result<EncodedDeadLetters, EncodeError> {
     if dead.is_empty() {
         return Err(EncodeError::Empty);
     }
-    let entries: Vec<Value> = dead
-        .iter()
-        .map(|d| {
-            let mut entry = Map::new();
-            entry.insert("reason".into(), Value::String(d.reason.code().into()));
-            if let DeadLetterReason::NotInsert { event_name } = &d.reason {
-                entry.insert("eventName".into(), Value::String(event_name.clone()));
-            }
-            entry.insert("detail".into(), Value::String(d.detail.clone()));
-            entry.insert("record".into(), d.raw.clone());
-            Value::Object(entry)
-        })
-        .collect();
-    let mut doc = Map::new();
-    doc.insert("count".into(), Value::from(dead.len()));
-    doc.insert("deadLetters".into(), Value::Array(entries));
-    let bytes = serde_json::to_vec(&Value::Object(doc)).map_err(std::io::Error::from)?;
+    let doc = Document {
+        count: dead.len(),
+        dead_letters: dead
+            .iter()
+            .map(|d| Entry {
+                reason: Cow::Borrowed(d.reason.code()),
+                event_name: match &d.reason {
+                    DeadLetterReason::NotInsert { event_name } => Some(Cow::Borrowed(event_name)),
+                    _ => None,
+                },
+                detail: Cow::Borrowed(&d.detail),
+                record: Cow::Borrowed(&d.raw),
+            })
+            .collect(),
+    };
+    let bytes = serde_json::to_vec(&doc).map_err(std::io::Error::from)?;
     Ok(EncodedDeadLetters {
         bytes,
         count: dead.len(),
@@ -163,35 +188,21 @@ pub fn encode_dead_letters(dead: &[DeadLetter]) -> Result<EncodedDeadLetters, En
 
 /// Reads a dead-letter object back.
 pub fn decode_dead_letters(bytes: &[u8]) -> Result<Vec<DeadLetter>, DecodeError> {
-    let bad = |what: &str| DecodeError::DeadLetters(what.to_owned());
-    let doc: Value =
+    let doc: Document<'_> =
         serde_json::from_slice(bytes).map_err(|source| DecodeError::Json { line: 1, source })?;
-    let entries = doc
-        .get("deadLetters")
-        .and_then(Value::as_array)
-        .ok_or_else(|| bad("no deadLetters array"))?;
-    entries
-        .iter()
+    doc.dead_letters
+        .into_iter()
         .enumerate()
-        .map(|(i, entry)| {
-            let code = entry.get("reason").and_then(Value::as_str);
-            let event_name = entry.get("eventName").and_then(Value::as_str);
-            let reason = code
-                .and_then(|c| DeadLetterReason::from_code(c, event_name))
-                .ok_or_else(|| bad(&format!("entry {i}: unknown or missing reason")))?;
-            let detail = entry
-                .get("detail")
-                .and_then(Value::as_str)
-                .ok_or_else(|| bad(&format!("entry {i}: no detail")))?
-                .to_owned();
-            let raw = entry
-                .get("record")
-                .cloned()
-                .ok_or_else(|| bad(&format!("entry {i}: no record")))?;
+        .map(|(entry, e)| {
+            let reason = DeadLetterReason::from_code(&e.reason, e.event_name.as_deref())
+                .ok_or_else(|| DecodeError::UnknownReason {
+                    entry,
+                    code: e.reason.into_owned(),
+                })?;
             Ok(DeadLetter {
                 reason,
-                detail,
-                raw,
+                detail: e.detail.into_owned(),
+                raw: e.record.into_owned(),
             })
         })
         .collect()

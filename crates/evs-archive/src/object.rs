@@ -103,9 +103,15 @@ pub enum DecodeError {
         /// What is wrong.
         source: LineError,
     },
-    /// The dead-letter document is not what [`encode_dead_letters`] writes.
-    #[error("invalid dead-letter object: {0}")]
-    DeadLetters(String),
+    /// A dead letter's reason is not one this version knows (entries count
+    /// from 0).
+    #[error("invalid dead-letter object: entry {entry} has the unknown reason {code:?}")]
+    UnknownReason {
+        /// The entry.
+        entry: usize,
+        /// Its reason code.
+        code: String,
+    },
 }
 
 /// One encoded events object and what the writer needs to store it.

@@ -39,20 +39,6 @@ mod json_text {
     }
 }
 
-/// Why a line is not a [`ReplayEvent`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum EventError {
-    /// The line is not a JSON object.
-    #[error("an archive line must be a JSON object")]
-    NotAnObject,
-    /// `streamId` is missing or not a non-empty string.
-    #[error("an archive line must have a non-empty string \"streamId\"")]
-    StreamId,
-    /// `eventId` is missing or not an integer of at least 1.
-    #[error("an archive line must have an integer \"eventId\" of at least 1")]
-    EventId,
-}
-
 impl ReplayEvent {
     /// An event from its parts; `line` is the event as JSON.
     pub fn new(stream_id: impl Into<String>, event_id: u64, line: &Value) -> Self {
@@ -101,28 +87,6 @@ impl ReplayEvent {
     pub fn line_value(&self) -> Result<Value, serde_json::Error> {
         serde_json::from_str(&self.line)
     }
-
-    /// Reads `streamId` and `eventId` out of an archived line (the shape of
-    /// `evs_archive::ArchivedEvent::to_line`) and keeps the line.
-    pub fn from_line(line: &Value) -> Result<Self, EventError> {
-        let object = line.as_object().ok_or(EventError::NotAnObject)?;
-        let stream_id = object
-            .get("streamId")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .ok_or(EventError::StreamId)?
-            .to_owned();
-        let event_id = object
-            .get("eventId")
-            .and_then(Value::as_u64)
-            .filter(|&id| id >= 1)
-            .ok_or(EventError::EventId)?;
-        Ok(Self {
-            stream_id,
-            event_id,
-            line: raw(line),
-        })
-    }
 }
 
 /// A JSON value as compact text. Serializing a `Value` cannot fail (its map
@@ -162,13 +126,6 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn from_line_reads_the_ids_and_keeps_the_line() {
-        let line = json!({"streamId": "order-1", "eventId": 3, "eventName": "Paid"});
-        let event = ReplayEvent::from_line(&line).unwrap();
-        assert_eq!(event, ReplayEvent::new("order-1", 3, &line));
-    }
-
-    #[test]
     fn the_line_is_embedded_as_json_and_read_back_as_text() {
         let event = ReplayEvent::new("a", 1, &json!({"x": 12345678901234567890123u128}));
         let text = serde_json::to_string(&event).unwrap();
@@ -182,34 +139,6 @@ mod tests {
         assert!(
             serde_json::to_string(&broken).is_err(),
             "checked when written"
-        );
-    }
-
-    #[test]
-    fn from_line_refuses_bad_lines() {
-        assert_eq!(
-            ReplayEvent::from_line(&json!([1])),
-            Err(EventError::NotAnObject)
-        );
-        assert_eq!(
-            ReplayEvent::from_line(&json!({"eventId": 1})),
-            Err(EventError::StreamId)
-        );
-        assert_eq!(
-            ReplayEvent::from_line(&json!({"streamId": "", "eventId": 1})),
-            Err(EventError::StreamId)
-        );
-        assert_eq!(
-            ReplayEvent::from_line(&json!({"streamId": "a", "eventId": 0})),
-            Err(EventError::EventId)
-        );
-        assert_eq!(
-            ReplayEvent::from_line(&json!({"streamId": "a", "eventId": "1"})),
-            Err(EventError::EventId)
-        );
-        assert_eq!(
-            ReplayEvent::from_line(&json!({"streamId": "a", "eventId": 1.5})),
-            Err(EventError::EventId)
         );
     }
 }

@@ -39,18 +39,17 @@
 //!   archive line into the line `evs read` prints for the same event).
 //!
 //! ```
-//! use evs_replay::{ArchivePosition, ReplayEvent, Sequencer};
-//! use serde_json::json;
+//! use evs_replay::{line::event_from_line, ArchivePosition, Sequencer};
 //!
 //! let mut seq = Sequencer::new();
 //! let mut out = Vec::new();
 //! let obj = ArchivePosition::new("k1", 1_000);
 //! for line in [
-//!     json!({"streamId": "a", "eventId": 2}),
-//!     json!({"streamId": "a", "eventId": 1}),
-//!     json!({"streamId": "a", "eventId": 1}), // a duplicate from a retry
+//!     r#"{"streamId":"a","eventId":2}"#,
+//!     r#"{"streamId":"a","eventId":1}"#,
+//!     r#"{"streamId":"a","eventId":1}"#, // a duplicate from a retry
 //! ] {
-//!     let event = ReplayEvent::from_line(&line)?;
+//!     let event = event_from_line(line)?;
 //!     seq.push(&obj, event, &mut out)?;
 //! }
 //! seq.finish_object(&obj)?;
@@ -87,7 +86,7 @@ pub mod verify;
 
 pub use archive::{Archive, ArchiveError, ArchiveObject, Listed, Listing};
 pub use checkpoint::{Checkpoint, CheckpointError, HeldEvent, CHECKPOINT_FORMAT};
-pub use event::{ArchivePosition, EventError, ReplayEvent};
+pub use event::{ArchivePosition, ReplayEvent};
 pub use frontier::{Frontier, DEFAULT_MARGIN_MS};
 pub use replayer::{ReplayError, ReplayOptions, ReplayStats, Replayer, Step};
 pub use sequencer::{
