@@ -193,6 +193,34 @@ pub fn describe_chain(err: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
+/// An AWS SDK error kept as the `#[source]` of an error whose message
+/// already describes it ([`describe_sdk_error`]). It displays as nothing and
+/// ends the chain, so an error printed with its causes on one line does not
+/// say it twice; [`SdkCause::get`] gives the SDK error itself (downcast it to
+/// the operation's `SdkError` type).
+#[derive(Debug)]
+pub struct SdkCause(Box<dyn std::error::Error + Send + Sync>);
+
+impl SdkCause {
+    /// Keeps `err`.
+    pub fn new(err: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self(Box::new(err))
+    }
+
+    /// The SDK error.
+    pub fn get(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        self.0.as_ref()
+    }
+}
+
+impl std::fmt::Display for SdkCause {
+    fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        Ok(())
+    }
+}
+
+impl std::error::Error for SdkCause {}
+
 /// An AWS SDK error (of any service) as one readable line that names the
 /// service and the operation, then what went wrong:
 ///
@@ -280,6 +308,22 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_sdk_cause_is_kept_but_not_said_twice() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("S3 error while reading k: NoSuchBucket: no such bucket")]
+        struct Described(#[source] SdkCause);
+        let err = Described(SdkCause::new(std::io::Error::other("service error")));
+        assert_eq!(
+            describe_chain(&err),
+            "S3 error while reading k: NoSuchBucket: no such bucket"
+        );
+        let cause = std::error::Error::source(&err)
+            .and_then(|c| c.downcast_ref::<SdkCause>())
+            .unwrap();
+        assert!(cause.get().downcast_ref::<std::io::Error>().is_some());
+    }
 
     // How a DynamoDB error reads (`DynamoDB Query: …`) is tested in
     // evs-dynamodb, with that SDK's error types.

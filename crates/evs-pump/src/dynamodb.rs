@@ -196,14 +196,15 @@ pub fn record_to_json(record: &Record, stream_arn: &str) -> Value {
     Value::Object(out)
 }
 
-fn streams_error<E>(doing: impl Into<String>, err: &SdkError<E, HttpResponse>) -> SourceError
+fn streams_error<E>(doing: impl Into<String>, err: SdkError<E, HttpResponse>) -> SourceError
 where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     SourceError::Streams {
         doing: doing.into(),
-        message: evs_core::describe_sdk_error(err),
-        transient: evs_core::is_transient_sdk_error(err),
+        message: evs_core::describe_sdk_error(&err),
+        transient: evs_core::is_transient_sdk_error(&err),
+        source: Some(Box::new(evs_core::SdkCause::new(err))),
     }
 }
 
@@ -293,7 +294,7 @@ impl DynamoDbSource {
                 .set_exclusive_start_shard_id(start.take())
                 .send()
                 .await
-                .map_err(|e| streams_error(format!("describing stream {}", self.stream_arn), &e))?;
+                .map_err(|e| streams_error(format!("describing stream {}", self.stream_arn), e))?;
             let Some(desc) = out.stream_description() else {
                 return Err(SourceError::Stream {
                     arn: self.stream_arn.clone(),
@@ -339,7 +340,7 @@ impl DynamoDbSource {
             Err(e) => {
                 return Err(streams_error(
                     format!("getting an iterator for shard {shard}"),
-                    &e,
+                    e,
                 ))
             }
         };
@@ -401,7 +402,7 @@ impl DynamoDbSource {
                             shard: shard.to_owned(),
                         });
                     }
-                    return Err(streams_error(format!("reading shard {shard}"), &e));
+                    return Err(streams_error(format!("reading shard {shard}"), e));
                 }
             }
         }

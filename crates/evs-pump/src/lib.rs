@@ -87,6 +87,9 @@ pub enum SourceError {
         /// Whether waiting may heal it (a refused connection, 5xx,
         /// throttling) rather than not (credentials, a missing stream).
         transient: bool,
+        /// The underlying error.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
     /// The stream no longer holds the records after the checkpoint.
     #[error(
@@ -260,7 +263,7 @@ pub enum PumpError {
         attempts: u32,
         /// The last failure.
         #[source]
-        source: HandlerError,
+        source: Box<HandlerError>,
     },
     /// The handler reported the same records as failed too many times in a row.
     #[error(
@@ -561,7 +564,7 @@ where
                     return Err(PumpError::Handler {
                         label: batch.label.clone(),
                         attempts: failures,
-                        source: err,
+                        source: Box::new(err),
                     });
                 }
                 tracing::warn!(source = %batch.label, attempt, error = %err, "batch failed; retrying it under a new key");

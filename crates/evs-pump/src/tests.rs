@@ -240,6 +240,7 @@ impl ObjectStore for Flaky {
                     key: key.to_owned(),
                     message: "injected failure".into(),
                     transient: self.transient,
+                    source: None,
                 });
             }
         }
@@ -491,6 +492,7 @@ impl Source for FlakySource {
                 doing: "reading shard vec".into(),
                 message: "connection refused".into(),
                 transient: self.transient,
+                source: None,
             });
         }
         self.failed = 0;

@@ -83,6 +83,9 @@ pub enum StoreError {
         /// Whether waiting may heal it (a refused connection, 5xx,
         /// throttling) rather than not (credentials, a missing bucket).
         transient: bool,
+        /// The underlying error.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
 }
 

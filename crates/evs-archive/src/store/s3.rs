@@ -71,6 +71,7 @@ impl ObjectStore for S3Store {
                 key: format!("s3://{}/{key}", self.bucket),
                 message: evs_core::describe_sdk_error(&e),
                 transient: evs_core::is_transient_sdk_error(&e),
+                source: Some(Box::new(evs_core::SdkCause::new(e))),
             }),
         }
     }
@@ -93,6 +94,7 @@ impl ObjectStore for S3Store {
                     key: format!("s3://{}/{key}", self.bucket),
                     message: evs_core::describe_sdk_error(&e),
                     transient: evs_core::is_transient_sdk_error(&e),
+                    source: Some(Box::new(evs_core::SdkCause::new(e))),
                 },
             })?;
         let body = out.body.collect().await.map_err(|e| StoreError::S3 {
@@ -101,6 +103,7 @@ impl ObjectStore for S3Store {
             message: e.to_string(),
             // The connection broke while the body was streamed.
             transient: true,
+            source: Some(Box::new(evs_core::SdkCause::new(e))),
         })?;
         Ok(body.into_bytes().to_vec())
     }
@@ -129,6 +132,7 @@ impl ObjectStore for S3Store {
                     key: format!("s3://{}/{prefix}", self.bucket),
                     message: evs_core::describe_sdk_error(&e),
                     transient: evs_core::is_transient_sdk_error(&e),
+                    source: Some(Box::new(evs_core::SdkCause::new(e))),
                 })?;
             keys.extend(
                 page.contents()

@@ -328,6 +328,7 @@ impl ObjectStore for Faulty {
                 key: key.into(),
                 message: "SlowDown: reduce your request rate".into(),
                 transient: true,
+                source: None,
             });
         }
         self.inner.put(key, object).await

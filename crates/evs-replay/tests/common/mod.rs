@@ -52,6 +52,7 @@ impl ObjectStore for MemorySink {
                 key: key.to_owned(),
                 message: "503 SlowDown".into(),
                 transient: true,
+                source: None,
             });
         }
         if self.fail_always.lock().is_ok_and(|f| f.contains(key)) {
@@ -60,6 +61,7 @@ impl ObjectStore for MemorySink {
                 key: key.to_owned(),
                 message: "403 AccessDenied".into(),
                 transient: false,
+                source: None,
             });
         }
         if self.slow.lock().is_ok_and(|s| s.contains(key)) {
