@@ -18,8 +18,8 @@
 //! * `steps-10k/*`: the same path for the 10,000-record file cut into its
 //!   steps, to show where the time goes: `1-parse-json` (the records found
 //!   as raw text and each read into the fields an event needs,
-//!   `record::RecordJson::parse`), `2-classify` (those fields to archived
-//!   events, `RecordJson::classify`), `3-sort-and-ndjson` (sorting and
+//!   `record::bench::parse`), `2-classify` (those fields to archived
+//!   events, `record::bench::classify`), `3-sort-and-ndjson` (sorting and
 //!   writing the lines) and `4-gzip` (gzip of the NDJSON at the default level);
 //! * `gzip-levels-10k/{1,3,6,9}`: gzip of the same NDJSON at other levels.
 
@@ -32,7 +32,8 @@ use criterion::measurement::Measurement;
 use criterion::{criterion_group, BatchSize, Criterion, SamplingMode, Throughput};
 use evs_archive::ArchivedEvent;
 use evs_archive::{encode_events, Compression, EncodedBatch};
-use evs_archiver::record::{parse_batch, parse_batch_json, records_json, Classified, RecordJson};
+use evs_archiver::record::bench::{self, Parsed};
+use evs_archiver::record::{parse_batch, parse_batch_json, Classified};
 use serde_json::Value;
 
 /// The allocator of the Lambda binary (`src/main.rs`), so the bench measures
@@ -180,12 +181,7 @@ fn steps<M: Measurement>(c: &mut Criterion<M>) {
     group.bench_function("2-classify", |b| {
         b.iter_batched(
             || read_records(text),
-            |records| {
-                records
-                    .into_iter()
-                    .map(RecordJson::classify)
-                    .collect::<Vec<_>>()
-            },
+            |records| records.into_iter().map(bench::classify).collect::<Vec<_>>(),
             BatchSize::PerIteration,
         )
     });
@@ -197,12 +193,12 @@ fn steps<M: Measurement>(c: &mut Criterion<M>) {
 }
 
 /// The parse step as the Lambda runs it: the records found as raw text, each
-/// read into the fields an event needs (`record::RecordJson`).
-fn read_records(text: &str) -> Vec<RecordJson<'_>> {
-    records_json(text)
+/// read into the fields an event needs (`record::bench::Parsed`).
+fn read_records(text: &str) -> Vec<Parsed<'_>> {
+    bench::records_json(text)
         .expect("the input is a DynamoDB Streams event")
         .into_iter()
-        .map(|raw| RecordJson::parse(raw.get()))
+        .map(|raw| bench::parse(raw.get()))
         .collect()
 }
 

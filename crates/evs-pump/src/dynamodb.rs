@@ -24,7 +24,7 @@ use aws_sdk_dynamodbstreams::config::http::HttpResponse;
 use aws_sdk_dynamodbstreams::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodbstreams::types::{AttributeValue, Record, Shard, ShardIteratorType};
 pub use aws_sdk_dynamodbstreams::Client;
-use evs_core::attr::base64_encode;
+use evs_core::AttrValue;
 use serde_json::{json, Map, Value};
 
 use super::checkpoint::{Checkpoint, ShardCheckpoint};
@@ -95,46 +95,45 @@ pub fn starting_point(state: &ShardCheckpoint) -> (ShardIteratorType, Option<Str
 }
 
 /// One attribute value as DynamoDB JSON, exactly as a Lambda event carries
-/// it: `{"N": "1.5"}` (numbers as strings), `{"B": "<base64>"}`,
-/// `{"NULL": true}`, sets as arrays, `M` and `L` recursively. A type the SDK
-/// does not know becomes `{"UNKNOWN": null}`, which the handler dead-letters
-/// as invalid DynamoDB JSON rather than dropping it.
+/// it (`{"N": "1.5"}`, `{"B": "<base64>"}`, `{"NULL": true}`, sets as arrays,
+/// `M` and `L` recursively): the stream's value as an [`AttrValue`], written
+/// by its one DynamoDB JSON writer. A type the SDK does not know (or a
+/// `NULL` that is not `true`) becomes `{"UNKNOWN": null}`, which the handler
+/// dead-letters as invalid DynamoDB JSON rather than dropping it.
 pub fn attribute_to_json(value: &AttributeValue) -> Value {
-    let strings = |v: &[String]| Value::Array(v.iter().cloned().map(Value::String).collect());
-    let (tag, inner) = match value {
-        AttributeValue::S(s) => ("S", Value::String(s.clone())),
-        AttributeValue::N(n) => ("N", Value::String(n.clone())),
-        AttributeValue::B(b) => ("B", Value::String(base64_encode(b.as_ref()))),
-        AttributeValue::Bool(b) => ("BOOL", Value::Bool(*b)),
-        AttributeValue::Null(b) => ("NULL", Value::Bool(*b)),
-        AttributeValue::M(m) => ("M", image_to_json(m)),
-        AttributeValue::L(l) => ("L", Value::Array(l.iter().map(attribute_to_json).collect())),
-        AttributeValue::Ss(v) => ("SS", strings(v)),
-        AttributeValue::Ns(v) => ("NS", strings(v)),
-        AttributeValue::Bs(v) => (
-            "BS",
-            Value::Array(
-                v.iter()
-                    .map(|b| Value::String(base64_encode(b.as_ref())))
-                    .collect(),
-            ),
+    from_stream(value)
+        .and_then(|a| serde_json::to_value(a).ok())
+        .unwrap_or_else(|| json!({"UNKNOWN": null}))
+}
+
+fn from_stream(value: &AttributeValue) -> Option<AttrValue> {
+    let blob = |b: &aws_sdk_dynamodbstreams::primitives::Blob| b.as_ref().to_vec();
+    Some(match value {
+        AttributeValue::S(s) => AttrValue::S(s.clone()),
+        AttributeValue::N(n) => AttrValue::N(n.clone()),
+        AttributeValue::B(b) => AttrValue::B(blob(b)),
+        AttributeValue::Bool(b) => AttrValue::Bool(*b),
+        AttributeValue::Null(true) => AttrValue::Null,
+        AttributeValue::M(m) => AttrValue::M(
+            m.iter()
+                .map(|(k, v)| Some((k.clone(), from_stream(v)?)))
+                .collect::<Option<_>>()?,
         ),
-        _ => ("UNKNOWN", Value::Null),
-    };
-    let mut out = Map::new();
-    out.insert(tag.to_owned(), inner);
-    Value::Object(out)
+        AttributeValue::L(l) => AttrValue::L(l.iter().map(from_stream).collect::<Option<_>>()?),
+        AttributeValue::Ss(v) => AttrValue::Ss(v.clone()),
+        AttributeValue::Ns(v) => AttrValue::Ns(v.clone()),
+        AttributeValue::Bs(v) => AttrValue::Bs(v.iter().map(blob).collect()),
+        _ => return None,
+    })
 }
 
 /// An item (an image or `Keys`) as a DynamoDB JSON object, keys sorted.
 pub fn image_to_json(item: &HashMap<String, AttributeValue>) -> Value {
-    let sorted: BTreeMap<&String, &AttributeValue> = item.iter().collect();
-    Value::Object(
-        sorted
-            .into_iter()
-            .map(|(k, v)| (k.clone(), attribute_to_json(v)))
-            .collect(),
-    )
+    let sorted: BTreeMap<&String, Value> = item
+        .iter()
+        .map(|(k, v)| (k, attribute_to_json(v)))
+        .collect();
+    json!(sorted)
 }
 
 /// One `GetRecords` record as the record of a DynamoDB Streams Lambda event
