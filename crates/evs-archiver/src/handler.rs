@@ -70,7 +70,7 @@ pub enum HandlerError {
     Write {
         /// The key.
         key: String,
-        /// The sink's error.
+        /// The object store's error.
         #[source]
         source: StoreError,
     },

@@ -1,6 +1,6 @@
 //! Reading the archive: listing keys in order and fetching objects ahead.
 //!
-//! [`Archive`] is a sink (S3 bucket or local directory, `evs_archive::store`)
+//! [`Archive`] is an object store (S3 bucket, local directory or memory, `evs_archive::store`)
 //! plus the key prefix the archiver writes under. It lists the prefix in key
 //! order with `StartAfter`, page by page, and keeps only well-formed events
 //! keys of exactly that prefix (a dead letter or a stray file is counted and

@@ -1,4 +1,4 @@
-//! The S3 sink. Only this module talks to the S3 SDK.
+//! The S3 backend. Only this module talks to the S3 SDK.
 
 use async_trait::async_trait;
 use aws_sdk_s3::error::ProvideErrorMetadata;
@@ -18,7 +18,7 @@ pub struct S3Store {
 pub const MAX_KEY_BYTES: usize = 1024;
 
 impl S3Store {
-    /// A sink writing to `bucket` with `client` (configure path-style
+    /// A store writing to `bucket` with `client` (configure path-style
     /// addressing on the client when a custom endpoint is used).
     pub fn new(client: Client, bucket: impl Into<String>) -> Self {
         Self {

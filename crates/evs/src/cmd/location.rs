@@ -1,4 +1,4 @@
-//! The archive's configuration and sink from `--archive` and the archiver's
+//! The archive's configuration and object store from `--archive` and the archiver's
 //! environment, for every subcommand that reads or writes an archive.
 
 use std::sync::Arc;
@@ -20,7 +20,7 @@ pub(super) fn config(archive: Option<String>) -> Result<Config> {
     .map_err(|e| super::Usage(e.to_string()).into())
 }
 
-/// The sink a configuration names (S3 clients from the standard AWS
+/// The object store a configuration names (S3 clients from the standard AWS
 /// environment, path-style with a custom endpoint).
 pub(super) async fn sink(config: &Config) -> Result<Arc<dyn ObjectStore>> {
     Ok(match &config.location {
