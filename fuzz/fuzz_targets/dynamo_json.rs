@@ -20,7 +20,7 @@ fuzz_target!(|data: &[u8]| {
         assert!(item.is_err(), "an item that is not JSON is refused");
         return;
     };
-    let item_tree = attr::item_from_dynamo_json(&tree);
+    let item_tree = attr::read_item(&tree);
     assert_eq!(item.is_ok(), item_tree.is_ok(), "item: text and tree agree");
     if let (Ok(item), Ok(item_tree)) = (&item, &item_tree) {
         assert_eq!(item, item_tree, "item: text and tree agree");
@@ -28,14 +28,14 @@ fuzz_target!(|data: &[u8]| {
         let mut written = Vec::new();
         attr::write_item_dynamo_json(&mut written, item);
         assert_eq!(written, serde_json::to_vec(&json).expect("JSON serializes"));
-        assert_eq!(&attr::item_from_dynamo_json(&json).expect("item reads back"), item);
+        assert_eq!(&attr::read_item(&json).expect("item reads back"), item);
     }
-    if let Ok(value) = attr::from_dynamo_json(&tree) {
+    if let Ok(value) = attr::read_value(&tree) {
         let json = attr::to_dynamo_json(&value);
         let mut written = Vec::new();
         attr::write_dynamo_json(&mut written, &value);
         assert_eq!(written, serde_json::to_vec(&json).expect("JSON serializes"));
-        assert_eq!(attr::from_dynamo_json(&json).expect("value reads back"), value);
+        assert_eq!(attr::read_value(&json).expect("value reads back"), value);
     }
     if let Ok(value) = attr::from_json(&tree) {
         if attr::json_round_trips(&value) {

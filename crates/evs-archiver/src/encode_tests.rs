@@ -265,7 +265,7 @@ fn has_binary_or_set(v: &AttrValue) -> bool {
 /// The stored value a line gives back, the way a reader does it.
 fn stored_from_line(json: &Value, attr_json: Option<&Value>) -> AttrValue {
     match attr_json {
-        Some(a) => attr::from_dynamo_json(a).unwrap(),
+        Some(a) => attr::read_value(a).unwrap(),
         None => attr::from_json(json).unwrap(),
     }
 }
@@ -589,7 +589,7 @@ proptest! {
             }
             let attributes = line.get("attributes").map_or_else(
                 || Ok(BTreeMap::new()),
-                attr::item_from_dynamo_json,
+                attr::read_item,
             );
             prop_assert_eq!(&attributes.unwrap(), &s.extra);
         }

@@ -305,11 +305,11 @@ impl Serialize for AttrValue {
 /// `{"M": {…}}`, …), so `serde_json::from_str::<Item>(image)` reads an image
 /// straight from its text, without a `serde_json::Value` in between.
 ///
-/// It accepts exactly what [`from_dynamo_json`] accepts and gives the same
+/// It accepts exactly what [`read_value`] accepts and gives the same
 /// value, with one exception: an object that repeats its type key
 /// (`{"S": "a", "S": "b"}`) is refused here. Its errors are serde errors
 /// without the attribute path; [`item_from_dynamo_json_str`] gives the
-/// [`AttrError`] of [`item_from_dynamo_json`].
+/// [`AttrError`] of [`read_item`].
 impl<'de> Deserialize<'de> for AttrValue {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer.deserialize_map(AttrValueVisitor)
@@ -317,7 +317,7 @@ impl<'de> Deserialize<'de> for AttrValue {
 }
 
 /// Parses a DynamoDB JSON object (an image) from its text into an item:
-/// the same result as [`item_from_dynamo_json`] on the parsed text, errors
+/// the same result as [`read_item`] on the parsed text, errors
 /// included, without building the JSON tree when the text is valid.
 pub fn item_from_dynamo_json_str(text: &str) -> Result<Item, AttrError> {
     let mut de = serde_json::Deserializer::from_str(text);
@@ -642,16 +642,6 @@ pub fn read_value<'de, D: Deserializer<'de>>(deserializer: D) -> Result<AttrValu
     serde_path_to_error::deserialize(deserializer).map_err(|e| path_error(&e, 1))
 }
 
-/// Parses a DynamoDB JSON object (an image or `Keys`) into an item.
-pub fn item_from_dynamo_json(value: &Value) -> Result<Item, AttrError> {
-    read_item(value)
-}
-
-/// Parses one DynamoDB JSON attribute value.
-pub fn from_dynamo_json(value: &Value) -> Result<AttrValue, AttrError> {
-    read_value(value)
-}
-
 /// The error of a read, with the attribute path it happened at. The serde
 /// path alternates attribute names (or list indexes) and type keys
 /// (`a.M.b.N`); the attribute path keeps the first kind (`a.b`). `skip` is 0
@@ -784,18 +774,18 @@ mod tests {
             "z": {"NULL": true}, "m": {"M": {"a": {"L": [{"N": "1"}, {"SS": ["a", "b"]}]}}},
             "ns": {"NS": ["1", "2"]}, "bs": {"BS": ["AA=="]}
         });
-        let item = item_from_dynamo_json(&dj).unwrap();
+        let item = read_item(&dj).unwrap();
         assert_eq!(item["b"], AttrValue::B(vec![0, 1, 2]));
         assert_eq!(serde_json::to_value(&item).unwrap(), dj);
     }
 
     #[test]
     fn dynamo_json_errors_name_the_path() {
-        let err = item_from_dynamo_json(&json!({"a": {"M": {"b": {"N": "x"}}}})).unwrap_err();
+        let err = read_item(json!({"a": {"M": {"b": {"N": "x"}}}})).unwrap_err();
         assert!(err.to_string().contains("a.b"), "{err}");
-        assert!(item_from_dynamo_json(&json!({"a": {"Q": 1}})).is_err());
-        assert!(item_from_dynamo_json(&json!({"a": {"S": "x", "N": "1"}})).is_err());
-        assert!(item_from_dynamo_json(&json!([])).is_err());
+        assert!(read_item(json!({"a": {"Q": 1}})).is_err());
+        assert!(read_item(json!({"a": {"S": "x", "N": "1"}})).is_err());
+        assert!(read_item(json!([])).is_err());
     }
 
     #[test]
@@ -932,7 +922,7 @@ mod tests {
             // tree alike; a value DynamoDB refuses (a bad number) is refused.
             let text = serde_json::to_string(&value).unwrap();
             let from_text = read_value(&mut serde_json::Deserializer::from_str(&text));
-            let from_tree = from_dynamo_json(&serde_json::to_value(&value).unwrap());
+            let from_tree = read_value(serde_json::to_value(&value).unwrap());
             prop_assert_eq!(from_text.is_ok(), valid(&value));
             prop_assert_eq!(from_tree.is_ok(), valid(&value));
             if let (Ok(a), Ok(b)) = (from_text, from_tree) {
@@ -975,7 +965,7 @@ mod tests {
                 unquote(&mut tree);
             }
             let text = serde_json::to_string(&tree).unwrap();
-            let slow = from_dynamo_json(&tree);
+            let slow = read_value(&tree);
             let fast = serde_json::from_str::<AttrValue>(&text);
             prop_assert_eq!(slow.is_ok(), valid(&value), "{:?} for {}", slow, text);
             match (&fast, &slow) {
@@ -985,7 +975,7 @@ mod tests {
             }
             let item = format!("{{\"a\":{text},\"b\":{{\"S\":\"x\"}}}}");
             let tree: Value = serde_json::from_str(&item).unwrap();
-            prop_assert_eq!(without_position(item_from_dynamo_json_str(&item)), item_from_dynamo_json(&tree));
+            prop_assert_eq!(without_position(item_from_dynamo_json_str(&item)), read_item(&tree));
         }
 
         #[test]
@@ -1012,7 +1002,7 @@ mod tests {
             let exact = serde_json::from_str::<ExactJson>(&text);
             prop_assert_eq!(exact.is_ok(), valid(&value) && json_round_trips(&value), "{}", text);
             if let Ok(ExactJson(json)) = exact {
-                let expected = to_json(&from_dynamo_json(&tree).unwrap());
+                let expected = to_json(&read_value(&tree).unwrap());
                 prop_assert_eq!(serde_json::to_string(&json).unwrap(), serde_json::to_string(&expected).unwrap());
             }
         }
@@ -1022,7 +1012,7 @@ mod tests {
             let item = format!("{{\"a\":{{{text}}}}}");
             if let Ok(fast) = serde_json::from_str::<Item>(&item) {
                 let tree: Value = serde_json::from_str(&item).unwrap();
-                prop_assert_eq!(Ok(fast), item_from_dynamo_json(&tree));
+                prop_assert_eq!(Ok(fast), read_item(&tree));
             }
         }
     }
@@ -1033,7 +1023,7 @@ mod tests {
         let ExactJson(json) = serde_json::from_str(text).unwrap();
         assert_eq!(json.to_string(), r#"{"a":"x","b":2,"c":[null,false]}"#);
         let tree: Value = serde_json::from_str(text).unwrap();
-        assert_eq!(json, to_json(&from_dynamo_json(&tree).unwrap()));
+        assert_eq!(json, to_json(&read_value(&tree).unwrap()));
         for not_exact in [
             r#"{"B": "AAEC"}"#,
             r#"{"SS": ["a"]}"#,
@@ -1099,19 +1089,16 @@ mod tests {
         let fast = item_from_dynamo_json_str(text);
         match serde_json::from_str::<Value>(text) {
             Ok(tree) => {
-                prop_assert_eq!(
-                    &without_position(fast.clone()),
-                    &item_from_dynamo_json(&tree)
-                );
-                if let Ok(value) = from_dynamo_json(&tree) {
-                    prop_assert_eq!(from_dynamo_json(&to_dynamo_json(&value)), Ok(value));
+                prop_assert_eq!(&without_position(fast.clone()), &read_item(&tree));
+                if let Ok(value) = read_value(&tree) {
+                    prop_assert_eq!(read_value(to_dynamo_json(&value)), Ok(value));
                 }
                 let _ = from_json(&tree);
             }
             Err(_) => prop_assert!(fast.is_err()),
         }
         if let Ok(item) = fast {
-            prop_assert_eq!(item_from_dynamo_json(&item_to_dynamo_json(&item)), Ok(item));
+            prop_assert_eq!(read_item(item_to_dynamo_json(&item)), Ok(item));
         }
         Ok(())
     }

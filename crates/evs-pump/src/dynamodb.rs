@@ -731,7 +731,7 @@ mod tests {
             let got = attribute_to_json(&value);
             assert_eq!(got, expected, "{value:?}");
             // evs-core reads it back as the same value.
-            evs_core::attr::from_dynamo_json(&got).unwrap_or_else(|e| panic!("{expected}: {e}"));
+            evs_core::attr::read_value(&got).unwrap_or_else(|e| panic!("{expected}: {e}"));
         }
         // Image keys are sorted.
         let text = image_to_json(&m).to_string();

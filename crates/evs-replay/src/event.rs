@@ -1,7 +1,6 @@
 //! The event and position types the sequencer works with.
 
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 use serde_json::Value;
 
 /// One archived event, reduced to what ordering needs plus the line itself.
@@ -57,11 +56,6 @@ impl ReplayEvent {
         let line = serde_json::to_string(&evs_archive::event_line(event))
             .unwrap_or_else(|_| "null".to_owned());
         Self::from_json_text(event.stream_id.to_string(), event.event_id, line)
-    }
-
-    /// An event from its parts; `line` is JSON text already.
-    pub fn from_raw(stream_id: impl Into<String>, event_id: u64, line: Box<RawValue>) -> Self {
-        Self::from_json_text(stream_id, event_id, Box::<str>::from(line))
     }
 
     /// An event from its parts; `text` must be one JSON value (the crate's

@@ -192,7 +192,7 @@ fn archive(record: &Value) -> Result<ArchivedEvent, Rejection> {
             )))
         }
     };
-    let item = attr::item_from_dynamo_json(image)
+    let item = attr::read_item(image)
         .map_err(|e| (DeadLetterReason::InvalidAttribute, format!("NewImage: {e}")))?;
     let approximate_creation = ddb.get("ApproximateCreationDateTime");
     archive_item(
