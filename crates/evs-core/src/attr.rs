@@ -305,11 +305,10 @@ impl Serialize for AttrValue {
 /// `{"M": {…}}`, …), so `serde_json::from_str::<Item>(image)` reads an image
 /// straight from its text, without a `serde_json::Value` in between.
 ///
-/// It accepts exactly what [`read_value`] accepts and gives the same
-/// value, with one exception: an object that repeats its type key
-/// (`{"S": "a", "S": "b"}`) is refused here. Its errors are serde errors
-/// without the attribute path; [`item_from_dynamo_json_str`] gives the
-/// [`AttrError`] of [`read_item`].
+/// It is the one reader of DynamoDB JSON: [`read_item`] and [`read_value`]
+/// run it over any serde source (text, a `serde_json::Value`) and name the
+/// attribute path of an error. Read from text it refuses an object that
+/// repeats a key (`{"S": "a", "S": "b"}`), which a tree cannot hold.
 impl<'de> Deserialize<'de> for AttrValue {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer.deserialize_map(AttrValueVisitor)
@@ -1089,7 +1088,13 @@ mod tests {
         let fast = item_from_dynamo_json_str(text);
         match serde_json::from_str::<Value>(text) {
             Ok(tree) => {
-                prop_assert_eq!(&without_position(fast.clone()), &read_item(&tree));
+                // What the text gives, the tree gives. Text may be refused
+                // where its tree is not: a repeated key, which a tree cannot
+                // hold (it keeps the last), is refused in text.
+                let slow = read_item(&tree);
+                if let Ok(f) = &fast {
+                    prop_assert_eq!(Ok(f), slow.as_ref());
+                }
                 if let Ok(value) = read_value(&tree) {
                     prop_assert_eq!(read_value(to_dynamo_json(&value)), Ok(value));
                 }
