@@ -1,5 +1,5 @@
 //! An archive object's stored bytes: the archiver's `decompress`,
-//! `decode_lines`, `decode_events` and `decode_dead_letters`, and the
+//! `decode_events` and `decode_dead_letters`, and the
 //! replayer's `decode_object`. The first byte picks the compression (none,
 //! gzip, zstd); the rest is the object.
 //!
@@ -23,7 +23,6 @@ fuzz_target!(|data: &[u8]| {
         _ => Compression::Zstd,
     };
     let _ = evs_archive::decompress(stored, compression);
-    let _ = evs_archive::decode_lines(stored, compression);
     let _ = evs_archive::decode_dead_letters(stored);
 
     let suffix = Suffix::new(None, Default::default());

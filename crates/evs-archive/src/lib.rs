@@ -61,8 +61,8 @@ pub use line::{
     event_line, ArchivedEvent, Json, Line, LineError, PayloadEncoding, TimestampSource,
 };
 pub use object::{
-    archive_order, decode_events, decode_lines, decompress, decompress_limited, encode_events,
-    sort_events, Compression, DecodeError, EncodeError, EncodedBatch, DEAD_LETTER_CONTENT_TYPE,
+    archive_order, decode_events, decompress, decompress_limited, encode_events, sort_events,
+    Compression, DecodeError, EncodeError, EncodedBatch, DEAD_LETTER_CONTENT_TYPE,
     MAX_DECOMPRESSED_BYTES, NDJSON_CONTENT_TYPE, ZSTD_LEVEL,
 };
 pub use seq::{

@@ -18,7 +18,6 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 
 use evs_core::format_timestamp_ms;
-use serde_json::Value;
 
 use crate::line::{ArchivedEvent, LineError};
 use crate::seq::SequenceNumber;
@@ -345,16 +344,6 @@ fn lines_of(text: &[u8]) -> impl Iterator<Item = (usize, Result<&str, DecodeErro
                 }),
             )
         })
-}
-
-/// Decompresses an events object and parses each line as JSON.
-pub fn decode_lines(bytes: &[u8], compression: Compression) -> Result<Vec<Value>, DecodeError> {
-    let text = decompress(bytes, compression)?;
-    lines_of(&text)
-        .map(|(line, text)| {
-            serde_json::from_str(text?).map_err(|source| DecodeError::Json { line, source })
-        })
-        .collect()
 }
 
 /// Decompresses an events object and reads each line as an [`ArchivedEvent`].

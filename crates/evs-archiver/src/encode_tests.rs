@@ -7,6 +7,24 @@ use evs_archive::*;
 use serde_json::Value;
 
 use crate::record::tests::{image, insert_record};
+
+/// The lines of an events object as JSON values (numbered from 1 in errors).
+fn decode_lines(bytes: &[u8], compression: Compression) -> Result<Vec<Value>, DecodeError> {
+    let text = decompress(bytes, compression)?;
+    let body = text.strip_suffix(b"\n").unwrap_or(&text);
+    if body.is_empty() {
+        return Ok(Vec::new());
+    }
+    body.split(|&b| b == b'\n')
+        .enumerate()
+        .map(|(i, line)| {
+            serde_json::from_slice(line).map_err(|source| DecodeError::Json {
+                line: i + 1,
+                source,
+            })
+        })
+        .collect()
+}
 use crate::record::{classify, parse_batch, Classified};
 use evs_core::attr::{self, AttrValue};
 

@@ -16,11 +16,6 @@ pub struct MemoryStore {
 }
 
 impl MemoryStore {
-    /// An empty store.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
     /// [`ObjectStore::put`] without the `async`, for fixtures: stores
     /// `object` at `key` unless an object exists there.
     pub fn insert(&self, key: &str, object: Object) -> Result<(), StoreError> {
@@ -44,16 +39,6 @@ impl MemoryStore {
     /// bucket's `DeleteObject`; tests use it to move objects around).
     pub fn remove(&self, key: &str) -> Option<Object> {
         self.lock().remove(key)
-    }
-
-    /// How many objects the store holds.
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    /// Whether the store holds no object.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     // A panic while the lock was held cannot leave the map half-changed

@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use evs_archive::store::{LocalDir, Object, ObjectStore, S3Store, StoreError};
 use evs_archive::ArchiveKey;
-use evs_archive::{decode_dead_letters, decode_lines, Compression};
+use evs_archive::{decode_dead_letters, decode_events, Compression};
 use evs_archiver::config::Config;
 use evs_archiver::handler::{handle, HandlerError, Summary};
 use evs_core::{EventStore, ExpectedVersion, MemoryStore, NewEvent, StreamId};
@@ -32,7 +32,11 @@ fn temp_dir() -> PathBuf {
 }
 
 async fn lines_at(sink: &dyn ObjectStore, key: &str) -> Vec<Value> {
-    decode_lines(&sink.get(key).await.unwrap(), Compression::Gzip).unwrap()
+    decode_events(&sink.get(key).await.unwrap(), Compression::Gzip)
+        .unwrap()
+        .iter()
+        .map(|e| e.to_line().unwrap())
+        .collect()
 }
 
 #[tokio::test]
