@@ -1,5 +1,5 @@
 //! The archiver's pure path, measured: Lambda event bytes ->
-//! `record::parse_batch_json` (per-record parsing, as the Lambda does) -> `encode::encode_events`
+//! `record::parse_batch_json` (per-record parsing, as the Lambda does) -> `evs_archive::encode_events`
 //! (gzip) -> the archive object's bytes. No I/O.
 //!
 //! ```sh
