@@ -192,6 +192,42 @@ impl Json<'_> {
     }
 }
 
+/// A string field of a [`Line`]: its raw JSON text when the line was read
+/// (passed on byte for byte, not checked), or a string to write.
+#[derive(Debug, Clone)]
+pub enum Text<'a> {
+    /// JSON text as read.
+    Raw(&'a RawValue),
+    /// A string.
+    Str(Cow<'a, str>),
+}
+
+impl Serialize for Text<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Text::Raw(raw) => raw.serialize(serializer),
+            Text::Str(text) => serializer.serialize_str(text),
+        }
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        <&'de RawValue>::deserialize(deserializer).map(Text::Raw)
+    }
+}
+
+impl Text<'_> {
+    /// The string; an error when the text read is not a JSON string.
+    #[allow(clippy::inherent_to_string)] // fallible, unlike `ToString`
+    pub fn to_string(&self) -> Result<String, serde_json::Error> {
+        match self {
+            Text::Raw(raw) => serde_json::from_str(raw.get()),
+            Text::Str(text) => Ok(text.clone().into_owned()),
+        }
+    }
+}
+
 /// One archive line, as written and as read (see the module docs for the
 /// format). The first eight fields, in this order, are the line of
 /// `evs read`; the rest are the stream record's and appear in archive lines
@@ -214,10 +250,10 @@ pub struct Line<'a> {
     pub event_id: u64,
     /// `eventName`.
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
-    pub event_name: Option<Cow<'a, str>>,
+    pub event_name: Option<Text<'a>>,
     /// `timestamp`: RFC 3339 UTC with milliseconds (`format_timestamp_ms`).
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
-    pub timestamp: Option<Cow<'a, str>>,
+    pub timestamp: Option<Text<'a>>,
     /// `payload` (may be `null`).
     #[serde(
         borrow,
@@ -228,7 +264,7 @@ pub struct Line<'a> {
     pub payload: Option<Json<'a>>,
     /// `id`: the event's UUID, lower-case and hyphenated.
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
-    pub id: Option<Cow<'a, str>>,
+    pub id: Option<Text<'a>>,
     /// `metadata` (may be `null`).
     #[serde(
         borrow,
@@ -373,10 +409,14 @@ pub fn event_line(event: &RecordedEvent) -> Line<'_> {
     Line {
         stream_id: Cow::Borrowed(event.stream_id.as_str()),
         event_id: event.event_id,
-        event_name: Some(Cow::Borrowed(&event.name)),
-        timestamp: Some(Cow::Owned(format_timestamp_ms(event.timestamp_ms))),
+        event_name: Some(Text::Str(Cow::Borrowed(&event.name))),
+        timestamp: Some(Text::Str(Cow::Owned(format_timestamp_ms(
+            event.timestamp_ms,
+        )))),
         payload: Some(Json::Value(&event.payload)),
-        id: event.id.map(|id| Cow::Owned(id.hyphenated().to_string())),
+        id: event
+            .id
+            .map(|id| Text::Str(Cow::Owned(id.hyphenated().to_string()))),
         metadata: event.metadata.as_ref().map(Json::Value),
         attributes: (!event.attributes.is_empty()).then_some(Json::Attrs(&event.attributes)),
         record_id: None,
@@ -448,18 +488,23 @@ impl ArchivedEvent {
                     .transpose()
             };
         let stream_id = StreamId::new(line.stream_id.as_ref()).map_err(|e| err("streamId", &e))?;
-        let name = required("eventName", line.event_name)?.into_owned();
-        let timestamp_ms = parse_line_timestamp(&required("timestamp", line.timestamp)?)
+        let text = |field: &'static str, t: Option<Text<'_>>| -> Result<String, LineError> {
+            t.ok_or_else(|| err(field, &"is missing"))?
+                .to_string()
+                .map_err(|e| err(field, &e))
+        };
+        let name = text("eventName", line.event_name)?;
+        let timestamp_ms = parse_line_timestamp(&text("timestamp", line.timestamp)?)
             .ok_or_else(|| err("timestamp", &"not an RFC 3339 UTC time"))?;
         let payload = line
             .payload
             .ok_or_else(|| err("payload", &"is missing"))?
             .to_value()
             .map_err(|e| err("payload", &e))?;
-        let id = line
-            .id
-            .map(|s| Uuid::parse_str(&s).map_err(|e| err("id", &e)))
-            .transpose()?;
+        let id = match line.id {
+            Some(t) => Some(Uuid::parse_str(&text("id", Some(t))?).map_err(|e| err("id", &e))?),
+            None => None,
+        };
         let metadata = line
             .metadata
             .map(|m| m.to_value().map_err(|e| err("metadata", &e)))
