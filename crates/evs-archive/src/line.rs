@@ -345,7 +345,22 @@ fn present<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<Option<Json<'a>>, 
 }
 
 fn non_empty<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<Cow<'a, str>, D::Error> {
-    let text = Cow::<'a, str>::deserialize(d)?;
+    /// A string, borrowed from the input when it has no escapes (serde's
+    /// own `Cow` always copies).
+    struct Borrowing;
+    impl<'de> serde::de::Visitor<'de> for Borrowing {
+        type Value = Cow<'de, str>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+            Ok(Cow::Borrowed(v))
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Cow::Owned(v.to_owned()))
+        }
+    }
+    let text = d.deserialize_str(Borrowing)?;
     if text.is_empty() {
         return Err(serde::de::Error::custom("\"streamId\" is empty"));
     }
@@ -378,7 +393,7 @@ impl<'a> Line<'a> {
 
     /// The line of the event alone, as `evs read` prints it: the stream
     /// record's fields dropped.
-    pub fn event_only(self) -> Self {
+    pub fn event_only(&self) -> Self {
         Self {
             record_id: None,
             sequence_number: None,
@@ -389,7 +404,7 @@ impl<'a> Line<'a> {
             metadata_attr: None,
             timestamp_attr: None,
             id_attr: None,
-            ..self
+            ..self.clone()
         }
     }
 

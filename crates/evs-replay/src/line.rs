@@ -35,8 +35,8 @@ pub fn event_from_line(text: &str) -> Result<ReplayEvent, LineError> {
     if line.needs_decoding() {
         return decoded(text);
     }
-    let (stream_id, event_id) = (line.stream_id.to_string(), line.event_id);
     let out = serde_json::to_string(&line.event_only())?;
+    let (stream_id, event_id) = (line.stream_id.into_owned(), line.event_id);
     // Every piece is JSON the parse just checked: no second parse.
     Ok(ReplayEvent::from_json_text(stream_id, event_id, out))
 }
