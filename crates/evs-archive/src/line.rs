@@ -394,7 +394,17 @@ impl<'a> Line<'a> {
     /// The line of the event alone, as `evs read` prints it: the stream
     /// record's fields dropped.
     pub fn event_only(&self) -> Self {
+        // Only the event's fields are copied (cheap: borrowed text), not
+        // the record's, which are dropped: this runs once per replayed line.
         Self {
+            stream_id: self.stream_id.clone(),
+            event_id: self.event_id,
+            event_name: self.event_name.clone(),
+            timestamp: self.timestamp.clone(),
+            payload: self.payload,
+            id: self.id.clone(),
+            metadata: self.metadata,
+            attributes: self.attributes,
             record_id: None,
             sequence_number: None,
             timestamp_source: None,
@@ -404,7 +414,6 @@ impl<'a> Line<'a> {
             metadata_attr: None,
             timestamp_attr: None,
             id_attr: None,
-            ..self.clone()
         }
     }
 
