@@ -23,6 +23,10 @@
 //!   writing the lines) and `4-gzip` (gzip of the NDJSON at the default level);
 //! * `gzip-levels-10k/{1,3,6,9}`: gzip of the same NDJSON at other levels.
 
+// Test code: unwrap, expect and panic are how it fails (clippy.toml lets
+// #[test] functions use them, not the helpers around them).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::hint::black_box;
 use std::io::Write;
 use std::path::PathBuf;
@@ -287,7 +291,7 @@ mod cpu_time {
     use criterion::measurement::{Measurement, ValueFormatter};
     use criterion::Throughput;
 
-    pub struct ThreadCpuTime;
+    pub(crate) struct ThreadCpuTime;
 
     #[repr(C)]
     struct Timespec {

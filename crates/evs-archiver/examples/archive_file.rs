@@ -14,6 +14,9 @@
 //! removed afterwards. As in the Lambda runtime, the event's bytes are
 //! dropped once they are parsed, before the handler runs.
 
+// An example: it stops with a message where a program would handle the error.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::error::Error;
 use std::path::{Path, PathBuf};
 use std::time::Instant;

@@ -29,7 +29,7 @@ use serde_json::json;
 
 /// How big a batch to make.
 #[derive(Debug, Clone, Copy)]
-pub enum Limit {
+pub(crate) enum Limit {
     /// Exactly this many records.
     Records(usize),
     /// As many records as fit in this many bytes of event JSON.
@@ -37,7 +37,7 @@ pub enum Limit {
 }
 
 /// The seed used when none is given.
-pub const DEFAULT_SEED: u64 = 42;
+pub(crate) const DEFAULT_SEED: u64 = 42;
 
 const SOURCE_ARN: &str =
     "arn:aws:dynamodb:eu-west-1:123456789012:table/events/stream/2026-11-20T08:41:17.204";
@@ -405,7 +405,7 @@ impl Generator {
 }
 
 /// The event's bytes (compact JSON) and how many records it holds.
-pub fn generate(limit: Limit, seed: u64) -> Result<(Vec<u8>, usize), serde_json::Error> {
+pub(crate) fn generate(limit: Limit, seed: u64) -> Result<(Vec<u8>, usize), serde_json::Error> {
     const HEAD: &[u8] = b"{\"Records\":[";
     const TAIL: &[u8] = b"]}";
     let mut generator = Generator::new(seed);

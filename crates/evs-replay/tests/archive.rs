@@ -6,6 +6,10 @@
 //! (a slow shard), twice (a retried batch) or late (after a follower listed
 //! past their time), exactly as DESIGN's failure modes describe.
 
+// Test code: unwrap, expect and panic are how it fails (clippy.toml lets
+// #[test] functions use them, not the helpers around them).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::collections::BTreeMap;

@@ -31,6 +31,10 @@
 //! checkpoint cursor is ever past the settled frontier. 1,000 cases.
 //! `PROPTEST_CASES` sets another count for all (`make soak` runs 100,000).
 
+// Test code: unwrap, expect and panic are how it fails (clippy.toml lets
+// #[test] functions use them, not the helpers around them).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -405,12 +409,12 @@ mod growing {
     use evs_archive::{ArchiveKey, Prefix, Suffix};
     use evs_replay::{Archive, Checkpoint, Frontier, ReplayOptions, Replayer, Step};
 
-    pub use super::common::MemorySink;
+    pub(crate) use super::common::MemorySink;
 
     /// 2026-01-01T00:00:00Z.
-    pub const T0: i64 = 1_767_225_600_000;
+    pub(crate) const T0: i64 = 1_767_225_600_000;
 
-    pub struct Run {
+    pub(crate) struct Run {
         /// Every stream's delivered ids, in delivery order.
         pub delivered: BTreeMap<String, Vec<u64>>,
         pub gaps: usize,
@@ -422,7 +426,7 @@ mod growing {
     /// appear one by one within `timeout` of their seal time; the replay
     /// starts at a random moment, maybe first without following, and
     /// restarts from checkpoints at random steps.
-    pub fn run(objects: &[super::Object], rng: &mut super::Rng) -> Run {
+    pub(crate) fn run(objects: &[super::Object], rng: &mut super::Rng) -> Run {
         let timeout = 1 + rng.below(1_000) as i64;
         let margin = rng.below(100) as i64;
         let frontier = Frontier::new(timeout, margin);

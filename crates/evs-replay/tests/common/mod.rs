@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use evs_archive::store::{MemoryStore, Object, ObjectStore, StoreError};
 
 #[derive(Debug, Default)]
-pub struct MemorySink {
+pub(crate) struct MemorySink {
     objects: MemoryStore,
     /// Keys whose next GET fails (a transient error).
     pub fail_once: Mutex<BTreeSet<String>>,
@@ -21,7 +21,7 @@ pub struct MemorySink {
 
 impl MemorySink {
     /// Puts an object at `key`, replacing any.
-    pub fn insert(&self, key: String, body: Vec<u8>) {
+    pub(crate) fn insert(&self, key: String, body: Vec<u8>) {
         self.objects.remove(&key);
         let object = Object {
             bytes: body,
@@ -32,7 +32,7 @@ impl MemorySink {
 
     /// Moves an object to another key.
     #[allow(dead_code)] // not every test binary renames objects
-    pub fn rename(&self, from: &str, to: String) {
+    pub(crate) fn rename(&self, from: &str, to: String) {
         if let Some(object) = self.objects.remove(from) {
             self.insert(to, object.bytes);
         }
