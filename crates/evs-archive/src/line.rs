@@ -286,17 +286,33 @@ pub struct Line<'a> {
         rename = "eventID",
         borrow,
         default,
+        deserialize_with = "borrowed",
         skip_serializing_if = "Option::is_none"
     )]
     pub record_id: Option<Cow<'a, str>>,
     /// `sequenceNumber`: the stream record's `SequenceNumber`.
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "borrowed",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub sequence_number: Option<Cow<'a, str>>,
     /// `timestampSource`: `approximateCreationDateTime` when the item had no `Timestamp`.
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "borrowed",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub timestamp_source: Option<Cow<'a, str>>,
     /// `payloadEncoding`: `json-string` when the payload was stored as JSON text.
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "borrowed",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub payload_encoding: Option<Cow<'a, str>>,
     /// `payloadAbsent`: the item had no `Payload`.
     #[serde(default, skip_serializing_if = "is_false")]
@@ -344,23 +360,36 @@ fn present<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<Option<Json<'a>>, 
     Json::deserialize(d).map(Some)
 }
 
-fn non_empty<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<Cow<'a, str>, D::Error> {
-    /// A string, borrowed from the input when it has no escapes (serde's
-    /// own `Cow` always copies).
-    struct Borrowing;
-    impl<'de> serde::de::Visitor<'de> for Borrowing {
-        type Value = Cow<'de, str>;
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("a string")
+/// A string, borrowed from the input when it has no escapes (serde's own
+/// `Cow` always copies): a line is read once per event replayed.
+struct Borrowed<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Borrowed<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Cow<'de, str>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Cow::Borrowed(v))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Cow::Owned(v.to_owned()))
+            }
         }
-        fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-            Ok(Cow::Borrowed(v))
-        }
-        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
-            Ok(Cow::Owned(v.to_owned()))
-        }
+        d.deserialize_str(Visitor).map(Borrowed)
     }
-    let text = d.deserialize_str(Borrowing)?;
+}
+
+/// An optional string (`null` is absent), borrowed when it can be.
+fn borrowed<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'a, str>>, D::Error> {
+    Option::<Borrowed<'a>>::deserialize(d).map(|text| text.map(|t| t.0))
+}
+
+fn non_empty<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<Cow<'a, str>, D::Error> {
+    let text = Borrowed::deserialize(d)?.0;
     if text.is_empty() {
         return Err(serde::de::Error::custom("\"streamId\" is empty"));
     }
@@ -415,6 +444,53 @@ impl<'a> Line<'a> {
             timestamp_attr: None,
             id_attr: None,
         }
+    }
+
+    /// The event the line holds, as the line says it: for an archive line
+    /// without lossless extras, or a line in the shape of `evs read` (what a
+    /// replay delivers), the event as the table holds it. (An archive line's
+    /// extras are read by [`ArchivedEvent::from_line`].)
+    pub fn to_event(&self) -> Result<RecordedEvent, LineError> {
+        let err = |field: &'static str, reason: &dyn std::fmt::Display| LineError::Field {
+            field,
+            reason: reason.to_string(),
+        };
+        let stream_id = StreamId::new(self.stream_id.as_ref()).map_err(|e| err("streamId", &e))?;
+        let text = |field: &'static str, t: Option<Text<'_>>| -> Result<String, LineError> {
+            t.ok_or_else(|| err(field, &"is missing"))?
+                .to_string()
+                .map_err(|e| err(field, &e))
+        };
+        let name = text("eventName", self.event_name.clone())?;
+        let timestamp_ms = parse_line_timestamp(&text("timestamp", self.timestamp.clone())?)
+            .ok_or_else(|| err("timestamp", &"not an RFC 3339 UTC time"))?;
+        let payload = self
+            .payload
+            .ok_or_else(|| err("payload", &"is missing"))?
+            .to_value()
+            .map_err(|e| err("payload", &e))?;
+        let id = match self.id.clone() {
+            Some(t) => Some(Uuid::parse_str(&text("id", Some(t))?).map_err(|e| err("id", &e))?),
+            None => None,
+        };
+        let metadata = self
+            .metadata
+            .map(|m| m.to_value().map_err(|e| err("metadata", &e)))
+            .transpose()?;
+        let attributes: Item = match self.attributes {
+            Some(a) => a.read_attr().map_err(|e| err("attributes", &e))?,
+            None => Item::new(),
+        };
+        Ok(RecordedEvent {
+            stream_id,
+            event_id: self.event_id,
+            name,
+            payload,
+            timestamp_ms,
+            id,
+            metadata,
+            attributes: attributes.into_iter().collect::<BTreeMap<_, _>>(),
+        })
     }
 
     /// Whether the event this line holds differs from its plain fields:
@@ -485,6 +561,21 @@ impl ArchivedEvent {
         serde_json::to_writer(out, &self.line())
     }
 
+    /// The event as the table holds it and `evs read` prints it: a payload
+    /// stored as a string of JSON text is that string again (the line holds
+    /// it parsed, plus the text itself unless it is the compact JSON).
+    pub fn into_table_event(self) -> Result<RecordedEvent, serde_json::Error> {
+        let mut event = self.event;
+        if self.payload_encoding == PayloadEncoding::JsonString {
+            let text = match self.payload_attr {
+                Some(AttrValue::S(text)) => text,
+                _ => serde_json::to_string(&event.payload)?,
+            };
+            event.payload = Value::String(text);
+        }
+        Ok(event)
+    }
+
     /// Reads an archive line (JSON text, no newline) back. Unknown fields
     /// are ignored.
     pub fn from_line(text: &str) -> Result<Self, LineError> {
@@ -511,32 +602,7 @@ impl ArchivedEvent {
                 json.map(|j| j.read_attr().map_err(|e| err(field, &e)))
                     .transpose()
             };
-        let stream_id = StreamId::new(line.stream_id.as_ref()).map_err(|e| err("streamId", &e))?;
-        let text = |field: &'static str, t: Option<Text<'_>>| -> Result<String, LineError> {
-            t.ok_or_else(|| err(field, &"is missing"))?
-                .to_string()
-                .map_err(|e| err(field, &e))
-        };
-        let name = text("eventName", line.event_name)?;
-        let timestamp_ms = parse_line_timestamp(&text("timestamp", line.timestamp)?)
-            .ok_or_else(|| err("timestamp", &"not an RFC 3339 UTC time"))?;
-        let payload = line
-            .payload
-            .ok_or_else(|| err("payload", &"is missing"))?
-            .to_value()
-            .map_err(|e| err("payload", &e))?;
-        let id = match line.id {
-            Some(t) => Some(Uuid::parse_str(&text("id", Some(t))?).map_err(|e| err("id", &e))?),
-            None => None,
-        };
-        let metadata = line
-            .metadata
-            .map(|m| m.to_value().map_err(|e| err("metadata", &e)))
-            .transpose()?;
-        let attributes: Item = match line.attributes {
-            Some(a) => a.read_attr().map_err(|e| err("attributes", &e))?,
-            None => Item::new(),
-        };
+        let event = line.to_event()?;
         let record_id = required("eventID", line.record_id)?.into_owned();
         let sequence_number =
             SequenceNumber::new(required("sequenceNumber", line.sequence_number)?)
@@ -546,7 +612,7 @@ impl ArchivedEvent {
             Some(APPROXIMATE_CREATION) => TimestampSource::ApproximateCreationDateTime,
             Some(_) => return Err(err("timestampSource", &"unknown timestamp source")),
         };
-        let payload_null = payload.is_null();
+        let payload_null = event.payload.is_null();
         let payload_encoding = match (line.payload_encoding.as_deref(), line.payload_absent) {
             (None, false) => PayloadEncoding::Attribute,
             (None, true) if payload_null => PayloadEncoding::Absent,
@@ -572,16 +638,7 @@ impl ArchivedEvent {
             return Err(err("idAttr", &"must be a string (S)"));
         }
         Ok(Self {
-            event: RecordedEvent {
-                stream_id,
-                event_id: line.event_id,
-                name,
-                payload,
-                timestamp_ms,
-                id,
-                metadata,
-                attributes: attributes.into_iter().collect::<BTreeMap<_, _>>(),
-            },
+            event,
             record_id,
             sequence_number,
             timestamp_source,

@@ -12,8 +12,7 @@
 //! both paths print what `evs read` prints for the same item (a payload
 //! stored as a string of JSON is a string there, as in the table).
 
-use evs_archive::{event_line, ArchivedEvent, Line, PayloadEncoding};
-use evs_core::AttrValue;
+use evs_archive::{event_line, ArchivedEvent, Line};
 
 use crate::event::ReplayEvent;
 
@@ -35,7 +34,11 @@ pub fn event_from_line(text: &str) -> Result<ReplayEvent, LineError> {
     if line.needs_decoding() {
         return decoded(text);
     }
-    let out = serde_json::to_string(&line.event_only())?;
+    // The event's line is a part of the archive line: room for all of it
+    // at once.
+    let mut out = Vec::with_capacity(text.len());
+    serde_json::to_writer(&mut out, &line.event_only())?;
+    let out = String::from_utf8(out).map_err(<serde_json::Error as serde::ser::Error>::custom)?;
     let (stream_id, event_id) = (line.stream_id.into_owned(), line.event_id);
     // Every piece is JSON the parse just checked: no second parse.
     Ok(ReplayEvent::from_json_text(stream_id, event_id, out))
@@ -43,18 +46,7 @@ pub fn event_from_line(text: &str) -> Result<ReplayEvent, LineError> {
 
 /// The general path: the archive's decoder, then the event's line.
 fn decoded(text: &str) -> Result<ReplayEvent, LineError> {
-    let archived = ArchivedEvent::from_line(text)?;
-    let mut event = archived.event;
-    if archived.payload_encoding == PayloadEncoding::JsonString {
-        // The table holds the payload as a string of JSON text, and so
-        // does `evs read` print it; the archive line holds it parsed, plus
-        // the text itself unless it is exactly the compact JSON.
-        let text = match archived.payload_attr {
-            Some(AttrValue::S(text)) => text,
-            _ => serde_json::to_string(&event.payload)?,
-        };
-        event.payload = serde_json::Value::String(text);
-    }
+    let event = ArchivedEvent::from_line(text)?.into_table_event()?;
     let out = serde_json::to_string(&event_line(&event))?;
     Ok(ReplayEvent::from_json_text(
         event.stream_id.to_string(),
