@@ -30,7 +30,11 @@
 
 mod store;
 
-pub use store::{from_sdk, to_sdk, DynamoStore, TableStatus, MAX_SCAN_SEGMENTS};
+/// The SDK's key types, for [`create_table`].
+pub use aws_sdk_dynamodb::types::{KeyType, ScalarAttributeType, StreamViewType};
+pub use store::{
+    create_table, from_sdk, sdk_error, to_sdk, DynamoStore, TableStatus, MAX_SCAN_SEGMENTS,
+};
 
 #[cfg(test)]
 mod tests {

@@ -72,47 +72,16 @@ impl DynamoStore {
     /// Creates the events table: on-demand, `StreamId` (S) partition key,
     /// `EventId` (N) sort key, a stream with `NEW_IMAGE`. Waits until active.
     pub async fn create_table(&self) -> Result<TableStatus> {
-        let result = self
-            .client
-            .create_table()
-            .table_name(&self.table)
-            .billing_mode(BillingMode::PayPerRequest)
-            .attribute_definitions(attr_def(item::STREAM_ID, ScalarAttributeType::S)?)
-            .attribute_definitions(attr_def(item::EVENT_ID, ScalarAttributeType::N)?)
-            .key_schema(key(item::STREAM_ID, KeyType::Hash)?)
-            .key_schema(key(item::EVENT_ID, KeyType::Range)?)
-            .stream_specification(
-                StreamSpecification::builder()
-                    .stream_enabled(true)
-                    .stream_view_type(StreamViewType::NewImage)
-                    .build()
-                    .map_err(|e| backend("building the stream specification", e))?,
-            )
-            .send()
-            .await;
-        let status = match result {
-            Ok(_) => TableStatus::Created,
-            Err(e) if e.code() == Some("ResourceInUseException") => TableStatus::AlreadyExists,
-            Err(e) => return Err(self.sdk_error("creating the table", e)),
-        };
-        for _ in 0..120 {
-            let described = self
-                .client
-                .describe_table()
-                .table_name(&self.table)
-                .send()
-                .await
-                .map_err(|e| self.sdk_error("describing the table", e))?;
-            if described.table().and_then(|t| t.table_status()) == Some(&SdkTableStatus::Active) {
-                return Ok(status);
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        Err(Error::Backend {
-            message: format!("table {} did not become active within 60 s", self.table),
-            transient: true,
-            source: None,
-        })
+        create_table(
+            &self.client,
+            &self.table,
+            &[
+                (item::STREAM_ID, ScalarAttributeType::S, KeyType::Hash),
+                (item::EVENT_ID, ScalarAttributeType::N, KeyType::Range),
+            ],
+            Some(StreamViewType::NewImage),
+        )
+        .await
     }
 
     /// The ARN of the table's stream, if it has one.
@@ -220,21 +189,83 @@ impl DynamoStore {
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        if err.code() == Some("ResourceNotFoundException") {
-            return Error::TableNotFound {
-                table: self.table.clone(),
-            };
-        }
-        let message = format!(
-            "DynamoDB error while {doing} on table {}: {}",
-            self.table,
-            evs_core::describe_sdk_error(&err)
+        sdk_error(&self.table, doing, err)
+    }
+}
+
+/// Creates an on-demand table with the key `keys` (name, type, role) and,
+/// when `stream` says so, a DynamoDB stream of that view, then waits until
+/// it is active. A table that exists already is
+/// [`TableStatus::AlreadyExists`] (its layout is not checked).
+pub async fn create_table(
+    client: &Client,
+    table: &str,
+    keys: &[(&str, ScalarAttributeType, KeyType)],
+    stream: Option<StreamViewType>,
+) -> Result<TableStatus> {
+    let mut request = client
+        .create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest);
+    for (name, kind, role) in keys {
+        request = request
+            .attribute_definitions(attr_def(name, kind.clone())?)
+            .key_schema(key(name, role.clone())?);
+    }
+    if let Some(view) = stream {
+        request = request.stream_specification(
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(view)
+                .build()
+                .map_err(|e| backend("building the stream specification", e))?,
         );
-        Error::Backend {
-            message,
-            transient: evs_core::is_transient_sdk_error(&err),
-            source: Some(Box::new(err)),
+    }
+    let status = match request.send().await {
+        Ok(_) => TableStatus::Created,
+        Err(e) if e.code() == Some("ResourceInUseException") => TableStatus::AlreadyExists,
+        Err(e) => return Err(sdk_error(table, "creating the table", e)),
+    };
+    for _ in 0..120 {
+        let described = client
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .map_err(|e| sdk_error(table, "describing the table", e))?;
+        if described.table().and_then(|t| t.table_status()) == Some(&SdkTableStatus::Active) {
+            return Ok(status);
         }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Err(Error::Backend {
+        message: format!("table {table} did not become active within 60 s"),
+        transient: true,
+        source: None,
+    })
+}
+
+/// An SDK failure on `table` as [`Error`]: a missing table is
+/// [`Error::TableNotFound`], anything else [`Error::Backend`], worded by
+/// [`evs_core::describe_sdk_error`] and classified by
+/// [`evs_core::is_transient_sdk_error`].
+pub fn sdk_error<E>(table: &str, doing: &str, err: SdkError<E, HttpResponse>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    if err.code() == Some("ResourceNotFoundException") {
+        return Error::TableNotFound {
+            table: table.to_owned(),
+        };
+    }
+    let message = format!(
+        "DynamoDB error while {doing} on table {table}: {}",
+        evs_core::describe_sdk_error(&err)
+    );
+    Error::Backend {
+        message,
+        transient: evs_core::is_transient_sdk_error(&err),
+        source: Some(Box::new(err)),
     }
 }
 

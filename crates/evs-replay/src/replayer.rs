@@ -394,6 +394,11 @@ impl Replayer {
         Ok(checkpoint)
     }
 
+    /// How it reads.
+    pub fn options(&self) -> &ReplayOptions {
+        &self.options
+    }
+
     /// Events not delivered because they are older than their stream's
     /// first event after [`ReplayOptions::since_ms`].
     pub fn before_start(&self) -> u64 {

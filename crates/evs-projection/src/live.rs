@@ -1,0 +1,130 @@
+//! The live driver: DynamoDB Streams records → applied events, and the
+//! records to retry.
+//!
+//! One batch is what a Lambda on the events table's stream receives (its own
+//! event source mapping, beside the archiver's) or what the pump's stream
+//! reader hands out. Each record is read by the archiver's own per-record
+//! decoder (`evs_archiver::record::classify`): a record that is not an event
+//! is a dead letter, reported and never retried, so it cannot block a shard
+//! (if it hid an event, that stream's next event shows the hole, and the
+//! [`Applier`] reads it from the table). The events are applied per stream
+//! ([`Applier::apply_batch`]); a stream that fails is reported from its first
+//! record not applied (`batchItemFailures`, by `SequenceNumber`), so Lambda
+//! retries from there: order holds, and whatever is redelivered that was
+//! already applied is skipped by version.
+
+use std::collections::HashMap;
+
+use evs_archive::DeadLetter;
+use evs_archiver::record::{classify, Classified};
+use serde_json::{json, Value};
+
+use crate::apply::{Applier, BatchReport};
+use crate::projection::Projection;
+use crate::store::StateStore;
+
+/// What a batch of stream records did.
+#[derive(Debug, Default)]
+pub struct LiveReport {
+    /// What the events did, stream by stream.
+    pub batch: BatchReport,
+    /// Records that are not events, with why.
+    pub dead_letters: Vec<DeadLetter>,
+    /// The `SequenceNumber`s of the records to retry: for each failed stream,
+    /// its first record not applied. In record order.
+    pub retry: Vec<String>,
+    /// The index of the first record to retry (the batch's length when none).
+    pub first_retry: usize,
+    /// The age of the oldest record (now minus its
+    /// `ApproximateCreationDateTime`), when the records carry one.
+    pub oldest_age_ms: Option<i64>,
+}
+
+impl LiveReport {
+    /// The Lambda response: `{"batchItemFailures": [{"itemIdentifier": …}]}`.
+    pub fn response(&self) -> Value {
+        let failures: Vec<Value> = self
+            .retry
+            .iter()
+            .map(|seq| json!({ "itemIdentifier": seq }))
+            .collect();
+        json!({ "batchItemFailures": failures })
+    }
+}
+
+/// Applies a batch of stream records (each in the shape of a record of a
+/// DynamoDB Streams Lambda event, in stream order). `now_ms` is the
+/// reader's clock, for [`LiveReport::oldest_age_ms`].
+pub async fn apply_records<P, St>(
+    applier: &mut Applier<P, St>,
+    records: &[Value],
+    now_ms: i64,
+) -> LiveReport
+where
+    P: Projection,
+    St: StateStore<P::State>,
+{
+    let mut report = LiveReport::default();
+    let mut events = Vec::with_capacity(records.len());
+    // stream → (record index, event id, sequence number), in record order
+    let mut positions: HashMap<String, Vec<(usize, u64, String)>> = HashMap::new();
+    for (index, record) in records.iter().enumerate() {
+        if let Some(created) = created_ms(record) {
+            let age = now_ms.saturating_sub(created);
+            report.oldest_age_ms = Some(report.oldest_age_ms.map_or(age, |a| a.max(age)));
+        }
+        match classify(record) {
+            Classified::Event(archived) => {
+                let seq = archived.sequence_number.as_str().to_owned();
+                match archived.into_table_event() {
+                    Ok(event) => {
+                        positions
+                            .entry(event.stream_id.as_str().to_owned())
+                            .or_default()
+                            .push((index, event.event_id, seq));
+                        events.push(event);
+                    }
+                    // A payload the serializer refuses: not an event either.
+                    Err(e) => report.dead_letters.push(DeadLetter {
+                        reason: evs_archive::DeadLetterReason::MalformedRecord,
+                        detail: format!("the payload cannot be written as JSON text: {e}"),
+                        raw: record.clone(),
+                    }),
+                }
+            }
+            Classified::DeadLetter(dead) => report.dead_letters.push(*dead),
+        }
+    }
+    report.batch = applier.apply_batch(events).await;
+    let mut retry: Vec<(usize, String)> = Vec::new();
+    for (stream, failed_id, _) in report.batch.failures() {
+        let Some(records) = positions.get(stream) else {
+            continue;
+        };
+        // the stream's first record at or after the first event not applied
+        // (or its first record, when that event was one read from the table)
+        let first = records
+            .iter()
+            .filter(|(_, id, _)| *id >= failed_id)
+            .min_by_key(|(index, _, _)| *index)
+            .or_else(|| records.first());
+        if let Some((index, _, seq)) = first {
+            retry.push((*index, seq.clone()));
+        }
+    }
+    retry.sort();
+    report.first_retry = retry.first().map_or(records.len(), |(index, _)| *index);
+    report.retry = retry.into_iter().map(|(_, seq)| seq).collect();
+    report
+}
+
+/// A record's `dynamodb.ApproximateCreationDateTime` as epoch milliseconds
+/// (a number of seconds, possibly fractional).
+fn created_ms(record: &Value) -> Option<i64> {
+    let seconds = record
+        .get("dynamodb")?
+        .get("ApproximateCreationDateTime")?
+        .as_f64()?;
+    let ms = (seconds * 1000.0).round();
+    (ms.is_finite() && ms.abs() < 9.0e15).then_some(ms as i64)
+}

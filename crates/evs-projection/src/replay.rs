@@ -1,0 +1,275 @@
+//! The replay driver: a projection rebuilt from the archive.
+//!
+//! It is the archive replayer ([`Replayer`]) started with the projection's
+//! own versions ([`replayer_for`]), so what the projection has applied is
+//! dropped as a duplicate and no checkpoint file is needed: the state store
+//! is the checkpoint. Its events are applied in batches
+//! ([`Applier::apply_batch`]); only the events of [`RebuildOptions::partition`]
+//! are applied, so N workers, one per part, rebuild one projection together.
+//!
+//! Handoff to the live driver (docs/design.md §9): start the live driver
+//! first, then run this one with [`RebuildOptions::until_ms`] set to the
+//! handoff time: the live driver's start when it reads from `TRIM_HORIZON`,
+//! plus the archiver's lag, timeout and clock margin when it reads from
+//! `LATEST`. It follows the archive until its settled frontier passes that
+//! time (every object sealed before it is read), then stops. Both may apply
+//! the same events; versions make the overlap harmless.
+
+use std::time::Duration;
+
+use evs_archive::Line;
+use evs_core::{Backoff, Clock};
+use evs_replay::{Archive, ReplayError, ReplayEvent, ReplayOptions, Replayer, Step};
+
+use crate::apply::{Applier, DriveError};
+use crate::partition::Partition;
+use crate::projection::Projection;
+use crate::store::{StateStore, StoreError};
+
+/// How [`rebuild`] runs.
+#[derive(Debug, Clone)]
+pub struct RebuildOptions {
+    /// The streams this worker applies.
+    pub partition: Partition,
+    /// Events applied per batch (at most; an object boundary or an idle
+    /// archive applies what is pending).
+    pub batch_events: usize,
+    /// Follow the archive until its settled frontier passes this time (epoch
+    /// ms, reader clock), then stop: the handoff to a live driver started at
+    /// this time. `None`: stop at the archive's end (the replayer must not
+    /// be following).
+    pub until_ms: Option<i64>,
+    /// How long transient failures (store, table, archive) are retried
+    /// before the rebuild gives up.
+    pub retry_for: Duration,
+}
+
+impl Default for RebuildOptions {
+    fn default() -> Self {
+        Self {
+            partition: Partition::ALL,
+            batch_events: 1000,
+            until_ms: None,
+            retry_for: Duration::from_secs(300),
+        }
+    }
+}
+
+/// What a rebuild did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RebuildReport {
+    /// Events of this partition applied and committed (back-filled included).
+    pub applied: u64,
+    /// Events of this partition skipped as already applied.
+    pub skipped: u64,
+    /// Events of other partitions passed over.
+    pub other_partitions: u64,
+    /// Objects read.
+    pub objects: u64,
+    /// Objects skipped unread (see [`ReplayOptions::skip_unreadable`]).
+    pub objects_skipped: u64,
+}
+
+/// Why a rebuild stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RebuildError {
+    /// The archive could not be replayed.
+    #[error(transparent)]
+    Replay(#[from] ReplayError),
+    /// A delivered line is not an event.
+    #[error("stream {stream:?} event {event_id}: the replayed line is not an event: {source}")]
+    Line {
+        /// The stream.
+        stream: String,
+        /// The event.
+        event_id: u64,
+        /// Why.
+        #[source]
+        source: evs_archive::LineError,
+    },
+    /// Events could not be applied.
+    #[error(transparent)]
+    Apply(#[from] DriveError),
+    /// The projection's versions could not be read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A replayer that follows the archive with no `until_ms` never ends.
+    #[error("a rebuild that follows the archive needs a time to stop at (until_ms)")]
+    Endless,
+}
+
+/// A replayer over `archive` that starts from the projection's stored
+/// versions: everything the projection applied is a duplicate to it.
+pub async fn replayer_for<S, St: StateStore<S>>(
+    archive: Archive,
+    options: ReplayOptions,
+    clock: Clock,
+    store: &St,
+) -> Result<Replayer, StoreError> {
+    let versions = store.versions().await?;
+    Ok(Replayer::with_versions(archive, options, clock, versions))
+}
+
+/// Applies what `replayer` delivers, in batches, until the archive's end (or,
+/// following, until the settled frontier passes [`RebuildOptions::until_ms`]).
+/// `progress` is called after each applied batch.
+pub async fn rebuild<P, St>(
+    applier: &mut Applier<P, St>,
+    replayer: &mut Replayer,
+    options: &RebuildOptions,
+    clock: &Clock,
+    mut progress: impl FnMut(&RebuildReport),
+) -> Result<RebuildReport, RebuildError>
+where
+    P: Projection,
+    St: StateStore<P::State>,
+{
+    let following = replayer.options().follow;
+    if following && options.until_ms.is_none() {
+        return Err(RebuildError::Endless);
+    }
+    let frontier = replayer.options().frontier;
+    let mut report = RebuildReport::default();
+    let mut pending = Vec::new();
+    let mut failing = Failing::new(options.retry_for);
+    loop {
+        let step = match replayer.next().await {
+            Ok(step) => step,
+            Err(e) if e.is_transient() => {
+                failing.wait(e.into()).await?;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        failing.reset();
+        match step {
+            Step::Object { events, .. } => {
+                report.objects += 1;
+                take(&mut pending, events, options.partition, &mut report)?;
+            }
+            Step::Backfill { events, .. } => {
+                take(&mut pending, events, options.partition, &mut report)?;
+            }
+            Step::Skipped { key, reason } => {
+                report.objects_skipped += 1;
+                tracing::warn!(%key, %reason, "archive object skipped");
+            }
+            Step::Idle { until_ms } => {
+                flush(applier, &mut pending, &mut report, options).await?;
+                progress(&report);
+                if let Some(until) = options.until_ms {
+                    if frontier.settled(clock()) >= until {
+                        return Ok(report);
+                    }
+                }
+                let wait = until_ms.saturating_sub(clock()).clamp(0, 1_000);
+                tokio::time::sleep(Duration::from_millis(wait.unsigned_abs())).await;
+                continue;
+            }
+            Step::End => {
+                flush(applier, &mut pending, &mut report, options).await?;
+                progress(&report);
+                return Ok(report);
+            }
+        }
+        if pending.len() >= options.batch_events {
+            flush(applier, &mut pending, &mut report, options).await?;
+            progress(&report);
+        }
+    }
+}
+
+/// Keeps this partition's events of `events`, as events.
+fn take(
+    pending: &mut Vec<evs_core::RecordedEvent>,
+    events: Vec<ReplayEvent>,
+    partition: Partition,
+    report: &mut RebuildReport,
+) -> Result<(), RebuildError> {
+    for event in events {
+        if !partition.contains(&event.stream_id) {
+            report.other_partitions += 1;
+            continue;
+        }
+        let recorded = Line::parse(event.line())
+            .map_err(evs_archive::LineError::from)
+            .and_then(|line| line.to_event())
+            .map_err(|source| RebuildError::Line {
+                stream: event.stream_id.clone(),
+                event_id: event.event_id,
+                source,
+            })?;
+        pending.push(recorded);
+    }
+    Ok(())
+}
+
+/// Applies the pending events; transient failures are retried (the whole
+/// batch again: what was committed is skipped by version).
+async fn flush<P, St>(
+    applier: &mut Applier<P, St>,
+    pending: &mut Vec<evs_core::RecordedEvent>,
+    report: &mut RebuildReport,
+    options: &RebuildOptions,
+) -> Result<(), RebuildError>
+where
+    P: Projection,
+    St: StateStore<P::State>,
+{
+    let mut failing = Failing::new(options.retry_for);
+    let mut first_try = true;
+    while !pending.is_empty() {
+        let batch = applier.apply_batch(pending.iter().cloned()).await;
+        report.applied += batch.applied();
+        if first_try {
+            report.skipped += batch.skipped();
+        }
+        first_try = false;
+        let transient = batch.only_transient_failures();
+        let Some(failed) = batch.streams.into_iter().find_map(|s| s.failed) else {
+            pending.clear();
+            return Ok(());
+        };
+        if !transient {
+            return Err(failed.1.into());
+        }
+        failing.wait(failed.1.into()).await?;
+    }
+    Ok(())
+}
+
+/// Transient failures in a row: waited out with backoff for a while.
+struct Failing {
+    backoff: Backoff,
+    since: Option<tokio::time::Instant>,
+    limit: Duration,
+    attempt: u32,
+}
+
+impl Failing {
+    fn new(limit: Duration) -> Self {
+        Self {
+            backoff: Backoff::default(),
+            since: None,
+            limit,
+            attempt: 0,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.since = None;
+        self.attempt = 0;
+    }
+
+    /// Waits before the next attempt, or gives up with `error`.
+    async fn wait(&mut self, error: RebuildError) -> Result<(), RebuildError> {
+        let since = *self.since.get_or_insert_with(tokio::time::Instant::now);
+        if since.elapsed() >= self.limit {
+            return Err(error);
+        }
+        self.attempt += 1;
+        tracing::warn!(attempt = self.attempt, %error, "transient failure; retrying");
+        tokio::time::sleep(self.backoff.delay(self.attempt)).await;
+        Ok(())
+    }
+}
