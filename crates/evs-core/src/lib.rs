@@ -172,8 +172,9 @@ pub fn describe_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut cause = Some(err);
     while let Some(c) = cause {
         let text = c.to_string();
-        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
+        let text = text.trim();
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(text)) {
+            parts.push(text.to_owned());
         }
         cause = c.source();
     }

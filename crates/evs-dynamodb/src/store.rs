@@ -265,7 +265,7 @@ where
     Error::Backend {
         message,
         transient: evs_core::is_transient_sdk_error(&err),
-        source: Some(Box::new(err)),
+        source: Some(Box::new(evs_core::SdkCause::new(err))),
     }
 }
 

@@ -74,23 +74,8 @@ fn main() -> ExitCode {
 }
 
 /// The error and its causes on one line, without repeating a cause that the
-/// message above it already contains. The store's errors are complete
-/// sentences: the chain stops there.
+/// message above it already contains (`evs_core::describe_chain`; an SDK
+/// error ends the chain, as `SdkCause`, for the message describes it).
 fn one_line(err: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in err.chain() {
-        let last = cause.is::<evs_core::Error>();
-        let text = cause.to_string();
-        if text.is_empty() || out.contains(&text) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(text.trim());
-        if last {
-            break;
-        }
-    }
-    out.replace('\n', " ")
+    evs_core::describe_chain(err.as_ref()).replace('\n', " ")
 }

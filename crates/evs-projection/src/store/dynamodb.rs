@@ -73,7 +73,7 @@ impl DynamoStateStore {
             None,
         )
         .await
-        .map_err(|e| backend(e.to_string(), e.is_transient(), e))
+        .map_err(backend)
     }
 
     fn sdk_error<E>(
@@ -84,20 +84,17 @@ impl DynamoStateStore {
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        let error = evs_dynamodb::sdk_error(&self.table, doing, err);
-        backend(error.to_string(), error.is_transient(), error)
+        backend(evs_dynamodb::sdk_error(&self.table, doing, err))
     }
 }
 
-fn backend(
-    message: String,
-    transient: bool,
-    source: impl std::error::Error + Send + Sync + 'static,
-) -> StoreError {
+/// A failure of the table: the events store's own error, which words it
+/// (and keeps the SDK error as its source).
+fn backend(error: evs_core::Error) -> StoreError {
     StoreError::Backend {
-        message,
-        transient,
-        source: Some(Box::new(evs_core::SdkCause::new(source))),
+        message: error.to_string(),
+        transient: error.is_transient(),
+        source: Some(Box::new(error)),
     }
 }
 
