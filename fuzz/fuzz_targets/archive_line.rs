@@ -13,7 +13,7 @@ use serde_json::Value;
 
 fuzz_target!(|data: &[u8]| {
     let Some(text) = text(data) else { return };
-    let delivered = evs_replay::line::event_from_line(text);
+    let delivered = evs_replay::event_from_line(text);
     let Ok(tree) = serde_json::from_str::<Value>(text) else {
         assert!(delivered.is_err(), "a line that is not JSON is refused");
         return;

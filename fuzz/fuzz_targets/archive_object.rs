@@ -28,7 +28,7 @@ fuzz_target!(|data: &[u8]| {
     let suffix = Suffix::new(None, Default::default());
     let key = ArchiveKey::new(&Prefix::root(), 1_795_471_652_123, &suffix, compression)
         .expect("a fixed key builds");
-    let replayed = evs_replay::archive::decode_object(&key, stored);
+    let replayed = evs_replay::decode_object(&key, stored);
 
     let Ok(mut events) = evs_archive::decode_events(stored, compression) else {
         return;

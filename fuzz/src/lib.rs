@@ -28,7 +28,7 @@ pub fn check_archived_event(event: &ArchivedEvent) {
     assert_eq!(&back, event, "line round trip");
 
     let text = std::str::from_utf8(&written).expect("a written line is UTF-8");
-    let delivered = evs_replay::line::event_from_line(text)
+    let delivered = evs_replay::event_from_line(text)
         .expect("the replayer reads every line the archiver writes");
     assert_eq!(delivered.stream_id, event.event.stream_id.as_str());
     assert_eq!(delivered.event_id, event.event.event_id);

@@ -36,11 +36,11 @@ use evs_archive::store::ObjectStore;
 use evs_archiver::config::Config;
 use evs_archiver::handler::{self, HandlerError, Summary};
 
-pub mod checkpoint;
+mod checkpoint;
 pub mod dynamodb;
-pub mod memory;
+mod memory;
 
-pub use checkpoint::{Checkpoint, CheckpointError, ShardCheckpoint};
+pub use checkpoint::{Checkpoint, CheckpointError, ShardCheckpoint, VERSION as CHECKPOINT_VERSION};
 pub use dynamodb::DynamoDbSource;
 pub use memory::MemorySource;
 

@@ -21,10 +21,10 @@ use crate::event::{ArchivePosition, ReplayEvent};
 use crate::line::event_from_line;
 
 /// Keys asked for per listing request (S3 returns at most 1,000 a page).
-pub const DEFAULT_PAGE_SIZE: usize = 1_000;
+pub(crate) const DEFAULT_PAGE_SIZE: usize = 1_000;
 
 /// Objects fetched and decoded ahead of the one being consumed.
-pub const DEFAULT_READ_AHEAD: usize = 8;
+pub(crate) const DEFAULT_READ_AHEAD: usize = 8;
 
 /// Why reading the archive failed.
 #[derive(Debug, thiserror::Error)]
@@ -231,7 +231,7 @@ pub fn decode_object(key: &ArchiveKey, stored: &[u8]) -> Result<ArchiveObject, A
 /// Fetches objects ahead of the consumer, at most `read_ahead` at a time,
 /// and hands them back in the order they were queued.
 #[derive(Debug)]
-pub struct Prefetch {
+pub(crate) struct Prefetch {
     archive: Arc<Archive>,
     read_ahead: usize,
     waiting: VecDeque<ArchiveKey>,
@@ -242,7 +242,7 @@ pub struct Prefetch {
 
 impl Prefetch {
     /// A prefetcher over `archive` (`read_ahead` at least 1).
-    pub fn new(archive: Arc<Archive>, read_ahead: usize) -> Self {
+    pub(crate) fn new(archive: Arc<Archive>, read_ahead: usize) -> Self {
         Self {
             archive,
             read_ahead: read_ahead.max(1),
@@ -253,18 +253,18 @@ impl Prefetch {
     }
 
     /// Queues keys to read, after those queued before.
-    pub fn extend(&mut self, keys: impl IntoIterator<Item = ArchiveKey>) {
+    pub(crate) fn extend(&mut self, keys: impl IntoIterator<Item = ArchiveKey>) {
         self.waiting.extend(keys);
         self.start();
     }
 
     /// Objects queued and not yet handed back.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.waiting.len() + self.running.len()
     }
 
     /// Whether nothing is queued.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
@@ -290,7 +290,7 @@ impl Prefetch {
     /// ([`ArchiveError::is_transient`]) stays first in the queue and is
     /// started again by the next call, so the caller may wait and call
     /// again without losing its place.
-    pub async fn next(&mut self) -> Option<Result<ArchiveObject, ArchiveError>> {
+    pub(crate) async fn next(&mut self) -> Option<Result<ArchiveObject, ArchiveError>> {
         self.start();
         let (_, task) = self.running.front_mut()?;
         let joined = task.await;
@@ -334,7 +334,7 @@ impl Prefetch {
     }
 
     /// Forgets every queued object (running fetches are stopped).
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.waiting.clear();
         self.keys.clear();
         for (_, task) in self.running.drain(..) {

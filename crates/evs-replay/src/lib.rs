@@ -62,20 +62,23 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-pub mod archive;
+mod archive;
 mod checkpoint;
 mod event;
 mod frontier;
-pub mod line;
-pub mod replayer;
+mod line;
+mod replayer;
 mod sequencer;
 pub mod verify;
 
-pub use archive::{Archive, ArchiveError, ArchiveObject, Listed, Listing};
+pub use archive::{decode_object, Archive, ArchiveError, ArchiveObject, Listed, Listing};
 pub use checkpoint::{Checkpoint, CheckpointError, HeldEvent, CHECKPOINT_FORMAT};
 pub use event::{ArchivePosition, ReplayEvent};
 pub use frontier::{Frontier, DEFAULT_MARGIN_MS};
-pub use replayer::{ReplayError, ReplayOptions, ReplayStats, Replayer, Step};
+pub use line::{event_from_line, LineError};
+pub use replayer::{
+    ReplayError, ReplayOptions, ReplayStats, Replayer, Step, DEFAULT_FUNCTION_TIMEOUT_MS,
+};
 pub use sequencer::{
     Gap, Offer, SequenceError, Sequencer, SequencerConfig, DEFAULT_MAX_HELD_PER_STREAM,
 };
