@@ -27,9 +27,11 @@ $(MOTO_STAMP):
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'moto[server]==$(MOTO_VERSION)'
 	touch $@
 
-## run: the offline demo (no AWS, no emulator): writers -> change feed -> archiver -> local archive -> live replay -> verify
+## run: the offline demos (no AWS, no emulator): writers -> change feed -> archiver -> local archive -> live replay -> verify;
+## then the projection handoff: a balances read model rebuilt from the archive and kept live from the change feed
 run:
 	cargo run -q -p evs-replay --example demo
+	cargo run -q -p evs-projection --example balances
 
 ## test: every test of the workspace; emulator-backed tests start their own moto server
 test: venv

@@ -1,0 +1,291 @@
+//! The projection handoff offline, in one process (`make run`): an "account
+//! balances" read model rebuilt from the archive, then kept live from the
+//! table's change feed (docs/design.md §9).
+//!
+//! 1. History: deposits and withdrawals on accounts in the in-memory table;
+//!    the archiver (the pump and the real handler) archives its change feed
+//!    into a local directory.
+//! 2. The live driver starts reading the change feed at its end (as
+//!    `LATEST` does) at time S, and applies every batch of stream records
+//!    through `live::apply_records`; one batch in five is delivered again,
+//!    as Lambda does after a failure.
+//! 3. The replay driver rebuilds from the archive, starting from the
+//!    versions in the same state store, and follows it until its settled
+//!    frontier passes the handoff time H = S + the archiver's lag + T + e.
+//! 4. Writers keep writing through the handoff, on new accounts too. Both
+//!    drivers apply some of the same events; versions make that harmless.
+//!
+//! At the end every account's balance and version is checked against the
+//! table; the example exits non-zero if one differs.
+
+// An example: it stops with a message where a program would handle the error.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::error::Error;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use evs_archive::store::LocalDir;
+use evs_archiver::config::Config;
+use evs_core::{
+    EventStore, ExpectedVersion, MemoryStore, NewEvent, ReadRequest, RecordedEvent, StreamId,
+};
+use evs_projection::live::apply_records;
+use evs_projection::replay::{rebuild, replayer_for, RebuildOptions};
+use evs_projection::{Applier, MemoryStateStore, Projection};
+use evs_pump::{self as pump, MemorySource, Stop};
+use evs_replay::{Archive, Frontier, ReplayOptions};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+type AnyError = Box<dyn Error + Send + Sync>;
+
+/// The archiver's hard deadline per write: the `T` of the settled frontier.
+const WRITE_TIMEOUT: Duration = Duration::from_millis(200);
+/// The clock margin `e` (one process, one clock: small).
+const CLOCK_MARGIN_MS: i64 = 100;
+/// The most the archiver lags the table here (it polls every 20 ms).
+const ARCHIVER_LAG_MS: i64 = 300;
+
+/// One account's read model.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct Account {
+    balance: i64,
+}
+
+/// The projection: a balance per account stream.
+struct Balances;
+
+#[derive(Debug, thiserror::Error)]
+#[error("event {0} has no integer amount")]
+struct NoAmount(u64);
+
+impl Projection for Balances {
+    type State = Account;
+    type Error = NoAmount;
+
+    fn apply(&self, account: &mut Account, event: &RecordedEvent) -> Result<(), NoAmount> {
+        let amount = event.payload["amount"]
+            .as_i64()
+            .ok_or(NoAmount(event.event_id))?;
+        account.balance += amount;
+        Ok(())
+    }
+}
+
+/// Appends `count` deposits and withdrawals; `new_accounts` of them open an
+/// account never seen before.
+async fn write(
+    table: &MemoryStore,
+    rng: &mut fastrand::Rng,
+    accounts: &AtomicU64,
+    count: usize,
+    new_accounts: usize,
+) -> Result<(), AnyError> {
+    for n in 0..count {
+        let account = if n < new_accounts {
+            accounts.fetch_add(1, Ordering::SeqCst)
+        } else {
+            rng.u64(0..accounts.load(Ordering::SeqCst))
+        };
+        let amount = rng.i64(-40..=100);
+        let name = if amount < 0 { "Withdrawn" } else { "Deposited" };
+        table
+            .append(
+                &StreamId::new(format!("account-{account:04}"))?,
+                ExpectedVersion::Any,
+                &[NewEvent::new(name, json!({ "amount": amount }))],
+            )
+            .await?;
+        if n % 50 == 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<(), AnyError> {
+    let started = Instant::now();
+    let dir = std::env::temp_dir().join(format!("evs-balances-{}", std::process::id()));
+    let table = MemoryStore::new();
+    let config = Config::local(dir.clone());
+    let archive_dir = Arc::new(LocalDir::new(dir.clone()));
+    let states = MemoryStateStore::<Account>::new();
+    let events_table: Arc<dyn EventStore> = Arc::new(table.clone());
+    let mut rng = fastrand::Rng::with_seed(7);
+    let accounts = Arc::new(AtomicU64::new(1));
+    println!("evs balances: table -> archive -> replay driver | change feed -> live driver -> one read model");
+
+    // The archiver, outside Lambda: the pump on the table's change feed.
+    let (stop_pump, pump_stop) = Stop::channel();
+    let archiver = {
+        let (table, archive_dir, config) =
+            (table.clone(), Arc::clone(&archive_dir), config.clone());
+        tokio::spawn(async move {
+            let options = pump::Options {
+                batch_size: 50,
+                write_timeout: WRITE_TIMEOUT,
+                idle: Duration::from_millis(20),
+                ..pump::Options::default()
+            };
+            let mut source = MemorySource::new(table);
+            pump::run(
+                &mut source,
+                archive_dir.as_ref(),
+                &config,
+                &options,
+                pump_stop,
+                &mut |_| {},
+            )
+            .await
+        })
+    };
+
+    // 1. History.
+    write(&table, &mut rng, &accounts, 3_000, 150).await?;
+    let history = table.changes(0, usize::MAX).1;
+
+    // 2. The live driver, from the feed's end (LATEST) at time S.
+    let live_start_ms = evs_core::now_ms();
+    let handoff_ms =
+        live_start_ms + ARCHIVER_LAG_MS + WRITE_TIMEOUT.as_millis() as i64 + CLOCK_MARGIN_MS;
+    let stop_live = Arc::new(AtomicBool::new(false));
+    let live = {
+        let (table, states, stop) = (table.clone(), states.clone(), Arc::clone(&stop_live));
+        let events_table = Arc::clone(&events_table);
+        tokio::spawn(async move {
+            let mut applier = Applier::new(Balances, states).with_table(events_table);
+            let (mut at, mut batches, mut redelivered) = (history, 0, 0);
+            let (mut applied, mut filled, mut skipped) = (0, 0, 0);
+            let mut rng = fastrand::Rng::with_seed(8);
+            loop {
+                let (records, _) = table.changes(at, 100);
+                if records.is_empty() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+                let report = apply_records(&mut applier, &records, evs_core::now_ms()).await;
+                if let Some((stream, id, error)) = report.batch.failures().next() {
+                    return Err::<_, AnyError>(
+                        format!("live: {stream} event {id}: {error}").into(),
+                    );
+                }
+                batches += 1;
+                applied += report.batch.applied();
+                filled += report.batch.streams.iter().map(|s| s.filled).sum::<u64>();
+                skipped += report.batch.skipped();
+                if rng.u32(0..5) == 0 {
+                    redelivered += 1; // delivered again whole, as after a failure
+                } else {
+                    at += report.first_retry;
+                }
+            }
+            Ok((batches, applied, filled, skipped, redelivered))
+        })
+    };
+
+    // 3. The replay driver, from the archive, with the store's versions.
+    let replay = {
+        let archive = Archive::new(archive_dir.clone(), config.prefix.clone());
+        let (states, events_table) = (states.clone(), Arc::clone(&events_table));
+        tokio::spawn(async move {
+            let options = ReplayOptions {
+                follow: true,
+                frontier: Frontier::new(WRITE_TIMEOUT.as_millis() as i64, CLOCK_MARGIN_MS),
+                poll_ms: 50,
+                ..ReplayOptions::default()
+            };
+            let clock = evs_core::system_clock();
+            let mut replayer = replayer_for(archive, options, clock.clone(), &states).await?;
+            let mut applier = Applier::new(Balances, states).with_table(events_table);
+            let rebuild_options = RebuildOptions {
+                until_ms: Some(handoff_ms),
+                ..RebuildOptions::default()
+            };
+            let report = rebuild(
+                &mut applier,
+                &mut replayer,
+                &rebuild_options,
+                &clock,
+                |_| {},
+            )
+            .await?;
+            Ok::<_, AnyError>((report, evs_core::now_ms()))
+        })
+    };
+
+    // 4. Writers go on through the handoff, opening accounts too.
+    let during_start = accounts.load(Ordering::SeqCst);
+    for _ in 0..10 {
+        write(&table, &mut rng, &accounts, 150, 5).await?;
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    let written = table.changes(0, usize::MAX).1;
+    let (rebuilt, replay_stopped_ms) = replay.await??;
+    // The live driver drains what is left, then stops.
+    stop_live.store(true, Ordering::SeqCst);
+    let (batches, live_applied, live_filled, live_skipped, redelivered) = live.await??;
+    stop_pump.stop();
+    let archived = archiver.await??;
+
+    println!(
+        "writers:    {written} events on {} accounts; {} accounts opened during the handoff",
+        table.last_versions().len(),
+        accounts.load(Ordering::SeqCst) - during_start,
+    );
+    println!(
+        "archiver:   {} batches archived under {}",
+        archived.batches,
+        dir.join(config.prefix.as_str()).display()
+    );
+    println!(
+        "replay:     {} objects read, {} events applied, {} skipped as applied; stopped {} ms after the handoff time",
+        rebuilt.objects,
+        rebuilt.applied,
+        rebuilt.skipped,
+        replay_stopped_ms - handoff_ms,
+    );
+    println!(
+        "live:       from event {history} of the feed on: {batches} batches ({redelivered} delivered again), {live_applied} events applied ({live_filled} of them read from the table to fill a stream's hole first), {live_skipped} skipped as applied"
+    );
+
+    // Every account: the fold of the table, each event once.
+    let snapshot = states.snapshot();
+    let versions = table.last_versions();
+    let mut wrong = Vec::new();
+    for (stream, &version) in &versions {
+        let events = table
+            .read(&StreamId::new(stream.clone())?, ReadRequest::after(0))
+            .await?;
+        let balance: i64 = events
+            .iter()
+            .filter_map(|e| e.payload["amount"].as_i64())
+            .sum();
+        let got = snapshot.get(stream).map(|v| (v.version, v.state.balance));
+        if got != Some((version, balance)) {
+            wrong.push(format!(
+                "{stream}: table ({version}, {balance}), read model {got:?}"
+            ));
+        }
+    }
+    let applied = rebuilt.applied + live_applied;
+    println!(
+        "read model: {} of {} balances equal the table's; {applied} events applied once each by the two drivers together ({written} written)",
+        versions.len() - wrong.len(),
+        versions.len(),
+    );
+    println!("done in {:.1} s", started.elapsed().as_secs_f64());
+    let _ = std::fs::remove_dir_all(&dir);
+    if !wrong.is_empty() || applied != written as u64 {
+        for line in wrong.iter().take(5) {
+            eprintln!("mismatch: {line}");
+        }
+        return Err("the read model does not equal the table (see above)".into());
+    }
+    Ok(())
+}
