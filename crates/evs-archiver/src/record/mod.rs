@@ -192,9 +192,7 @@ fn archive(record: &Value) -> Result<ArchivedEvent, Rejection> {
             )))
         }
     };
-    // Read from its text, as the fast path reads it: the one reader of
-    // DynamoDB JSON, compiled for text only.
-    let item = attr::item_from_dynamo_json_str(&image.to_string())
+    let item = attr::read_item(image)
         .map_err(|e| (DeadLetterReason::InvalidAttribute, format!("NewImage: {e}")))?;
     let approximate_creation = ddb.get("ApproximateCreationDateTime");
     archive_item(
