@@ -31,7 +31,7 @@ $(MOTO_STAMP):
 ## then the projection handoff: a balances read model rebuilt from the archive and kept live from the change feed
 run:
 	cargo run -q -p evs-replay --example demo
-	cargo run -q -p evs-projection --example balances
+	cargo run -q -p evs-balances --example handoff
 
 ## test: every test of the workspace; emulator-backed tests start their own moto server
 test: venv
@@ -53,11 +53,11 @@ lint: lint-template
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
-## lint-template: cfn-lint and checkov's security scan on template.yaml; both must report nothing (a check that
+## lint-template: cfn-lint and checkov's security scan on template.yaml and the balances example's; both must report nothing (a check that
 ## does not fit is skipped on its resource with the reason; the Events values are tested by tests/template.rs)
 lint-template: $(CFN_LINT_STAMP) $(CHECKOV_STAMP)
-	$(VENV)/bin/cfn-lint template.yaml
-	$(CHECKOV_VENV)/bin/checkov -f template.yaml --framework cloudformation --quiet --compact --skip-download
+	$(VENV)/bin/cfn-lint template.yaml crates/evs-balances/template.yaml
+	$(CHECKOV_VENV)/bin/checkov -f template.yaml -f crates/evs-balances/template.yaml --framework cloudformation --quiet --compact --skip-download
 
 $(CFN_LINT_STAMP):
 	$(PYTHON) -m venv $(VENV)

@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 
 use evs_archive::DeadLetter;
-use evs_archiver::record::{classify, Classified};
+use evs_archiver::record::{batch_records, classify, BatchError, Classified};
 use serde_json::{json, Value};
 
 use crate::apply::{Applier, BatchReport};
@@ -38,6 +38,20 @@ pub struct LiveReport {
     /// The age of the oldest record (now minus its
     /// `ApproximateCreationDateTime`), when the records carry one.
     pub oldest_age_ms: Option<i64>,
+    /// Records in the batch.
+    pub records_in: usize,
+}
+
+/// Why a Lambda event is not a batch of stream records (a bad *record* is
+/// never this error: it is a dead letter).
+#[derive(Debug, thiserror::Error)]
+pub enum EventError {
+    /// The event is not JSON.
+    #[error("the DynamoDB Streams event is not JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// The event is JSON but not `{"Records": [...]}`.
+    #[error(transparent)]
+    Batch(#[from] BatchError),
 }
 
 impl LiveReport {
@@ -50,6 +64,57 @@ impl LiveReport {
             .collect();
         json!({ "batchItemFailures": failures })
     }
+
+    /// The batch as one CloudWatch Embedded Metric Format line in
+    /// `namespace`: `RecordsIn`, `Applied`, `Skipped`, `DeadLettered`,
+    /// `BatchItemFailures` and, when the records carry their creation time,
+    /// `OldestRecordAge` (the live driver's lag).
+    pub fn emf_line(&self, namespace: &str, now_ms: i64) -> Value {
+        let mut metrics = vec![
+            json!({"Name": "RecordsIn", "Unit": "Count"}),
+            json!({"Name": "Applied", "Unit": "Count"}),
+            json!({"Name": "Skipped", "Unit": "Count"}),
+            json!({"Name": "DeadLettered", "Unit": "Count"}),
+            json!({"Name": "BatchItemFailures", "Unit": "Count"}),
+        ];
+        let mut line = json!({
+            "RecordsIn": self.records_in,
+            "Applied": self.batch.applied(),
+            "Skipped": self.batch.skipped(),
+            "DeadLettered": self.dead_letters.len(),
+            "BatchItemFailures": self.retry.len(),
+        });
+        if let Some(age) = self.oldest_age_ms {
+            metrics.push(json!({"Name": "OldestRecordAge", "Unit": "Milliseconds"}));
+            line["OldestRecordAge"] = json!(age);
+        }
+        line["_aws"] = json!({
+            "Timestamp": now_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": namespace,
+                "Dimensions": [[]],
+                "Metrics": metrics,
+            }],
+        });
+        line
+    }
+}
+
+/// Applies a Lambda DynamoDB Streams event, given as its JSON text (what the
+/// Lambda receives), with [`apply_records`]. An event that is not
+/// `{"Records": [...]}` is an error: the invocation fails and Lambda retries.
+pub async fn apply_event<P, St>(
+    applier: &mut Applier<P, St>,
+    event: &str,
+    now_ms: i64,
+) -> Result<LiveReport, EventError>
+where
+    P: Projection,
+    St: StateStore<P::State>,
+{
+    let event: Value = serde_json::from_str(event)?;
+    let records = batch_records(&event)?;
+    Ok(apply_records(applier, records, now_ms).await)
 }
 
 /// Applies a batch of stream records (each in the shape of a record of a
@@ -64,7 +129,10 @@ where
     P: Projection,
     St: StateStore<P::State>,
 {
-    let mut report = LiveReport::default();
+    let mut report = LiveReport {
+        records_in: records.len(),
+        ..LiveReport::default()
+    };
     let mut events = Vec::with_capacity(records.len());
     // stream → (record index, event id, sequence number), in record order
     let mut positions: HashMap<String, Vec<(usize, u64, String)>> = HashMap::new();

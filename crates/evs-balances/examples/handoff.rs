@@ -28,15 +28,13 @@ use std::time::{Duration, Instant};
 
 use evs_archive::store::LocalDir;
 use evs_archiver::config::Config;
-use evs_core::{
-    EventStore, ExpectedVersion, MemoryStore, NewEvent, ReadRequest, RecordedEvent, StreamId,
-};
+use evs_balances::{Account, Balances};
+use evs_core::{EventStore, ExpectedVersion, MemoryStore, NewEvent, ReadRequest, StreamId};
 use evs_projection::live::apply_records;
 use evs_projection::replay::{rebuild, replayer_for, RebuildOptions};
 use evs_projection::{Applier, MemoryStateStore, Projection};
 use evs_pump::{self as pump, MemorySource, Stop};
 use evs_replay::{Archive, Frontier, ReplayOptions};
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 type AnyError = Box<dyn Error + Send + Sync>;
@@ -47,32 +45,6 @@ const WRITE_TIMEOUT: Duration = Duration::from_millis(200);
 const CLOCK_MARGIN_MS: i64 = 100;
 /// The most the archiver lags the table here (it polls every 20 ms).
 const ARCHIVER_LAG_MS: i64 = 300;
-
-/// One account's read model.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-struct Account {
-    balance: i64,
-}
-
-/// The projection: a balance per account stream.
-struct Balances;
-
-#[derive(Debug, thiserror::Error)]
-#[error("event {0} has no integer amount")]
-struct NoAmount(u64);
-
-impl Projection for Balances {
-    type State = Account;
-    type Error = NoAmount;
-
-    fn apply(&self, account: &mut Account, event: &RecordedEvent) -> Result<(), NoAmount> {
-        let amount = event.payload["amount"]
-            .as_i64()
-            .ok_or(NoAmount(event.event_id))?;
-        account.balance += amount;
-        Ok(())
-    }
-}
 
 /// Appends `count` deposits and withdrawals; `new_accounts` of them open an
 /// account never seen before.
@@ -89,8 +61,12 @@ async fn write(
         } else {
             rng.u64(0..accounts.load(Ordering::SeqCst))
         };
-        let amount = rng.i64(-40..=100);
-        let name = if amount < 0 { "Withdrawn" } else { "Deposited" };
+        let amount = rng.i64(1..=100);
+        let name = if rng.u8(0..3) == 0 {
+            "Withdrawn"
+        } else {
+            "Deposited"
+        };
         table
             .append(
                 &StreamId::new(format!("account-{account:04}"))?,
@@ -262,10 +238,11 @@ async fn main() -> Result<(), AnyError> {
         let events = table
             .read(&StreamId::new(stream.clone())?, ReadRequest::after(0))
             .await?;
-        let balance: i64 = events
-            .iter()
-            .filter_map(|e| e.payload["amount"].as_i64())
-            .sum();
+        let mut account = Account::default();
+        for event in &events {
+            Balances.apply(&mut account, event)?;
+        }
+        let balance = account.balance;
         let got = snapshot.get(stream).map(|v| (v.version, v.state.balance));
         if got != Some((version, balance)) {
             wrong.push(format!(

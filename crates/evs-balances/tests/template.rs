@@ -1,0 +1,96 @@
+//! The values of `template.yaml` (the live driver's stack) that `cfn-lint`
+//! does not check (`make lint-template` checks the rest): the event source
+//! mapping that keeps the read model exact, and the role's least privilege.
+
+// Test code: unwrap, expect and panic are how it fails (clippy.toml lets
+// #[test] functions use them, not the helpers around them).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use serde_yaml_ng::Value;
+
+fn template() -> Value {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/template.yaml");
+    let text = std::fs::read_to_string(path).unwrap();
+    serde_yaml_ng::from_str(&text).unwrap()
+}
+
+fn strings(v: &Value) -> Vec<&str> {
+    match v {
+        Value::Sequence(s) => s.iter().filter_map(Value::as_str).collect(),
+        other => other.as_str().into_iter().collect(),
+    }
+}
+
+#[test]
+fn the_function_runs_this_crates_binary_on_the_events_stream() {
+    let t = template();
+    let f = &t["Resources"]["BalancesFunction"];
+    assert_eq!(f["Metadata"]["BuildMethod"], "rust-cargolambda");
+    assert_eq!(
+        f["Metadata"]["BuildProperties"]["Binary"],
+        env!("CARGO_PKG_NAME")
+    );
+    assert_eq!(f["Properties"]["Architectures"][0], "arm64");
+    let vars = &f["Properties"]["Environment"]["Variables"];
+    assert_eq!(vars["EVS_BALANCES_TABLE"]["Ref"], "BalancesTable");
+    assert_eq!(vars["EVS_EVENTS_TABLE"]["Ref"], "EventsTableName");
+    let mapping = &f["Properties"]["Events"]["TableStream"];
+    assert_eq!(mapping["Type"], "DynamoDB");
+    let p = &mapping["Properties"];
+    assert_eq!(p["Stream"]["Ref"], "EventsTableStreamArn");
+    // the handoff rule of docs/design.md §9 assumes TRIM_HORIZON
+    assert_eq!(p["StartingPosition"], "TRIM_HORIZON");
+    // per-stream retries from the first record not applied
+    assert_eq!(
+        strings(&p["FunctionResponseTypes"]),
+        ["ReportBatchItemFailures"]
+    );
+    assert_eq!(p["BisectBatchOnFunctionError"], true);
+    // Lambda's limits for a DynamoDB stream mapping
+    let batch = p["BatchSize"].as_u64().unwrap();
+    assert!((1..=10_000).contains(&batch), "{batch}");
+    let age = p["MaximumRecordAgeInSeconds"].as_u64().unwrap();
+    assert!(age < 24 * 3600, "{age}: under the stream's retention");
+    assert_eq!(
+        p["DestinationConfig"]["OnFailure"]["Destination"]["Fn::GetAtt"][0],
+        "BalancesFailureQueue"
+    );
+    // one batch per shard at a time (no ParallelizationFactor above 1 without a reason)
+    assert!(p.get("ParallelizationFactor").is_none());
+}
+
+#[test]
+fn the_role_is_least_privilege() {
+    let t = template();
+    let statements = t["Resources"]["BalancesRole"]["Properties"]["Policies"][0]["PolicyDocument"]
+        ["Statement"]
+        .as_sequence()
+        .unwrap();
+    let mut actions = Vec::new();
+    for s in statements {
+        assert_eq!(s["Effect"], "Allow");
+        for resource in s["Resource"].as_sequence().unwrap() {
+            assert_ne!(resource.as_str(), Some("*"), "{s:?}");
+        }
+        actions.extend(strings(&s["Action"]));
+    }
+    actions.sort_unstable();
+    assert_eq!(
+        actions,
+        [
+            "dynamodb:DescribeStream",
+            "dynamodb:GetItem",
+            "dynamodb:GetRecords",
+            "dynamodb:GetShardIterator",
+            "dynamodb:ListStreams",
+            "dynamodb:PutItem",
+            "dynamodb:Query",
+            "logs:CreateLogStream",
+            "logs:PutLogEvents",
+            "sqs:SendMessage",
+        ]
+    );
+    let table = &t["Resources"]["BalancesTable"]["Properties"];
+    assert_eq!(table["KeySchema"][0]["AttributeName"], "StreamId");
+    assert_eq!(table["BillingMode"], "PAY_PER_REQUEST");
+}
