@@ -44,7 +44,7 @@ pub use key::{
     MAX_KEY_BYTES, MAX_PREFIX_BYTES, MAX_SEALED_AT_MS, MIN_SEALED_AT_MS,
 };
 pub use line::{
-    event_line, ArchivedEvent, Json, Line, LineError, PayloadEncoding, Text, TimestampSource,
+    event_line, ArchivedEvent, Json, Line, LineError, PayloadEncoding, Str, Text, TimestampSource,
 };
 pub use object::{
     archive_order, decode_events, decompress, decompress_limited, encode_events, sort_events,

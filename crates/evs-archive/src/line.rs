@@ -228,6 +228,44 @@ impl Text<'_> {
     }
 }
 
+/// A string field of a [`Line`], borrowed from the text read when it has
+/// no escapes (serde's own `Cow` always copies: a line is read once per
+/// event replayed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Str<'a>(pub Cow<'a, str>);
+
+impl std::ops::Deref for Str<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Serialize for Str<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Str<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(Visitor)
+    }
+}
+
 /// One archive line, as written and as read (see the module docs for the
 /// format). The first eight fields, in this order, are the line of
 /// `evs read`; the rest are the stream record's and appear in archive lines
@@ -244,7 +282,7 @@ impl Text<'_> {
 pub struct Line<'a> {
     /// `streamId`.
     #[serde(borrow, deserialize_with = "non_empty")]
-    pub stream_id: Cow<'a, str>,
+    pub stream_id: Str<'a>,
     /// `eventId`: at least 1.
     #[serde(deserialize_with = "event_number")]
     pub event_id: u64,
@@ -286,34 +324,18 @@ pub struct Line<'a> {
         rename = "eventID",
         borrow,
         default,
-        deserialize_with = "borrowed",
         skip_serializing_if = "Option::is_none"
     )]
-    pub record_id: Option<Cow<'a, str>>,
+    pub record_id: Option<Str<'a>>,
     /// `sequenceNumber`: the stream record's `SequenceNumber`.
-    #[serde(
-        borrow,
-        default,
-        deserialize_with = "borrowed",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub sequence_number: Option<Cow<'a, str>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub sequence_number: Option<Str<'a>>,
     /// `timestampSource`: `approximateCreationDateTime` when the item had no `Timestamp`.
-    #[serde(
-        borrow,
-        default,
-        deserialize_with = "borrowed",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub timestamp_source: Option<Cow<'a, str>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub timestamp_source: Option<Str<'a>>,
     /// `payloadEncoding`: `json-string` when the payload was stored as JSON text.
-    #[serde(
-        borrow,
-        default,
-        deserialize_with = "borrowed",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub payload_encoding: Option<Cow<'a, str>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub payload_encoding: Option<Str<'a>>,
     /// `payloadAbsent`: the item had no `Payload`.
     #[serde(default, skip_serializing_if = "is_false")]
     pub payload_absent: bool,
@@ -360,39 +382,8 @@ fn present<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<Option<Json<'a>>, 
     Json::deserialize(d).map(Some)
 }
 
-/// A string, borrowed from the input when it has no escapes (serde's own
-/// `Cow` always copies): a line is read once per event replayed.
-struct Borrowed<'a>(Cow<'a, str>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Borrowed<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = Cow<'de, str>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E: serde::de::Error>(
-                self,
-                v: &'de str,
-            ) -> Result<Self::Value, E> {
-                Ok(Cow::Borrowed(v))
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Cow::Owned(v.to_owned()))
-            }
-        }
-        d.deserialize_str(Visitor).map(Borrowed)
-    }
-}
-
-/// An optional string (`null` is absent), borrowed when it can be.
-fn borrowed<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'a, str>>, D::Error> {
-    Option::<Borrowed<'a>>::deserialize(d).map(|text| text.map(|t| t.0))
-}
-
-fn non_empty<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<Cow<'a, str>, D::Error> {
-    let text = Borrowed::deserialize(d)?.0;
+fn non_empty<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<Str<'a>, D::Error> {
+    let text = Str::deserialize(d)?;
     if text.is_empty() {
         return Err(serde::de::Error::custom("\"streamId\" is empty"));
     }
@@ -458,7 +449,7 @@ impl<'a> Line<'a> {
             field,
             reason: reason.to_string(),
         };
-        let stream_id = StreamId::new(self.stream_id.as_ref()).map_err(|e| err("streamId", &e))?;
+        let stream_id = StreamId::new(&*self.stream_id).map_err(|e| err("streamId", &e))?;
         let text = |field: &'static str, t: Option<Text<'_>>| -> Result<String, LineError> {
             t.ok_or_else(|| err(field, &"is missing"))?
                 .to_string()
@@ -510,7 +501,7 @@ impl<'a> Line<'a> {
 /// The line of an event as `evs read` prints it, borrowing from the event.
 pub fn event_line(event: &RecordedEvent) -> Line<'_> {
     Line {
-        stream_id: Cow::Borrowed(event.stream_id.as_str()),
+        stream_id: Str(Cow::Borrowed(event.stream_id.as_str())),
         event_id: event.event_id,
         event_name: Some(Text::Str(Cow::Borrowed(&event.name))),
         timestamp: Some(Text::Str(Cow::Owned(format_timestamp_ms(
@@ -538,13 +529,13 @@ impl ArchivedEvent {
     /// The event's archive line, borrowing from it.
     pub fn line(&self) -> Line<'_> {
         Line {
-            record_id: Some(Cow::Borrowed(&self.record_id)),
-            sequence_number: Some(Cow::Borrowed(self.sequence_number.as_str())),
+            record_id: Some(Str(Cow::Borrowed(&self.record_id))),
+            sequence_number: Some(Str(Cow::Borrowed(self.sequence_number.as_str()))),
             timestamp_source: (self.timestamp_source
                 == TimestampSource::ApproximateCreationDateTime)
-                .then_some(Cow::Borrowed(APPROXIMATE_CREATION)),
+                .then_some(Str(Cow::Borrowed(APPROXIMATE_CREATION))),
             payload_encoding: (self.payload_encoding == PayloadEncoding::JsonString)
-                .then_some(Cow::Borrowed(JSON_STRING)),
+                .then_some(Str(Cow::Borrowed(JSON_STRING))),
             payload_absent: self.payload_encoding == PayloadEncoding::Absent,
             payload_attr: self.payload_attr.as_ref().map(Json::Attr),
             metadata_attr: self.metadata_attr.as_ref().map(Json::Attr),
@@ -591,10 +582,7 @@ impl ArchivedEvent {
             field,
             reason: reason.to_string(),
         };
-        fn required<'b>(
-            field: &'static str,
-            value: Option<Cow<'b, str>>,
-        ) -> Result<Cow<'b, str>, LineError> {
+        fn required<'b>(field: &'static str, value: Option<Str<'b>>) -> Result<Str<'b>, LineError> {
             value.ok_or_else(|| LineError::Field {
                 field,
                 reason: "is missing".into(),
@@ -606,9 +594,9 @@ impl ArchivedEvent {
                     .transpose()
             };
         let event = line.to_event()?;
-        let record_id = required("eventID", line.record_id)?.into_owned();
+        let record_id = required("eventID", line.record_id)?.0.into_owned();
         let sequence_number =
-            SequenceNumber::new(required("sequenceNumber", line.sequence_number)?)
+            SequenceNumber::new(required("sequenceNumber", line.sequence_number)?.0)
                 .map_err(|e| err("sequenceNumber", &e))?;
         let timestamp_source = match line.timestamp_source.as_deref() {
             None => TimestampSource::Item,

@@ -34,12 +34,8 @@ pub fn event_from_line(text: &str) -> Result<ReplayEvent, LineError> {
     if line.needs_decoding() {
         return decoded(text);
     }
-    // The event's line is a part of the archive line: room for all of it
-    // at once.
-    let mut out = Vec::with_capacity(text.len());
-    serde_json::to_writer(&mut out, &line.event_only())?;
-    let out = String::from_utf8(out).map_err(<serde_json::Error as serde::ser::Error>::custom)?;
-    let (stream_id, event_id) = (line.stream_id.into_owned(), line.event_id);
+    let out = serde_json::to_string(&line.event_only())?;
+    let (stream_id, event_id) = (line.stream_id.0.into_owned(), line.event_id);
     // Every piece is JSON the parse just checked: no second parse.
     Ok(ReplayEvent::from_json_text(stream_id, event_id, out))
 }
