@@ -92,7 +92,7 @@ impl DynamoStore {
             .table_name(&self.table)
             .send()
             .await
-            .map_err(|e| self.sdk_error("describing the table", e))?;
+            .map_err(|e| sdk_error(&self.table, "describing the table", e))?;
         Ok(described
             .table()
             .and_then(|t| t.latest_stream_arn())
@@ -158,7 +158,7 @@ impl DynamoStore {
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
-                .map_err(|e| self.sdk_error("scanning the table", e))?;
+                .map_err(|e| sdk_error(&self.table, "scanning the table", e))?;
             for raw in page.items() {
                 let (Some(AttributeValue::S(stream)), Some(AttributeValue::N(id))) =
                     (raw.get(item::STREAM_ID), raw.get(item::EVENT_ID))
@@ -183,13 +183,6 @@ impl DynamoStore {
                 _ => return Ok(versions),
             }
         }
-    }
-
-    fn sdk_error<E>(&self, doing: &str, err: SdkError<E, HttpResponse>) -> Error
-    where
-        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    {
-        sdk_error(&self.table, doing, err)
     }
 }
 
@@ -419,7 +412,7 @@ impl Backend for DynamoStore {
                     _ if e.code() == Some("TransactionConflictException") => {
                         Ok(Written::ConditionFailed { foreign: false })
                     }
-                    _ => Err(self.sdk_error("appending an event", e)),
+                    _ => Err(sdk_error(&self.table, "appending an event", e)),
                 },
             };
         }
@@ -476,7 +469,11 @@ impl Backend for DynamoStore {
                     _ if e.code() == Some("TransactionConflictException") => {
                         Ok(Written::ConditionFailed { foreign: false })
                     }
-                    _ => Err(self.sdk_error("appending events in a transaction", e)),
+                    _ => Err(sdk_error(
+                        &self.table,
+                        "appending events in a transaction",
+                        e,
+                    )),
                 }
             }
         }
@@ -562,7 +559,7 @@ impl DynamoStore {
             let page = query
                 .send()
                 .await
-                .map_err(|e| self.sdk_error("reading a stream", e))?;
+                .map_err(|e| sdk_error(&self.table, "reading a stream", e))?;
             for raw in page.items() {
                 let item: Item = raw
                     .iter()
