@@ -35,11 +35,11 @@
 //!   sealed before `now - T - e` may be consumed, and the cursor never moves
 //!   past that settled frontier.
 //! * [`ReplayEvent`] is the minimal event the core needs: stream id, event id
-//!   and the event as a line of JSON text ([`line::event_from_line`] turns an
+//!   and the event as a line of JSON text ([`event_from_line`] turns an
 //!   archive line into the line `evs read` prints for the same event).
 //!
 //! ```
-//! use evs_replay::{line::event_from_line, ArchivePosition, Sequencer};
+//! use evs_replay::{event_from_line, ArchivePosition, Sequencer};
 //!
 //! let mut seq = Sequencer::new();
 //! let mut out = Vec::new();
