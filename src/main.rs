@@ -24,9 +24,42 @@ const DEADLINE_MARGIN: Duration = Duration::from_millis(500);
 /// emulators); in Lambda the deadline is always there.
 const FALLBACK_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Logs as Lambda's advanced logging controls ask, as lambda_runtime's
+/// default subscriber does: JSON lines when `AWS_LAMBDA_LOG_FORMAT` is
+/// `JSON`, at `AWS_LAMBDA_LOG_LEVEL` (else `RUST_LOG`'s level, else INFO),
+/// no target or time (Lambda stamps each line). `RUST_LOG` may add
+/// per-target levels (`aws_smithy_runtime=debug`); unlike env-filter's,
+/// span and field filters are not understood, and that filter's regex
+/// engine stays out of the binary.
+fn init_logging() {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
+    let var = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
+    let mut filter: Targets = var("RUST_LOG")
+        .and_then(|directives| directives.parse().ok())
+        .unwrap_or_default();
+    let level = var("AWS_LAMBDA_LOG_LEVEL").and_then(|level| level.parse::<LevelFilter>().ok());
+    filter = match (level, filter.default_level()) {
+        (Some(level), _) => filter.with_default(level),
+        (None, Some(_)) => filter,
+        (None, None) => filter.with_default(LevelFilter::INFO),
+    };
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_target(false)
+        .without_time();
+    let registry = tracing_subscriber::registry().with(filter);
+    if var("AWS_LAMBDA_LOG_FORMAT").is_some_and(|f| f.eq_ignore_ascii_case("json")) {
+        registry.with(fmt.json()).init();
+    } else {
+        registry.with(fmt).init();
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    lambda_runtime::tracing::init_default_subscriber();
+    init_logging();
     let config = Config::from_lookup(|k| std::env::var(k).ok())?;
     let sink = evs_archiver::config::store_for(&config).await;
     tracing::info!(archive = %sink.location(), prefix = %config.prefix, "archiver ready");
