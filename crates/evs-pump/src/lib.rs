@@ -38,10 +38,12 @@ use evs_archiver::handler::{self, HandlerError, Summary};
 
 mod checkpoint;
 pub mod dynamodb;
+mod live;
 mod memory;
 
 pub use checkpoint::{Checkpoint, CheckpointError, ShardCheckpoint, VERSION as CHECKPOINT_VERSION};
 pub use dynamodb::DynamoDbSource;
+pub use live::{run_live, LiveSummary};
 pub use memory::MemorySource;
 
 /// Most records one batch may hold: one DynamoDB Streams `GetRecords` call.
@@ -250,6 +252,25 @@ pub enum PumpError {
         /// The last failure.
         #[source]
         source: Box<HandlerError>,
+    },
+    /// A projection's stream kept failing on the same event.
+    #[error(
+        "batch from {label}: stream {stream:?} failed at event {event_id} {attempts} times in a \
+         row; giving up (nothing from its first record not applied on was committed, a restart \
+         retries it)"
+    )]
+    Projection {
+        /// Where the batch came from.
+        label: String,
+        /// Attempts made.
+        attempts: u32,
+        /// The stream.
+        stream: String,
+        /// The first event not applied.
+        event_id: u64,
+        /// Why.
+        #[source]
+        source: Box<evs_projection::DriveError>,
     },
     /// The handler reported the same records as failed too many times in a row.
     #[error(

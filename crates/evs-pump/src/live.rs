@@ -1,0 +1,121 @@
+//! The live projection driver outside Lambda (docs/design.md §9): the
+//! pump's stream reader feeds `evs_projection::live::apply_records`, the
+//! code a projection's Lambda runs, and the source commits what was applied.
+//! A stream that failed is applied again from its first record not applied,
+//! as Lambda would retry it; the records after it that were applied are
+//! skipped by version.
+
+use evs_core::Streak;
+use evs_projection::live::{apply_records, LiveReport};
+use evs_projection::{Applier, Projection, StateStore};
+
+use crate::{next_batch, Options, PumpError, Source, Stop};
+
+/// What [`run_live`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LiveSummary {
+    /// Batches read and applied in full.
+    pub batches: u64,
+    /// Events applied (holes filled from the table included).
+    pub applied: u64,
+    /// Events skipped as already applied.
+    pub skipped: u64,
+    /// Records that are not events, as reported (never retried, but
+    /// reported again when a part of a batch holding them is applied again).
+    pub dead_letters: u64,
+    /// Attempts that had to apply part of a batch again.
+    pub retries: u64,
+    /// Whether it ended on a stop (rather than caught up with `once`).
+    pub stopped: bool,
+}
+
+/// Applies the records of `source` to a projection until `stop` (or, with
+/// [`Options::once`], until the source is caught up). Each batch's records
+/// are committed to the source up to the first one to retry; the rest is
+/// applied again after a backoff. Failures that may heal (the state store or
+/// the events table throttled or unreachable, a lost race) are retried as
+/// [`Options::retry_for`] allows, others up to [`Options::max_attempts`]
+/// times; then it stops with an error, and a restart resumes from the
+/// source's checkpoint. `report` sees every attempt.
+pub async fn run_live<S, P, St>(
+    source: &mut S,
+    applier: &mut Applier<P, St>,
+    options: &Options,
+    mut stop: Stop,
+    report: &mut (dyn FnMut(&LiveReport) + Send),
+) -> Result<LiveSummary, PumpError>
+where
+    S: Source + ?Sized,
+    P: Projection,
+    St: StateStore<P::State>,
+{
+    options.validate()?;
+    let mut summary = LiveSummary::default();
+    loop {
+        if stop.is_stopped() {
+            summary.stopped = true;
+            return Ok(summary);
+        }
+        let Some(next) = next_batch(source, options, &mut stop).await? else {
+            summary.stopped = true;
+            return Ok(summary);
+        };
+        let Some(batch) = next else {
+            if options.once {
+                return Ok(summary);
+            }
+            tokio::select! {
+                _ = source.wait(options.idle) => {}
+                _ = stop.stopped() => {}
+            }
+            continue;
+        };
+        let mut start = 0;
+        let mut streak = Streak::default();
+        while start < batch.records.len() {
+            let live = apply_records(applier, &batch.records[start..], evs_core::now_ms()).await;
+            report(&live);
+            summary.applied += live.batch.applied();
+            summary.skipped += live.batch.skipped();
+            summary.dead_letters += live.dead_letters.len() as u64;
+            if live.first_retry > 0 {
+                source.commit(&batch, start + live.first_retry).await?;
+                start += live.first_retry;
+                streak.end();
+            }
+            let transient = live.batch.only_transient_failures();
+            let failed = live.batch.streams.into_iter().find_map(|s| {
+                s.failed
+                    .map(|(event_id, error)| (s.stream, event_id, error))
+            });
+            let Some((stream, event_id, error)) = failed else {
+                continue;
+            };
+            let (failures, since) = streak.fail();
+            if options.gives_up(failures, transient, since) {
+                return Err(PumpError::Projection {
+                    label: batch.label.clone(),
+                    attempts: failures,
+                    stream,
+                    event_id,
+                    source: Box::new(error),
+                });
+            }
+            let wait = options.backoff_policy().delay(failures);
+            tracing::warn!(source = %batch.label, %stream, event_id, error = %evs_core::describe_chain(&error), "stream not applied; retrying in {wait:.1?}");
+            summary.retries += 1;
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.stopped() => {
+                    summary.stopped = true;
+                    return Ok(summary);
+                }
+            }
+        }
+        if batch.records.is_empty() {
+            source.commit(&batch, 0).await?;
+        } else {
+            summary.batches += 1;
+        }
+    }
+}
