@@ -401,28 +401,14 @@ where
     options.validate()?;
     let mut summary = PumpSummary::default();
     loop {
-        if stop.is_stopped() {
-            summary.stopped = true;
-            return Ok(summary);
-        }
-        let Some(next) = next_batch(source, options, &mut stop).await? else {
-            summary.stopped = true;
-            return Ok(summary);
-        };
-        let Some(batch) = next else {
-            if options.once {
+        let batch = match next_work(source, options, &mut stop).await? {
+            Next::Batch(batch) => batch,
+            Next::CaughtUp => return Ok(summary),
+            Next::Stopped => {
+                summary.stopped = true;
                 return Ok(summary);
             }
-            tokio::select! {
-                _ = source.wait(options.idle) => {}
-                _ = stop.stopped() => {}
-            }
-            continue;
         };
-        if batch.records.is_empty() {
-            source.commit(&batch, 0).await?;
-            continue;
-        }
         let done = archive_batch(
             source,
             &batch,
@@ -439,6 +425,45 @@ where
             return Ok(summary);
         }
         summary.batches += 1;
+    }
+}
+
+/// What a pump loop works on next.
+enum Next<P> {
+    /// A batch with records.
+    Batch(Batch<P>),
+    /// The source is caught up and the loop runs [`Options::once`].
+    CaughtUp,
+    /// A stop was asked for.
+    Stopped,
+}
+
+/// The next batch with records: an empty one (a closed shard) is committed
+/// at once, and a caught-up source is waited on unless [`Options::once`].
+async fn next_work<S>(
+    source: &mut S,
+    options: &Options,
+    stop: &mut Stop,
+) -> Result<Next<S::Position>, PumpError>
+where
+    S: Source + ?Sized,
+{
+    loop {
+        if stop.is_stopped() {
+            return Ok(Next::Stopped);
+        }
+        match next_batch(source, options, stop).await? {
+            None => return Ok(Next::Stopped),
+            Some(None) if options.once => return Ok(Next::CaughtUp),
+            Some(None) => {
+                tokio::select! {
+                    _ = source.wait(options.idle) => {}
+                    _ = stop.stopped() => {}
+                }
+            }
+            Some(Some(batch)) if batch.records.is_empty() => source.commit(&batch, 0).await?,
+            Some(Some(batch)) => return Ok(Next::Batch(batch)),
+        }
     }
 }
 

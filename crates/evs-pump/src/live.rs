@@ -9,7 +9,7 @@ use evs_core::Streak;
 use evs_projection::live::{apply_records, LiveReport};
 use evs_projection::{Applier, Projection, StateStore};
 
-use crate::{next_batch, Options, PumpError, Source, Stop};
+use crate::{next_work, Next, Options, PumpError, Source, Stop};
 
 /// What [`run_live`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -52,23 +52,13 @@ where
     options.validate()?;
     let mut summary = LiveSummary::default();
     loop {
-        if stop.is_stopped() {
-            summary.stopped = true;
-            return Ok(summary);
-        }
-        let Some(next) = next_batch(source, options, &mut stop).await? else {
-            summary.stopped = true;
-            return Ok(summary);
-        };
-        let Some(batch) = next else {
-            if options.once {
+        let batch = match next_work(source, options, &mut stop).await? {
+            Next::Batch(batch) => batch,
+            Next::CaughtUp => return Ok(summary),
+            Next::Stopped => {
+                summary.stopped = true;
                 return Ok(summary);
             }
-            tokio::select! {
-                _ = source.wait(options.idle) => {}
-                _ = stop.stopped() => {}
-            }
-            continue;
         };
         let mut start = 0;
         let mut streak = Streak::default();
@@ -112,10 +102,6 @@ where
                 }
             }
         }
-        if batch.records.is_empty() {
-            source.commit(&batch, 0).await?;
-        } else {
-            summary.batches += 1;
-        }
+        summary.batches += 1;
     }
 }
