@@ -80,7 +80,15 @@ pub fn validate_number(text: &str) -> Result<(), AttrError> {
         reason,
     };
     let body = text.strip_prefix(['-', '+']).unwrap_or(text);
-    let (mantissa, exponent) = match body.find(['e', 'E']) {
+    // The common case, an integer of at most 38 digits, is valid whatever
+    // its zeros (this runs for every number read).
+    if !body.is_empty()
+        && body.len() <= MAX_NUMBER_DIGITS
+        && body.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Ok(());
+    }
+    let (mantissa, exponent) = match body.bytes().position(|b| b == b'e' || b == b'E') {
         Some(i) => {
             let exp: i64 = body[i + 1..]
                 .parse()
@@ -89,8 +97,8 @@ pub fn validate_number(text: &str) -> Result<(), AttrError> {
         }
         None => (body, 0),
     };
-    let (int_part, frac_part) = match mantissa.split_once('.') {
-        Some((i, f)) => (i, f),
+    let (int_part, frac_part) = match mantissa.bytes().position(|b| b == b'.') {
+        Some(i) => (&mantissa[..i], &mantissa[i + 1..]),
         None => (mantissa, ""),
     };
     if (int_part.is_empty() && frac_part.is_empty())
