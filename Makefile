@@ -95,12 +95,14 @@ invoke:
 
 ## bench: archiver throughput (criterion) side by side with a Python handler, and peak memory;
 ## then replay throughput from a local archive of BENCH_EVENTS events side by side with zcat | jq;
-## then the live projection driver on the emulator (records/s against a per-record UpdateItem loop, latency p50/p99)
+## then the live projection driver on the emulator (records/s against a per-record UpdateItem loop, latency p50/p99),
+## and the replay driver's rebuild into memory, whole and as --partition 0/2 + 1/2 in two processes
 BENCH_EVENTS ?= 1000000
 bench: venv
 	bash bench/run.sh
 	BENCH_EVENTS=$(BENCH_EVENTS) bash bench/replay.sh
 	EVS_MOTO_SERVER=$(abspath $(VENV))/bin/moto_server cargo run -q --release -p evs-pump --example live_bench
+	bash bench/rebuild.sh
 
 ## lambda-tools: cargo-lambda and zig in the venv (for `make build` and `cargo lambda watch`)
 lambda-tools: $(LAMBDA_STAMP)

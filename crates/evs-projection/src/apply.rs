@@ -217,33 +217,33 @@ impl<P: Projection, St: StateStore<P::State>> Applier<P, St> {
     /// rest applied in order, holes read from the table first, and the
     /// result committed with one conditional write. A stream that fails
     /// keeps everything before its first failed event committed.
-    pub async fn apply_batch(
-        &mut self,
-        events: impl IntoIterator<Item = RecordedEvent>,
-    ) -> BatchReport {
-        let mut streams: BTreeMap<String, Vec<RecordedEvent>> = BTreeMap::new();
-        for event in events {
+    pub async fn apply_batch(&mut self, events: &[RecordedEvent]) -> BatchReport {
+        // each stream's events as positions in `events` (references would
+        // make the futures below not `Send` for every lifetime)
+        let mut streams: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (index, event) in events.iter().enumerate() {
             streams
                 .entry(event.stream_id.as_str().to_owned())
                 .or_default()
-                .push(event);
+                .push(index);
         }
         if self.cache.len() + streams.len() > self.options.cache_streams {
             self.cache.clear();
         }
         let work: Vec<_> = streams
             .into_iter()
-            .map(|(stream, mut events)| {
-                events.sort_by_key(|e| e.event_id);
-                events.dedup_by_key(|e| e.event_id);
+            .map(|(stream, mut positions)| {
+                positions.sort_by_key(|&i| events.get(i).map(|e| e.event_id));
+                positions.dedup_by_key(|&mut i| events.get(i).map(|e| e.event_id));
                 let cached = self.cache.remove(&stream);
-                (stream, cached, events)
+                (stream, cached, positions)
             })
             .collect();
         let (projection, store, table) = (&self.projection, &self.store, self.table.as_deref());
         let max_conflicts = self.options.max_conflicts;
         let mut done: Vec<_> = stream::iter(work)
-            .map(|(stream, cached, events)| {
+            .map(|(stream, cached, positions)| {
+                let mine = positions.iter().filter_map(|&i| events.get(i)).collect();
                 apply_stream(
                     projection,
                     store,
@@ -251,7 +251,7 @@ impl<P: Projection, St: StateStore<P::State>> Applier<P, St> {
                     max_conflicts,
                     stream,
                     cached,
-                    events,
+                    mine,
                 )
             })
             .buffer_unordered(self.options.concurrency.max(1))
@@ -288,7 +288,7 @@ async fn apply_stream<P: Projection, St: StateStore<P::State>>(
     max_conflicts: u32,
     stream: String,
     cached: Option<Versioned<P::State>>,
-    events: Vec<RecordedEvent>,
+    events: Vec<&RecordedEvent>,
 ) -> (Option<Versioned<P::State>>, StreamReport) {
     let mut report = StreamReport {
         stream,
@@ -361,7 +361,7 @@ async fn fold<P: Projection>(
     table: Option<&dyn EventStore>,
     stream: &str,
     base: &Versioned<P::State>,
-    events: &[RecordedEvent],
+    events: &[&RecordedEvent],
 ) -> (Versioned<P::State>, Counts, Option<Failure>) {
     let folded = fold_until(projection, table, stream, base, events, u64::MAX).await;
     match folded {
@@ -380,7 +380,7 @@ async fn fold_until<P: Projection>(
     table: Option<&dyn EventStore>,
     stream: &str,
     base: &Versioned<P::State>,
-    events: &[RecordedEvent],
+    events: &[&RecordedEvent],
     limit: u64,
 ) -> (Versioned<P::State>, Counts, Option<Failure>) {
     let mut next = base.clone();

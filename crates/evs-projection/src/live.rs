@@ -163,7 +163,7 @@ where
             Classified::DeadLetter(dead) => report.dead_letters.push(*dead),
         }
     }
-    report.batch = applier.apply_batch(events).await;
+    report.batch = applier.apply_batch(&events).await;
     let mut retry: Vec<(usize, String)> = Vec::new();
     for (stream, failed_id, _) in report.batch.failures() {
         let Some(records) = positions.get(stream) else {

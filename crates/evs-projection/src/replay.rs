@@ -219,7 +219,7 @@ where
     let mut failing = Failing::new(options.retry_for);
     let mut first_try = true;
     while !pending.is_empty() {
-        let batch = applier.apply_batch(pending.iter().cloned()).await;
+        let batch = applier.apply_batch(pending).await;
         report.applied += batch.applied();
         if first_try {
             report.skipped += batch.skipped();

@@ -244,9 +244,7 @@ async fn run(plan: Plan) -> Result<(), TestCaseError> {
             3..=12 if !replay_done => {
                 let size = rng.usize(1..=8);
                 let end = (replay_at + size).min(replay_events.len());
-                let report = replay
-                    .apply_batch(replay_events[replay_at..end].iter().cloned())
-                    .await;
+                let report = replay.apply_batch(&replay_events[replay_at..end]).await;
                 for (stream, id, error) in report.failures() {
                     prop_assert!(error.is_transient(), "{stream} {id}: {error}");
                 }

@@ -251,7 +251,7 @@ async fn an_applier_on_dynamodb_is_exactly_once_under_faults() {
                 _ => batch.push(event.clone()),
             }
         }
-        let report = applier.apply_batch(batch).await;
+        let report = applier.apply_batch(&batch).await;
         for (stream, id, error) in report.failures() {
             assert!(error.is_transient(), "{stream} {id}: {error}");
         }
@@ -280,7 +280,7 @@ async fn an_applier_on_dynamodb_is_exactly_once_under_faults() {
         })
         .collect();
     let mut direct_applier = Applier::new(Balances, direct.clone()).with_table(table);
-    let report = direct_applier.apply_batch(tails).await;
+    let report = direct_applier.apply_batch(&tails).await;
     assert!(report.failures().next().is_none(), "{report:?}");
     for (stream, (version, balance)) in expected {
         let got: Versioned<Account> = direct.load(&stream).await.unwrap().unwrap();
