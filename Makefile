@@ -111,10 +111,11 @@ $(LAMBDA_STAMP): $(MOTO_STAMP)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'cargo-lambda==$(CARGO_LAMBDA_VERSION)' ziglang
 	touch $@
 
-## build: the arm64 Lambda (needs the Rust std for aarch64-unknown-linux-gnu; not part of CI)
-build: lambda-tools
-	PATH="$(abspath $(VENV))/bin:$$PATH" cargo lambda build --release --arm64 --bin evs-archiver
-	@ls -l target/lambda/evs-archiver/bootstrap
+## build: the arm64 Lambdas (target/lambda/<bin>/bootstrap) with Debian's Rust and its aarch64 std, which
+## build/arm64.sh installs when missing (apt, as root or with sudo); not part of CI
+build:
+	bash build/arm64.sh evs-archiver
+	bash build/arm64.sh evs-balances
 
 ## deploy: sam build + sam deploy --guided (needs the SAM CLI and AWS credentials; not part of CI)
 deploy:
