@@ -11,7 +11,7 @@
 //! handoff offline (`make run`).
 
 use evs_core::RecordedEvent;
-use evs_projection::live::{apply_event, EventError, LiveReport};
+use evs_projection::live::{apply_event, BatchError, LiveReport};
 use evs_projection::{Applier, Projection, StateStore};
 use serde::{Deserialize, Serialize};
 
@@ -67,7 +67,7 @@ pub async fn handle<St: StateStore<Account>>(
     applier: &mut Applier<Balances, St>,
     event: &str,
     now_ms: i64,
-) -> Result<LiveReport, EventError> {
+) -> Result<LiveReport, BatchError> {
     apply_event(applier, event, now_ms).await
 }
 

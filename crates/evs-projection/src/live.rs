@@ -4,7 +4,8 @@
 //! One batch is what a Lambda on the events table's stream receives (its own
 //! event source mapping, beside the archiver's) or what the pump's stream
 //! reader hands out. Each record is read by the archiver's own per-record
-//! decoder (`evs_archiver::record::classify`): a record that is not an event
+//! decoder (`evs_archiver::record`, from the event's text as the archiver
+//! Lambda reads it, or from a record's tree): a record that is not an event
 //! is a dead letter, reported and never retried, so it cannot block a shard
 //! (if it hid an event, that stream's next event shows the hole, and the
 //! [`Applier`] reads it from the table). The events are applied per stream
@@ -16,7 +17,10 @@
 use std::collections::HashMap;
 
 use evs_archive::DeadLetter;
-use evs_archiver::record::{batch_records, classify, BatchError, Classified};
+/// Why a Lambda event is not a batch of stream records (a bad *record* is
+/// never this error: it is a dead letter).
+pub use evs_archiver::record::BatchError;
+use evs_archiver::record::{classify, parse_batch_json, Classified};
 use serde_json::{json, Value};
 
 use crate::apply::{Applier, BatchReport};
@@ -35,23 +39,11 @@ pub struct LiveReport {
     pub retry: Vec<String>,
     /// The index of the first record to retry (the batch's length when none).
     pub first_retry: usize,
-    /// The age of the oldest record (now minus its
-    /// `ApproximateCreationDateTime`), when the records carry one.
+    /// The age of the oldest event (now minus its timestamp, as the
+    /// archiver's `OldestRecordAge` is), when the batch holds events.
     pub oldest_age_ms: Option<i64>,
     /// Records in the batch.
     pub records_in: usize,
-}
-
-/// Why a Lambda event is not a batch of stream records (a bad *record* is
-/// never this error: it is a dead letter).
-#[derive(Debug, thiserror::Error)]
-pub enum EventError {
-    /// The event is not JSON.
-    #[error("the DynamoDB Streams event is not JSON: {0}")]
-    Json(#[from] serde_json::Error),
-    /// The event is JSON but not `{"Records": [...]}`.
-    #[error(transparent)]
-    Batch(#[from] BatchError),
 }
 
 impl LiveReport {
@@ -67,7 +59,7 @@ impl LiveReport {
 
     /// The batch as one CloudWatch Embedded Metric Format line in
     /// `namespace`: `RecordsIn`, `Applied`, `Skipped`, `DeadLettered`,
-    /// `BatchItemFailures` and, when the records carry their creation time,
+    /// `BatchItemFailures` and, when the batch holds events,
     /// `OldestRecordAge` (the live driver's lag).
     pub fn emf_line(&self, namespace: &str, now_ms: i64) -> Value {
         let mut metrics = vec![
@@ -101,28 +93,41 @@ impl LiveReport {
 }
 
 /// Applies a Lambda DynamoDB Streams event, given as its JSON text (what the
-/// Lambda receives), with [`apply_records`]. An event that is not
-/// `{"Records": [...]}` is an error: the invocation fails and Lambda retries.
+/// Lambda receives), read as the archiver Lambda reads it
+/// (`parse_batch_json`: each record from its text, no JSON tree for an
+/// event). An event that is not `{"Records": [...]}` is an error: the
+/// invocation fails and Lambda retries.
 pub async fn apply_event<P, St>(
     applier: &mut Applier<P, St>,
     event: &str,
     now_ms: i64,
-) -> Result<LiveReport, EventError>
+) -> Result<LiveReport, BatchError>
 where
     P: Projection,
     St: StateStore<P::State>,
 {
-    let event: Value = serde_json::from_str(event)?;
-    let records = batch_records(&event)?;
-    Ok(apply_records(applier, records, now_ms).await)
+    Ok(apply_classified(applier, parse_batch_json(event)?, now_ms).await)
 }
 
 /// Applies a batch of stream records (each in the shape of a record of a
-/// DynamoDB Streams Lambda event, in stream order). `now_ms` is the
-/// reader's clock, for [`LiveReport::oldest_age_ms`].
+/// DynamoDB Streams Lambda event, in stream order), as [`apply_event`] does.
+/// `now_ms` is the reader's clock, for [`LiveReport::oldest_age_ms`].
 pub async fn apply_records<P, St>(
     applier: &mut Applier<P, St>,
     records: &[Value],
+    now_ms: i64,
+) -> LiveReport
+where
+    P: Projection,
+    St: StateStore<P::State>,
+{
+    apply_classified(applier, records.iter().map(classify).collect(), now_ms).await
+}
+
+/// Applies classified records (in stream order).
+async fn apply_classified<P, St>(
+    applier: &mut Applier<P, St>,
+    records: Vec<Classified>,
     now_ms: i64,
 ) -> LiveReport
 where
@@ -133,19 +138,20 @@ where
         records_in: records.len(),
         ..LiveReport::default()
     };
+    let total = records.len();
     let mut events = Vec::with_capacity(records.len());
     // stream → (record index, event id, sequence number), in record order
     let mut positions: HashMap<String, Vec<(usize, u64, String)>> = HashMap::new();
-    for (index, record) in records.iter().enumerate() {
-        if let Some(created) = created_ms(record) {
-            let age = now_ms.saturating_sub(created);
-            report.oldest_age_ms = Some(report.oldest_age_ms.map_or(age, |a| a.max(age)));
-        }
-        match classify(record) {
+    for (index, record) in records.into_iter().enumerate() {
+        match record {
             Classified::Event(archived) => {
                 let seq = archived.sequence_number.as_str().to_owned();
+                let record_id = archived.record_id.clone();
                 match archived.into_table_event() {
                     Ok(event) => {
+                        let age = now_ms.saturating_sub(event.timestamp_ms);
+                        report.oldest_age_ms =
+                            Some(report.oldest_age_ms.map_or(age, |a| a.max(age)));
                         positions
                             .entry(event.stream_id.as_str().to_owned())
                             .or_default()
@@ -156,7 +162,7 @@ where
                     Err(e) => report.dead_letters.push(DeadLetter {
                         reason: evs_archive::DeadLetterReason::MalformedRecord,
                         detail: format!("the payload cannot be written as JSON text: {e}"),
-                        raw: record.clone(),
+                        raw: json!({ "eventID": record_id, "dynamodb": { "SequenceNumber": seq } }),
                     }),
                 }
             }
@@ -181,18 +187,7 @@ where
         }
     }
     retry.sort();
-    report.first_retry = retry.first().map_or(records.len(), |(index, _)| *index);
+    report.first_retry = retry.first().map_or(total, |(index, _)| *index);
     report.retry = retry.into_iter().map(|(_, seq)| seq).collect();
     report
-}
-
-/// A record's `dynamodb.ApproximateCreationDateTime` as epoch milliseconds
-/// (a number of seconds, possibly fractional).
-fn created_ms(record: &Value) -> Option<i64> {
-    let seconds = record
-        .get("dynamodb")?
-        .get("ApproximateCreationDateTime")?
-        .as_f64()?;
-    let ms = (seconds * 1000.0).round();
-    (ms.is_finite() && ms.abs() < 9.0e15).then_some(ms as i64)
 }

@@ -82,12 +82,6 @@ pub enum BatchError {
 /// Classifies every element of a Lambda DynamoDB Streams event
 /// (`{"Records": [...]}`), each independently and in order.
 pub fn parse_batch(event: &Value) -> Result<Vec<Classified>, BatchError> {
-    Ok(batch_records(event)?.iter().map(classify).collect())
-}
-
-/// The records of a Lambda DynamoDB Streams event (`{"Records": [...]}`),
-/// unread.
-pub fn batch_records(event: &Value) -> Result<&[Value], BatchError> {
     let Value::Object(map) = event else {
         return Err(BatchError::NotAnObject {
             found: json_type(event),
@@ -95,7 +89,7 @@ pub fn batch_records(event: &Value) -> Result<&[Value], BatchError> {
     };
     match map.get("Records") {
         None => Err(BatchError::MissingRecords),
-        Some(Value::Array(records)) => Ok(records),
+        Some(Value::Array(records)) => Ok(records.iter().map(classify).collect()),
         Some(other) => Err(BatchError::RecordsNotArray {
             found: json_type(other),
         }),
