@@ -93,11 +93,6 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
-    /// The record's `eventID`, if it has one.
-    pub fn record_id(&self) -> Option<&str> {
-        self.raw.get("eventID").and_then(Value::as_str)
-    }
-
     /// The record's `SequenceNumber`, if it has a valid one.
     pub fn sequence_number(&self) -> Option<SequenceNumber> {
         let text = self.raw.get("dynamodb")?.get("SequenceNumber")?.as_str()?;

@@ -207,16 +207,6 @@ impl Suffix {
         Self::new(sequence, Uuid::new_v4())
     }
 
-    /// The smallest `SequenceNumber` of the object, if it had one.
-    pub fn sequence(&self) -> Option<&SequenceNumber> {
-        self.sequence.as_ref()
-    }
-
-    /// The attempt's nonce.
-    pub fn nonce(&self) -> Uuid {
-        self.nonce
-    }
-
     fn render(&self) -> String {
         let sequence = self.sequence.as_ref().map_or("", SequenceNumber::as_str);
         format!("{sequence:0>40}-{}", self.nonce.simple())
@@ -291,7 +281,6 @@ impl ArchiveKey {
                 return Err(unknown_kind(key).unwrap_or_else(|| malformed("unknown extension")));
             };
         let parts = parse_stem(stem).map_err(malformed)?;
-        Prefix::new(parts.prefix).map_err(|_| malformed("invalid prefix"))?;
         Ok(Self {
             key: key.to_owned(),
             prefix_len: parts.prefix.len(),
@@ -385,7 +374,6 @@ impl DeadLetterKey {
             .strip_suffix(DEAD_LETTER_EXTENSION)
             .ok_or_else(|| malformed("unknown extension"))?;
         let parts = parse_stem(stem).map_err(malformed)?;
-        Prefix::new(parts.prefix).map_err(|_| malformed("invalid prefix"))?;
         Ok(Self {
             key: key.to_owned(),
             prefix_len: parts.prefix.len(),
@@ -544,9 +532,6 @@ struct StemParts<'a> {
     suffix: Suffix,
 }
 
-/// Parses `<prefix>YYYY/MM/DD/HH/<sealed-at>-<suffix>` (the key without its
-/// extension); checks the prefix's rules and that the hour folder agrees with
-/// the seal time.
 /// [`KeyError::UnknownKind`] for a key whose file name is a valid stem and an
 /// extension of the events family that this version does not know:
 /// `.ndjson.<codec>`, one more segment of letters and digits.
@@ -559,7 +544,6 @@ fn unknown_kind(key: &str) -> Option<KeyError> {
         return None;
     }
     let parts = parse_stem(stem).ok()?;
-    Prefix::new(parts.prefix).ok()?;
     Some(KeyError::UnknownKind {
         key: key.to_owned(),
         prefix: parts.prefix.to_owned(),
@@ -567,6 +551,9 @@ fn unknown_kind(key: &str) -> Option<KeyError> {
     })
 }
 
+/// Parses `<prefix>YYYY/MM/DD/HH/<sealed-at>-<suffix>` (the key without its
+/// extension); checks the prefix's rules and that the hour folder agrees with
+/// the seal time.
 fn parse_stem(stem: &str) -> Result<StemParts<'_>, &'static str> {
     let split = stem.len().checked_sub(FILE_STEM_LEN).ok_or("too short")?;
     let file = stem.get(split..).ok_or("malformed file name")?;
@@ -593,6 +580,7 @@ fn parse_stem(stem: &str) -> Result<StemParts<'_>, &'static str> {
     if !prefix.is_empty() && !prefix.ends_with('/') {
         return Err("the hour folder is not a whole path segment");
     }
+    Prefix::new(prefix).map_err(|_| "invalid prefix")?;
     Ok(StemParts {
         prefix,
         sealed_at_ms,

@@ -231,7 +231,7 @@ impl Text<'_> {
 /// A string field of a [`Line`], borrowed from the text read when it has
 /// no escapes (serde's own `Cow` always copies: a line is read once per
 /// event replayed).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Str<'a>(pub Cow<'a, str>);
 
 impl std::ops::Deref for Str<'_> {
@@ -274,7 +274,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
 ///
 /// Reading checks JSON types, that `streamId` is not empty and `eventId` is
 /// at least 1; [`ArchivedEvent::from_line`] checks the rest.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(
     rename_all = "camelCase",
     expecting = "an archive line (a JSON object)"
@@ -428,15 +428,7 @@ impl<'a> Line<'a> {
             id: self.id.clone(),
             metadata: self.metadata,
             attributes: self.attributes,
-            record_id: None,
-            sequence_number: None,
-            timestamp_source: None,
-            payload_encoding: None,
-            payload_absent: false,
-            payload_attr: None,
-            metadata_attr: None,
-            timestamp_attr: None,
-            id_attr: None,
+            ..Self::default()
         }
     }
 
@@ -513,15 +505,7 @@ pub fn event_line(event: &RecordedEvent) -> Line<'_> {
             .map(|id| Text::Str(Cow::Owned(id.hyphenated().to_string()))),
         metadata: event.metadata.as_ref().map(Json::Value),
         attributes: (!event.attributes.is_empty()).then_some(Json::Attrs(&event.attributes)),
-        record_id: None,
-        sequence_number: None,
-        timestamp_source: None,
-        payload_encoding: None,
-        payload_absent: false,
-        payload_attr: None,
-        metadata_attr: None,
-        timestamp_attr: None,
-        id_attr: None,
+        ..Line::default()
     }
 }
 

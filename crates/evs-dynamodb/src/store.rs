@@ -124,7 +124,7 @@ impl DynamoStore {
         let scans =
             (0..segments).map(|segment| self.scan_segment(segment, segments, &scanned, progress));
         let mut versions: BTreeMap<String, u64> = BTreeMap::new();
-        for part in futures_join_all(scans).await {
+        for part in futures_util::future::join_all(scans).await {
             for (stream, version) in part? {
                 let last = versions.entry(stream).or_insert(0);
                 *last = (*last).max(version);
@@ -264,32 +264,6 @@ where
 
 /// DynamoDB's bound on a Scan's `TotalSegments`.
 pub const MAX_SCAN_SEGMENTS: u32 = 1_000_000;
-
-/// Runs futures concurrently on this task and returns their outputs in order.
-async fn futures_join_all<F: std::future::Future>(
-    futures: impl Iterator<Item = F>,
-) -> Vec<F::Output> {
-    let mut futures: Vec<std::pin::Pin<Box<F>>> = futures.map(Box::pin).collect();
-    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
-            if output.is_none() {
-                match future.as_mut().poll(cx) {
-                    std::task::Poll::Ready(value) => *output = Some(value),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    outputs.into_iter().flatten().collect()
-}
 
 fn backend(doing: &str, e: impl std::error::Error + Send + Sync + 'static) -> Error {
     Error::Backend {

@@ -267,21 +267,6 @@ impl DynamoDbSource {
         })
     }
 
-    /// The stream ARN.
-    pub fn stream_arn(&self) -> &str {
-        &self.stream_arn
-    }
-
-    /// The position committed so far.
-    pub fn checkpoint(&self) -> &Checkpoint {
-        &self.checkpoint
-    }
-
-    /// The shards the last `DescribeStream` listed.
-    pub fn shards(&self) -> &[ShardInfo] {
-        &self.shards
-    }
-
     async fn describe(&mut self) -> Result<(), SourceError> {
         let mut shards = Vec::new();
         let mut start: Option<String> = None;
@@ -645,7 +630,7 @@ mod tests {
         source.commit(&batch, 3).await.unwrap();
         let reopened = DynamoDbSource::open(offline_client(), arn, Some(path.clone())).unwrap();
         assert_eq!(
-            reopened.checkpoint().shard("shardId-1"),
+            reopened.checkpoint.shard("shardId-1"),
             ShardCheckpoint {
                 sequence_number: Some("100000000000000000003".into()),
                 finished: true

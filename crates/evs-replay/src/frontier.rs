@@ -54,11 +54,6 @@ impl Frontier {
         }
     }
 
-    /// A frontier for a function timeout with [`DEFAULT_MARGIN_MS`].
-    pub fn with_default_margin(timeout_ms: i64) -> Self {
-        Self::new(timeout_ms, DEFAULT_MARGIN_MS)
-    }
-
     /// The settled frontier at reader time `now_ms`: `now - T - e`.
     pub fn settled(&self, now_ms: i64) -> i64 {
         now_ms
@@ -98,6 +93,13 @@ impl Frontier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Frontier {
+        /// A frontier for a function timeout with [`DEFAULT_MARGIN_MS`].
+        fn with_default_margin(timeout_ms: i64) -> Self {
+            Self::new(timeout_ms, DEFAULT_MARGIN_MS)
+        }
+    }
 
     #[test]
     fn frontier_is_now_minus_timeout_minus_margin() {

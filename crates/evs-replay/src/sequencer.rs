@@ -136,10 +136,10 @@ impl Gap {
 
 /// Turns archive order into exactly-once, per-stream-ordered delivery.
 ///
-/// Feed it every line of every object in key order ([`Sequencer::push`] or
-/// [`Sequencer::feed_object`]) and mark each object consumed
-/// ([`Sequencer::finish_object`]); every call appends what may be delivered
-/// now, in delivery order, to the caller's output vector.
+/// Feed it every line of every object in key order ([`Sequencer::push`])
+/// and mark each object consumed ([`Sequencer::finish_object`]); every call
+/// appends what may be delivered now, in delivery order, to the caller's
+/// output vector.
 ///
 /// State per stream is the last delivered event id (delivery is contiguous,
 /// so every id at or below it is a duplicate) plus the held-back events.
@@ -158,14 +158,6 @@ impl Sequencer {
     /// A sequencer at the start of the archive with nothing delivered.
     pub fn new() -> Self {
         Self::default()
-    }
-
-    /// A sequencer at the start of the archive with a configuration.
-    pub fn with_config(config: SequencerConfig) -> Self {
-        Self {
-            config: Self::sane(config),
-            ..Self::default()
-        }
     }
 
     /// A sequencer whose per-stream versions come from the projection's own
@@ -226,11 +218,6 @@ impl Sequencer {
         self.held.get(stream_id).map_or(0, BTreeMap::len)
     }
 
-    /// How many streams have delivered at least one event.
-    pub fn stream_count(&self) -> usize {
-        self.delivered.len()
-    }
-
     fn check_key(&self, key: &str) -> Result<(), SequenceError> {
         match &self.cursor {
             Some(cursor) if key <= cursor.as_str() => Err(SequenceError::KeyNotAfterCursor {
@@ -251,23 +238,6 @@ impl Sequencer {
     ) -> Result<Offer, SequenceError> {
         self.check_key(&at.key)?;
         self.accept(event, Some(at), out)
-    }
-
-    /// Offers every line of one object, then marks it consumed. On an error
-    /// the lines before the refused one stay consumed (and their output is in
-    /// `out`) and the object is not marked; offering it again is safe, the
-    /// lines already taken are duplicates.
-    pub fn feed_object(
-        &mut self,
-        at: &ArchivePosition,
-        events: impl IntoIterator<Item = ReplayEvent>,
-        out: &mut Vec<ReplayEvent>,
-    ) -> Result<(), SequenceError> {
-        self.check_key(&at.key)?;
-        for event in events {
-            self.accept(event, Some(at), out)?;
-        }
-        self.finish_object(at)
     }
 
     /// Marks the object at `at` fully consumed: the cursor moves to its key.
@@ -515,6 +485,32 @@ impl Sequencer {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    impl Sequencer {
+        fn with_config(config: SequencerConfig) -> Self {
+            Self {
+                config: Self::sane(config),
+                ..Self::default()
+            }
+        }
+
+        /// Offers every line of one object, then marks it consumed. On an
+        /// error the lines before the refused one stay consumed (and their
+        /// output is in `out`) and the object is not marked; offering it
+        /// again is safe, the lines already taken are duplicates.
+        fn feed_object(
+            &mut self,
+            at: &ArchivePosition,
+            events: impl IntoIterator<Item = ReplayEvent>,
+            out: &mut Vec<ReplayEvent>,
+        ) -> Result<(), SequenceError> {
+            self.check_key(&at.key)?;
+            for event in events {
+                self.accept(event, Some(at), out)?;
+            }
+            self.finish_object(at)
+        }
+    }
 
     fn ev(stream: &str, id: u64) -> ReplayEvent {
         ReplayEvent::new(stream, id, &json!({"streamId": stream, "eventId": id}))

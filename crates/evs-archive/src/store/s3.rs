@@ -26,11 +26,6 @@ impl S3Store {
             bucket: bucket.into(),
         }
     }
-
-    /// The bucket.
-    pub fn bucket(&self) -> &str {
-        &self.bucket
-    }
 }
 
 fn check_key(key: &str) -> Result<(), StoreError> {

@@ -835,7 +835,7 @@ pub(crate) mod tests {
             );
             assert_eq!(d.reason.code(), "not-insert");
             assert!(d.detail.contains(name));
-            assert_eq!(d.record_id(), Some("ev-100000000000000000001"));
+            assert_eq!(d.raw["eventID"], "ev-100000000000000000001");
             assert_eq!(
                 d.sequence_number().unwrap().as_str(),
                 "100000000000000000001"
