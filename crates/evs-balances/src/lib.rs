@@ -197,7 +197,11 @@ mod tests {
             ("acct-1", "Deposited", 5),
         ])
         .await;
-        let (records, _) = table.changes(0, usize::MAX);
+        let (mut records, _) = table.changes(0, usize::MAX);
+        // A record that is not an event before the failure and one after.
+        let junk = json!({ "eventName": "INSERT", "eventID": "junk" });
+        records.insert(0, junk.clone());
+        records.push(junk);
         let inner = MemoryStateStore::new();
         let failing = Failing {
             inner: inner.clone(),
@@ -208,19 +212,26 @@ mod tests {
         let report = handle(&mut applier, &event_text(&records), 0)
             .await
             .unwrap();
-        let second = records[1]["dynamodb"]["SequenceNumber"].clone();
+        let second = records[2]["dynamodb"]["SequenceNumber"].clone();
         assert_eq!(
             report.response(),
             json!({ "batchItemFailures": [{ "itemIdentifier": second }] })
         );
-        assert_eq!(report.first_retry, 1);
+        assert_eq!(report.first_retry, 2);
         assert_eq!(balances(&inner), vec![("acct-1".into(), 2, 10)]);
+        // The trailing dead letter comes again with the retry: only the
+        // first is behind the retry point.
+        assert_eq!(
+            (report.dead_letters.len(), report.dead_letters_before_retry),
+            (2, 1)
+        );
         // Lambda retries from there; acct-1's event 2 comes again and is skipped
         let mut healed = Applier::new(Balances, inner.clone()).with_table(events_table);
-        let retried = handle(&mut healed, &event_text(&records[1..]), 0)
+        let retried = handle(&mut healed, &event_text(&records[2..]), 0)
             .await
             .unwrap();
         assert_eq!((retried.batch.applied(), retried.batch.skipped()), (2, 1));
+        assert_eq!(retried.dead_letters_before_retry, 1);
         assert_eq!(
             balances(&inner),
             vec![("acct-1".into(), 2, 10), ("acct-2".into(), 2, 3)]

@@ -39,6 +39,9 @@ pub struct LiveReport {
     pub retry: Vec<String>,
     /// The index of the first record to retry (the batch's length when none).
     pub first_retry: usize,
+    /// How many of [`Self::dead_letters`] lie before [`Self::first_retry`]:
+    /// the ones a driver that retries from there will not see again.
+    pub dead_letters_before_retry: usize,
     /// The age of the oldest event (now minus its timestamp, as the
     /// archiver's `OldestRecordAge` is), when the batch holds events.
     pub oldest_age_ms: Option<i64>,
@@ -140,6 +143,7 @@ where
     };
     let total = records.len();
     let mut events = Vec::with_capacity(records.len());
+    let mut dead_at = Vec::new();
     // stream → (record index, event id, sequence number), in record order
     let mut positions: HashMap<String, Vec<(usize, u64, String)>> = HashMap::new();
     for (index, record) in records.into_iter().enumerate() {
@@ -159,14 +163,20 @@ where
                         events.push(event);
                     }
                     // A payload the serializer refuses: not an event either.
-                    Err(e) => report.dead_letters.push(DeadLetter {
+                    Err(e) => {
+                        dead_at.push(index);
+                        report.dead_letters.push(DeadLetter {
                         reason: evs_archive::DeadLetterReason::MalformedRecord,
                         detail: format!("the payload cannot be written as JSON text: {e}"),
                         raw: json!({ "eventID": record_id, "dynamodb": { "SequenceNumber": seq } }),
-                    }),
+                        });
+                    }
                 }
             }
-            Classified::DeadLetter(dead) => report.dead_letters.push(*dead),
+            Classified::DeadLetter(dead) => {
+                dead_at.push(index);
+                report.dead_letters.push(*dead);
+            }
         }
     }
     report.batch = applier.apply_batch(&events).await;
@@ -188,6 +198,7 @@ where
     }
     retry.sort();
     report.first_retry = retry.first().map_or(total, |(index, _)| *index);
+    report.dead_letters_before_retry = dead_at.iter().filter(|i| **i < report.first_retry).count();
     report.retry = retry.into_iter().map(|(_, seq)| seq).collect();
     report
 }

@@ -67,7 +67,8 @@ where
             report(&live);
             summary.applied += live.batch.applied();
             summary.skipped += live.batch.skipped();
-            summary.dead_letters += live.dead_letters.len() as u64;
+            // A dead letter after the first record to retry comes again.
+            summary.dead_letters += live.dead_letters_before_retry as u64;
             if live.first_retry > 0 {
                 source.commit(&batch, start + live.first_retry).await?;
                 start += live.first_retry;
