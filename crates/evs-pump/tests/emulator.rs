@@ -259,56 +259,47 @@ impl evs_projection::Projection for Sums {
     }
 }
 
-/// The live projection driver through the stream reader, end to end:
-/// writers on many streams (some opened while it runs) → the table's
-/// DynamoDB stream → `run_live` → a read model in DynamoDB. The driver is
-/// killed (its future dropped, a commit perhaps in flight) at random moments
-/// and restarted from its checkpoint; at the end every stream's state is the
-/// fold of its events in the table, each counted once.
-#[tokio::test]
-async fn the_live_driver_applies_the_stream_exactly_once_across_kills() {
-    use std::sync::Arc;
+/// Appends `writes` events of one `Moved` each, spread over streams that
+/// keep appearing (stream `acct-k` for k up to `n / 6`), with short pauses.
+fn spawn_writer(events: &DynamoStore, writes: usize, seed: u64) -> tokio::task::JoinHandle<()> {
+    let events = events.clone();
+    tokio::spawn(async move {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        for n in 0..writes {
+            let stream = format!("acct-{}", rng.usize(0..=n / 6));
+            let amount = rng.i64(-50..100);
+            events
+                .append(
+                    &StreamId::new(stream).unwrap(),
+                    ExpectedVersion::Any,
+                    &[NewEvent::new("Moved", json!({ "amount": amount }))],
+                )
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(rng.u64(0..8))).await;
+        }
+    })
+}
 
-    use evs_projection::{Applier, DynamoStateStore, StateStore, Versioned};
-
-    let Some(moto) = Moto::shared() else { return };
-    let events = DynamoStore::new(moto.dynamodb().await, unique_name("live"));
-    events.create_table().await.unwrap();
-    let arn = events.stream_arn().await.unwrap().unwrap();
-    let states = DynamoStateStore::new(moto.dynamodb().await, unique_name("sums"));
-    states.create_table().await.unwrap();
-    let dir = temp_dir();
-    std::fs::create_dir_all(&dir).unwrap();
-    let checkpoint = dir.join("live-checkpoint.json");
-    let table: Arc<dyn EventStore> = Arc::new(events.clone());
-    let writes = 60 * evs_testkit::soak();
-    let writer = {
-        let events = events.clone();
-        tokio::spawn(async move {
-            let mut rng = fastrand::Rng::with_seed(3);
-            for n in 0..writes {
-                // new streams keep appearing while the driver runs
-                let stream = format!("acct-{}", rng.usize(0..=n / 6));
-                let amount = rng.i64(-50..100);
-                events
-                    .append(
-                        &StreamId::new(stream).unwrap(),
-                        ExpectedVersion::Any,
-                        &[NewEvent::new("Moved", json!({ "amount": amount }))],
-                    )
-                    .await
-                    .unwrap();
-                tokio::time::sleep(Duration::from_millis(rng.u64(0..8))).await;
-            }
-        })
-    };
-    let mut rng = fastrand::Rng::with_seed(4);
-    let (mut kills, mut applied) = (0, 0);
+/// Runs the live driver through the stream reader, dropping it (a kill: a
+/// commit may be in flight) after a random time and restarting it from its
+/// checkpoint while `writer` runs; then once more to the stream's end.
+/// Returns the kills and what the last run applied.
+async fn live_with_kills(
+    moto: &Moto,
+    arn: &str,
+    checkpoint: &Path,
+    applier: impl Fn() -> evs_projection::Applier<Sums, evs_projection::DynamoStateStore>,
+    writer: &tokio::task::JoinHandle<()>,
+    seed: u64,
+) -> (usize, u64) {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut kills = 0;
     loop {
         let writing = !writer.is_finished();
         let client = evs_pump::dynamodb::client_for(&moto.sdk_config().await);
-        let mut source = DynamoDbSource::open(client, &arn, Some(checkpoint.clone())).unwrap();
-        let mut applier = Applier::new(Sums, states.clone()).with_table(Arc::clone(&table));
+        let mut source = DynamoDbSource::open(client, arn, Some(checkpoint.to_path_buf())).unwrap();
+        let mut applier = applier();
         let options = Options {
             batch_size: 7,
             once: !writing,
@@ -324,19 +315,22 @@ async fn the_live_driver_applies_the_stream_exactly_once_across_kills() {
             Stop::never(),
             &mut report,
         );
-        if writing {
-            let killed_after = Duration::from_millis(rng.u64(30..300));
-            if let Ok(done) = tokio::time::timeout(killed_after, run).await {
-                panic!("a polling driver only ends on a stop: {done:?}");
-            }
-            kills += 1;
-        } else {
-            applied += run.await.unwrap().applied;
-            break;
+        if !writing {
+            return (kills, run.await.unwrap().applied);
         }
+        let killed_after = Duration::from_millis(rng.u64(30..300));
+        if let Ok(done) = tokio::time::timeout(killed_after, run).await {
+            panic!("a polling driver only ends on a stop: {done:?}");
+        }
+        kills += 1;
     }
-    writer.await.unwrap();
-    assert!(kills > 2, "{kills} kills");
+}
+
+/// Every stream's state is the fold of its events in the table, each once.
+/// Returns the number of streams.
+async fn assert_folds(events: &DynamoStore, states: &evs_projection::DynamoStateStore) -> usize {
+    use evs_projection::{StateStore, Versioned};
+
     let versions = events.last_versions(1, &|_| {}).await.unwrap();
     for (stream, version) in &versions {
         let stored = events
@@ -360,9 +354,126 @@ async fn the_live_driver_applies_the_stream_exactly_once_across_kills() {
         };
         assert_eq!(got, Some(expected), "{stream}");
     }
+    versions.len()
+}
+
+/// The live projection driver through the stream reader, end to end:
+/// writers on many streams (some opened while it runs) → the table's
+/// DynamoDB stream → `run_live` → a read model in DynamoDB. The driver is
+/// killed (its future dropped, a commit perhaps in flight) at random moments
+/// and restarted from its checkpoint; at the end every stream's state is the
+/// fold of its events in the table, each counted once.
+#[tokio::test]
+async fn the_live_driver_applies_the_stream_exactly_once_across_kills() {
+    use std::sync::Arc;
+
+    use evs_projection::{Applier, DynamoStateStore};
+
+    let Some(moto) = Moto::shared() else { return };
+    let events = DynamoStore::new(moto.dynamodb().await, unique_name("live"));
+    events.create_table().await.unwrap();
+    let arn = events.stream_arn().await.unwrap().unwrap();
+    let states = DynamoStateStore::new(moto.dynamodb().await, unique_name("sums"));
+    states.create_table().await.unwrap();
+    let dir = temp_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let table: Arc<dyn EventStore> = Arc::new(events.clone());
+    let writes = 60 * evs_testkit::soak();
+    let writer = spawn_writer(&events, writes, 3);
+    let applier = || Applier::new(Sums, states.clone()).with_table(Arc::clone(&table));
+    let checkpoint = dir.join("live-checkpoint.json");
+    let (kills, applied) = live_with_kills(moto, &arn, &checkpoint, applier, &writer, 4).await;
+    writer.await.unwrap();
+    assert!(kills > 2, "{kills} kills");
+    let streams = assert_folds(&events, &states).await;
     eprintln!(
-        "{writes} events on {} streams; the driver was killed {kills} times; the last run applied {applied}",
-        versions.len()
+        "{writes} events on {streams} streams; the driver was killed {kills} times; the last run applied {applied}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Both drivers at once, both killed at random moments, on the emulator:
+/// writers → the table → the pump archives the history into a local
+/// archive → the replay driver rebuilds the read model (a DynamoDB table)
+/// from it, killed and restarted with the store's versions as its only
+/// checkpoint, while the live driver runs from the stream's start (killed
+/// and restarted too) and the writers go on, opening new streams. At the
+/// end every stream's state is the fold of the table's events, each once.
+#[tokio::test]
+async fn replay_and_live_drivers_overlap_exactly_once_across_kills() {
+    use std::sync::Arc;
+
+    use evs_projection::replay::{rebuild, replayer_for, RebuildOptions};
+    use evs_projection::{Applier, DynamoStateStore};
+    use evs_replay::{Archive, ReplayOptions};
+
+    let Some(moto) = Moto::shared() else { return };
+    let events = DynamoStore::new(moto.dynamodb().await, unique_name("handoff"));
+    events.create_table().await.unwrap();
+    let arn = events.stream_arn().await.unwrap().unwrap();
+    let states = DynamoStateStore::new(moto.dynamodb().await, unique_name("sums"));
+    states.create_table().await.unwrap();
+    let dir = temp_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let table: Arc<dyn EventStore> = Arc::new(events.clone());
+
+    // The history, archived.
+    let history = 120 * evs_testkit::soak();
+    spawn_writer(&events, history, 5).await.unwrap();
+    let local = LocalDir::new(dir.join("archive"));
+    let config = Config::local(dir.join("archive"));
+    pump_once(moto, &arn, &dir.join("pump.json"), &local, &config).await;
+
+    // The writers go on while both drivers run.
+    let writer = spawn_writer(&events, 60 * evs_testkit::soak(), 6);
+    let replay = {
+        let (states, table, archive_dir) =
+            (states.clone(), Arc::clone(&table), dir.join("archive"));
+        let prefix = config.prefix.clone();
+        tokio::spawn(async move {
+            let mut rng = fastrand::Rng::with_seed(7);
+            let clock = evs_core::system_clock();
+            for kills in 0.. {
+                let archive = Archive::new(Arc::new(LocalDir::new(&archive_dir)), prefix.clone());
+                let mut replayer = replayer_for::<Sum, _>(
+                    archive,
+                    ReplayOptions::default(),
+                    clock.clone(),
+                    &states,
+                )
+                .await
+                .unwrap();
+                let mut applier = Applier::new(Sums, states.clone()).with_table(Arc::clone(&table));
+                let options = RebuildOptions {
+                    batch_events: 16,
+                    ..RebuildOptions::default()
+                };
+                let run = rebuild(&mut applier, &mut replayer, &options, &clock, |_| {});
+                // Killed early at first, later given longer to finish.
+                let span = 20 + 40 * kills;
+                match tokio::time::timeout(Duration::from_millis(rng.u64(5..span)), run).await {
+                    Ok(done) => return (kills, done.unwrap()),
+                    Err(_) => continue,
+                }
+            }
+            unreachable!()
+        })
+    };
+    let applier = || Applier::new(Sums, states.clone()).with_table(Arc::clone(&table));
+    let checkpoint = dir.join("live-checkpoint.json");
+    let (live_kills, _) = live_with_kills(moto, &arn, &checkpoint, applier, &writer, 8).await;
+    writer.await.unwrap();
+    let (replay_kills, report) = replay.await.unwrap();
+    assert!(
+        replay_kills > 0 && live_kills > 0,
+        "{replay_kills} / {live_kills} kills"
+    );
+    let streams = assert_folds(&events, &states).await;
+    eprintln!(
+        "{history} archived events, then more on {streams} streams in all; the replay driver was \
+         killed {replay_kills} times (its last run applied {} and skipped {}), the live driver \
+         {live_kills} times",
+        report.applied, report.skipped
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use evs_cli::{duration, positive_duration};
 
 /// Event store on DynamoDB: create the table, append events, read streams.
 ///
@@ -67,7 +68,19 @@ pub(crate) enum Command {
     /// stops the pump at once, committing nothing unwritten. Without --once
     /// it polls every --poll-interval until Ctrl-C or SIGTERM, then stops
     /// after the current batch (exit 0).
-    Pump(PumpArgs),
+    ///
+    /// It is the `evs-pump` binary (installed beside `evs`), so that `evs`
+    /// compiles no DynamoDB Streams SDK: `evs pump --help` shows its flags.
+    #[command(disable_help_flag = true)]
+    Pump {
+        /// The pump's flags (`evs pump --help`).
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "ARGS"
+        )]
+        args: Vec<std::ffi::OsString>,
+    },
     /// Replay the archive: every event once, each stream in EventId order,
     /// as NDJSON on stdout (the line shape of `evs read`).
     ///
@@ -79,7 +92,27 @@ pub(crate) enum Command {
     /// it, a replay that ends with a stream still missing an event exits
     /// with code 4 and names the stream and event. Progress goes to stderr
     /// on a terminal.
+    ///
+    /// For a read model fed from the CLI: `-- CMD ARGS…` delivers to a
+    /// consumer process that acknowledges what it handled, the checkpoint
+    /// can live in a DynamoDB table (--checkpoint-table), and --partition
+    /// splits the streams among several replays. A checkpoint covers only
+    /// lines the consumer took (or acknowledged); if it stops early the
+    /// replay exits 1 and a rerun goes on from there.
     Replay(ReplayArgs),
+    /// Back-fill the archive from a DynamoDB table export (Export to S3,
+    /// DynamoDB JSON): for a table older than its archiver, or whose stream
+    /// aged out (24 h retention).
+    ///
+    /// Every exported item goes through the archiver's handler as an insert
+    /// record (an item that is not an event becomes a dead letter). Events
+    /// the archive has already are duplicates, dropped by replays. Once done,
+    /// a marker object `<prefix>.backfill/<export id>.json` makes a rerun of
+    /// the same export do nothing. Check the result with `evs verify
+    /// --table`. Run it before replays that follow the archive: its objects
+    /// are sealed now, but a follower reads only what is sealed after its
+    /// position (it back-fills a gap from the table with --table).
+    Backfill(BackfillArgs),
     /// Prove the archive complete: every stream contiguous from event 1, no
     /// event archived twice with different contents and, with --table, every
     /// stream's last event equal to the table's (a parallel scan).
@@ -95,6 +128,14 @@ pub(crate) enum TableCommand {
     /// Create the events table: on-demand, `StreamId` (S) / `EventId` (N) keys,
     /// a DynamoDB stream with NEW_IMAGE. Says so if it exists already.
     Create,
+    /// Create a table for replay checkpoints (`evs replay
+    /// --checkpoint-table`): on-demand, key `Id` (S). Says so if it exists
+    /// already.
+    CreateCheckpoints {
+        /// The table to create.
+        #[arg(long, env = "EVS_CHECKPOINT_TABLE", value_name = "NAME")]
+        checkpoint_table: String,
+    },
 }
 
 /// `evs append`
@@ -185,47 +226,28 @@ pub(crate) struct InvokeArgs {
     pub files: Vec<PathBuf>,
 }
 
-/// `evs pump`
+/// `evs backfill`
 #[derive(Debug, Args)]
-pub(crate) struct PumpArgs {
-    /// Where the archive goes: a local directory or `s3://BUCKET/PREFIX/`
-    /// (default: `./archive`). Other settings come from the archiver's
-    /// environment variables (`EVS_ARCHIVE_PREFIX`, `EVS_COMPRESSION`, …).
+pub(crate) struct BackfillArgs {
+    /// The export: its directory `…/AWSDynamoDB/<export id>/`, in S3
+    /// (`s3://BUCKET/PREFIX/AWSDynamoDB/<export id>/`) or a local copy.
+    #[arg(long, value_name = "DIR|s3://BUCKET/…/AWSDynamoDB/ID/")]
+    pub export: String,
+
+    /// Where the archive is: a local directory or `s3://BUCKET/PREFIX/`
+    /// (default: `./archive`), with the archiver's environment variables
+    /// (`EVS_ARCHIVE_PREFIX`, `EVS_COMPRESSION`, …).
     #[arg(long, env = "EVS_ARCHIVE", value_name = "DIR|s3://BUCKET/PREFIX")]
     pub archive: Option<String>,
 
-    /// Most records per batch: one GetRecords call, 1 to 1000.
-    #[arg(long, value_name = "N", default_value_t = 1000,
-          value_parser = clap::value_parser!(u64).range(1..=1000))]
-    pub batch_size: u64,
-
-    /// Stop once every shard is caught up, instead of polling for more.
+    /// Run even though the marker says this export was back-filled (adds
+    /// only duplicates).
     #[arg(long)]
-    pub once: bool,
+    pub force: bool,
 
-    /// Hard deadline on each batch's object writes (the Lambda function
-    /// timeout; readers' `--archiver-timeout` must be at least this).
+    /// Hard deadline on each batch's object writes.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = positive_duration)]
     pub timeout: Duration,
-
-    /// Polling: the wait between two reads of a caught-up stream.
-    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = positive_duration)]
-    pub poll_interval: Duration,
-
-    /// Give up once reading the stream or writing the archive has failed
-    /// for this long in a row (a refused connection, 5xx, throttling; each
-    /// failure is retried with capped, jittered backoff and reported on
-    /// stderr). `0` never gives up. Default: never when polling, 5m with
-    /// --once. Credentials, a missing table or bucket stop the pump at once.
-    #[arg(long, value_name = "DURATION", value_parser = duration)]
-    pub retry_for: Option<Duration>,
-
-    /// Where the pump keeps its position in the stream (JSON, rewritten
-    /// atomically after every batch; created on the first). Default:
-    /// `evs-pump-<TABLE>.json` in the working directory. A file written for
-    /// another stream is refused. The pump locks `<FILE>.lock` while it runs.
-    #[arg(long, env = "EVS_PUMP_CHECKPOINT", value_name = "FILE")]
-    pub checkpoint_file: Option<PathBuf>,
 }
 
 /// Where to read an archive, shared by `replay` and `verify`.
@@ -262,6 +284,25 @@ pub(crate) struct ReplayArgs {
     /// replay repeats no event and skips none.
     #[arg(long, value_name = "FILE")]
     pub checkpoint_file: Option<PathBuf>,
+
+    /// Keep the checkpoint in this DynamoDB table instead of a file (an
+    /// item named by --checkpoint-name; create the table with `evs table
+    /// create-checkpoints`). Saves are conditional: a second replay on the
+    /// same checkpoint makes one of them stop with an error instead of
+    /// overwriting the other's progress.
+    #[arg(
+        long,
+        env = "EVS_CHECKPOINT_TABLE",
+        value_name = "TABLE",
+        conflicts_with = "checkpoint_file",
+        requires = "checkpoint_name"
+    )]
+    pub checkpoint_table: Option<String>,
+
+    /// The checkpoint's name in --checkpoint-table (one per consumer, and
+    /// per partition).
+    #[arg(long, value_name = "NAME", requires = "checkpoint_table")]
+    pub checkpoint_name: Option<String>,
 
     /// How often the checkpoint is saved (once the consumer has taken the
     /// lines it covers).
@@ -321,9 +362,31 @@ pub(crate) struct ReplayArgs {
     #[arg(long, value_name = "KEY")]
     pub skip_object: Vec<String>,
 
+    /// Deliver only the streams of partition I of N (`0/4`; stream-id hash,
+    /// FNV-1a 64 of its UTF-8 bytes, modulo N): N replays, one per
+    /// partition, together deliver every event once, each stream in order.
+    /// Give each its own checkpoint.
+    #[arg(long, value_name = "I/N")]
+    pub partition: Option<evs_projection::Partition>,
+
+    /// The summary at the end as one JSON object on stderr (counts, time,
+    /// the settled frontier and how far the last object read lies behind
+    /// it), for scripts.
+    #[arg(long)]
+    pub json: bool,
+
     /// No progress line on stderr, even on a terminal.
     #[arg(long, short)]
     pub quiet: bool,
+
+    /// A consumer to deliver to instead of stdout: the lines go to its
+    /// stdin, and it acknowledges on its stdout the number of lines it has
+    /// handled so far, one number a line (cumulative: `1`, `2`, … or every
+    /// hundredth). A checkpoint covers only acknowledged lines, so a
+    /// consumer that stops early never has lines it did not handle
+    /// checkpointed. At the end its stdin is closed and it must exit 0.
+    #[arg(last = true, value_name = "CONSUMER")]
+    pub consumer: Vec<String>,
 }
 
 /// `evs verify`
@@ -339,58 +402,4 @@ pub(crate) struct VerifyArgs {
     /// No progress bar on stderr, even on a terminal.
     #[arg(long, short)]
     pub quiet: bool,
-}
-
-/// A duration: a number with a unit, `ms`, `s`, `m` or `h` (`500ms`, `30s`,
-/// `1.5s`, `15m`); a bare number is seconds.
-pub(crate) fn duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let scale = match unit.trim() {
-        "" | "s" | "sec" | "secs" => 1.0,
-        "ms" => 0.001,
-        "m" | "min" | "mins" => 60.0,
-        "h" => 3600.0,
-        other => {
-            return Err(format!(
-                "unknown unit {other:?}: use ms, s, m or h (e.g. 500ms, 30s, 15m)"
-            ))
-        }
-    };
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration such as 500ms, 30s or 15m"))?;
-    Duration::try_from_secs_f64(value * scale).map_err(|_| format!("{text:?} is out of range"))
-}
-
-/// A [`duration`] longer than zero.
-pub(crate) fn positive_duration(text: &str) -> Result<Duration, String> {
-    let d = duration(text)?;
-    if d.is_zero() {
-        return Err("must be longer than 0".into());
-    }
-    Ok(d)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_have_one_style() {
-        assert_eq!(duration("30"), Ok(Duration::from_secs(30)));
-        assert_eq!(duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(duration("15m"), Ok(Duration::from_secs(900)));
-        assert_eq!(duration("2h"), Ok(Duration::from_secs(7200)));
-        assert_eq!(duration("0"), Ok(Duration::ZERO));
-        assert!(duration("-1").is_err());
-        assert!(duration("5 parsecs").is_err());
-        assert!(duration("").is_err());
-        assert!(positive_duration("0s").is_err());
-    }
 }

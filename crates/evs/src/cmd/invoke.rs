@@ -7,8 +7,8 @@ use serde_json::{json, Value};
 use crate::flags::InvokeArgs;
 
 pub(super) async fn run(args: InvokeArgs) -> Result<()> {
-    let config = super::location::config(args.archive.clone())?;
-    let sink = super::location::sink(&config).await?;
+    let config = evs_cli::location::config(args.archive.clone())?;
+    let sink = evs_cli::location::sink(&config).await?;
     let timeout = args.timeout;
     for file in &args.files {
         let event = std::fs::read_to_string(file)

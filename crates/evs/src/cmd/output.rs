@@ -11,15 +11,47 @@
 //! or a terminal every written byte is taken. When the reader closes the
 //! pipe, the checkpoint saved is the one that covers what it had read, and
 //! the replay stops with an error.
+//!
+//! With a consumer process (`evs replay … -- CMD`) the lines go to its
+//! stdin and it acknowledges them on its stdout ([`super::consumer`]): a
+//! checkpoint is saved once every line it covers is acknowledged, so a
+//! consumer that stops early never has unhandled lines checkpointed.
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use evs_archive::store::local::{replace_file, replacement_path};
 use evs_replay::Checkpoint;
+
+use super::checkpoint::CheckpointStore;
+use super::consumer::Consumer;
+
+/// Where the lines go: stdout, or a consumer process's stdin.
+enum Sink {
+    Stdout(io::Stdout),
+    /// `None` once closed (end of input for the consumer).
+    Consumer(Option<std::process::ChildStdin>),
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sink::Stdout(out) => out.write(buf),
+            Sink::Consumer(Some(stdin)) => stdin.write(buf),
+            Sink::Consumer(None) => Err(io::ErrorKind::BrokenPipe.into()),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Sink::Stdout(out) => out.flush(),
+            Sink::Consumer(Some(stdin)) => stdin.flush(),
+            Sink::Consumer(None) => Ok(()),
+        }
+    }
+}
 
 /// Counts the bytes the inner writer accepted.
 struct Counting<W> {
@@ -47,11 +79,19 @@ struct Snapshot {
     checkpoint: Checkpoint,
 }
 
-/// The replay's stdout and its checkpoint file.
+/// Who takes the lines, and how we learn what was taken.
+enum Reader {
+    /// Whoever reads stdout: what is written and no longer in the pipe.
+    Stdout(Option<pipe::Pipe>),
+    /// A consumer process: the lines it acknowledged.
+    Consumer(Consumer),
+}
+
+/// The replay's output and its checkpoint.
 pub(super) struct Delivery {
-    out: io::BufWriter<Counting<io::Stdout>>,
-    pipe: Option<pipe::Pipe>,
-    path: Option<PathBuf>,
+    out: io::BufWriter<Counting<Sink>>,
+    reader: Reader,
+    store: Option<CheckpointStore>,
     pending: VecDeque<Snapshot>,
     lines: u64,
     /// Lines covered by the last checkpoint saved in this run.
@@ -63,23 +103,30 @@ pub(super) struct Delivery {
 pub(super) enum Drained {
     /// Every line was taken; the last checkpoint is saved.
     Taken,
-    /// The reader closed the pipe first.
+    /// The reader closed the pipe (or the consumer stopped) first.
     ReaderGone,
 }
 
 impl Delivery {
-    /// Stdout, checkpointed in `path` (if any).
-    pub(super) fn new(path: Option<PathBuf>) -> Self {
+    /// Stdout, or `consumer`'s stdin, checkpointed in `store` (if any).
+    pub(super) fn new(store: Option<CheckpointStore>, consumer: Option<Consumer>) -> Self {
+        let (sink, reader) = match consumer {
+            Some(mut c) => (Sink::Consumer(c.take_stdin()), Reader::Consumer(c)),
+            None => (
+                Sink::Stdout(io::stdout()),
+                Reader::Stdout(pipe::Pipe::stdout()),
+            ),
+        };
         Self {
             out: io::BufWriter::with_capacity(
                 1 << 16,
                 Counting {
-                    inner: io::stdout(),
+                    inner: sink,
                     written: 0,
                 },
             ),
-            pipe: pipe::Pipe::stdout(),
-            path,
+            reader,
+            store,
             pending: VecDeque::new(),
             lines: 0,
             saved_lines: 0,
@@ -93,13 +140,19 @@ impl Delivery {
 
     /// Writes one line (buffered).
     pub(super) fn line(&mut self, text: &str) -> io::Result<()> {
+        // Counted as sent before it is written: a full buffer is flushed
+        // inside the write, and the consumer may acknowledge the line
+        // before the write returns.
+        if let Reader::Consumer(c) = &self.reader {
+            c.sent(self.lines + 1);
+        }
         self.out.write_all(text.as_bytes())?;
         self.out.write_all(b"\n")?;
         self.lines += 1;
         Ok(())
     }
 
-    /// Flushes what is buffered to stdout.
+    /// Flushes what is buffered to the reader.
     pub(super) fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }
@@ -108,42 +161,55 @@ impl Delivery {
         self.out.get_ref().written
     }
 
-    /// Bytes the consumer has taken: all that was written, less what is
-    /// still unread in the pipe.
-    fn taken(&self) -> u64 {
-        let unread = self.pipe.as_ref().and_then(pipe::Pipe::unread).unwrap_or(0);
-        self.written().saturating_sub(unread)
+    /// Whether the reader has taken every line up to `snapshot`: read it
+    /// out of the pipe, or acknowledged it.
+    fn taken(&self, snapshot: &Snapshot) -> bool {
+        match &self.reader {
+            Reader::Stdout(pipe) => {
+                let unread = pipe.as_ref().and_then(pipe::Pipe::unread).unwrap_or(0);
+                snapshot.offset <= self.written().saturating_sub(unread)
+            }
+            Reader::Consumer(c) => snapshot.lines <= c.acked(),
+        }
+    }
+
+    /// Bytes written and not yet taken (for progress; a consumer's unread
+    /// lines count as their share of bytes).
+    fn untaken(&self) -> u64 {
+        match &self.reader {
+            Reader::Stdout(pipe) => pipe.as_ref().and_then(pipe::Pipe::unread).unwrap_or(0),
+            Reader::Consumer(c) => self.lines.saturating_sub(c.acked()),
+        }
     }
 
     /// Flushes, then queues `checkpoint` (the state after every line written
     /// so far) to be saved once the consumer has taken those lines, and
     /// saves whatever is taken already.
-    pub(super) fn checkpoint(&mut self, checkpoint: Checkpoint) -> Result<()> {
-        if self.path.is_none() {
+    pub(super) async fn checkpoint(&mut self, checkpoint: Checkpoint) -> Result<()> {
+        if self.store.is_none() {
             return Ok(());
         }
-        self.flush().context("cannot write to stdout")?;
+        self.flush().context("cannot write to the consumer")?;
         self.pending.push_back(Snapshot {
             offset: self.written(),
             lines: self.lines,
             checkpoint,
         });
-        self.save_taken()
+        self.save_taken().await
     }
 
     /// Saves the newest queued checkpoint whose lines the consumer has all
     /// taken.
-    pub(super) fn save_taken(&mut self) -> Result<()> {
-        let Some(path) = self.path.clone() else {
+    pub(super) async fn save_taken(&mut self) -> Result<()> {
+        if self.store.is_none() {
             return Ok(());
-        };
-        let taken = self.taken();
+        }
         let mut newest = None;
-        while self.pending.front().is_some_and(|s| s.offset <= taken) {
+        while self.pending.front().is_some_and(|s| self.taken(s)) {
             newest = self.pending.pop_front();
         }
-        if let Some(snapshot) = newest {
-            write_checkpoint(&path, &snapshot.checkpoint)?;
+        if let (Some(snapshot), Some(store)) = (newest, self.store.as_mut()) {
+            store.save(&snapshot.checkpoint).await?;
             self.saved_lines = snapshot.lines;
         }
         Ok(())
@@ -154,27 +220,77 @@ impl Delivery {
         !self.pending.is_empty()
     }
 
-    /// Whether the reader of the pipe has closed it.
-    pub(super) fn reader_gone(&self) -> bool {
-        self.pipe.as_ref().is_some_and(pipe::Pipe::reader_gone)
+    /// Whether the reader of the pipe has closed it, or the consumer
+    /// stopped reading or acknowledging.
+    pub(super) fn reader_gone(&mut self) -> bool {
+        match &mut self.reader {
+            Reader::Stdout(pipe) => pipe.as_ref().is_some_and(pipe::Pipe::reader_gone),
+            Reader::Consumer(c) => c.gone(),
+        }
+    }
+
+    /// An acknowledgement the consumer sent that cannot be right.
+    pub(super) fn consumer_error(&self) -> Result<()> {
+        match &self.reader {
+            Reader::Consumer(c) => c.check(),
+            Reader::Stdout(_) => Ok(()),
+        }
     }
 
     /// Waits until the consumer has taken every line and the last
     /// checkpoint is saved, or the reader closed the pipe (the checkpoint
-    /// then covers what it read). `tick` runs between checks.
+    /// then covers what it read). A consumer process is sent the end of
+    /// its input and waited for. `tick` runs between checks.
     pub(super) async fn drain(&mut self, mut tick: impl FnMut(u64)) -> Result<Drained> {
-        self.flush().context("cannot write to stdout")?;
+        self.flush().context("cannot write to the consumer")?;
+        if let Reader::Consumer(c) = &self.reader {
+            // Every line is written: the consumer sees the end of its input.
+            self.out.get_mut().inner = Sink::Consumer(None);
+            while c.acked() < self.lines && !c.stopped_acking() {
+                c.check()?;
+                tick(self.untaken());
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            c.check()?;
+        }
         loop {
-            self.save_taken()?;
+            self.save_taken().await?;
             if !self.waiting() {
+                if let Reader::Consumer(c) = &mut self.reader {
+                    c.finish()?;
+                }
                 return Ok(Drained::Taken);
             }
             if self.reader_gone() {
-                self.save_taken()?;
+                self.save_taken().await?;
                 return Ok(Drained::ReaderGone);
             }
-            tick(self.written().saturating_sub(self.taken()));
+            tick(self.untaken());
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Says who stopped reading, for the error that ends the replay.
+    pub(super) fn gone_message(&mut self) -> String {
+        let covered = match &self.store {
+            Some(store) => format!(
+                "; {} covers the first {} of them, which it took",
+                store.describe(),
+                super::progress::count(self.saved_lines)
+            ),
+            None => String::new(),
+        };
+        let lines = super::progress::count(self.lines);
+        match &mut self.reader {
+            Reader::Stdout(_) => format!(
+                "stdout was closed by its reader after {lines} lines were written{covered}; a rerun goes on from there"
+            ),
+            Reader::Consumer(c) => format!(
+                "the consumer {} stopped after acknowledging {} of {lines} lines{}{covered}; a rerun goes on from there",
+                c.program(),
+                super::progress::count(c.acked()),
+                c.exit_note(),
+            ),
         }
     }
 }

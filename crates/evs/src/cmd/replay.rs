@@ -10,21 +10,39 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use evs_core::{Backoff, Streak};
 use evs_dynamodb::DynamoStore;
-use evs_replay::{Checkpoint, Frontier, Gap, ReplayOptions, Replayer, Step};
+use evs_projection::Partition;
+use evs_replay::{Frontier, Gap, ReplayOptions, Replayer, Step};
 use tokio::sync::Notify;
 
-use super::output::{self, Delivery, Drained};
+use super::checkpoint::CheckpointStore;
+use super::consumer::Consumer;
+use super::output::{Delivery, Drained};
 use super::progress::{count, megabytes, rate, Progress};
 use super::{location, ConsumerGone, Incomplete, Interrupted};
 use crate::flags::ReplayArgs;
 
 pub(super) async fn run(table: Option<&str>, args: ReplayArgs) -> Result<()> {
     warn_unsafe_settings(&args);
-    if let Some(path) = &args.checkpoint_file {
+    let mut store = match (
+        &args.checkpoint_file,
+        &args.checkpoint_table,
+        &args.checkpoint_name,
+    ) {
+        (Some(path), _, _) => Some(CheckpointStore::File(path.clone())),
+        (None, Some(table), Some(name)) => Some(CheckpointStore::table(
+            evs_cli::aws::dynamodb().await?,
+            table.clone(),
+            name.clone(),
+        )),
+        _ => None,
+    };
+    if let Some(store) = &store {
         // Before the first line: a rerun must not print everything again
         // because the checkpoint could not be saved at the end.
-        output::check_writable(path)?;
+        store.check().await?;
     }
+    let checkpointed = store.is_some();
+    let described = store.as_ref().map(CheckpointStore::describe);
     if let Some(path) = &args.quarantine {
         check_appendable(path)?;
     }
@@ -45,9 +63,9 @@ pub(super) async fn run(table: Option<&str>, args: ReplayArgs) -> Result<()> {
         ..ReplayOptions::default()
     };
     let gap_bound_ms = options.gap_bound_ms;
-    let checkpoint = match &args.checkpoint_file {
-        Some(path) if path.exists() => Some(read_checkpoint(path)?),
-        _ => None,
+    let checkpoint = match store.as_mut() {
+        Some(store) => store.load().await?,
+        None => None,
     };
     let clock = evs_core::system_clock();
     let mut replayer = match checkpoint {
@@ -61,7 +79,7 @@ pub(super) async fn run(table: Option<&str>, args: ReplayArgs) -> Result<()> {
         None => Replayer::new(archive, options, clock.clone()),
     };
     if let Some(table) = table {
-        let store = DynamoStore::new(crate::aws::dynamodb().await?, table);
+        let store = DynamoStore::new(evs_cli::aws::dynamodb().await?, table);
         replayer = replayer.with_table(Arc::new(store));
     }
 
@@ -81,7 +99,12 @@ pub(super) async fn run(table: Option<&str>, args: ReplayArgs) -> Result<()> {
         });
     }
 
-    let mut out = Delivery::new(args.checkpoint_file.clone());
+    let consumer = match args.consumer.is_empty() {
+        true => None,
+        false => Some(Consumer::spawn(&args.consumer)?),
+    };
+    let partition = args.partition.unwrap_or(Partition::ALL);
+    let mut out = Delivery::new(store, consumer);
     let mut progress = Progress::new(args.quiet);
     let started = Instant::now();
     let interval = args.checkpoint_interval;
@@ -132,7 +155,7 @@ pub(super) async fn run(table: Option<&str>, args: ReplayArgs) -> Result<()> {
                         wait.as_secs_f64()
                     );
                     // Checkpoints the consumer has taken meanwhile are saved.
-                    out.save_taken()?;
+                    out.save_taken().await?;
                     tokio::select! {
                         () = tokio::time::sleep(wait) => {}
                         () = woken.notified() => {}
@@ -143,15 +166,16 @@ pub(super) async fn run(table: Option<&str>, args: ReplayArgs) -> Result<()> {
             };
             match step {
                 Step::Object { events, .. } | Step::Backfill { events, .. } => {
-                    for event in &events {
+                    for event in events.iter().filter(|e| partition.contains(&e.stream_id)) {
                         out.line(event.line())?;
                     }
-                    if args.checkpoint_file.is_some() {
+                    out.consumer_error()?;
+                    if checkpointed {
                         if saved.elapsed() >= interval {
-                            out.checkpoint(replayer.checkpoint()?)?;
+                            out.checkpoint(replayer.checkpoint()?).await?;
                             saved = Instant::now();
                         } else if out.waiting() {
-                            out.save_taken()?;
+                            out.save_taken().await?;
                         }
                     }
                     let stats = replayer.stats();
@@ -175,8 +199,9 @@ pub(super) async fn run(table: Option<&str>, args: ReplayArgs) -> Result<()> {
                 }
                 Step::Idle { until_ms } => {
                     out.flush()?;
-                    if args.checkpoint_file.is_some() {
-                        out.checkpoint(replayer.checkpoint()?)?;
+                    out.consumer_error()?;
+                    if checkpointed {
+                        out.checkpoint(replayer.checkpoint()?).await?;
                         saved = Instant::now();
                     }
                     let now = clock();
@@ -226,7 +251,8 @@ pub(super) async fn run(table: Option<&str>, args: ReplayArgs) -> Result<()> {
                             () = tokio::time::sleep(nap) => {}
                             () = woken.notified() => break,
                         }
-                        out.save_taken()?;
+                        out.save_taken().await?;
+                        out.consumer_error()?;
                         if out.reader_gone() {
                             return Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe).into());
                         }
@@ -244,11 +270,11 @@ pub(super) async fn run(table: Option<&str>, args: ReplayArgs) -> Result<()> {
         Ok(()) => false,
     };
     let drained = if consumer_gone {
-        out.save_taken()?;
+        out.save_taken().await?;
         Drained::ReaderGone
     } else {
-        if args.checkpoint_file.is_some() {
-            out.checkpoint(replayer.checkpoint()?)?;
+        if checkpointed {
+            out.checkpoint(replayer.checkpoint()?).await?;
         }
         let lines = out.lines();
         let mut shown = false;
@@ -265,7 +291,7 @@ pub(super) async fn run(table: Option<&str>, args: ReplayArgs) -> Result<()> {
         match drained {
             Ok(d) => d,
             Err(e) if super::is_broken_pipe(&e) => {
-                out.save_taken()?;
+                out.save_taken().await?;
                 Drained::ReaderGone
             }
             Err(e) => return Err(e),
@@ -273,22 +299,43 @@ pub(super) async fn run(table: Option<&str>, args: ReplayArgs) -> Result<()> {
     };
     progress.finish();
     if drained == Drained::ReaderGone {
-        let covered = match &args.checkpoint_file {
-            Some(path) => format!(
-                "; the checkpoint {} covers the first {} of them, which it read",
-                path.display(),
-                count(out.saved_lines)
-            ),
-            None => String::new(),
-        };
-        return Err(ConsumerGone(format!(
-            "stdout was closed by its reader after {} lines were written{covered}; a rerun goes on from there",
-            count(out.lines())
-        ))
-        .into());
+        // A consumer that sent a wrong acknowledgement is named for it.
+        out.consumer_error()?;
+        return Err(ConsumerGone(out.gone_message()).into());
     }
     let stats = replayer.stats();
-    if !args.quiet {
+    if args.json {
+        let now = clock();
+        let behind_ms = stats
+            .position
+            .as_deref()
+            .and_then(|key| evs_archive::ArchiveKey::parse(key).ok())
+            .map(|key| {
+                frontier
+                    .settled(now)
+                    .saturating_sub(key.sealed_at_ms())
+                    .max(0)
+            });
+        let summary = serde_json::json!({
+            "delivered": out.lines(),
+            "events": stats.delivered,
+            "objects": stats.objects,
+            "storedBytes": stats.stored_bytes,
+            "duplicates": stats.duplicates,
+            "backfilled": stats.backfilled,
+            "skippedObjects": stats.skipped_objects,
+            "skippedKeys": stats.skipped_keys,
+            "beforeStart": replayer.before_start(),
+            "gaps": replayer.gaps().len(),
+            "position": stats.position,
+            "settledFrontier": evs_core::format_timestamp_ms(frontier.settled(now)),
+            "behindFrontierMs": behind_ms,
+            "partition": partition.to_string(),
+            "seconds": started.elapsed().as_secs_f64(),
+            "interrupted": interrupted,
+        });
+        eprintln!("{summary}");
+    } else if !args.quiet {
         let mut line = format!(
             "evs: replayed {} events from {} objects ({}) of {location} in {:.1} s ({} events/s); {} duplicate lines dropped",
             count(stats.delivered),
@@ -298,29 +345,18 @@ pub(super) async fn run(table: Option<&str>, args: ReplayArgs) -> Result<()> {
             count(rate(stats.delivered, started.elapsed())),
             count(stats.duplicates),
         );
-        if replayer.before_start() > 0 {
-            line.push_str(&format!(
-                "; {} events older than their stream's first event after --since not delivered",
-                count(replayer.before_start())
-            ));
-        }
-        if stats.backfilled > 0 {
-            line.push_str(&format!(
-                "; {} read from the table",
-                count(stats.backfilled)
-            ));
-        }
-        if stats.skipped_keys > 0 {
-            line.push_str(&format!(
-                "; {} keys skipped (not archive objects)",
-                count(stats.skipped_keys)
-            ));
-        }
-        if stats.skipped_objects > 0 {
-            line.push_str(&format!(
-                "; {} archive objects skipped unread",
-                count(stats.skipped_objects)
-            ));
+        for (n, what) in [
+            (
+                replayer.before_start(),
+                "events older than their stream's first event after --since not delivered",
+            ),
+            (stats.backfilled, "read from the table"),
+            (stats.skipped_keys, "keys skipped (not archive objects)"),
+            (stats.skipped_objects, "archive objects skipped unread"),
+        ] {
+            if n > 0 {
+                line.push_str(&format!("; {} {what}", count(n)));
+            }
         }
         eprintln!("{line}");
         if stats.skipped_objects > 0 {
@@ -347,8 +383,8 @@ pub(super) async fn run(table: Option<&str>, args: ReplayArgs) -> Result<()> {
         }
     }
     if interrupted {
-        let saved = match &args.checkpoint_file {
-            Some(path) => format!(" (checkpoint saved to {})", path.display()),
+        let saved = match &described {
+            Some(what) => format!(" ({what} is saved)"),
             None => String::new(),
         };
         if args.follow {
@@ -475,11 +511,4 @@ fn parse_time(text: &str) -> Result<i64> {
         })?;
     i64::try_from(t.unix_timestamp_nanos() / 1_000_000)
         .with_context(|| format!("--since {text:?} is out of range"))
-}
-
-fn read_checkpoint(path: &Path) -> Result<Checkpoint> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the checkpoint {}", path.display()))?;
-    Checkpoint::from_json(&text)
-        .with_context(|| format!("the checkpoint {} is not usable", path.display()))
 }

@@ -19,7 +19,7 @@ pub(super) async fn run(table: Option<&str>, args: VerifyArgs) -> Result<()> {
     // The table first: every event it holds then should be in the archive
     // by the time the archive is read (up to the archiver's lag).
     let store = match table {
-        Some(table) => Some(DynamoStore::new(crate::aws::dynamodb().await?, table)),
+        Some(table) => Some(DynamoStore::new(evs_cli::aws::dynamodb().await?, table)),
         None => None,
     };
     let mut versions = match (&store, table) {

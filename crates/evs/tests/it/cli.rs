@@ -563,3 +563,38 @@ fn invoke_runs_the_archiver_on_event_files() {
     let out = evs.run(&["invoke", "--archive", "gs://x/", &sample("empty.json")]);
     assert_one_line_error(&out, 2, "only s3://");
 }
+
+/// `evs pump` is the `evs-pump` binary beside `evs` (so `evs` compiles no
+/// DynamoDB Streams SDK): its help is the pump's, and an `evs` without it
+/// says how to install it.
+#[test]
+fn evs_pump_runs_the_pump_binary_or_says_how_to_install_it() {
+    let help = Command::new(env!("CARGO_BIN_EXE_evs"))
+        .args(["pump", "--help"])
+        .output()
+        .unwrap();
+    assert!(help.status.success(), "{}", stderr(&help));
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        text.contains("Usage: evs-pump") && text.contains("--checkpoint-file"),
+        "{text}"
+    );
+
+    let dir = std::env::temp_dir().join(unique_name("evs-alone"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let alone = dir.join("evs");
+    std::fs::copy(env!("CARGO_BIN_EXE_evs"), &alone).unwrap();
+    let out = Command::new(&alone)
+        .args(["pump", "--once"])
+        .env_clear()
+        .env("PATH", &dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cargo install --path crates/evs-pump-cli"),
+        "{}",
+        stderr(&out)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

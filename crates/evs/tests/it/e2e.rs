@@ -477,3 +477,160 @@ fn a_missing_bucket_stops_a_follower_and_a_pump_at_once() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `evs backfill` from an export-shaped fixture made from the emulator's
+/// table (DynamoDB JSON data files, gzip, and the two manifests): the
+/// archive it makes passes `evs verify --table`, replays as the table
+/// reads, and a second run of the same export does nothing. Part of the
+/// history is archived already (as if the archiver had started late):
+/// those events come twice and are dropped as duplicates.
+#[test]
+fn backfill_from_a_table_export_completes_the_archive() {
+    use std::io::Write;
+
+    let Some(moto) = Moto::shared() else { return };
+    let Some(evs) = Evs::new() else { return };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = rt.block_on(moto.dynamodb());
+    let store = DynamoStore::new(client.clone(), evs.table.clone());
+    let append = |range: std::ops::Range<u64>| {
+        rt.block_on(async {
+            for n in range {
+                let stream = StreamId::new(format!("acct-{}", n % 7)).unwrap();
+                let payload = json!({ "amount": n, "big": 123456789012345678901234567890_u128 });
+                let event = NewEvent::new("Deposited", payload);
+                evs_core::EventStore::append(
+                    &store,
+                    &stream,
+                    evs_core::ExpectedVersion::Any,
+                    &[event],
+                )
+                .await
+                .unwrap();
+            }
+        })
+    };
+    // The first 30 events reach the archive through the stream; the
+    // archiver "starts late" for the rest (only the export has them).
+    append(0..30);
+    let dir = std::env::temp_dir().join(unique_name("evs-backfill"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let archive = dir.join("archive").display().to_string();
+    let pump = evs.run(&[
+        "pump",
+        "--archive",
+        &archive,
+        "--once",
+        "--batch-size",
+        "20",
+        "--checkpoint-file",
+        &dir.join("pump.json").display().to_string(),
+    ]);
+    assert!(pump.status.success(), "{}", stderr(&pump));
+    append(30..60);
+    let verify = evs.run(&["verify", "--archive", &archive]);
+    assert_eq!(verify.status.code(), Some(4), "{}", stdout(&verify));
+
+    // The export: every item, in two data files.
+    let export_id = "01764000000000-abcdef12";
+    let export = dir.join("AWSDynamoDB").join(export_id);
+    std::fs::create_dir_all(export.join("data")).unwrap();
+    let items = rt.block_on(async {
+        client
+            .scan()
+            .table_name(&evs.table)
+            .send()
+            .await
+            .unwrap()
+            .items
+            .unwrap()
+    });
+    assert_eq!(items.len(), 60);
+    let mut manifest = String::new();
+    for (i, chunk) in items.chunks(35).enumerate() {
+        let name = format!("part-{i}.json.gz");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        for item in chunk {
+            let item: BTreeMap<String, evs_core::AttrValue> = item
+                .iter()
+                .map(|(k, v)| (k.clone(), evs_dynamodb::from_sdk(v).unwrap()))
+                .collect();
+            writeln!(gz, "{}", json!({ "Item": item })).unwrap();
+        }
+        std::fs::write(export.join("data").join(&name), gz.finish().unwrap()).unwrap();
+        manifest.push_str(&format!(
+            "{}\n",
+            json!({ "itemCount": chunk.len(), "dataFileS3Key": format!("AWSDynamoDB/{export_id}/data/{name}") })
+        ));
+    }
+    std::fs::write(export.join("manifest-files.json"), manifest).unwrap();
+    std::fs::write(
+        export.join("manifest-summary.json"),
+        json!({
+            "version": "2020-06-30",
+            "exportArn": format!("arn:aws:dynamodb:us-east-1:123456789012:table/{}/export/{export_id}", evs.table),
+            "exportTime": "2026-12-03T10:00:00.000Z",
+            "outputFormat": "DYNAMODB_JSON",
+            "itemCount": 60,
+        })
+        .to_string(),
+    )
+    .unwrap();
+
+    let export_arg = export.display().to_string();
+    let backfill = evs.run(&["backfill", "--export", &export_arg, "--archive", &archive]);
+    assert!(backfill.status.success(), "{}", stderr(&backfill));
+    let report: serde_json::Value = serde_json::from_str(stdout(&backfill).trim()).unwrap();
+    assert_eq!(report["items"], 60);
+    assert_eq!(report["archived"], 60);
+    assert_eq!(report["deadLettered"], 0);
+    assert_eq!(report["dataFiles"], 2);
+
+    // EVS_TABLE is set: verify compares with the table.
+    let verify = evs.run(&["verify", "--archive", &archive]);
+    assert!(
+        verify.status.success(),
+        "{}{}",
+        stdout(&verify),
+        stderr(&verify)
+    );
+    assert!(
+        stdout(&verify).contains("7 streams, 60 events")
+            && stdout(&verify).contains("checked against 7 table streams"),
+        "{}",
+        stdout(&verify)
+    );
+    // The replay, from the archive alone, is the table, stream by stream.
+    let replay_alone = || {
+        evs.command(&["replay", "--archive", &archive, "--quiet"])
+            .env_remove("EVS_TABLE")
+            .output()
+            .unwrap()
+    };
+    let replay = replay_alone();
+    assert!(replay.status.success(), "{}", stderr(&replay));
+    let replayed = lines(&replay);
+    assert_eq!(replayed.len(), 60);
+    for s in 0..7 {
+        let stream = format!("acct-{s}");
+        let read = evs.run(&["read", "--stream", &stream]);
+        let mine: Vec<&String> = replayed
+            .iter()
+            .filter(|l| l.contains(&format!("\"streamId\":\"{stream}\"")))
+            .collect();
+        let table: Vec<String> = lines(&read);
+        assert_eq!(mine, table.iter().collect::<Vec<_>>(), "{stream}");
+    }
+
+    // Idempotent: the second run finds the marker.
+    let again = evs.run(&["backfill", "--export", &export_arg, "--archive", &archive]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("back-filled into"),
+        "{}",
+        stderr(&again)
+    );
+    let replay_again = replay_alone();
+    assert_eq!(lines(&replay_again), replayed);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,4 +1,8 @@
 //! The `evs` binary end to end: against the emulator, and offline on local archives.
+//!
+//! `evs pump` runs the `evs-pump` binary beside `evs`: `cargo test --workspace`
+//! (`make test`) builds it, for crates/evs-pump-cli's own tests; `cargo test -p
+//! evs` alone needs `cargo build -p evs-pump-cli` first.
 
 // Test code: unwrap, expect and panic are how it fails (clippy.toml lets
 // #[test] functions use them, not the helpers around them).

@@ -789,3 +789,208 @@ fn an_empty_archive_says_so() {
         stderr(&out)
     );
 }
+
+// ---------------------------------------------------------------------------
+// Delivery to a consumer that acknowledges, checkpoints in a table, partitions.
+
+/// A consumer script: appends each line to `$OUT`, acknowledges it, and
+/// after `$STOP` lines (if set) exits with code 3 without reading more.
+const CONSUMER: &str = r#"n=0
+while IFS= read -r line; do
+  printf '%s\n' "$line" >> "$OUT"
+  n=$((n+1))
+  echo "$n"
+  if [ -n "$STOP" ] && [ "$n" -ge "$STOP" ]; then exit 3; fi
+done"#;
+
+fn consumer_run(args: &[&str], out: &str, stop: Option<usize>, env: &[(&str, String)]) -> Output {
+    let mut cmd = replay_cmd(args);
+    cmd.env("OUT", out)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .args(["--", "bash", "-c", CONSUMER]);
+    if let Some(stop) = stop {
+        cmd.env("STOP", stop.to_string());
+    }
+    cmd.output().unwrap()
+}
+
+fn lines_of(path: &str) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A consumer that stops after 250 acknowledged lines: the replay fails
+/// (exit 1) naming it, the checkpoint covers only acknowledged lines, and
+/// the rerun delivers the rest: nothing lost, nothing reordered.
+fn consumer_stops_and_resumes(archive: &str, checkpoint_args: &[&str], env: &[(&str, String)]) {
+    let all = evs(&["replay", "--archive", archive, "--quiet"]);
+    let all: Vec<String> = stdout(&all).lines().map(str::to_owned).collect();
+    assert_eq!(all.len(), 2_000);
+    let dir = Scratch::new("evs-consumer");
+    let mut args = vec![
+        "--archive",
+        archive,
+        "--checkpoint-interval",
+        "0",
+        "--quiet",
+    ];
+    args.extend_from_slice(checkpoint_args);
+
+    let first = dir.path("first.ndjson");
+    let out = consumer_run(&args, &first, Some(250), env);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("stopped after acknowledging 250 of") && err.contains("exit status: 3"),
+        "{err}"
+    );
+    assert_eq!(lines_of(&first), all[..250]);
+
+    let second = dir.path("second.ndjson");
+    let out = consumer_run(&args, &second, None, env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rest = lines_of(&second);
+    let from = all.len() - rest.len();
+    assert_eq!(rest, all[from..], "nothing lost, nothing reordered");
+    assert!(
+        from <= 250 && 250 - from < 100,
+        "repeated {} lines",
+        250 - from
+    );
+
+    // Done: a third run has nothing to deliver, and the consumer exits 0.
+    let third = dir.path("third.ndjson");
+    let out = consumer_run(&args, &third, None, env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(lines_of(&third).is_empty());
+}
+
+#[test]
+fn a_consumer_acknowledges_and_the_checkpoint_covers_only_what_it_acknowledged() {
+    let scratch = Scratch::new("evs-replay-acks");
+    let archive = big_archive(&scratch, 20, 100);
+    let checkpoint = scratch.path("acks.json");
+    consumer_stops_and_resumes(&archive, &["--checkpoint-file", &checkpoint], &[]);
+
+    // A consumer that prints something other than a count is refused, and
+    // so is one that exits non-zero after acknowledging everything.
+    for (script, wanted) in [
+        ("read -r l; echo ok; sleep 5", "wrote \"ok\" to its stdout"),
+        (
+            "n=0; while read -r l; do n=$((n+1)); echo $n; done; exit 7",
+            "exited with exit status: 7",
+        ),
+    ] {
+        let out = replay_cmd(&["--archive", &archive, "--", "bash", "-c", script])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{script}");
+        assert!(stderr(&out).contains(wanted), "{}", stderr(&out));
+    }
+}
+
+#[test]
+fn a_checkpoint_in_a_table_resumes_a_consumer() {
+    let Some(moto) = evs_testkit::Moto::shared() else {
+        return;
+    };
+    let scratch = Scratch::new("evs-replay-table-checkpoint");
+    let archive = big_archive(&scratch, 20, 100);
+    let env = moto.env();
+    let table = unique_name("evs-checkpoints");
+    let create = Command::new(env!("CARGO_BIN_EXE_evs"))
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .args(["table", "create-checkpoints", "--checkpoint-table", &table])
+        .output()
+        .unwrap();
+    assert!(create.status.success(), "{}", stderr(&create));
+    consumer_stops_and_resumes(
+        &archive,
+        &[
+            "--checkpoint-table",
+            &table,
+            "--checkpoint-name",
+            "orders-view",
+        ],
+        &env,
+    );
+    // A table that does not exist is named before anything is delivered.
+    let mut missing = replay_cmd(&[
+        "--archive",
+        &archive,
+        "--checkpoint-table",
+        "no-such-table",
+        "--checkpoint-name",
+        "x",
+    ]);
+    let out = missing
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    assert!(
+        stderr(&out).contains("evs table create-checkpoints"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn partitions_split_the_streams_and_together_deliver_everything_in_order() {
+    let scratch = Scratch::new("evs-replay-partitions");
+    let archive = big_archive(&scratch, 5, 100);
+    let all_ids = ids(&evs(&["replay", "--archive", &archive, "--quiet"]));
+    let mut parts = Vec::new();
+    for i in 0..3 {
+        let out = evs(&[
+            "replay",
+            "--archive",
+            &archive,
+            "--quiet",
+            "--partition",
+            &format!("{i}/3"),
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        parts.push(ids(&out));
+    }
+    for part in &parts {
+        // Each partition is the whole replay with the other streams left out.
+        let streams: std::collections::BTreeSet<&String> = part.iter().map(|(s, _)| s).collect();
+        let expected: Vec<(String, u64)> = all_ids
+            .iter()
+            .filter(|(s, _)| streams.contains(s))
+            .cloned()
+            .collect();
+        assert_eq!(part, &expected);
+    }
+    assert_eq!(parts.iter().map(Vec::len).sum::<usize>(), all_ids.len());
+    assert!(
+        parts.iter().filter(|p| !p.is_empty()).count() >= 2,
+        "streams spread out"
+    );
+    let bad = evs(&["replay", "--archive", &archive, "--partition", "3/3"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        stderr(&bad).contains("needs 0 <= i < N"),
+        "{}",
+        stderr(&bad)
+    );
+}
+
+#[test]
+fn a_json_summary_for_scripts() {
+    let scratch = Scratch::new("evs-replay-json");
+    let archive = big_archive(&scratch, 2, 10);
+    let out = evs(&["replay", "--archive", &archive, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let summary: Value = serde_json::from_str(stderr(&out).trim()).unwrap();
+    assert_eq!(summary["delivered"], 20);
+    assert_eq!(summary["objects"], 2);
+    assert_eq!(summary["gaps"], 0);
+    assert!(summary["settledFrontier"].is_string());
+    assert!(summary["behindFrontierMs"].is_u64());
+}
