@@ -74,13 +74,46 @@ fn list(v: &Value) -> Vec<&Value> {
     }
 }
 
-/// The archiver function: the serverless function built from the root package's binary.
+/// The recipe lines of `target:` in a Makefile (the tab-indented lines after it).
+fn make_recipe<'a>(makefile: &'a str, target: &str) -> Vec<&'a str> {
+    let rule = format!("{target}:");
+    let mut lines = makefile.lines();
+    assert!(
+        lines.any(|l| l.starts_with(&rule)),
+        "no rule {rule} in the Makefile"
+    );
+    lines
+        .take_while(|l| l.starts_with('\t'))
+        .map(str::trim)
+        .collect()
+}
+
+/// The bootstrap that `sam build` (BuildMethod: makefile) makes for the function `id` with the Makefile
+/// of its CodeUri: `build-<id>` builds `binary` with build/arm64.sh and copies it into the artifacts.
+fn assert_makefile_builds(makefile: &str, id: &str, binary: &str) {
+    let recipe = make_recipe(makefile, &format!("build-{id}"));
+    assert!(
+        recipe
+            .iter()
+            .any(|l| l.starts_with("bash ") && l.ends_with(&format!("build/arm64.sh {binary}"))),
+        "build-{id} does not run build/arm64.sh {binary}: {recipe:?}"
+    );
+    assert!(
+        recipe.iter().any(|l| l.starts_with("cp ")
+            && l.contains(&format!("target/lambda/{binary}/bootstrap "))
+            && l.ends_with("\"$(ARTIFACTS_DIR)/bootstrap\"")),
+        "build-{id} does not copy {binary}'s bootstrap into $(ARTIFACTS_DIR): {recipe:?}"
+    );
+}
+
+/// The archiver function: the serverless function whose `sam build` (the root Makefile's
+/// `build-<LogicalId>` target) builds the root package's binary.
 fn archiver(t: &Value) -> (&str, &Value) {
     let (id, f) = only(t, "AWS::Serverless::Function");
-    assert_eq!(
-        f["Metadata"]["BuildProperties"]["Binary"].as_str(),
-        Some(ARCHIVER_BINARY)
-    );
+    assert_eq!(f["Metadata"]["BuildMethod"].as_str(), Some("makefile"));
+    assert_eq!(f["Properties"]["CodeUri"].as_str(), Some("."));
+    let makefile = std::fs::read_to_string(root().join("Makefile")).expect("the root Makefile");
+    assert_makefile_builds(&makefile, id, ARCHIVER_BINARY);
     (id, f)
 }
 
@@ -199,13 +232,11 @@ fn event_source_mapping_is_safe_for_an_ordered_archive() {
 }
 
 #[test]
-fn function_runs_the_arm64_cargo_lambda_build() {
+fn function_runs_the_arm64_makefile_build() {
     let t = template();
-    let (_, f) = archiver(&t);
-    assert_eq!(
-        f["Metadata"]["BuildMethod"].as_str(),
-        Some("rust-cargolambda")
-    );
+    let (id, f) = archiver(&t);
+    assert_eq!(id, "ArchiverFunction");
+    assert_eq!(f["Metadata"]["BuildMethod"].as_str(), Some("makefile"));
     let p = &f["Properties"];
     assert_eq!(p["Runtime"].as_str(), Some("provided.al2023"));
     assert_eq!(p["Handler"].as_str(), Some("bootstrap"));
@@ -620,4 +651,228 @@ fn sample_events_cover_what_the_readme_says() {
             && image(r).get("Timestamp").is_none()),
         "an INSERT without Timestamp"
     );
+}
+
+// ---- the archive as a data lake (Glue table, Athena saved queries) ----
+
+/// The archive line's fields, from `Line`'s serde definition in
+/// crates/evs-archive/src/line.rs: each `pub` field of the struct as (Rust
+/// name, JSON key), the key being its `rename` or else the camelCase of the
+/// name (the struct's `rename_all`). Read from the source so that a field
+/// added to the line fails this test until the table has its column.
+fn line_fields() -> Vec<(String, String)> {
+    let path = root().join("crates/evs-archive/src/line.rs");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let before = text
+        .find("pub struct Line<'a> {")
+        .expect("line.rs defines `pub struct Line<'a>`");
+    assert!(
+        text[..before].contains("rename_all = \"camelCase\""),
+        "Line's fields are camelCase"
+    );
+    let body = &text[before..];
+    let body = &body[..body.find("\n}\n").expect("the end of Line")];
+    let camel = |name: &str| {
+        let mut out = String::new();
+        let mut upper = false;
+        for c in name.chars() {
+            if c == '_' {
+                upper = true;
+            } else if upper {
+                out.extend(c.to_uppercase());
+                upper = false;
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    };
+    let mut rename: Option<String> = None;
+    let mut fields = Vec::new();
+    for line in body.lines().skip(1).map(str::trim) {
+        if let Some(at) = line.find("rename = \"") {
+            let rest = &line[at + "rename = \"".len()..];
+            rename = Some(rest[..rest.find('"').expect("a closing quote")].to_owned());
+        }
+        if let Some(decl) = line.strip_prefix("pub ") {
+            let name = decl.split(':').next().expect("a field name").trim();
+            let key = rename.take().unwrap_or_else(|| camel(name));
+            fields.push((name.to_owned(), key));
+        }
+    }
+    assert!(fields.len() > 10, "fields read from line.rs: {fields:?}");
+    fields
+}
+
+fn lake_table(t: &Value) -> &Value {
+    &only(t, "AWS::Glue::Table").1["Properties"]
+}
+
+#[test]
+fn lake_table_columns_are_the_archive_line_fields() {
+    let t = template();
+    let table = lake_table(&t);
+    let (database_id, _) = only(&t, "AWS::Glue::Database");
+    assert_eq!(target(&table["DatabaseName"], None), database_id);
+    let input = &table["TableInput"];
+    assert_eq!(input["TableType"].as_str(), Some("EXTERNAL_TABLE"));
+    let storage = &input["StorageDescriptor"];
+    let serde = &storage["SerdeInfo"];
+    // OpenX, case-sensitive, one mapping per column: the line has both
+    // `eventId` and `eventID` (the template says why not the Hive SerDe).
+    assert_eq!(
+        serde["SerializationLibrary"].as_str(),
+        Some("org.openx.data.jsonserde.JsonSerDe")
+    );
+    let params = serde["Parameters"].as_mapping().expect("SerDe parameters");
+    assert_eq!(params["case.insensitive"].as_str(), Some("false"));
+    let columns: Vec<(String, String, String)> = storage["Columns"]
+        .as_sequence()
+        .expect("Columns")
+        .iter()
+        .map(|c| {
+            let name = c["Name"].as_str().expect("a column name").to_owned();
+            let key = params
+                .get(format!("mapping.{name}").as_str())
+                .and_then(Value::as_str)
+                .unwrap_or_else(|| panic!("no mapping.{name}"))
+                .to_owned();
+            (name, key, c["Type"].as_str().expect("a type").to_owned())
+        })
+        .collect();
+    let mappings = params
+        .keys()
+        .filter(|k| k.as_str().is_some_and(|k| k.starts_with("mapping.")))
+        .count();
+    assert_eq!(mappings, columns.len(), "a mapping for each column only");
+    let named: Vec<(String, String)> = columns
+        .iter()
+        .map(|(name, key, _)| (name.clone(), key.clone()))
+        .collect();
+    assert_eq!(named, line_fields(), "(column, JSON key) per line field");
+    for (name, _, ty) in &columns {
+        let expected = match name.as_str() {
+            "event_id" => "bigint",
+            "payload_absent" => "boolean",
+            // The JSON values (payload, metadata, ...) as their JSON text.
+            _ => "string",
+        };
+        assert_eq!(ty, expected, "{name}");
+    }
+    let partitions = input["PartitionKeys"].as_sequence().expect("PartitionKeys");
+    assert_eq!(partitions.len(), 1);
+    assert_eq!(partitions[0]["Name"].as_str(), Some("date"));
+    assert_eq!(partitions[0]["Type"].as_str(), Some("string"));
+}
+
+#[test]
+fn lake_table_location_follows_the_archive_key_layout() {
+    let t = template();
+    let input = &lake_table(&t)["TableInput"];
+    let p = &input["Parameters"];
+    for (k, v) in [
+        ("projection.enabled", "true"),
+        ("projection.date.type", "date"),
+        ("projection.date.format", "yyyy/MM/dd/HH"),
+        ("projection.date.interval", "1"),
+        ("projection.date.interval.unit", "HOURS"),
+    ] {
+        assert_eq!(p[k].as_str(), Some(v), "{k}");
+    }
+    let range = p["projection.date.range"]["Fn::Sub"]
+        .as_str()
+        .expect("a range with its start from a parameter");
+    let (start, end) = range.split_once(',').expect("start,end");
+    assert_eq!(end, "NOW");
+    let start_param = start
+        .strip_prefix("${")
+        .and_then(|s| s.strip_suffix('}'))
+        .expect("${Parameter}");
+    let first_hour = param_default(&t, start_param).as_str().expect("a default");
+    assert_eq!(first_hour.len(), "yyyy/MM/dd/HH".len(), "{first_hour}");
+
+    // The same bucket and prefix as the archiver writes to.
+    let (_, f) = archiver(&t);
+    let env = &f["Properties"]["Environment"]["Variables"];
+    let bucket = target(&env["EVS_ARCHIVE_BUCKET"], None);
+    let prefix_param = target(&env["EVS_ARCHIVE_PREFIX"], None);
+    let location = format!("s3://${{{bucket}}}/${{{prefix_param}}}");
+    assert_eq!(
+        input["StorageDescriptor"]["Location"]["Fn::Sub"].as_str(),
+        Some(location.as_str())
+    );
+    let template = p["storage.location.template"]["Fn::Sub"]
+        .as_str()
+        .expect("storage.location.template");
+    // `${!date}` is Fn::Sub's literal `${date}`.
+    assert_eq!(template, format!("{location}${{!date}}/"));
+
+    // A key the archiver writes, with the projection's format filled in for
+    // its seal hour: the object is directly under the partition's location.
+    let sealed_at_ms = 1_795_471_652_123; // 2026-11-23T22:07:32.123Z
+    let dir = std::env::temp_dir().join(format!("evs-template-lake-{}", std::process::id()));
+    let lookup_dir = dir.clone();
+    let config = evs_archiver::config::Config::from_lookup(move |name| match name {
+        "EVS_ARCHIVE" => Some(lookup_dir.display().to_string()),
+        _ => None,
+    })
+    .expect("a local archive");
+    let event = std::fs::read_to_string(root().join("events/inserts.json")).unwrap();
+    let summary = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let store = evs_archiver::config::store_for(&config).await;
+        let now = move || sealed_at_ms;
+        evs_archiver::handler::handle(&event, store.as_ref(), &config, &now, None)
+            .await
+            .expect("the sample batch is archived")
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    let key = summary.key.expect("an events object");
+    let time = evs_core::format_timestamp_ms(sealed_at_ms); // 2026-11-23T22:07:32.123Z
+    let hour = p["projection.date.format"]
+        .as_str()
+        .unwrap()
+        .replace("yyyy", &time[0..4])
+        .replace("MM", &time[5..7])
+        .replace("dd", &time[8..10])
+        .replace("HH", &time[11..13]);
+    let prefix = param_default(&t, prefix_param).as_str().unwrap();
+    let partition = template
+        .replace(&format!("${{{prefix_param}}}"), prefix)
+        .replace("${!date}", &hour);
+    let partition = partition
+        .split_once("}/")
+        .map(|(_, path)| path)
+        .expect("s3://${Bucket}/<path>");
+    assert_eq!(partition, "events/2026/11/23/22/");
+    let file = key
+        .strip_prefix(partition)
+        .unwrap_or_else(|| panic!("{key} is not under {partition}"));
+    assert!(!file.contains('/'), "{key}");
+    assert!(file.ends_with(".ndjson.gz"), "{key}");
+}
+
+#[test]
+fn lake_saved_queries_read_the_table_and_dedupe() {
+    let t = template();
+    let (database_id, _) = only(&t, "AWS::Glue::Database");
+    let table = lake_table(&t)["TableInput"]["Name"]
+        .as_str()
+        .expect("a name");
+    let queries = of_type(&t, "AWS::Athena::NamedQuery");
+    assert_eq!(queries.len(), 4, "{queries:?}");
+    for id in queries {
+        let q = &resource(&t, id)["Properties"];
+        assert_eq!(target(&q["Database"], None), database_id, "{id}");
+        let sql = q["QueryString"].as_str().expect("QueryString");
+        assert!(
+            sql.contains(&format!("FROM {table}")),
+            "{id}: reads {table}"
+        );
+        // A retried batch is archived twice: every answer counts an event once.
+        assert!(
+            sql.contains("PARTITION BY stream_id, event_id")
+                || sql.contains("count(DISTINCT event_id)"),
+            "{id} does not dedupe by (stream_id, event_id)"
+        );
+    }
 }
