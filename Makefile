@@ -3,7 +3,9 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 MOTO_VERSION := 5.2.5
-MOTO_STAMP := $(VENV)/.moto-$(MOTO_VERSION)
+# DuckDB: the engine the lake test (crates/evs-replay/tests/lake.rs) runs docs/lake/duckdb.sql with.
+DUCKDB_VERSION := 1.4.4
+MOTO_STAMP := $(VENV)/.moto-$(MOTO_VERSION)-duckdb-$(DUCKDB_VERSION)
 CARGO_LAMBDA_VERSION := 1.9.2
 LAMBDA_STAMP := $(VENV)/.cargo-lambda-$(CARGO_LAMBDA_VERSION)
 CFN_LINT_VERSION := 1.58.0
@@ -14,17 +16,22 @@ CHECKOV_VERSION := 3.3.30
 CHECKOV_VENV := $(VENV)/checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.checkov-$(CHECKOV_VERSION)
 CARGO_FUZZ_VERSION := 0.13.2
+# The SAM CLI in a venv of its own too (its pins differ from moto's and checkov's); `sam validate --lint`
+# needs no AWS account.
+SAM_VERSION := 1.170.0
+SAM_VENV := $(VENV)/sam
+SAM_STAMP := $(SAM_VENV)/.sam-$(SAM_VERSION)
 
-.PHONY: all run test lint lint-template fmt check venv clean-venv invoke bench build deploy lambda-tools soak fuzz
+.PHONY: all run test lint lint-template fmt check venv clean-venv invoke invoke-test bench build build-ArchiverFunction package deploy lambda-tools soak fuzz
 
 all: test
 
-## venv: a git-ignored Python venv with the emulator (moto server) used by the tests
+## venv: a git-ignored Python venv with the emulator (moto server) and DuckDB used by the tests
 venv: $(MOTO_STAMP)
 
 $(MOTO_STAMP):
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'moto[server]==$(MOTO_VERSION)'
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'moto[server]==$(MOTO_VERSION)' 'duckdb==$(DUCKDB_VERSION)'
 	touch $@
 
 ## run: the offline demos (no AWS, no emulator): writers -> change feed -> archiver -> local archive -> live replay -> verify;
@@ -35,14 +42,16 @@ run:
 
 ## test: every test of the workspace; emulator-backed tests start their own moto server
 test: venv
-	EVS_MOTO_SERVER=$(abspath $(VENV))/bin/moto_server cargo test --workspace --all-targets
+	EVS_MOTO_SERVER=$(abspath $(VENV))/bin/moto_server EVS_PYTHON=$(abspath $(VENV))/bin/python \
+	  cargo test --workspace --all-targets
 	EVS_MOTO_SERVER=$(abspath $(VENV))/bin/moto_server cargo test --workspace --doc
 
-## soak: the replay and archiver property tests with many more cases (PROPTEST_CASES=N to change),
+## soak: the replay, archiver and projection property tests with many more cases (PROPTEST_CASES=N to change),
 ## then the fault and crash tests EVS_SOAK times larger (default 10)
 soak: venv
 	PROPTEST_CASES=$${PROPTEST_CASES:-100000} cargo test --release -p evs-replay --test simulation
 	PROPTEST_CASES=$${PROPTEST_CASES:-10000} cargo test --release -p evs-archiver -p evs-pump --lib
+	PROPTEST_CASES=$${PROPTEST_CASES:-100000} cargo test --release -p evs-projection --test simulation
 	EVS_SOAK=$${EVS_SOAK:-10} EVS_MOTO_SERVER=$(abspath $(VENV))/bin/moto_server \
 	  cargo test --release -p evs-dynamodb --test suite exactly_once_under_lost_acknowledgements -- --nocapture
 	EVS_SOAK=$${EVS_SOAK:-10} EVS_MOTO_SERVER=$(abspath $(VENV))/bin/moto_server \
@@ -53,11 +62,18 @@ lint: lint-template
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
-## lint-template: cfn-lint and checkov's security scan on template.yaml and the balances example's; both must report nothing (a check that
+## lint-template: cfn-lint, checkov's security scan and `sam validate --lint` on template.yaml and the balances example's; each must report nothing (a check that
 ## does not fit is skipped on its resource with the reason; the Events values are tested by tests/template.rs)
-lint-template: $(CFN_LINT_STAMP) $(CHECKOV_STAMP)
+lint-template: $(CFN_LINT_STAMP) $(CHECKOV_STAMP) $(SAM_STAMP)
 	$(VENV)/bin/cfn-lint template.yaml crates/evs-balances/template.yaml
 	$(CHECKOV_VENV)/bin/checkov -f template.yaml -f crates/evs-balances/template.yaml --framework cloudformation --quiet --compact --skip-download
+	SAM_CLI_TELEMETRY=0 AWS_REGION=us-east-1 $(SAM_VENV)/bin/sam validate --lint -t template.yaml
+	SAM_CLI_TELEMETRY=0 AWS_REGION=us-east-1 $(SAM_VENV)/bin/sam validate --lint -t crates/evs-balances/template.yaml
+
+$(SAM_STAMP):
+	$(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/pip install --quiet --disable-pip-version-check 'aws-sam-cli==$(SAM_VERSION)'
+	touch $@
 
 $(CFN_LINT_STAMP):
 	$(PYTHON) -m venv $(VENV)
@@ -93,18 +109,27 @@ fuzz:
 invoke:
 	cargo run -q -p evs -- invoke events/inserts.json events/mixed.json events/empty.json
 
+## invoke-test: the archiver binary under `cargo lambda watch` (a host build) on a free port, each events/*.json
+## sent with `cargo lambda invoke`; the answers (no batchItemFailures) and the objects in a temporary local
+## archive are checked (tests/lambda_invoke.sh); installs cargo-lambda into .venv first
+invoke-test: $(LAMBDA_STAMP)
+	bash tests/lambda_invoke.sh
+
 ## bench: archiver throughput (criterion) side by side with a Python handler, and peak memory;
 ## then replay throughput from a local archive of BENCH_EVENTS events side by side with zcat | jq;
 ## then the live projection driver on the emulator (records/s against a per-record UpdateItem loop, latency p50/p99),
-## and the replay driver's rebuild into memory, whole and as --partition 0/2 + 1/2 in two processes
+## and the replay driver's rebuild into memory, whole and as --partition 0/2 + 1/2 in two processes;
+## then what acknowledged delivery to a consumer process costs (bench/consumer.sh)
 BENCH_EVENTS ?= 1000000
 bench: venv
 	bash bench/run.sh
 	BENCH_EVENTS=$(BENCH_EVENTS) bash bench/replay.sh
 	EVS_MOTO_SERVER=$(abspath $(VENV))/bin/moto_server cargo run -q --release -p evs-pump --example live_bench
 	bash bench/rebuild.sh
+	bash bench/consumer.sh
 
-## lambda-tools: cargo-lambda and zig in the venv (for `make build` and `cargo lambda watch`)
+## lambda-tools: cargo-lambda and zig in the venv (for `cargo lambda watch` and `make invoke-test`; `make build`
+## does not use them)
 lambda-tools: $(LAMBDA_STAMP)
 
 $(LAMBDA_STAMP): $(MOTO_STAMP)
@@ -117,7 +142,22 @@ build:
 	bash build/arm64.sh evs-archiver
 	bash build/arm64.sh evs-balances
 
-## deploy: sam build + sam deploy --guided (needs the SAM CLI and AWS credentials; not part of CI)
-deploy:
-	sam build
-	sam deploy --guided
+# `sam build` of template.yaml (BuildMethod: makefile) runs this with ARTIFACTS_DIR set: the function's
+# artifacts are its bootstrap alone. The paths are this Makefile's, so that it works from any directory.
+ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
+build-ArchiverFunction:
+	bash $(ROOT)/build/arm64.sh evs-archiver
+	cp $(ROOT)/target/lambda/evs-archiver/bootstrap "$(ARTIFACTS_DIR)/bootstrap"
+
+## package: `sam build` of both stacks (.aws-sam/build/ArchiverFunction/bootstrap here and
+## crates/evs-balances/.aws-sam/build/BalancesFunction/bootstrap), each through its Makefile's
+## build-<LogicalId> target, in the source tree (--build-in-source: no copy of the repository and target/)
+SAM := SAM_CLI_TELEMETRY=0 $(abspath $(SAM_VENV))/bin/sam
+package: $(SAM_STAMP)
+	$(SAM) build --build-in-source
+	cd crates/evs-balances && $(SAM) build --build-in-source
+
+## deploy: make package, then sam deploy --guided of the main stack (needs AWS credentials, see README
+## "Deploying"; the balances stack: `sam deploy --guided` in crates/evs-balances); not part of CI
+deploy: package
+	$(SAM) deploy --guided

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# `make build`: the archiver Lambda for arm64 (Graviton, provided.al2023), as target/lambda/<bin>/bootstrap.
+# `make build`: a Lambda for arm64 (Graviton, provided.al2023), as target/lambda/<bin>/bootstrap; `sam build`
+# (BuildMethod: makefile) runs it too, through the build-<LogicalId> targets of the Makefiles.
 #
 # rustup's aarch64 standard library cannot be fetched here, so this uses Debian's own Rust, which ships one:
 # rustc-web (/usr/bin/rustc, beside rustup's) with libstd-rust-web-dev:arm64, and the aarch64 cross gcc
 # for the linker and the C code (aws-lc, zstd, mimalloc). What is missing is installed first (as root, or
 # with sudo), then the binary is built in a target directory of its own, stripped by the release profile,
-# and checked with `file`. Usage: build/arm64.sh [BIN] (default evs-archiver; evs-balances from its crate).
+# and checked with `file` and for a glibc symbol newer than provided.al2023's 2.34.
+# Usage: build/arm64.sh [BIN] (default evs-archiver; evs-balances from its crate).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${1:-evs-archiver}
@@ -36,5 +38,11 @@ case "$kind" in
   *"ARM aarch64"*) ;;
   *) echo "error: $out/bootstrap is not an aarch64 executable: $kind" >&2; exit 1 ;;
 esac
-glibc=$(objdump -T "$out/bootstrap" | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -1)
+# The cross binutils (installed with the cross gcc) read aarch64 objects whatever the host's objdump reads.
+glibc=$(aarch64-linux-gnu-objdump -T "$out/bootstrap" | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -1)
+# provided.al2023 has glibc 2.34: a binary that needs a newer symbol would not start there.
+if [ "$(printf '%s\n' "$glibc" GLIBC_2.34 | sort -V | tail -1)" != GLIBC_2.34 ]; then
+  echo "error: $out/bootstrap needs $glibc, newer than provided.al2023's GLIBC_2.34" >&2
+  exit 1
+fi
 echo "$out/bootstrap: $(stat -c %s "$out/bootstrap") bytes, built in $(( $(date +%s) - start )) s; $kind; newest symbol $glibc"

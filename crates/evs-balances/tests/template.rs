@@ -14,6 +14,35 @@ fn template() -> Value {
     serde_yaml_ng::from_str(&text).unwrap()
 }
 
+/// `build-<id>` of this crate's Makefile (what `sam build` runs for the function `id`): it builds
+/// `binary` with the repository's build/arm64.sh and copies the bootstrap into `$(ARTIFACTS_DIR)`.
+fn assert_makefile_builds(id: &str, binary: &str) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/Makefile");
+    let makefile = std::fs::read_to_string(path).unwrap();
+    let rule = format!("build-{id}:");
+    let mut lines = makefile.lines();
+    assert!(
+        lines.any(|l| l.starts_with(&rule)),
+        "no rule {rule} in {path}"
+    );
+    let recipe: Vec<&str> = lines
+        .take_while(|l| l.starts_with('\t'))
+        .map(str::trim)
+        .collect();
+    assert!(
+        recipe
+            .iter()
+            .any(|l| l.starts_with("bash ") && l.ends_with(&format!("/build/arm64.sh {binary}"))),
+        "{rule} does not run build/arm64.sh {binary}: {recipe:?}"
+    );
+    assert!(
+        recipe.iter().any(|l| l.starts_with("cp ")
+            && l.contains(&format!("/target/lambda/{binary}/bootstrap "))
+            && l.ends_with("\"$(ARTIFACTS_DIR)/bootstrap\"")),
+        "{rule} does not copy {binary}'s bootstrap into $(ARTIFACTS_DIR): {recipe:?}"
+    );
+}
+
 fn strings(v: &Value) -> Vec<&str> {
     match v {
         Value::Sequence(s) => s.iter().filter_map(Value::as_str).collect(),
@@ -25,11 +54,10 @@ fn strings(v: &Value) -> Vec<&str> {
 fn the_function_runs_this_crates_binary_on_the_events_stream() {
     let t = template();
     let f = &t["Resources"]["BalancesFunction"];
-    assert_eq!(f["Metadata"]["BuildMethod"], "rust-cargolambda");
-    assert_eq!(
-        f["Metadata"]["BuildProperties"]["Binary"],
-        env!("CARGO_PKG_NAME")
-    );
+    // `sam build` runs this directory's `make build-BalancesFunction`, which builds this crate's binary
+    assert_eq!(f["Metadata"]["BuildMethod"], "makefile");
+    assert_eq!(f["Properties"]["CodeUri"], ".");
+    assert_makefile_builds("BalancesFunction", env!("CARGO_PKG_NAME"));
     assert_eq!(f["Properties"]["Architectures"][0], "arm64");
     let vars = &f["Properties"]["Environment"]["Variables"];
     assert_eq!(vars["EVS_BALANCES_TABLE"]["Ref"], "BalancesTable");
