@@ -234,6 +234,49 @@ impl Suffix {
     }
 }
 
+/// The accessors, `Display` and `AsRef<str>` that [`ArchiveKey`] and
+/// [`DeadLetterKey`] share; `$prefix_doc` documents `prefix()`.
+macro_rules! key_accessors {
+    ($key:ty, $prefix_doc:literal) => {
+        impl $key {
+            /// The key.
+            pub fn as_str(&self) -> &str {
+                &self.key
+            }
+
+            /// When the object was sealed, epoch ms (UTC).
+            pub fn sealed_at_ms(&self) -> i64 {
+                self.sealed_at_ms
+            }
+
+            #[doc = $prefix_doc]
+            pub fn prefix(&self) -> &str {
+                self.key.get(..self.prefix_len).unwrap_or_default()
+            }
+
+            /// The key's suffix.
+            pub fn suffix(&self) -> &Suffix {
+                &self.suffix
+            }
+        }
+
+        impl fmt::Display for $key {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.key)
+            }
+        }
+
+        impl AsRef<str> for $key {
+            fn as_ref(&self) -> &str {
+                &self.key
+            }
+        }
+    };
+}
+
+key_accessors!(ArchiveKey, "The archive prefix the key is under.");
+key_accessors!(DeadLetterKey, "The dead-letter prefix the key is under.");
+
 /// The key of an events object: checked, and ordered as S3 lists keys.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ArchiveKey {
@@ -290,26 +333,6 @@ impl ArchiveKey {
         })
     }
 
-    /// The key.
-    pub fn as_str(&self) -> &str {
-        &self.key
-    }
-
-    /// When the object was sealed, epoch ms (UTC).
-    pub fn sealed_at_ms(&self) -> i64 {
-        self.sealed_at_ms
-    }
-
-    /// The archive prefix the key is under.
-    pub fn prefix(&self) -> &str {
-        self.key.get(..self.prefix_len).unwrap_or_default()
-    }
-
-    /// The key's suffix.
-    pub fn suffix(&self) -> &Suffix {
-        &self.suffix
-    }
-
     /// How the object is encoded.
     pub fn compression(&self) -> Compression {
         self.compression
@@ -325,18 +348,6 @@ impl Ord for ArchiveKey {
 impl PartialOrd for ArchiveKey {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
-    }
-}
-
-impl fmt::Display for ArchiveKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.key)
-    }
-}
-
-impl AsRef<str> for ArchiveKey {
-    fn as_ref(&self) -> &str {
-        &self.key
     }
 }
 
@@ -380,38 +391,6 @@ impl DeadLetterKey {
             sealed_at_ms: parts.sealed_at_ms,
             suffix: parts.suffix,
         })
-    }
-
-    /// The key.
-    pub fn as_str(&self) -> &str {
-        &self.key
-    }
-
-    /// When the object was sealed, epoch ms (UTC).
-    pub fn sealed_at_ms(&self) -> i64 {
-        self.sealed_at_ms
-    }
-
-    /// The dead-letter prefix the key is under.
-    pub fn prefix(&self) -> &str {
-        self.key.get(..self.prefix_len).unwrap_or_default()
-    }
-
-    /// The key's suffix.
-    pub fn suffix(&self) -> &Suffix {
-        &self.suffix
-    }
-}
-
-impl fmt::Display for DeadLetterKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.key)
-    }
-}
-
-impl AsRef<str> for DeadLetterKey {
-    fn as_ref(&self) -> &str {
-        &self.key
     }
 }
 

@@ -55,7 +55,6 @@
 //! copies them without building a tree.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 
 use evs_core::attr::{AttrValue, Item};
 use evs_core::{format_timestamp_ms, RecordedEvent, StreamId};
@@ -475,7 +474,7 @@ impl<'a> Line<'a> {
             timestamp_ms,
             id,
             metadata,
-            attributes: attributes.into_iter().collect::<BTreeMap<_, _>>(),
+            attributes,
         })
     }
 
@@ -557,11 +556,7 @@ impl ArchivedEvent {
     /// Reads an archive line (JSON text, no newline) back. Unknown fields
     /// are ignored.
     pub fn from_line(text: &str) -> Result<Self, LineError> {
-        Self::from_parsed(Line::parse(text)?)
-    }
-
-    /// The event a parsed line holds.
-    pub fn from_parsed(line: Line<'_>) -> Result<Self, LineError> {
+        let line = Line::parse(text)?;
         let err = |field: &'static str, reason: &dyn std::fmt::Display| LineError::Field {
             field,
             reason: reason.to_string(),

@@ -193,14 +193,9 @@ fn check_bucket(bucket: &str) -> Result<(), ConfigError> {
         && bucket
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-        && bucket
-            .as_bytes()
-            .first()
-            .is_some_and(u8::is_ascii_alphanumeric)
-        && bucket
-            .as_bytes()
-            .last()
-            .is_some_and(u8::is_ascii_alphanumeric);
+        // Of those, only a letter or a digit may start or end it.
+        && !bucket.starts_with(['-', '.'])
+        && !bucket.ends_with(['-', '.']);
     if ok {
         Ok(())
     } else {

@@ -136,11 +136,6 @@ async fn put_within(
     }
 }
 
-/// The instant `timeout` from now; none when the bound is too far to represent.
-fn deadline_after(timeout: Option<Duration>) -> Option<Instant> {
-    timeout.and_then(|t| Instant::now().checked_add(t))
-}
-
 /// Handles one batch. `now_ms` is the wall clock; `timeout` bounds the
 /// handling from the call on: all writes together, the events object and then
 /// the dead letters, finish within it or fail (the Lambda passes the time left
@@ -157,24 +152,9 @@ pub async fn handle(
     now_ms: &(dyn Fn() -> i64 + Send + Sync),
     timeout: Option<Duration>,
 ) -> Result<Summary, HandlerError> {
-    let deadline = deadline_after(timeout);
-    archive(
-        record::parse_batch_json(event)?,
-        sink,
-        config,
-        now_ms,
-        deadline,
-    )
-    .await
-}
-
-async fn archive(
-    classified: Vec<Classified>,
-    sink: &dyn ObjectStore,
-    config: &Config,
-    now_ms: &(dyn Fn() -> i64 + Send + Sync),
-    deadline: Option<Instant>,
-) -> Result<Summary, HandlerError> {
+    // Taken before parsing; none when the bound is too far to represent.
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    let classified = record::parse_batch_json(event)?;
     let mut summary = Summary {
         records_in: classified.len(),
         ..Summary::default()

@@ -263,10 +263,7 @@ pub fn json_round_trips(value: &AttrValue) -> bool {
 pub fn into_json(value: AttrValue) -> Value {
     match value {
         AttrValue::S(s) => Value::String(s),
-        AttrValue::N(n) => match Number::from_str(&n) {
-            Ok(number) => Value::Number(number),
-            Err(_) => Value::String(n),
-        },
+        AttrValue::N(n) => Number::from_str(&n).map_or(Value::String(n), Value::Number),
         AttrValue::M(m) => Value::Object(m.into_iter().map(|(k, v)| (k, into_json(v))).collect()),
         AttrValue::L(l) => Value::Array(l.into_iter().map(into_json).collect()),
         AttrValue::Ss(s) => Value::Array(s.into_iter().map(Value::String).collect()),
@@ -354,7 +351,7 @@ impl<'de> Visitor<'de> for AttrValueVisitor {
         };
         let value = match tag {
             "S" => AttrValue::S(map.next_value()?),
-            "N" => AttrValue::N(map.next_value::<NumberText>()?.0),
+            "N" => AttrValue::N(map.next_value::<NumberCow<'de>>()?.0.into_owned()),
             "B" => AttrValue::B(map.next_value::<Binary>()?.0),
             "BOOL" => AttrValue::Bool(map.next_value()?),
             "NULL" => {
@@ -365,9 +362,9 @@ impl<'de> Visitor<'de> for AttrValueVisitor {
             "L" => AttrValue::L(map.next_value()?),
             "SS" => AttrValue::Ss(map.next_value()?),
             "NS" => AttrValue::Ns(
-                map.next_value::<Vec<NumberText>>()?
+                map.next_value::<Vec<NumberCow<'de>>>()?
                     .into_iter()
-                    .map(|n| n.0)
+                    .map(|n| n.0.into_owned())
                     .collect(),
             ),
             "BS" => AttrValue::Bs(
@@ -409,56 +406,6 @@ impl<'de> Deserialize<'de> for TypeKey {
             }
         }
         deserializer.deserialize_identifier(V)
-    }
-}
-
-/// The text of an `N`: a string (as AWS sends it) or a JSON number, checked
-/// with [`validate_number`].
-struct NumberText(String);
-
-impl<'de> Deserialize<'de> for NumberText {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct V;
-        fn checked<E: de::Error>(text: String) -> Result<NumberText, E> {
-            validate_number(&text).map_err(E::custom)?;
-            Ok(NumberText(text))
-        }
-        impl<'de> Visitor<'de> for V {
-            type Value = NumberText;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a number string")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<NumberText, E> {
-                validate_number(v).map_err(E::custom)?;
-                Ok(NumberText(v.to_owned()))
-            }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<NumberText, E> {
-                checked(v)
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<NumberText, E> {
-                checked(Number::from(v).to_string())
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<NumberText, E> {
-                checked(Number::from(v).to_string())
-            }
-            fn visit_u128<E: de::Error>(self, v: u128) -> Result<NumberText, E> {
-                checked(v.to_string())
-            }
-            fn visit_i128<E: de::Error>(self, v: i128) -> Result<NumberText, E> {
-                checked(v.to_string())
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<NumberText, E> {
-                let n = Number::from_f64(v).ok_or_else(|| E::custom("not a finite number"))?;
-                checked(n.to_string())
-            }
-            // serde_json with arbitrary_precision hands big and decimal
-            // numbers over as a one-entry map that `Number` reads.
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<NumberText, A::Error> {
-                let n = Number::deserialize(de::value::MapAccessDeserializer::new(map))?;
-                checked(n.to_string())
-            }
-        }
-        deserializer.deserialize_any(V)
     }
 }
 
@@ -592,6 +539,12 @@ impl<'de> Deserialize<'de> for NumberCow<'de> {
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<NumberCow<'de>, E> {
                 self.visit_string(Number::from(v).to_string())
             }
+            fn visit_u128<E: de::Error>(self, v: u128) -> Result<NumberCow<'de>, E> {
+                self.visit_string(v.to_string())
+            }
+            fn visit_i128<E: de::Error>(self, v: i128) -> Result<NumberCow<'de>, E> {
+                self.visit_string(v.to_string())
+            }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<NumberCow<'de>, E> {
                 let n = Number::from_f64(v).ok_or_else(|| E::custom("not a finite number"))?;
                 self.visit_string(n.to_string())
@@ -600,6 +553,8 @@ impl<'de> Deserialize<'de> for NumberCow<'de> {
                 validate_number(&v).map_err(E::custom)?;
                 Ok(NumberCow(Cow::Owned(v)))
             }
+            // serde_json with arbitrary_precision hands big and decimal
+            // numbers over as a one-entry map that `Number` reads.
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<NumberCow<'de>, A::Error> {
                 let n = Number::deserialize(de::value::MapAccessDeserializer::new(map))?;
                 self.visit_string(n.to_string())

@@ -98,15 +98,6 @@ impl<S> Aggregate<S> {
         }
     }
 
-    /// An aggregate restored from a snapshot taken at `version`.
-    pub fn from_snapshot(state: S, version: Version) -> Self {
-        Self {
-            state,
-            version,
-            head: None,
-        }
-    }
-
     /// Reads the events after `version` and folds them in. Returns how many.
     pub async fn catch_up<St, F>(
         &mut self,

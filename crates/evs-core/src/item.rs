@@ -31,8 +31,6 @@
 //! Empty strings and binaries are allowed in non-key attributes and so are
 //! accepted.
 
-use std::collections::BTreeMap;
-
 use uuid::Uuid;
 
 use crate::attr::{self, AttrValue, Item};
@@ -368,7 +366,7 @@ pub fn decode(mut item: Item) -> Result<RecordedEvent> {
         timestamp_ms,
         id,
         metadata,
-        attributes: item.into_iter().collect::<BTreeMap<_, _>>(),
+        attributes: item,
     })
 }
 
@@ -394,6 +392,7 @@ fn corrupt(stream: &str, event_id: Version, reason: &str) -> Error {
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::collections::BTreeMap;
 
     fn stream() -> StreamId {
         StreamId::new("s-1").unwrap()

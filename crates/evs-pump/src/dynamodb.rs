@@ -144,28 +144,23 @@ pub fn image_to_json(item: &HashMap<String, AttributeValue>) -> Value {
 pub fn record_to_json(record: &Record, stream_arn: &str) -> Value {
     let mut ddb = Map::new();
     if let Some(sr) = record.dynamodb() {
-        if let Some(t) = sr.approximate_creation_date_time() {
-            // Lambda delivers whole seconds.
-            ddb.insert("ApproximateCreationDateTime".into(), json!(t.secs()));
-        }
-        if let Some(keys) = sr.keys() {
-            ddb.insert("Keys".into(), image_to_json(keys));
-        }
-        if let Some(image) = sr.new_image() {
-            ddb.insert("NewImage".into(), image_to_json(image));
-        }
-        if let Some(image) = sr.old_image() {
-            ddb.insert("OldImage".into(), image_to_json(image));
-        }
-        if let Some(seq) = sr.sequence_number() {
-            ddb.insert("SequenceNumber".into(), json!(seq));
-        }
-        if let Some(size) = sr.size_bytes() {
-            ddb.insert("SizeBytes".into(), json!(size));
-        }
-        if let Some(view) = sr.stream_view_type() {
-            ddb.insert("StreamViewType".into(), json!(view.as_str()));
-        }
+        let fields = [
+            (
+                "ApproximateCreationDateTime",
+                // Lambda delivers whole seconds.
+                sr.approximate_creation_date_time().map(|t| json!(t.secs())),
+            ),
+            ("Keys", sr.keys().map(image_to_json)),
+            ("NewImage", sr.new_image().map(image_to_json)),
+            ("OldImage", sr.old_image().map(image_to_json)),
+            ("SequenceNumber", sr.sequence_number().map(|seq| json!(seq))),
+            ("SizeBytes", sr.size_bytes().map(|size| json!(size))),
+            (
+                "StreamViewType",
+                sr.stream_view_type().map(|v| json!(v.as_str())),
+            ),
+        ];
+        ddb.extend(fields.into_iter().filter_map(|(k, v)| Some((k.into(), v?))));
     }
     let mut out = Map::new();
     let mut put = |k: &str, v: Option<&str>| {

@@ -19,13 +19,7 @@ pub struct MemorySource {
 impl MemorySource {
     /// Reads `store`'s change feed from its first insert.
     pub fn new(store: MemoryStore) -> Self {
-        Self::from_position(store, 0)
-    }
-
-    /// Reads `store`'s change feed from `position` (what [`Self::position`]
-    /// returned earlier).
-    pub fn from_position(store: MemoryStore, position: usize) -> Self {
-        Self { store, position }
+        Self { store, position: 0 }
     }
 
     /// How many feed records are committed: where a new source would resume.

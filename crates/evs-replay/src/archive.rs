@@ -235,9 +235,7 @@ pub(crate) struct Prefetch {
     archive: Arc<Archive>,
     read_ahead: usize,
     waiting: VecDeque<ArchiveKey>,
-    running: VecDeque<(String, JoinHandle<Result<ArchiveObject, ArchiveError>>)>,
-    /// The keys of `running`, in the same order.
-    keys: VecDeque<ArchiveKey>,
+    running: VecDeque<(ArchiveKey, JoinHandle<Result<ArchiveObject, ArchiveError>>)>,
 }
 
 impl Prefetch {
@@ -248,7 +246,6 @@ impl Prefetch {
             read_ahead: read_ahead.max(1),
             waiting: VecDeque::new(),
             running: VecDeque::new(),
-            keys: VecDeque::new(),
         }
     }
 
@@ -273,11 +270,9 @@ impl Prefetch {
             let Some(key) = self.waiting.pop_front() else {
                 break;
             };
-            let archive = Arc::clone(&self.archive);
-            let name = key.as_str().to_owned();
-            self.keys.push_back(key.clone());
-            let task = tokio::spawn(async move { archive.read(&key).await });
-            self.running.push_back((name, task));
+            let (archive, fetched) = (Arc::clone(&self.archive), key.clone());
+            let task = tokio::spawn(async move { archive.read(&fetched).await });
+            self.running.push_back((key, task));
         }
     }
 
@@ -294,29 +289,21 @@ impl Prefetch {
         self.start();
         let (_, task) = self.running.front_mut()?;
         let joined = task.await;
-        let (name, key) = match self.running.pop_front() {
-            Some((name, _)) => {
-                let key = self.keys.pop_front();
-                (name, key)
-            }
-            None => return None,
-        };
+        let (key, _) = self.running.pop_front()?;
         let result = match joined {
             Ok(result) => result,
             Err(e) => Err(ArchiveError::Task {
-                key: name,
+                key: key.as_str().to_owned(),
                 reason: e.to_string(),
             }),
         };
-        if let (Err(e), Some(key)) = (&result, key) {
-            if e.is_transient() {
-                // Fetched again first, before anything queued after it.
-                self.waiting.push_front(key);
-                self.restart_first();
-                return Some(result);
-            }
+        if matches!(&result, Err(e) if e.is_transient()) {
+            // Fetched again first, before anything queued after it.
+            self.waiting.push_front(key);
+            self.restart_first();
+        } else {
+            self.start();
         }
-        self.start();
         Some(result)
     }
 
@@ -326,17 +313,14 @@ impl Prefetch {
         let Some(key) = self.waiting.pop_front() else {
             return;
         };
-        let archive = Arc::clone(&self.archive);
-        let name = key.as_str().to_owned();
-        self.keys.push_front(key.clone());
-        let task = tokio::spawn(async move { archive.read(&key).await });
-        self.running.push_front((name, task));
+        let (archive, fetched) = (Arc::clone(&self.archive), key.clone());
+        let task = tokio::spawn(async move { archive.read(&fetched).await });
+        self.running.push_front((key, task));
     }
 
     /// Forgets every queued object (running fetches are stopped).
     pub(crate) fn clear(&mut self) {
         self.waiting.clear();
-        self.keys.clear();
         for (_, task) in self.running.drain(..) {
             task.abort();
         }

@@ -490,11 +490,7 @@ impl Replayer {
                 if !self.to_fill.is_empty() {
                     continue;
                 }
-                let poll = now.saturating_add(self.options.poll_ms);
-                let until = self.next_settle.map_or(poll, |s| s.min(poll));
-                return Ok(Step::Idle {
-                    until_ms: until.max(now.saturating_add(1)),
-                });
+                return Ok(self.idle(now));
             }
             if self.table.is_some() {
                 let fresh: Vec<Gap> = self
@@ -509,6 +505,15 @@ impl Replayer {
                 }
             }
             return Ok(Step::End);
+        }
+    }
+
+    /// Following: idle until the next poll, or until the next listed key settles if sooner.
+    fn idle(&self, now: i64) -> Step {
+        let poll = now.saturating_add(self.options.poll_ms);
+        let until = self.next_settle.map_or(poll, |s| s.min(poll));
+        Step::Idle {
+            until_ms: until.max(now.saturating_add(1)),
         }
     }
 
@@ -564,11 +569,7 @@ impl Replayer {
                 if !self.to_fill.is_empty() {
                     return Ok(None);
                 }
-                let poll = now.saturating_add(self.options.poll_ms);
-                let until = self.next_settle.map_or(poll, |s| s.min(poll));
-                return Ok(Some(Step::Idle {
-                    until_ms: until.max(now.saturating_add(1)),
-                }));
+                return Ok(Some(self.idle(now)));
             }
             self.queued.extend(std::iter::repeat_n(true, objects.len()));
             self.prefetch.extend(objects);
@@ -600,16 +601,21 @@ impl Replayer {
         let sealed = ArchiveKey::parse(&key).map_or(self.archive_time, |k| k.sealed_at_ms());
         self.sequencer
             .finish_object(&ArchivePosition::new(key.as_str(), sealed))?;
-        if settled {
-            self.settled_cursor = Some(key.clone());
-        }
-        self.archive_time = self.archive_time.max(sealed);
+        self.finished(&key, sealed, settled);
         self.stats.skipped_objects += 1;
-        self.stats.position = Some(key.clone());
+        Ok(Step::Skipped { key, reason })
+    }
+
+    /// After an object is consumed or skipped: the cursors, the archive's clock, overdue gaps.
+    fn finished(&mut self, key: &str, sealed_at_ms: i64, settled: bool) {
+        if settled {
+            self.settled_cursor = Some(key.to_owned());
+        }
+        self.archive_time = self.archive_time.max(sealed_at_ms);
+        self.stats.position = Some(key.to_owned());
         if self.options.follow {
             self.queue_overdue_gaps(self.archive_time);
         }
-        Ok(Step::Skipped { key, reason })
     }
 
     /// Feeds one object to the sequencer and marks it consumed.
@@ -644,18 +650,11 @@ impl Replayer {
         }
         self.sequencer.finish_object(&at)?;
         self.consuming = false;
-        if settled {
-            self.settled_cursor = Some(at.key.clone());
-        }
-        self.archive_time = self.archive_time.max(at.sealed_at_ms);
+        self.finished(&at.key, at.sealed_at_ms, settled);
         self.stats.objects += 1;
         self.stats.stored_bytes += object.stored_bytes as u64;
         self.stats.bytes += object.bytes as u64;
         self.stats.delivered += out.len() as u64;
-        self.stats.position = Some(at.key.clone());
-        if self.options.follow {
-            self.queue_overdue_gaps(self.archive_time);
-        }
         Ok(Step::Object {
             key: at.key,
             events: out,

@@ -177,18 +177,16 @@ impl Sequencer {
         versions: impl IntoIterator<Item = (String, u64)>,
     ) -> Self {
         Self {
-            config: Self::sane(config),
+            config: SequencerConfig {
+                max_held_per_stream: config.max_held_per_stream.max(1),
+                ..config
+            },
             cursor,
             delivered: versions.into_iter().filter(|&(_, v)| v > 0).collect(),
             held: BTreeMap::new(),
             starts: StreamMap::default(),
             before_start: 0,
         }
-    }
-
-    fn sane(mut config: SequencerConfig) -> SequencerConfig {
-        config.max_held_per_stream = config.max_held_per_stream.max(1);
-        config
     }
 
     /// The last fully consumed key (list the archive with `StartAfter` it).
@@ -363,12 +361,7 @@ impl Sequencer {
                 self.held.remove(&stream_id);
             }
         }
-        match self.delivered.get_mut(&stream_id) {
-            Some(last) => *last = next,
-            None => {
-                self.delivered.insert(stream_id, next);
-            }
-        }
+        self.delivered.insert(stream_id, next);
         Ok(Offer::Delivered { released })
     }
 
@@ -418,13 +411,12 @@ impl Sequencer {
     /// re-reads the object being consumed, and its lines already taken are
     /// dropped as duplicates.
     pub fn checkpoint(&self) -> Checkpoint {
-        let mut last_delivered: BTreeMap<String, u64> = BTreeMap::new();
-        last_delivered.extend(self.delivered.iter().map(|(s, &v)| (s.clone(), v)));
+        let last_delivered = self.delivered.iter().map(|(s, &v)| (s.clone(), v));
         Checkpoint {
             format: CHECKPOINT_FORMAT,
             start_at_first_seen: self.config.start_at_first_seen,
             cursor: self.cursor.clone(),
-            last_delivered,
+            last_delivered: last_delivered.collect(),
             held: self
                 .held
                 .values()
@@ -488,10 +480,7 @@ mod tests {
 
     impl Sequencer {
         fn with_config(config: SequencerConfig) -> Self {
-            Self {
-                config: Self::sane(config),
-                ..Self::default()
-            }
+            Self::with_versions(config, None, std::iter::empty())
         }
 
         /// Offers every line of one object, then marks it consumed. On an

@@ -1,7 +1,7 @@
 //! The S3 backend. Only this module talks to the S3 SDK.
 
 use async_trait::async_trait;
-use aws_sdk_s3::error::ProvideErrorMetadata;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
 
@@ -24,6 +24,20 @@ impl S3Store {
         Self {
             client,
             bucket: bucket.into(),
+        }
+    }
+
+    /// An SDK error while `doing` something at `key`.
+    fn sdk_error<E>(&self, doing: &'static str, key: &str, e: SdkError<E>) -> StoreError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        StoreError::S3 {
+            doing,
+            key: format!("s3://{}/{key}", self.bucket),
+            message: evs_core::describe_sdk_error(&e),
+            transient: evs_core::is_transient_sdk_error(&e),
+            source: Some(Box::new(evs_core::SdkCause::new(e))),
         }
     }
 }
@@ -61,13 +75,7 @@ impl ObjectStore for S3Store {
             Err(e) if e.code() == Some("PreconditionFailed") => Err(StoreError::AlreadyExists {
                 key: key.to_owned(),
             }),
-            Err(e) => Err(StoreError::S3 {
-                doing: "writing",
-                key: format!("s3://{}/{key}", self.bucket),
-                message: evs_core::describe_sdk_error(&e),
-                transient: evs_core::is_transient_sdk_error(&e),
-                source: Some(Box::new(evs_core::SdkCause::new(e))),
-            }),
+            Err(e) => Err(self.sdk_error("writing", key, e)),
         }
     }
 
@@ -84,13 +92,7 @@ impl ObjectStore for S3Store {
                 Some("NoSuchKey") => StoreError::NotFound {
                     key: key.to_owned(),
                 },
-                _ => StoreError::S3 {
-                    doing: "reading",
-                    key: format!("s3://{}/{key}", self.bucket),
-                    message: evs_core::describe_sdk_error(&e),
-                    transient: evs_core::is_transient_sdk_error(&e),
-                    source: Some(Box::new(evs_core::SdkCause::new(e))),
-                },
+                _ => self.sdk_error("reading", key, e),
             })?;
         let body = out.body.collect().await.map_err(|e| StoreError::S3 {
             doing: "reading",
@@ -122,13 +124,7 @@ impl ObjectStore for S3Store {
                 .max_keys(i32::try_from((limit - keys.len()).min(1000)).unwrap_or(1000))
                 .send()
                 .await
-                .map_err(|e| StoreError::S3 {
-                    doing: "listing",
-                    key: format!("s3://{}/{prefix}", self.bucket),
-                    message: evs_core::describe_sdk_error(&e),
-                    transient: evs_core::is_transient_sdk_error(&e),
-                    source: Some(Box::new(evs_core::SdkCause::new(e))),
-                })?;
+                .map_err(|e| self.sdk_error("listing", prefix, e))?;
             keys.extend(
                 page.contents()
                     .iter()

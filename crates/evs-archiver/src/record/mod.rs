@@ -43,10 +43,10 @@ pub use text::classify_json;
 pub(crate) use text::records_json;
 #[cfg(any(test, feature = "bench"))]
 pub(crate) use text::RecordJson;
-use text::Str;
 
 use evs_archive::{
-    ArchivedEvent, DeadLetter, DeadLetterReason, PayloadEncoding, SequenceNumber, TimestampSource,
+    ArchivedEvent, DeadLetter, DeadLetterReason, PayloadEncoding, SequenceNumber, Str,
+    TimestampSource,
 };
 
 /// Most digits a `SequenceNumber` has (AWS: 21 to 40).

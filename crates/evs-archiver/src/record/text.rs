@@ -11,7 +11,7 @@ use serde::de::{self, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use evs_archive::{ArchivedEvent, DeadLetter, DeadLetterReason, SequenceNumber};
+use evs_archive::{ArchivedEvent, DeadLetter, DeadLetterReason, SequenceNumber, Str};
 
 use super::{archive_item, classify, parse_batch, BatchError, Classified, Image};
 
@@ -208,32 +208,6 @@ impl RecordFields<'_> {
             approximate_creation.as_ref(),
         )
         .ok()
-    }
-}
-
-/// A JSON string, borrowed from the input when it has no escapes.
-#[derive(Debug)]
-pub(super) struct Str<'a>(pub(super) std::borrow::Cow<'a, str>);
-
-impl<'de> serde::Deserialize<'de> for Str<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Str<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Str<'de>, E> {
-                Ok(Str(v.into()))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Str<'de>, E> {
-                Ok(Str(v.to_owned().into()))
-            }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Str<'de>, E> {
-                Ok(Str(v.into()))
-            }
-        }
-        deserializer.deserialize_str(V)
     }
 }
 

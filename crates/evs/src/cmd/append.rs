@@ -86,17 +86,12 @@ fn json_arg(flag: &str, value: &str) -> Result<Value> {
 /// The events of an NDJSON file (or stdin), each with its line number, and
 /// the name of the source.
 fn read_events(path: &Path) -> Result<(String, Vec<(NewEvent, usize)>)> {
-    let input: Box<dyn Read> = if path == Path::new("-") {
-        Box::new(std::io::stdin())
+    let (input, source): (Box<dyn Read>, String) = if path == Path::new("-") {
+        (Box::new(std::io::stdin()), "stdin".to_owned())
     } else {
-        Box::new(
-            std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?,
-        )
-    };
-    let source = if path == Path::new("-") {
-        "stdin".to_owned()
-    } else {
-        path.display().to_string()
+        let file =
+            std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        (Box::new(file), path.display().to_string())
     };
     let events = parse_events(BufReader::new(input), &source)?;
     Ok((source, events))

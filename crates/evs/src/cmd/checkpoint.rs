@@ -318,17 +318,7 @@ pub(super) async fn create_table(client: &Client, table: &str) -> Result<()> {
         None,
     )
     .await?;
-    let created = status == evs_dynamodb::TableStatus::Created;
-    println!(
-        "{}",
-        serde_json::json!({
-            "table": table,
-            "status": if created { "created" } else { "already exists" },
-        })
-    );
-    if !created {
-        eprintln!("evs: table {table} already exists; nothing changed");
-    }
+    super::table::print_created(table, status, None);
     Ok(())
 }
 

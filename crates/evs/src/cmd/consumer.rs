@@ -97,13 +97,14 @@ impl Consumer {
 
     /// Whether the consumer stopped: its stdout ended or it exited.
     pub(crate) fn gone(&mut self) -> bool {
-        if self.stopped_acking() {
-            return true;
-        }
-        if self.status.is_none() {
-            self.status = self.child.try_wait().ok().flatten();
-        }
-        self.status.is_some()
+        self.stopped_acking() || self.exited().is_some()
+    }
+
+    /// The consumer's exit status once it has exited (asked of the process
+    /// until known).
+    fn exited(&mut self) -> Option<ExitStatus> {
+        self.status = self.status.or_else(|| self.child.try_wait().ok().flatten());
+        self.status
     }
 
     /// The program's name, for messages.
@@ -125,10 +126,7 @@ impl Consumer {
 
     /// ", which exited with …", once known.
     pub(crate) fn exit_note(&mut self) -> String {
-        if self.status.is_none() {
-            self.status = self.child.try_wait().ok().flatten();
-        }
-        match self.status {
+        match self.exited() {
             Some(status) => format!(" and exited ({status})"),
             None => String::new(),
         }

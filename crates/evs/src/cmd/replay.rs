@@ -99,10 +99,9 @@ pub(super) async fn run(table: Option<&str>, args: ReplayArgs) -> Result<()> {
         });
     }
 
-    let consumer = match args.consumer.is_empty() {
-        true => None,
-        false => Some(Consumer::spawn(&args.consumer)?),
-    };
+    let consumer = (!args.consumer.is_empty())
+        .then(|| Consumer::spawn(&args.consumer))
+        .transpose()?;
     let partition = args.partition.unwrap_or(Partition::ALL);
     let mut out = Delivery::new(store, consumer);
     let mut progress = Progress::new(args.quiet);
