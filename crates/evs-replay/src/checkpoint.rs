@@ -9,6 +9,11 @@ use crate::event::{ArchivePosition, ReplayEvent};
 /// The checkpoint format this crate writes and reads.
 pub const CHECKPOINT_FORMAT: u32 = 1;
 
+/// The format of a checkpoint that names a [`Checkpoint::partition`]: raised
+/// so that a reader that knows no partitions refuses it instead of resuming
+/// every stream from it (and skipping the other partitions' events).
+pub const PARTITIONED_FORMAT: u32 = 2;
+
 /// A held-back event: ahead of its stream's next event, waiting for it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -52,6 +57,12 @@ pub struct Checkpoint {
     /// The held-back events, by stream then event id.
     #[serde(default)]
     pub held: Vec<HeldEvent>,
+    /// The partition (`i/N`) its delivery kept, when it kept only some
+    /// streams: the other streams' events count in `lastDelivered` as passed
+    /// over, not delivered, so it resumes only that partition
+    /// ([`Checkpoint::for_partition`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<String>,
 }
 
 /// Why a checkpoint cannot be read or resumed.
@@ -61,7 +72,7 @@ pub enum CheckpointError {
     #[error("invalid checkpoint JSON: {0}")]
     Json(#[from] serde_json::Error),
     /// Written by a newer or unknown version.
-    #[error("checkpoint format {found} is not supported (this build reads {supported})")]
+    #[error("checkpoint format {found} is not supported (this build reads {supported} and older)")]
     UnsupportedFormat {
         /// The checkpoint's format.
         found: u32,
@@ -81,6 +92,16 @@ pub enum CheckpointError {
 }
 
 impl Checkpoint {
+    /// The checkpoint of a delivery that kept only `partition`'s streams
+    /// ([`PARTITIONED_FORMAT`]).
+    pub fn for_partition(self, partition: String) -> Self {
+        Self {
+            format: PARTITIONED_FORMAT,
+            partition: Some(partition),
+            ..self
+        }
+    }
+
     /// The checkpoint as one line of JSON.
     pub fn to_json(&self) -> Result<String, CheckpointError> {
         Ok(serde_json::to_string(self)?)

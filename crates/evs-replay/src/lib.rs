@@ -72,7 +72,9 @@ mod sequencer;
 pub mod verify;
 
 pub use archive::{decode_object, Archive, ArchiveError, ArchiveObject, Listed, Listing};
-pub use checkpoint::{Checkpoint, CheckpointError, HeldEvent, CHECKPOINT_FORMAT};
+pub use checkpoint::{
+    Checkpoint, CheckpointError, HeldEvent, CHECKPOINT_FORMAT, PARTITIONED_FORMAT,
+};
 pub use event::{ArchivePosition, ReplayEvent};
 pub use frontier::{Frontier, DEFAULT_MARGIN_MS};
 pub use line::{event_from_line, LineError};

@@ -7,7 +7,9 @@ use std::collections::{BTreeMap, HashMap};
 /// come from the user's own table, and SipHash was 4% of a replay.
 type StreamMap<V> = HashMap<String, V, foldhash::fast::RandomState>;
 
-use crate::checkpoint::{Checkpoint, CheckpointError, HeldEvent, CHECKPOINT_FORMAT};
+use crate::checkpoint::{
+    Checkpoint, CheckpointError, HeldEvent, CHECKPOINT_FORMAT, PARTITIONED_FORMAT,
+};
 use crate::event::{ArchivePosition, ReplayEvent};
 
 /// Default bound of held-back events per stream.
@@ -422,6 +424,7 @@ impl Sequencer {
                 .values()
                 .flat_map(|held| held.values().cloned())
                 .collect(),
+            partition: None,
         }
     }
 
@@ -438,10 +441,10 @@ impl Sequencer {
         config: SequencerConfig,
         checkpoint: Checkpoint,
     ) -> Result<Self, CheckpointError> {
-        if checkpoint.format != CHECKPOINT_FORMAT {
+        if !matches!(checkpoint.format, CHECKPOINT_FORMAT | PARTITIONED_FORMAT) {
             return Err(CheckpointError::UnsupportedFormat {
                 found: checkpoint.format,
-                supported: CHECKPOINT_FORMAT,
+                supported: PARTITIONED_FORMAT,
             });
         }
         let config = SequencerConfig {

@@ -365,7 +365,8 @@ pub(crate) struct ReplayArgs {
     /// Deliver only the streams of partition I of N (`0/4`; stream-id hash,
     /// FNV-1a 64 of its UTF-8 bytes, modulo N): N replays, one per
     /// partition, together deliver every event once, each stream in order.
-    /// Give each its own checkpoint.
+    /// Give each its own checkpoint: a checkpoint records its partition and
+    /// resumes no other (nor a replay of every stream).
     #[arg(long, value_name = "I/N")]
     pub partition: Option<evs_projection::Partition>,
 

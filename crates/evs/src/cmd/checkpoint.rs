@@ -227,7 +227,7 @@ impl TableCheckpoint {
             .item("Revision", AttributeValue::N(revision.to_string()))
             .item(
                 "SavedAt",
-                AttributeValue::S(evs_core::format_timestamp_ms(evs_core::system_clock()())),
+                AttributeValue::S(evs_core::format_timestamp_ms(evs_core::now_ms())),
             );
         let mut written = Vec::new();
         if chunks.len() <= 1 {
@@ -346,6 +346,7 @@ mod tests {
                 .map(|i| (format!("{:016x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15)), i))
                 .collect::<BTreeMap<_, _>>(),
             held: Vec::new(),
+            partition: None,
         }
     }
 

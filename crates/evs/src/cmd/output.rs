@@ -93,6 +93,8 @@ pub(super) struct Delivery {
     reader: Reader,
     store: Option<CheckpointStore>,
     pending: VecDeque<Snapshot>,
+    /// The partition (`i/N`) delivered, when not every stream is.
+    partition: Option<String>,
     lines: u64,
     /// Lines covered by the last checkpoint saved in this run.
     pub saved_lines: u64,
@@ -109,7 +111,11 @@ pub(super) enum Drained {
 
 impl Delivery {
     /// Stdout, or `consumer`'s stdin, checkpointed in `store` (if any).
-    pub(super) fn new(store: Option<CheckpointStore>, consumer: Option<Consumer>) -> Self {
+    pub(super) fn new(
+        store: Option<CheckpointStore>,
+        consumer: Option<Consumer>,
+        partition: Option<String>,
+    ) -> Self {
         let (sink, reader) = match consumer {
             Some(mut c) => (Sink::Consumer(c.take_stdin()), Reader::Consumer(c)),
             None => (
@@ -128,6 +134,7 @@ impl Delivery {
             reader,
             store,
             pending: VecDeque::new(),
+            partition,
             lines: 0,
             saved_lines: 0,
         }
@@ -190,6 +197,10 @@ impl Delivery {
             return Ok(());
         }
         self.flush().context("cannot write to the consumer")?;
+        let checkpoint = match &self.partition {
+            Some(partition) => checkpoint.for_partition(partition.clone()),
+            None => checkpoint,
+        };
         self.pending.push_back(Snapshot {
             offset: self.written(),
             lines: self.lines,

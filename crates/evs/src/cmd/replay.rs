@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use evs_core::{Backoff, Streak};
 use evs_dynamodb::DynamoStore;
 use evs_projection::Partition;
@@ -63,10 +63,29 @@ pub(super) async fn run(table: Option<&str>, args: ReplayArgs) -> Result<()> {
         ..ReplayOptions::default()
     };
     let gap_bound_ms = options.gap_bound_ms;
+    let partition = args.partition.unwrap_or(Partition::ALL);
+    let partition_label = (partition != Partition::ALL).then(|| partition.to_string());
     let checkpoint = match store.as_mut() {
         Some(store) => store.load().await?,
         None => None,
     };
+    if let Some(saved) = checkpoint
+        .as_ref()
+        .filter(|c| c.partition != partition_label)
+    {
+        // Its other streams' events were passed over, not delivered.
+        let of = |p: &Option<String>| {
+            p.as_deref()
+                .map_or("every stream".into(), |p| format!("partition {p}"))
+        };
+        bail!(
+            "{} was saved by a replay of {}, and this one delivers {}: each partition needs a \
+             checkpoint of its own (resuming it would skip events)",
+            described.as_deref().unwrap_or("the checkpoint"),
+            of(&saved.partition),
+            of(&partition_label)
+        );
+    }
     let clock = evs_core::system_clock();
     let mut replayer = match checkpoint {
         Some(checkpoint) => {
@@ -102,8 +121,7 @@ pub(super) async fn run(table: Option<&str>, args: ReplayArgs) -> Result<()> {
     let consumer = (!args.consumer.is_empty())
         .then(|| Consumer::spawn(&args.consumer))
         .transpose()?;
-    let partition = args.partition.unwrap_or(Partition::ALL);
-    let mut out = Delivery::new(store, consumer);
+    let mut out = Delivery::new(store, consumer, partition_label);
     let mut progress = Progress::new(args.quiet);
     let started = Instant::now();
     let interval = args.checkpoint_interval;

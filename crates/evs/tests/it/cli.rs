@@ -87,7 +87,7 @@ pub(crate) fn ndjson(out: &Output) -> Vec<Value> {
 }
 
 /// One clear line on stderr, no panic, no backtrace.
-fn assert_one_line_error(out: &Output, code: i32, says: &str) {
+pub(crate) fn assert_one_line_error(out: &Output, code: i32, says: &str) {
     let err = stderr(out);
     assert_eq!(out.status.code(), Some(code), "stderr: {err}");
     assert!(err.contains(says), "expected {says:?} in: {err}");

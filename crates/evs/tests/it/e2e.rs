@@ -527,6 +527,21 @@ fn backfill_from_a_table_export_completes_the_archive() {
         &dir.join("pump.json").display().to_string(),
     ]);
     assert!(pump.status.success(), "{}", stderr(&pump));
+    // A replay's --json summary: how many events, how many duplicate lines.
+    let summary = || -> (u64, u64) {
+        let out = evs
+            .command(&["replay", "--archive", &archive, "--json"])
+            .env_remove("EVS_TABLE")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        let s: serde_json::Value = serde_json::from_str(stderr(&out).trim()).unwrap();
+        (
+            s["events"].as_u64().unwrap(),
+            s["duplicates"].as_u64().unwrap(),
+        )
+    };
+    assert_eq!(summary(), (30, 0), "the pump archived the first 30");
     append(30..60);
     let verify = evs.run(&["verify", "--archive", &archive]);
     assert_eq!(verify.status.code(), Some(4), "{}", stdout(&verify));
@@ -622,14 +637,19 @@ fn backfill_from_a_table_export_completes_the_archive() {
         assert_eq!(mine, table.iter().collect::<Vec<_>>(), "{stream}");
     }
 
-    // Idempotent: the second run finds the marker.
+    // The first 30 are in the archive twice (the pump's and the export's).
+    assert_eq!(summary(), (60, 30));
+
+    // Idempotent: the second run finds the marker and archives nothing.
     let again = evs.run(&["backfill", "--export", &export_arg, "--archive", &archive]);
     assert!(again.status.success(), "{}", stderr(&again));
     assert!(
-        stderr(&again).contains("back-filled into"),
+        stderr(&again).contains("back-filled into")
+            && String::from_utf8_lossy(&again.stdout).contains(r#""alreadyDone":true"#),
         "{}",
         stderr(&again)
     );
+    assert_eq!(summary(), (60, 30), "no line archived again");
     let replay_again = replay_alone();
     assert_eq!(lines(&replay_again), replayed);
     let _ = std::fs::remove_dir_all(&dir);

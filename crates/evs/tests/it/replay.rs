@@ -930,13 +930,8 @@ fn a_checkpoint_in_a_table_resumes_a_consumer() {
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    super::cli::assert_one_line_error(&out, 1, "evs table create-checkpoints");
     assert!(out.stdout.is_empty());
-    assert!(
-        stderr(&out).contains("evs table create-checkpoints"),
-        "{}",
-        stderr(&out)
-    );
 }
 
 #[test]
@@ -957,8 +952,10 @@ fn partitions_split_the_streams_and_together_deliver_everything_in_order() {
         assert!(out.status.success(), "{}", stderr(&out));
         parts.push(ids(&out));
     }
+    let mut seen = std::collections::BTreeSet::new();
     for part in &parts {
-        // Each partition is the whole replay with the other streams left out.
+        // Each partition is the whole replay with the other streams left out,
+        // and no stream is in two.
         let streams: std::collections::BTreeSet<&String> = part.iter().map(|(s, _)| s).collect();
         let expected: Vec<(String, u64)> = all_ids
             .iter()
@@ -966,19 +963,50 @@ fn partitions_split_the_streams_and_together_deliver_everything_in_order() {
             .cloned()
             .collect();
         assert_eq!(part, &expected);
+        for stream in streams {
+            assert!(seen.insert(stream), "{stream} is in two partitions");
+        }
     }
-    assert_eq!(parts.iter().map(Vec::len).sum::<usize>(), all_ids.len());
+    let every: std::collections::BTreeSet<&String> = all_ids.iter().map(|(s, _)| s).collect();
+    assert_eq!(seen, every, "every stream is in a partition");
     assert!(
         parts.iter().filter(|p| !p.is_empty()).count() >= 2,
         "streams spread out"
     );
     let bad = evs(&["replay", "--archive", &archive, "--partition", "3/3"]);
+    // A usage error, as clap words it (with its hint to --help).
     assert_eq!(bad.status.code(), Some(2));
     assert!(
         stderr(&bad).contains("needs 0 <= i < N"),
         "{}",
         stderr(&bad)
     );
+
+    // A partition's checkpoint resumes that partition only: its other
+    // streams' events were passed over, and another partition (or all of
+    // them) resuming from it would skip them.
+    let checkpoint = scratch.path("partition-0.json");
+    let with = |partition: Option<&str>| {
+        let mut args = vec!["replay", "--archive", &archive, "--quiet"];
+        args.extend(["--checkpoint-file", &checkpoint]);
+        if let Some(p) = partition {
+            args.extend(["--partition", p]);
+        }
+        evs(&args)
+    };
+    let first = with(Some("0/3"));
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert_eq!(ids(&first), parts[0]);
+    let text = std::fs::read_to_string(&checkpoint).unwrap();
+    assert!(text.contains(r#""partition":"0/3""#), "{text}");
+    for other in [Some("1/3"), None] {
+        let refused = with(other);
+        super::cli::assert_one_line_error(&refused, 1, "saved by a replay of partition 0/3");
+        assert!(refused.stdout.is_empty());
+    }
+    let again = with(Some("0/3"));
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(ids(&again).is_empty(), "nothing new for partition 0/3");
 }
 
 #[test]
