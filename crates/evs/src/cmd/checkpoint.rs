@@ -97,16 +97,13 @@ impl CheckpointStore {
                     .send()
                     .await
                     .map_err(|e| {
-                        if e.code() == Some("ResourceNotFoundException") {
-                            anyhow::anyhow!(
-                                "the checkpoint table {} does not exist: create it with \
-                                 `evs table create-checkpoints --checkpoint-table {}`",
-                                t.table,
-                                t.table
-                            )
-                        } else {
-                            evs_dynamodb::sdk_error(&t.table, "checking the checkpoint table", e)
-                                .into()
+                        match evs_dynamodb::sdk_error(&t.table, "checking the checkpoint table", e)
+                        {
+                            evs_core::Error::TableNotFound { table } => anyhow::anyhow!(
+                                "the checkpoint table {table} does not exist: create it with \
+                                 `evs table create-checkpoints --checkpoint-table {table}`"
+                            ),
+                            other => other.into(),
                         }
                     })?;
                 Ok(())
