@@ -134,6 +134,29 @@ pub fn duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(value * scale).map_err(|_| format!("{text:?} is out of range"))
 }
 
+/// A duration as a person reads it, in the one form every message uses:
+/// `850 µs`, `20 ms`, `1.5 s`, `3 min`, `2.5 h` (one decimal, none when it
+/// is `.0`).
+pub fn human(d: Duration) -> String {
+    fn trimmed(value: f64, unit: &str) -> String {
+        let text = format!("{value:.1}");
+        let text = text.strip_suffix(".0").unwrap_or(&text);
+        format!("{text} {unit}")
+    }
+    let secs = d.as_secs_f64();
+    if d < Duration::from_millis(1) {
+        format!("{} µs", d.as_micros())
+    } else if d < Duration::from_secs(1) {
+        format!("{} ms", d.as_millis())
+    } else if secs < 59.95 {
+        trimmed(secs, "s")
+    } else if secs < 3597.0 {
+        trimmed(secs / 60.0, "min")
+    } else {
+        trimmed(secs / 3600.0, "h")
+    }
+}
+
 /// A [`duration`] longer than zero.
 pub fn positive_duration(text: &str) -> Result<Duration, String> {
     let d = duration(text)?;
@@ -160,5 +183,22 @@ mod tests {
         assert!(duration("5 parsecs").is_err());
         assert!(duration("").is_err());
         assert!(positive_duration("0s").is_err());
+    }
+
+    #[test]
+    fn durations_read_as_people_write_them() {
+        for (d, text) in [
+            (Duration::from_nanos(20), "0 µs"),
+            (Duration::from_micros(850), "850 µs"),
+            (Duration::from_millis(20), "20 ms"),
+            (Duration::from_millis(999), "999 ms"),
+            (Duration::from_millis(1000), "1 s"),
+            (Duration::from_millis(1500), "1.5 s"),
+            (Duration::from_millis(59_990), "1 min"),
+            (Duration::from_secs(180), "3 min"),
+            (Duration::from_secs(5400), "1.5 h"),
+        ] {
+            assert_eq!(human(d), text, "{d:?}");
+        }
     }
 }
