@@ -144,7 +144,9 @@ pub fn human(d: Duration) -> String {
         format!("{text} {unit}")
     }
     let secs = d.as_secs_f64();
-    if d < Duration::from_millis(1) {
+    if d.is_zero() {
+        "0 s".into()
+    } else if d < Duration::from_millis(1) {
         format!("{} µs", d.as_micros())
     } else if d < Duration::from_secs(1) {
         format!("{} ms", d.as_millis())
@@ -188,6 +190,7 @@ mod tests {
     #[test]
     fn durations_read_as_people_write_them() {
         for (d, text) in [
+            (Duration::ZERO, "0 s"),
             (Duration::from_nanos(20), "0 µs"),
             (Duration::from_micros(850), "850 µs"),
             (Duration::from_millis(20), "20 ms"),

@@ -274,8 +274,8 @@ pub(crate) struct ReplayArgs {
     /// `2026-11-24T08:00:00Z`): the archive's own clock, a convenience for
     /// inspection, not a substitute for a checkpoint. Ignored when resuming
     /// from --checkpoint-file.
-    #[arg(long, value_name = "RFC3339")]
-    pub since: Option<String>,
+    #[arg(long, value_name = "RFC3339", value_parser = rfc3339_ms)]
+    pub since: Option<i64>,
 
     /// Resume from this checkpoint if it exists, and keep it up to date
     /// (written atomically, at most every --checkpoint-interval and when the
@@ -301,7 +301,7 @@ pub(crate) struct ReplayArgs {
 
     /// The checkpoint's name in --checkpoint-table (one per consumer, and
     /// per partition).
-    #[arg(long, value_name = "NAME", requires = "checkpoint_table")]
+    #[arg(long, value_name = "NAME", requires = "checkpoint_table", value_parser = checkpoint_name)]
     pub checkpoint_name: Option<String>,
 
     /// How often the checkpoint is saved (once the consumer has taken the
@@ -403,4 +403,27 @@ pub(crate) struct VerifyArgs {
     /// No progress bar on stderr, even on a terminal.
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+/// An RFC 3339 time (`--since`) as milliseconds since the epoch.
+fn rfc3339_ms(text: &str) -> Result<i64, String> {
+    let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| format!("{text:?} is not an RFC 3339 time such as 2026-11-24T08:00:00Z"))?;
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000)
+        .map_err(|_| format!("{text:?} is out of range"))
+}
+
+/// A checkpoint's name in its table (`--checkpoint-name`): the item's key,
+/// with room for the parts' keys (`NAME#<run>#<revision>#<i>`).
+fn checkpoint_name(text: &str) -> Result<String, String> {
+    if text.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if text.contains('#') {
+        return Err("must not contain '#' (it separates the names of a checkpoint's parts)".into());
+    }
+    if text.len() > 1_024 {
+        return Err(format!("is {} bytes long: at most 1,024", text.len()));
+    }
+    Ok(text.to_owned())
 }

@@ -2,11 +2,8 @@
 
 mod append;
 mod backfill;
-mod checkpoint;
-mod consumer;
 mod invoke;
 mod location;
-mod output;
 mod progress;
 mod pump;
 mod read;
@@ -17,7 +14,7 @@ mod verify;
 use anyhow::Result;
 use evs_dynamodb::DynamoStore;
 
-pub(crate) use evs_cli::{is_broken_pipe, shutdown_signal, table_name, Usage};
+pub(crate) use evs_cli::{shutdown_signal, table_name, Usage};
 
 use crate::flags::{Cli, Command, TableCommand};
 
@@ -31,7 +28,8 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Table(TableCommand::Create) => table::create(&store().await?).await,
         Command::Table(TableCommand::CreateCheckpoints { checkpoint_table }) => {
-            checkpoint::create_table(&evs_cli::aws::dynamodb().await?, &checkpoint_table).await
+            replay::create_checkpoint_table(&evs_cli::aws::dynamodb().await?, &checkpoint_table)
+                .await
         }
         Command::Append(args) => append::run(&store().await?, args).await,
         Command::Read(args) => read::run(&store().await?, args).await,

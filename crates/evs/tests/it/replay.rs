@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 use evs_testkit::unique_name;
 use serde_json::Value;
 
-fn evs(args: &[&str]) -> Output {
+pub(crate) fn evs(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_evs"))
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -17,11 +17,11 @@ fn evs(args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn stderr(out: &Output) -> String {
+pub(crate) fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-fn stdout(out: &Output) -> String {
+pub(crate) fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -32,16 +32,16 @@ fn sample(name: &str) -> PathBuf {
 }
 
 /// A scratch directory, removed when dropped.
-struct Scratch(PathBuf);
+pub(crate) struct Scratch(PathBuf);
 
 impl Scratch {
-    fn new(name: &str) -> Self {
+    pub(crate) fn new(name: &str) -> Self {
         let dir = std::env::temp_dir().join(unique_name(name));
         std::fs::create_dir_all(&dir).unwrap();
         Scratch(dir)
     }
 
-    fn path(&self, name: &str) -> String {
+    pub(crate) fn path(&self, name: &str) -> String {
         self.0.join(name).display().to_string()
     }
 }
@@ -167,7 +167,7 @@ fn replay_and_verify_a_local_archive() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).is_empty());
     let out = evs(&["replay", "--archive", &archive, "--since", "yesterday"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2), "a usage error");
     assert!(stderr(&out).contains("RFC 3339"), "{}", stderr(&out));
     let out = evs(&["replay", "--archive", &scratch.path("nowhere")]);
     assert_eq!(out.status.code(), Some(1));
@@ -358,7 +358,7 @@ fn big_event(scratch: &Scratch, batch: usize, count: usize) -> PathBuf {
 }
 
 /// An archive of `objects` objects of `per_object` events each, in order.
-fn big_archive(scratch: &Scratch, objects: usize, per_object: usize) -> String {
+pub(crate) fn big_archive(scratch: &Scratch, objects: usize, per_object: usize) -> String {
     let archive = scratch.path("archive");
     for batch in 0..objects {
         // One invoke per object: each is sealed after the one before.
@@ -368,7 +368,7 @@ fn big_archive(scratch: &Scratch, objects: usize, per_object: usize) -> String {
     archive
 }
 
-fn replay_cmd(args: &[&str]) -> Command {
+pub(crate) fn replay_cmd(args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_evs"));
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -380,7 +380,7 @@ fn replay_cmd(args: &[&str]) -> Command {
 
 /// Reads exactly `n` lines from `from`, a byte at a time (nothing more is
 /// taken from the pipe).
-fn read_lines(from: &mut impl std::io::Read, n: usize) -> Vec<String> {
+pub(crate) fn read_lines(from: &mut impl std::io::Read, n: usize) -> Vec<String> {
     let mut lines = Vec::new();
     let mut line = Vec::new();
     let mut byte = [0u8; 1];
@@ -471,7 +471,9 @@ fn an_unwritable_checkpoint_is_refused_before_the_first_line() {
     let scratch = Scratch::new("evs-replay-unwritable");
     let archive = scratch.path("archive");
     invoke(&archive, &[&sample("inserts.json")]);
-    let checkpoint = scratch.path("no-such-dir/replay.json");
+    // Under a file, where no directory can be made.
+    std::fs::write(scratch.path("a-file"), b"").unwrap();
+    let checkpoint = scratch.path("a-file/replay.json");
     let out = evs(&[
         "replay",
         "--archive",
@@ -481,7 +483,7 @@ fn an_unwritable_checkpoint_is_refused_before_the_first_line() {
     ]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(out.stdout.is_empty(), "nothing printed: {}", stdout(&out));
-    assert!(stderr(&out).contains("no-such-dir"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("a-file"), "{}", stderr(&out));
 }
 
 #[test]
@@ -566,10 +568,13 @@ fn unsafe_follow_settings_are_warned_about_and_durations_share_one_syntax() {
     assert!(out.status.success(), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(
-        err.contains("warning: --archiver-timeout 0s is below"),
+        err.contains("warning: --archiver-timeout 0 s is below 1 s"),
         "{err}"
     );
-    assert!(err.contains("warning: --clock-margin 0s is below"), "{err}");
+    assert!(
+        err.contains("warning: --clock-margin 0 s is below 5 s"),
+        "{err}"
+    );
 
     for good in ["90", "90s", "1500ms", "2m", "1h"] {
         let out = evs(&[
@@ -662,7 +667,8 @@ fn an_unreachable_archive_is_retried_with_backoff() {
 /// `evs replay --checkpoint-file` killed with SIGKILL at random moments and
 /// restarted until it ends: across the runs' outputs nothing is lost and
 /// nothing reordered; a restart repeats at most what came after the last
-/// checkpoint saved (one object here, with --checkpoint-interval 0).
+/// checkpoint saved (with --checkpoint-interval 0: an object and the
+/// output's queue).
 #[test]
 fn a_replay_killed_at_random_moments_resumes_losing_nothing() {
     for _ in 0..evs_testkit::soak() {
@@ -769,9 +775,11 @@ fn replay_crash_round() {
          in all, at most {most_repeated} at one restart"
     );
     assert!(kills > 0, "seed {seed}: never killed");
+    // One object, plus what lies between the replay and the file (the
+    // output's queue, 64 KiB: about 180 of these lines).
     assert!(
-        most_repeated <= 100,
-        "seed {seed}: more than one object repeated"
+        most_repeated <= 100 + 180,
+        "seed {seed}: more than an object and the output's queue repeated"
     );
 }
 
@@ -795,7 +803,7 @@ fn an_empty_archive_says_so() {
 
 /// A consumer script: appends each line to `$OUT`, acknowledges it, and
 /// after `$STOP` lines (if set) exits with code 3 without reading more.
-const CONSUMER: &str = r#"n=0
+pub(crate) const CONSUMER: &str = r#"n=0
 while IFS= read -r line; do
   printf '%s\n' "$line" >> "$OUT"
   n=$((n+1))
@@ -814,7 +822,7 @@ fn consumer_run(args: &[&str], out: &str, stop: Option<usize>, env: &[(&str, Str
     cmd.output().unwrap()
 }
 
-fn lines_of(path: &str) -> Vec<String> {
+pub(crate) fn lines_of(path: &str) -> Vec<String> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()

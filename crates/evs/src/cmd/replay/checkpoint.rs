@@ -12,14 +12,21 @@
 //! old checkpoint or a whole new one. Every save is conditional on the
 //! revision this run read or wrote last, so two replays on one checkpoint
 //! cannot silently overwrite each other's progress: the second to save stops
-//! with an error.
+//! with an error. The head also names the run that wrote it (`Run`): when a
+//! save's result is unclear (its acknowledgement lost, then the SDK's retry
+//! refused because the first attempt had moved the revision), the head is
+//! read again, and a head this run wrote is a success; parts are never
+//! deleted on an unclear result.
+//!
+//! A checkpoint file is locked (`<FILE>.lock`) for the whole run, so two
+//! replays cannot share one.
 
 use std::collections::HashMap;
+use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
@@ -37,6 +44,17 @@ const PART_BYTES: usize = 350 * 1024;
 const MAX_PARTS: usize = 100;
 /// Most bytes a stored checkpoint may decompress to.
 const MAX_JSON_BYTES: u64 = 1 << 30;
+
+/// Why a checkpoint was not saved.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum SaveError {
+    /// It may heal by waiting (an outage, a full disk): try again later.
+    #[error(transparent)]
+    Transient(anyhow::Error),
+    /// It will not (another run saved it, it is too large): stop.
+    #[error(transparent)]
+    Fatal(anyhow::Error),
+}
 
 /// A checkpoint's home.
 pub(super) enum CheckpointStore {
@@ -57,6 +75,8 @@ pub(super) struct TableCheckpoint {
     revision: Option<u64>,
     /// The parts of the stored revision (to delete once replaced).
     parts: Vec<String>,
+    /// A save whose result is unclear: the revision it wrote and its parts.
+    unclear: Option<(u64, Vec<String>)>,
     /// [`PART_BYTES`], smaller in tests.
     part_bytes: usize,
 }
@@ -71,6 +91,7 @@ impl CheckpointStore {
             run: uuid::Uuid::new_v4().simple().to_string(),
             revision: None,
             parts: Vec::new(),
+            unclear: None,
             part_bytes: PART_BYTES,
         })
     }
@@ -133,10 +154,44 @@ impl CheckpointStore {
     }
 
     /// Saves `checkpoint`, replacing the stored one at once.
-    pub(super) async fn save(&mut self, checkpoint: &Checkpoint) -> Result<()> {
+    pub(super) async fn save(&mut self, checkpoint: &Checkpoint) -> Result<(), SaveError> {
         match self {
-            CheckpointStore::File(path) => output::write_checkpoint(path, checkpoint),
+            CheckpointStore::File(path) => output::write_checkpoint(path, checkpoint)
+                .with_context(|| format!("cannot write the checkpoint {}", path.display()))
+                .map_err(SaveError::Transient),
             CheckpointStore::Table(t) => t.save(checkpoint).await,
+        }
+    }
+}
+
+/// Locks `<path>.lock` for as long as the returned file is open: two
+/// replays on one checkpoint file would both deliver everything. The
+/// checkpoint's directory is created first.
+pub(super) fn lock_file(path: &Path) -> Result<File> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| {
+            format!("cannot create the checkpoint's directory {}", dir.display())
+        })?;
+    }
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let lock = PathBuf::from(name);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock)
+        .with_context(|| format!("cannot open the checkpoint's lock file {}", lock.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => bail!(
+            "another replay is running on the checkpoint {} (it holds {}): stop it first, or give \
+             this one its own --checkpoint-file",
+            path.display(),
+            lock.display()
+        ),
+        Err(TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", lock.display()))
         }
     }
 }
@@ -199,36 +254,35 @@ impl TableCheckpoint {
         Ok(Some(text))
     }
 
-    async fn save(&mut self, checkpoint: &Checkpoint) -> Result<()> {
-        let json = checkpoint.to_json()?;
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        gz.write_all(json.as_bytes())?;
-        let body = gz.finish()?;
-        let revision = self.revision.map_or(1, |r| r + 1);
+    async fn save(&mut self, checkpoint: &Checkpoint) -> Result<(), SaveError> {
+        self.settle_unclear().await?;
+        let body = encode(checkpoint).map_err(SaveError::Fatal)?;
         let chunks: Vec<&[u8]> = body.chunks(self.part_bytes).collect();
         if chunks.len() > MAX_PARTS {
-            bail!(
+            return Err(SaveError::Fatal(anyhow::anyhow!(
                 "the checkpoint is {} bytes compressed, more than {} parts of {} bytes: \
                  too large for table {}; use --checkpoint-file",
                 body.len(),
                 MAX_PARTS,
                 PART_BYTES,
                 self.table
-            );
+            )));
         }
+        let revision = self.revision.map_or(1, |r| r + 1);
         let mut put = self
             .client
             .put_item()
             .table_name(&self.table)
             .item(ID, AttributeValue::S(self.name.clone()))
             .item("Revision", AttributeValue::N(revision.to_string()))
+            .item("Run", AttributeValue::S(self.run.clone()))
             .item(
                 "SavedAt",
                 AttributeValue::S(evs_core::format_timestamp_ms(evs_core::now_ms())),
             );
         let mut written = Vec::new();
         if chunks.len() <= 1 {
-            put = put.item("Body", AttributeValue::B(Blob::new(body)));
+            put = put.item("Body", AttributeValue::B(Blob::new(body.clone())));
         } else {
             // Parts first, under keys no other run writes; the head names them.
             let prefix = format!("{}#{}#{revision}#", self.name, self.run);
@@ -242,7 +296,11 @@ impl TableCheckpoint {
                     .send()
                     .await
                     .map_err(|e| {
-                        evs_dynamodb::sdk_error(&self.table, "writing a checkpoint part", e)
+                        sdk_save_error(evs_dynamodb::sdk_error(
+                            &self.table,
+                            "writing a checkpoint part",
+                            e,
+                        ))
                     })?;
                 written.push(id);
             }
@@ -251,37 +309,76 @@ impl TableCheckpoint {
                 .item("PartPrefix", AttributeValue::S(prefix));
         }
         put = match self.revision {
-            None => put.condition_expression("attribute_not_exists(#id)"),
+            None => put
+                .condition_expression("attribute_not_exists(#id)")
+                .expression_attribute_names("#id", ID),
             Some(r) => put
                 .condition_expression("#rev = :rev")
                 .expression_attribute_names("#rev", "Revision")
                 .expression_attribute_values(":rev", AttributeValue::N(r.to_string())),
         };
-        if self.revision.is_none() {
-            put = put.expression_attribute_names("#id", ID);
-        }
-        match put.send().await {
+        let error = match put.send().await {
             Ok(_) => {
-                let old = std::mem::replace(&mut self.parts, written);
-                self.revision = Some(revision);
-                self.delete(&old).await;
-                Ok(())
+                self.committed(revision, written).await;
+                return Ok(());
             }
-            Err(e) => {
-                self.delete(&written).await;
-                if e.code() == Some("ConditionalCheckFailedException") {
-                    bail!(
-                        "the checkpoint {:?} in table {} was saved by another run since this one \
-                         read it (expected revision {}): two replays must not share a checkpoint; \
-                         this one stops without saving",
-                        self.name,
-                        self.table,
-                        self.revision.map_or("none".into(), |r| r.to_string())
-                    );
-                }
-                Err(evs_dynamodb::sdk_error(&self.table, "saving the checkpoint", e).into())
-            }
+            Err(e) => evs_dynamodb::sdk_error(&self.table, "saving the checkpoint", e),
+        };
+        // The write may have happened even so (its acknowledgement lost, and
+        // the SDK's retry refused because the first attempt had moved the
+        // revision): the head says.
+        self.unclear = Some((revision, written));
+        if self.settle_unclear().await? {
+            return Ok(());
         }
+        Err(sdk_save_error(error))
+    }
+
+    /// Settles a save whose result was unclear by reading the head: written
+    /// by this run at that revision, it is saved; still at the revision
+    /// before, it is not (its parts, which nothing names, are deleted);
+    /// anything else is another run's save. True: it was saved.
+    async fn settle_unclear(&mut self) -> Result<bool, SaveError> {
+        let Some((revision, written)) = self.unclear.take() else {
+            return Ok(false);
+        };
+        let head = match self.get(&self.name).await {
+            Ok(head) => head,
+            Err(e) => {
+                self.unclear = Some((revision, written));
+                return Err(SaveError::Transient(e));
+            }
+        };
+        let stored = head.as_ref().and_then(|h| number(h, "Revision"));
+        let run = head.as_ref().and_then(|h| match h.get("Run") {
+            Some(AttributeValue::S(run)) => Some(run.as_str()),
+            _ => None,
+        });
+        if stored == Some(revision) && run == Some(self.run.as_str()) {
+            self.committed(revision, written).await;
+            Ok(true)
+        } else if stored == self.revision {
+            self.delete(&written).await;
+            Ok(false)
+        } else {
+            Err(SaveError::Fatal(anyhow::anyhow!(
+                "the checkpoint {:?} in table {} was saved by another run since this one \
+                 read it (expected revision {}, found {}): two replays must not share a \
+                 checkpoint; this one stops without saving",
+                self.name,
+                self.table,
+                self.revision.map_or("none".into(), |r| r.to_string()),
+                stored.map_or("none".into(), |r| r.to_string()),
+            )))
+        }
+    }
+
+    /// `revision`, with `parts`, is the stored checkpoint now: the parts of
+    /// the one it replaced are deleted.
+    async fn committed(&mut self, revision: u64, parts: Vec<String>) {
+        let old = std::mem::replace(&mut self.parts, parts);
+        self.revision = Some(revision);
+        self.delete(&old).await;
     }
 
     /// Deletes parts no head names any more (best effort: a leftover part
@@ -303,7 +400,7 @@ impl TableCheckpoint {
 }
 
 /// Creates the checkpoint table (`evs table create-checkpoints`).
-pub(super) async fn create_table(client: &Client, table: &str) -> Result<()> {
+pub(crate) async fn create_table(client: &Client, table: &str) -> Result<()> {
     let status = evs_dynamodb::create_table(
         client,
         table,
@@ -315,8 +412,25 @@ pub(super) async fn create_table(client: &Client, table: &str) -> Result<()> {
         None,
     )
     .await?;
-    super::table::print_created(table, status, None);
+    crate::cmd::table::print_created(table, status, None);
     Ok(())
+}
+
+/// The checkpoint's JSON, gzip-compressed.
+fn encode(checkpoint: &Checkpoint) -> Result<Vec<u8>> {
+    let json = checkpoint.to_json()?;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(json.as_bytes())?;
+    Ok(gz.finish()?)
+}
+
+/// A failed call: transient when waiting may heal it.
+fn sdk_save_error(e: evs_core::Error) -> SaveError {
+    if e.is_transient() {
+        SaveError::Transient(e.into())
+    } else {
+        SaveError::Fatal(e.into())
+    }
 }
 
 fn number(item: &HashMap<String, AttributeValue>, name: &str) -> Option<u64> {
@@ -347,11 +461,6 @@ mod tests {
         }
     }
 
-    async fn items(client: &Client, table: &str) -> usize {
-        let out = client.scan().table_name(table).send().await.unwrap();
-        out.items.unwrap_or_default().len()
-    }
-
     #[tokio::test]
     async fn a_table_checkpoint_is_whole_in_parts_and_refuses_a_second_writer() {
         let Some(moto) = Moto::shared() else { return };
@@ -380,20 +489,96 @@ mod tests {
             unreachable!()
         };
         assert!(t.parts.len() > 5, "{} parts", t.parts.len());
-        assert_eq!(items(&client, &table).await, 1 + t.parts.len());
 
         // Two runs on one checkpoint: the second to save stops.
         let mut second = open();
         second.load().await.unwrap();
         second.save(&checkpoint(4)).await.unwrap();
-        let err = first.save(&checkpoint(5)).await.unwrap_err().to_string();
-        assert!(err.contains("saved by another run"), "{err}");
+        let err = first.save(&checkpoint(5)).await.unwrap_err();
+        assert!(matches!(err, SaveError::Fatal(_)), "{err}");
+        assert!(err.to_string().contains("saved by another run"), "{err}");
         assert_eq!(open().load().await.unwrap(), Some(checkpoint(4)));
-        assert_eq!(items(&client, &table).await, 1, "no part is left behind");
 
         // A missing table is named before anything is replayed.
         let missing = CheckpointStore::table(client.clone(), unique_name("nope"), "x".into());
         let err = missing.check().await.unwrap_err().to_string();
         assert!(err.contains("create-checkpoints"), "{err}");
+    }
+
+    /// A DynamoDB client through `proxy` with the SDK's standard retries,
+    /// as in production: a lost acknowledgement is retried, and the retry
+    /// of a conditional write then fails its condition.
+    fn retrying_client(proxy: &evs_testkit::FaultProxy) -> Client {
+        use aws_sdk_dynamodb::config::{retry::RetryConfig, BehaviorVersion, Credentials, Region};
+        let config = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(proxy.endpoint())
+            .credentials_provider(Credentials::new("test", "test", None, None, "test"))
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(3)
+                    .with_initial_backoff(std::time::Duration::from_millis(5)),
+            )
+            .build();
+        Client::from_conf(config)
+    }
+
+    #[tokio::test]
+    async fn lost_acknowledgements_never_corrupt_a_checkpoint_nor_look_like_another_run() {
+        let Some(moto) = Moto::shared() else { return };
+        let seed = std::env::var("EVS_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| fastrand::u64(..1_000_000));
+        println!("seed {seed} (EVS_SEED={seed} repeats this run)");
+        let client = moto.dynamodb().await;
+        let table = unique_name("evs-checkpoints");
+        create_table(&client, &table).await.unwrap();
+        let Some(proxy) = evs_testkit::FaultProxy::start(moto, "{}") else {
+            return;
+        };
+        proxy.configure(&format!(
+            r#"{{"lost_ack": 0.25, "drop_after": 0.1, "seed": {seed}}}"#
+        ));
+        let mut store = CheckpointStore::table(retrying_client(&proxy), table.clone(), "c".into());
+        if let CheckpointStore::Table(t) = &mut store {
+            t.part_bytes = 1_000;
+        }
+        let reader = || CheckpointStore::table(client.clone(), table.clone(), "c".into());
+        // What the stored checkpoint may be: the last one saved, or one
+        // whose save failed after it since (its result unclear).
+        let mut may_be: Vec<Option<Checkpoint>> = vec![None];
+        let mut successes = 0;
+        for round in 0..60u64 {
+            // Single items and checkpoints in parts, in turn.
+            let next = checkpoint(if round % 2 == 0 {
+                3 + round
+            } else {
+                2_000 + round
+            });
+            match store.save(&next).await {
+                Ok(()) => {
+                    successes += 1;
+                    may_be = vec![Some(next.clone())];
+                }
+                Err(SaveError::Transient(_)) => may_be.push(Some(next.clone())),
+                Err(SaveError::Fatal(e)) => panic!("round {round}: {e:#}"),
+            }
+            let stored = reader()
+                .load()
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: {e:#}"));
+            assert!(
+                may_be.contains(&stored),
+                "round {round}: the stored checkpoint is none that was saved"
+            );
+            if may_be.len() == 1 {
+                assert_eq!(stored.as_ref(), Some(&next), "round {round}");
+            }
+        }
+        assert!(successes > 20, "{successes} saves of 60");
+        let report = proxy.report();
+        assert!(report.contains(r#""lost_ack": "#), "{report}");
     }
 }

@@ -100,9 +100,18 @@ impl Consumer {
         self.stopped_acking() || self.exited().is_some()
     }
 
+    /// Waits, at most `limit`, for the consumer's stdout to end (after it
+    /// exited: its last acknowledgements may still be in the pipe).
+    pub(crate) async fn wait_acks(&self, limit: std::time::Duration) {
+        let until = std::time::Instant::now() + limit;
+        while !self.stopped_acking() && std::time::Instant::now() < until {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     /// The consumer's exit status once it has exited (asked of the process
     /// until known).
-    fn exited(&mut self) -> Option<ExitStatus> {
+    pub(crate) fn exited(&mut self) -> Option<ExitStatus> {
         self.status = self.status.or_else(|| self.child.try_wait().ok().flatten());
         self.status
     }
