@@ -117,8 +117,10 @@ pub(crate) enum Command {
     /// a gap from the table with --table).
     Backfill(BackfillArgs),
     /// Prove the archive complete: every stream contiguous from event 1, no
-    /// event archived twice with different contents and, with --table, every
-    /// stream's last event equal to the table's (a parallel scan).
+    /// event archived twice with different contents (compared as JSON
+    /// values: spacing, field order and `1` against `1.0` do not count)
+    /// and, with --table, every stream's last event equal to the table's (a
+    /// parallel scan).
     ///
     /// Prints a report naming each stream and range that is missing; exits
     /// 0 only when the archive is complete, 4 when it is not.

@@ -3,7 +3,9 @@
 //! encoded items, with no table: a whole export is archived and verified,
 //! `--force` runs it again and replaces the marker (a local directory and
 //! a bucket on the emulator), and every kind of partial or inconsistent
-//! export is refused before anything is archived.
+//! export is refused before anything is archived. And `evs verify` on
+//! archives holding copies of events: the same JSON spaced differently is
+//! a duplicate, other contents a conflict, and both are counted.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -514,5 +516,141 @@ fn a_partial_or_inconsistent_export_is_refused_before_anything_is_archived() {
         ],
     );
     assert_eq!(json_out(&out)["archived"], ITEMS);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// JSON text with a space around every `:` and `,` and inside brackets:
+/// the same value, other bytes.
+fn spaced(value: &Value) -> String {
+    match value {
+        Value::Object(map) => {
+            let fields: Vec<String> = map
+                .iter()
+                .map(|(k, v)| format!("{} : {}", Value::from(k.as_str()), spaced(v)))
+                .collect();
+            format!("{{ {} }}", fields.join(" , "))
+        }
+        Value::Array(items) => {
+            let items: Vec<String> = items.iter().map(spaced).collect();
+            format!("[ {} ]", items.join(" , "))
+        }
+        other => other.to_string(),
+    }
+}
+
+/// A local archive made by a back-fill of 40 events (one object); returns
+/// the archive, its object and the object's text.
+fn archive_of_40(dir: &Path) -> (PathBuf, PathBuf, String) {
+    let lines: Vec<String> = export_lines().concat().into_iter().take(40).collect();
+    let export = write_export(dir, &[lines]);
+    let archive = dir.join("archive");
+    let out = evs(
+        &[],
+        &[
+            "backfill",
+            "--export",
+            &export.display().to_string(),
+            "--archive",
+            &archive.display().to_string(),
+        ],
+    );
+    assert_eq!(json_out(&out)["objects"], 1);
+    let object = files_under(&archive.join("events")).remove(0);
+    let stored = std::fs::read(&object).unwrap();
+    let text = evs_archive::decompress(&stored, evs_archive::Compression::Gzip).unwrap();
+    let text = String::from_utf8(text.into_owned()).unwrap();
+    (archive, object, text)
+}
+
+/// Writes `lines` as another object beside `object`: a key of the same seal
+/// time with the nonce `nonce` × 32, uncompressed.
+fn write_copy(object: &Path, nonce: char, lines: &[String]) {
+    let name = object.file_name().unwrap().to_str().unwrap();
+    let stem = name.strip_suffix(".ndjson.gz").unwrap();
+    let (head, _nonce) = stem.rsplit_once('-').unwrap();
+    let copy = format!("{head}-{}.ndjson", nonce.to_string().repeat(32));
+    std::fs::write(object.with_file_name(copy), lines.join("\n") + "\n").unwrap();
+}
+
+/// The first line of `text` with its payload changed: the same event id,
+/// other contents.
+fn changed_first(text: &str) -> (String, String, Value) {
+    let mut changed: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    changed["payload"]["amount"] = json!(-1);
+    let stream = changed["streamId"].as_str().unwrap().to_owned();
+    let event = changed["eventId"].clone();
+    (changed.to_string(), stream, event)
+}
+
+/// Every line of an archive again with other spacing and its fields in
+/// reverse order: the same events, so verify finds the archive complete and
+/// counts each repeated line as a duplicate.
+#[test]
+fn verify_takes_the_same_json_spaced_otherwise_as_a_duplicate() {
+    let dir = std::env::temp_dir().join(unique_name("evs-verify-spacing"));
+    let (archive, object, text) = archive_of_40(&dir);
+    let respaced: Vec<String> = text
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            let reversed: serde_json::Map<String, Value> = v
+                .as_object()
+                .unwrap()
+                .iter()
+                .rev()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            spaced(&Value::Object(reversed))
+        })
+        .collect();
+    assert_ne!(respaced[0], text.lines().next().unwrap());
+    write_copy(&object, 'e', &respaced);
+    let archive_arg = archive.display().to_string();
+    let verify = evs(&[], &["verify", "--archive", &archive_arg]);
+    let report = stdout(&verify);
+    assert!(
+        report.contains("40 events, 40 duplicate lines") && report.trim_end().ends_with("complete"),
+        "{report}"
+    );
+
+    // And with one more copy of the first event, its payload changed: a
+    // conflict of 3 copies with 2 contents, and 41 duplicate lines.
+    let (changed, stream, event) = changed_first(&text);
+    write_copy(&object, 'f', &[changed]);
+    let verify = evs(&[], &["verify", "--archive", &archive_arg]);
+    assert_eq!(verify.status.code(), Some(4), "{}", stderr(&verify));
+    let report = String::from_utf8_lossy(&verify.stdout);
+    for needle in [
+        "40 events, 41 duplicate lines, 1 events archived with different contents (3 lines)"
+            .to_owned(),
+        format!("conflict: stream {stream:?} event {event} is archived 3 times with 2 different contents"),
+    ] {
+        assert!(report.contains(&needle), "{needle:?} not in\n{report}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A conflicting copy is a duplicate line too: verify counts it and says how
+/// many copies and contents the event has, instead of "0 duplicate lines".
+#[test]
+fn verify_counts_a_conflicting_copy_among_the_duplicate_lines() {
+    let dir = std::env::temp_dir().join(unique_name("evs-verify-conflict"));
+    let (archive, object, text) = archive_of_40(&dir);
+    let (changed, stream, event) = changed_first(&text);
+    write_copy(&object, 'f', &[changed]);
+    let verify = evs(
+        &[],
+        &["verify", "--archive", &archive.display().to_string()],
+    );
+    assert_eq!(verify.status.code(), Some(4), "{}", stderr(&verify));
+    let report = String::from_utf8_lossy(&verify.stdout);
+    for needle in [
+        "40 events, 1 duplicate lines, 1 events archived with different contents (2 lines)"
+            .to_owned(),
+        format!("conflict: stream {stream:?} event {event} is archived 2 times with 2 different contents"),
+        "INCOMPLETE: 0 events missing in 0 ranges, 1 conflicts".to_owned(),
+    ] {
+        assert!(report.contains(&needle), "{needle:?} not in\n{report}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
