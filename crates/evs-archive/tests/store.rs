@@ -72,6 +72,23 @@ async fn behaviour(sink: &dyn ObjectStore) {
         sink.get("events/nope").await,
         Err(StoreError::NotFound { .. })
     ));
+    // `replace` writes a new key or overwrites an existing one; `put` still
+    // refuses the key afterwards.
+    let marker = "events.backfill/export-1.json";
+    sink.replace(marker, &object("first")).await.unwrap();
+    assert_eq!(sink.get(marker).await.unwrap(), b"first");
+    sink.replace(marker, &object("second")).await.unwrap();
+    assert_eq!(sink.get(marker).await.unwrap(), b"second");
+    assert!(matches!(
+        sink.put(marker, &object("third")).await,
+        Err(StoreError::AlreadyExists { .. })
+    ));
+    assert_eq!(sink.get(marker).await.unwrap(), b"second");
+    // Nothing else was left beside it (no temporary file under a key).
+    assert_eq!(
+        sink.list("", None, 100).await.unwrap().len(),
+        keys.len() + 1
+    );
 }
 
 #[tokio::test]

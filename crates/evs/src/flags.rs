@@ -104,18 +104,23 @@ pub(crate) enum Command {
     /// DynamoDB JSON): for a table older than its archiver, or whose stream
     /// aged out (24 h retention).
     ///
-    /// Every exported item goes through the archiver's handler as an insert
-    /// record (an item that is not an event becomes a dead letter). Events
-    /// the archive has already are duplicates, dropped by replays. Once done,
-    /// a marker object `<prefix>.backfill/<export id>.json` makes a rerun of
-    /// the same export do nothing. Check the result with `evs verify
-    /// --table`. Run it before replays that follow the archive: its objects
-    /// are sealed now, but a follower reads only what is sealed after its
-    /// position (it back-fills a gap from the table with --table).
+    /// The export is checked whole first (the manifests' item counts and
+    /// each data file's MD5 against what is read): any difference stops it,
+    /// exit 1, before anything is archived. Every exported item goes through
+    /// the archiver's handler as an insert record (an item that is not an
+    /// event becomes a dead letter). Events the archive has already are
+    /// duplicates, dropped by replays. Once done, a marker object
+    /// `<prefix>.backfill/<export id>.json` makes a rerun of the same export
+    /// do nothing. Check the result with `evs verify --table`. Run it before
+    /// replays that follow the archive: its objects are sealed now, but a
+    /// follower reads only what is sealed after its position (it back-fills
+    /// a gap from the table with --table).
     Backfill(BackfillArgs),
     /// Prove the archive complete: every stream contiguous from event 1, no
-    /// event archived twice with different contents and, with --table, every
-    /// stream's last event equal to the table's (a parallel scan).
+    /// event archived twice with different contents (compared as JSON
+    /// values: spacing, field order and `1` against `1.0` do not count)
+    /// and, with --table, every stream's last event equal to the table's (a
+    /// parallel scan).
     ///
     /// Prints a report naming each stream and range that is missing; exits
     /// 0 only when the archive is complete, 4 when it is not.
@@ -241,7 +246,7 @@ pub(crate) struct BackfillArgs {
     pub archive: Option<String>,
 
     /// Run even though the marker says this export was back-filled (adds
-    /// only duplicates).
+    /// only duplicates), and replace the marker.
     #[arg(long)]
     pub force: bool,
 

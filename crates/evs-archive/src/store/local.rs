@@ -55,6 +55,31 @@ impl LocalDir {
         }
         Ok(path)
     }
+
+    /// Writes `object` at `key` on a blocking thread (`put` and `replace`).
+    async fn write(&self, key: &str, object: &Object, how: Publish) -> Result<(), StoreError> {
+        let path = self.key_path(key)?;
+        let key = key.to_owned();
+        let bytes = object.bytes.clone();
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let _cancel_on_drop = Cancel(cancelled.clone());
+        tokio::task::spawn_blocking(move || put_blocking(&path, &key, &bytes, &cancelled, how))
+            .await
+            .map_err(|e| StoreError::Io {
+                doing: "writing",
+                path: e.to_string(),
+                source: std::io::Error::other("the writer task failed"),
+            })?
+    }
+}
+
+/// How a written temporary file becomes the key's file.
+#[derive(Debug, Clone, Copy)]
+enum Publish {
+    /// A hard link, which fails when the key exists (`put`).
+    IfAbsent,
+    /// A rename over whatever is there (`replace`).
+    Replacing,
 }
 
 fn io(doing: &'static str, path: &Path, source: std::io::Error) -> StoreError {
@@ -149,6 +174,7 @@ fn put_blocking(
     key: &str,
     bytes: &[u8],
     cancelled: &AtomicBool,
+    how: Publish,
 ) -> Result<(), StoreError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     create_dirs_durably(dir)?;
@@ -168,13 +194,19 @@ fn put_blocking(
             ));
         }
         // A hard link publishes the complete file atomically and fails if the
-        // key exists: never a partial object, never an overwrite.
-        std::fs::hard_link(&tmp, path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => StoreError::AlreadyExists {
-                key: key.to_owned(),
-            },
-            _ => io("publishing", path, e),
-        })?;
+        // key exists: never a partial object, never an overwrite. A rename
+        // replaces atomically: a reader sees the old file or the new.
+        match how {
+            Publish::IfAbsent => std::fs::hard_link(&tmp, path).map_err(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => StoreError::AlreadyExists {
+                    key: key.to_owned(),
+                },
+                _ => io("publishing", path, e),
+            })?,
+            Publish::Replacing => {
+                std::fs::rename(&tmp, path).map_err(|e| io("publishing", path, e))?
+            }
+        }
         if let Ok(d) = std::fs::File::open(dir) {
             let _ = d.sync_all();
         }
@@ -263,18 +295,11 @@ fn walk(
 #[async_trait]
 impl ObjectStore for LocalDir {
     async fn put(&self, key: &str, object: &Object) -> Result<(), StoreError> {
-        let path = self.key_path(key)?;
-        let key = key.to_owned();
-        let bytes = object.bytes.clone();
-        let cancelled = Arc::new(AtomicBool::new(false));
-        let _cancel_on_drop = Cancel(cancelled.clone());
-        tokio::task::spawn_blocking(move || put_blocking(&path, &key, &bytes, &cancelled))
-            .await
-            .map_err(|e| StoreError::Io {
-                doing: "writing",
-                path: e.to_string(),
-                source: std::io::Error::other("the writer task failed"),
-            })?
+        self.write(key, object, Publish::IfAbsent).await
+    }
+
+    async fn replace(&self, key: &str, object: &Object) -> Result<(), StoreError> {
+        self.write(key, object, Publish::Replacing).await
     }
 
     async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {

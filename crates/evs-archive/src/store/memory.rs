@@ -56,6 +56,17 @@ impl ObjectStore for MemoryStore {
         self.insert(key, object.clone())
     }
 
+    async fn replace(&self, key: &str, object: &Object) -> Result<(), StoreError> {
+        if key.is_empty() {
+            return Err(StoreError::InvalidKey {
+                key: key.to_owned(),
+                reason: "a key cannot be empty".into(),
+            });
+        }
+        self.lock().insert(key.to_owned(), object.clone());
+        Ok(())
+    }
+
     async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
         self.lock()
             .get(key)

@@ -5,6 +5,9 @@
 //! * `put` returns only once the object is durably stored, and never
 //!   replaces an existing object (keys are unique per attempt, so an
 //!   existing key is an error, not something to overwrite);
+//! * `replace` is the one write that overwrites: for a small record kept at
+//!   a fixed key beside the archive (a back-fill's marker), never for an
+//!   archive object; a reader sees the old object or the new, never a part;
 //! * `list` returns keys in UTF-8 byte order, strictly after `start_after`,
 //!   exactly as S3's `ListObjectsV2` does;
 //! * a local directory holds exactly the key layout of the bucket: key
@@ -71,6 +74,14 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// The store cannot do what was asked (a store that cannot replace).
+    #[error("{doing} {key}: this store cannot do it")]
+    Unsupported {
+        /// What was being done.
+        doing: &'static str,
+        /// The key.
+        key: String,
+    },
     /// An S3 failure (after the SDK's retries with backoff).
     #[error("S3 error while {doing} {key}: {message}")]
     S3 {
@@ -112,6 +123,18 @@ impl StoreError {
 pub trait ObjectStore: Send + Sync + fmt::Debug {
     /// Stores `object` at `key`, durably, unless an object exists there.
     async fn put(&self, key: &str, object: &Object) -> Result<(), StoreError>;
+
+    /// Stores `object` at `key`, durably, replacing any object there. For a
+    /// small record at a fixed key beside the archive, never for an archive
+    /// object (those are only ever `put`). A store that cannot replace
+    /// atomically keeps this default, which refuses.
+    async fn replace(&self, key: &str, object: &Object) -> Result<(), StoreError> {
+        let _ = object;
+        Err(StoreError::Unsupported {
+            doing: "replacing",
+            key: key.to_owned(),
+        })
+    }
 
     /// Reads the object at `key`.
     async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError>;

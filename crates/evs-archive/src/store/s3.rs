@@ -27,6 +27,38 @@ impl S3Store {
         }
     }
 
+    /// One `PutObject`; `only_if_absent` makes it conditional
+    /// (`If-None-Match: *`), so that an existing key is `AlreadyExists`.
+    async fn put_object(
+        &self,
+        key: &str,
+        object: &Object,
+        only_if_absent: bool,
+    ) -> Result<(), StoreError> {
+        check_key(key)?;
+        let mut request = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_if_none_match(only_if_absent.then(|| "*".to_owned()))
+            .content_type(&object.content_type)
+            .body(ByteStream::from(object.bytes.clone()));
+        if let Some(enc) = &object.content_encoding {
+            request = request.content_encoding(enc);
+        }
+        for (k, v) in &object.metadata {
+            request = request.metadata(k, v);
+        }
+        match request.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some("PreconditionFailed") => Err(StoreError::AlreadyExists {
+                key: key.to_owned(),
+            }),
+            Err(e) => Err(self.sdk_error("writing", key, e)),
+        }
+    }
+
     /// An SDK error while `doing` something at `key`.
     fn sdk_error<E>(&self, doing: &'static str, key: &str, e: SdkError<E>) -> StoreError
     where
@@ -55,28 +87,11 @@ fn check_key(key: &str) -> Result<(), StoreError> {
 #[async_trait]
 impl ObjectStore for S3Store {
     async fn put(&self, key: &str, object: &Object) -> Result<(), StoreError> {
-        check_key(key)?;
-        let mut request = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .if_none_match("*")
-            .content_type(&object.content_type)
-            .body(ByteStream::from(object.bytes.clone()));
-        if let Some(enc) = &object.content_encoding {
-            request = request.content_encoding(enc);
-        }
-        for (k, v) in &object.metadata {
-            request = request.metadata(k, v);
-        }
-        match request.send().await {
-            Ok(_) => Ok(()),
-            Err(e) if e.code() == Some("PreconditionFailed") => Err(StoreError::AlreadyExists {
-                key: key.to_owned(),
-            }),
-            Err(e) => Err(self.sdk_error("writing", key, e)),
-        }
+        self.put_object(key, object, true).await
+    }
+
+    async fn replace(&self, key: &str, object: &Object) -> Result<(), StoreError> {
+        self.put_object(key, object, false).await
     }
 
     async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {

@@ -486,6 +486,8 @@ fn a_missing_bucket_stops_a_follower_and_a_pump_at_once() {
 /// those events come twice and are dropped as duplicates.
 #[test]
 fn backfill_from_a_table_export_completes_the_archive() {
+    use base64::Engine as _;
+    use md5::Digest as _;
     use std::io::Write;
 
     let Some(moto) = Moto::shared() else { return };
@@ -572,10 +574,16 @@ fn backfill_from_a_table_export_completes_the_archive() {
                 .collect();
             writeln!(gz, "{}", json!({ "Item": item })).unwrap();
         }
-        std::fs::write(export.join("data").join(&name), gz.finish().unwrap()).unwrap();
+        let gz = gz.finish().unwrap();
+        std::fs::write(export.join("data").join(&name), &gz).unwrap();
+        let md5 = base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(&gz));
         manifest.push_str(&format!(
             "{}\n",
-            json!({ "itemCount": chunk.len(), "dataFileS3Key": format!("AWSDynamoDB/{export_id}/data/{name}") })
+            json!({
+                "itemCount": chunk.len(),
+                "md5Checksum": md5,
+                "dataFileS3Key": format!("AWSDynamoDB/{export_id}/data/{name}"),
+            })
         ));
     }
     std::fs::write(export.join("manifest-files.json"), manifest).unwrap();
@@ -586,6 +594,7 @@ fn backfill_from_a_table_export_completes_the_archive() {
             "exportArn": format!("arn:aws:dynamodb:us-east-1:123456789012:table/{}/export/{export_id}", evs.table),
             "exportTime": "2026-12-03T10:00:00.000Z",
             "outputFormat": "DYNAMODB_JSON",
+            "manifestFilesS3Key": format!("AWSDynamoDB/{export_id}/manifest-files.json"),
             "itemCount": 60,
         })
         .to_string(),

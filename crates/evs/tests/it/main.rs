@@ -8,6 +8,7 @@
 // #[test] functions use them, not the helpers around them).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod backfill;
 mod cli;
 mod delivery;
 mod e2e;
