@@ -75,7 +75,11 @@ pub enum HandlerError {
         source: StoreError,
     },
     /// The write did not finish before the deadline.
-    #[error("archive object {key} was not written within {timeout:?} (the batch will be retried under a new key)")]
+    #[error(
+        "archive object {key} was not written within {} (the batch will be retried under a new \
+         key)",
+        evs_core::human(*timeout)
+    )]
     Deadline {
         /// The key.
         key: String,

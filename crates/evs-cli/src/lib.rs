@@ -1,10 +1,12 @@
 //! What the command-line tools share: `evs` and `evs-pump` (which `evs
 //! pump` runs, so that `evs` compiles no DynamoDB Streams SDK).
 //!
-//! * [`aws`]: the SDK configuration from the standard environment.
+//! * [`aws`]: the SDK configuration from the standard environment, with
+//!   the connect and call timeouts of every client ([`aws::Timeouts`]).
 //! * [`location`]: `--archive` and the archiver's environment variables,
 //!   as the archiver itself reads them.
-//! * [`duration`]: the one duration syntax of every flag.
+//! * [`duration`]: the one duration syntax of every flag, and [`human`],
+//!   the one form of a duration in a message.
 //! * [`start`] and [`exit`]: logging, the async runtime, and the error
 //!   line and exit code a `main` ends with.
 
@@ -32,13 +34,15 @@ pub fn table_name(table: Option<String>) -> anyhow::Result<String> {
 }
 
 /// Logs to stderr with `filter` (env-filter syntax; `warn` if it does not
-/// parse) and builds the multi-threaded runtime. `None`: the runtime could
-/// not start (said on stderr).
+/// parse), in colour only on a terminal, and builds the multi-threaded
+/// runtime. `None`: the runtime could not start (said on stderr).
 pub fn start(name: &str, filter: &str) -> Option<tokio::runtime::Runtime> {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
     match tokio::runtime::Builder::new_multi_thread()
@@ -54,8 +58,9 @@ pub fn start(name: &str, filter: &str) -> Option<tokio::runtime::Runtime> {
 }
 
 /// Ends a command with `err`: stdout closed early (`… | head`) is a
-/// success; otherwise the error goes on stderr as one line and the exit
-/// code is `code`'s, [`EXIT_USAGE`] for a [`Usage`] error, or 1.
+/// success; otherwise the error goes on stderr as one line (an AWS call
+/// that timed out with the limits and what to do) and the exit code is
+/// `code`'s, [`EXIT_USAGE`] for a [`Usage`] error, or 1.
 pub fn exit(
     name: &str,
     err: &anyhow::Error,
@@ -64,7 +69,11 @@ pub fn exit(
     if is_broken_pipe(err) {
         return ExitCode::SUCCESS;
     }
-    eprintln!("{name}: error: {}", one_line(err));
+    let mut line = one_line(err);
+    if line.contains("timed out") {
+        line = format!("{line} ({})", aws::timeouts().hint());
+    }
+    eprintln!("{name}: error: {line}");
     if err.is::<Usage>() {
         return ExitCode::from(EXIT_USAGE);
     }
@@ -136,28 +145,9 @@ pub fn duration(text: &str) -> Result<Duration, String> {
 
 /// A duration as a person reads it, in the one form every message uses:
 /// `850 µs`, `20 ms`, `1.5 s`, `3 min`, `2.5 h` (one decimal, none when it
-/// is `.0`).
-pub fn human(d: Duration) -> String {
-    fn trimmed(value: f64, unit: &str) -> String {
-        let text = format!("{value:.1}");
-        let text = text.strip_suffix(".0").unwrap_or(&text);
-        format!("{text} {unit}")
-    }
-    let secs = d.as_secs_f64();
-    if d.is_zero() {
-        "0 s".into()
-    } else if d < Duration::from_millis(1) {
-        format!("{} µs", d.as_micros())
-    } else if d < Duration::from_secs(1) {
-        format!("{} ms", d.as_millis())
-    } else if secs < 59.95 {
-        trimmed(secs, "s")
-    } else if secs < 3597.0 {
-        trimmed(secs / 60.0, "min")
-    } else {
-        trimmed(secs / 3600.0, "h")
-    }
-}
+/// is `.0`). It is `evs_core::human`, so that the libraries' messages use
+/// it too.
+pub use evs_core::human;
 
 /// A [`duration`] longer than zero.
 pub fn positive_duration(text: &str) -> Result<Duration, String> {
@@ -185,23 +175,5 @@ mod tests {
         assert!(duration("5 parsecs").is_err());
         assert!(duration("").is_err());
         assert!(positive_duration("0s").is_err());
-    }
-
-    #[test]
-    fn durations_read_as_people_write_them() {
-        for (d, text) in [
-            (Duration::ZERO, "0 s"),
-            (Duration::from_nanos(20), "0 µs"),
-            (Duration::from_micros(850), "850 µs"),
-            (Duration::from_millis(20), "20 ms"),
-            (Duration::from_millis(999), "999 ms"),
-            (Duration::from_millis(1000), "1 s"),
-            (Duration::from_millis(1500), "1.5 s"),
-            (Duration::from_millis(59_990), "1 min"),
-            (Duration::from_secs(180), "3 min"),
-            (Duration::from_secs(5400), "1.5 h"),
-        ] {
-            assert_eq!(human(d), text, "{d:?}");
-        }
     }
 }

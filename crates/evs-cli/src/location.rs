@@ -19,6 +19,16 @@ pub fn config(archive: Option<String>) -> Result<Config> {
     .map_err(|e| crate::Usage(e.to_string()).into())
 }
 
+/// Where a configuration's archive objects are, in full, as a person
+/// names it: `s3://BUCKET/PREFIX` or the directory joined with the prefix.
+pub fn describe(config: &Config) -> String {
+    let prefix = config.prefix.as_str();
+    match &config.location {
+        Location::S3 { bucket } => format!("s3://{bucket}/{prefix}"),
+        Location::Local(dir) => dir.join(prefix).display().to_string(),
+    }
+}
+
 /// The object store a configuration names (S3 clients from the standard AWS
 /// environment, path-style with a custom endpoint).
 pub async fn sink(config: &Config) -> Result<Arc<dyn ObjectStore>> {
@@ -26,4 +36,21 @@ pub async fn sink(config: &Config) -> Result<Arc<dyn ObjectStore>> {
         Location::Local(dir) => Arc::new(LocalDir::new(dir.clone())),
         Location::S3 { bucket } => Arc::new(S3Store::new(crate::aws::s3().await?, bucket.clone())),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_location_is_described_with_its_prefix() {
+        for (archive, described) in [
+            ("s3://bucket/archive/", "s3://bucket/archive/"),
+            ("s3://bucket", "s3://bucket/events/"),
+            ("dir", "dir/events/"),
+        ] {
+            let config = config(Some(archive.to_owned())).unwrap();
+            assert_eq!(describe(&config), described, "{archive}");
+        }
+    }
 }

@@ -32,6 +32,7 @@
 
 pub mod attr;
 pub mod decide;
+mod human;
 pub mod item;
 pub mod model;
 pub mod retry;
@@ -42,6 +43,7 @@ pub mod suite;
 
 pub use attr::{AttrValue, Item};
 pub use decide::{decide, Aggregate, DecideError, Decided, RetryPolicy};
+pub use human::{human, plural};
 pub use model::{
     format_timestamp_ms, AppendOutcome, Direction, ExpectedVersion, Head, NewEvent, ReadRequest,
     RecordedEvent, StreamId, Version,
@@ -217,6 +219,8 @@ impl std::error::Error for SdkCause {}
 /// * the HTTP status and the SDK's reason when the answer had no error code
 ///   or could not be read (`DynamoDB Query: HTTP 200, unreadable response:
 ///   …`), never a bare "unhandled error";
+/// * `timed out waiting for the answer` or `timed out connecting to the
+///   endpoint` when a timeout of the SDK's configuration ended it;
 /// * else the chain of causes (connection refused, no credentials, …),
 ///   each once.
 pub fn describe_sdk_error<E, R>(err: &SdkError<E, R>) -> String
@@ -264,6 +268,15 @@ where
                 format!("{http}, unreadable response: {reason}")
             }
         };
+    }
+    // The SDK's own words for a timeout name its internals and print the
+    // limit as `500ms`; the caller knows the limit and how to change it.
+    match err {
+        SdkError::TimeoutError(_) => return "timed out waiting for the answer".to_owned(),
+        SdkError::DispatchFailure(failure) if failure.is_timeout() => {
+            return "timed out connecting to the endpoint".to_owned()
+        }
+        _ => {}
     }
     let line = describe_chain(err);
     if line.contains("no credentials found") {

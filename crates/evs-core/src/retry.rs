@@ -85,6 +85,22 @@ impl Streak {
     }
 }
 
+/// How the report of a failure that will be retried ends, in the one
+/// wording of every retry loop: `retrying in 500 ms` after the first
+/// failure in a row, then `failing for 3.5 s (4 attempts), retrying in 1 s`.
+pub fn retrying(failures: u32, since: Duration, wait: Duration) -> String {
+    if failures <= 1 {
+        format!("retrying in {}", crate::human(wait))
+    } else {
+        format!(
+            "failing for {} ({}), retrying in {}",
+            crate::human(since),
+            crate::plural(u64::from(failures), "attempt"),
+            crate::human(wait)
+        )
+    }
+}
+
 /// Service error codes that waiting cannot fix: credentials, permissions,
 /// missing resources, requests the service refuses as invalid.
 const PERMANENT_CODES: &[&str] = &[
@@ -204,6 +220,16 @@ mod tests {
     }
 
     #[test]
+    fn a_retry_is_reported_in_words() {
+        let ms = Duration::from_millis;
+        assert_eq!(retrying(1, Duration::ZERO, ms(512)), "retrying in 512 ms");
+        assert_eq!(
+            retrying(4, ms(3500), ms(1000)),
+            "failing for 3.5 s (4 attempts), retrying in 1 s"
+        );
+    }
+
+    #[test]
     fn a_streak_counts_failures_until_a_success() {
         let mut streak = Streak::default();
         assert_eq!(streak.end(), None);
@@ -229,6 +255,52 @@ mod tests {
         assert!(!backend(false).is_transient());
         assert!(!crate::Error::EmptyAppend.is_transient());
         assert!(!crate::Error::TableNotFound { table: "t".into() }.is_transient());
+    }
+
+    /// An error of no service in particular.
+    #[derive(Debug)]
+    struct NoService(aws_smithy_types::error::ErrorMetadata);
+
+    impl std::fmt::Display for NoService {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("no service")
+        }
+    }
+
+    impl std::error::Error for NoService {}
+
+    impl ProvideErrorMetadata for NoService {
+        fn meta(&self) -> &aws_smithy_types::error::ErrorMetadata {
+            &self.0
+        }
+    }
+
+    /// What the SDK returns when a configured timeout ends a call (the
+    /// attempt or operation timeout, or the connect timeout) may heal, as a
+    /// refused connection does, and says it timed out in words of its own.
+    #[test]
+    fn timeouts_may_heal_and_say_so() {
+        use aws_smithy_runtime_api::client::result::ConnectorError;
+        let call: SdkError<NoService, HttpResponse> = SdkError::timeout_error(
+            "operation attempt timeout (single attempt) occurred after 500ms",
+        );
+        assert!(is_transient_sdk_error(&call));
+        assert_eq!(
+            crate::describe_sdk_error(&call),
+            "timed out waiting for the answer"
+        );
+        let connect: SdkError<NoService, HttpResponse> = SdkError::dispatch_failure(
+            ConnectorError::timeout("HTTP connect timeout occurred after 1s".into()),
+        );
+        assert!(is_transient_sdk_error(&connect));
+        assert_eq!(
+            crate::describe_sdk_error(&connect),
+            "timed out connecting to the endpoint"
+        );
+        let refused: SdkError<NoService, HttpResponse> = SdkError::dispatch_failure(
+            ConnectorError::io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into()),
+        );
+        assert!(is_transient_sdk_error(&refused));
     }
 
     #[test]

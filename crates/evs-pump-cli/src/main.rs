@@ -1,8 +1,9 @@
 //! `evs-pump` (also run as `evs pump`): the archiver outside Lambda,
 //! reading the table's DynamoDB stream itself. A binary of its own so that
-//! `evs` compiles no DynamoDB Streams SDK. Exit codes: 0 success (also when
-//! stopped by Ctrl-C or SIGTERM after the current batch), 1 any error, 2 bad
-//! usage.
+//! `evs` compiles no DynamoDB Streams SDK; `evs` runs it with argv[0] `evs
+//! pump`, and its help and errors then name it so. Exit codes: 0 success
+//! (also when stopped by Ctrl-C or SIGTERM after the current batch), 1 any
+//! error, 2 bad usage.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Write;
@@ -12,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::{Args, Parser};
+use clap::{Args, CommandFactory, FromArgMatches, Parser};
 use evs_cli::{duration, positive_duration};
 use evs_core::Streak;
 use evs_dynamodb::DynamoStore;
@@ -27,15 +28,17 @@ use serde_json::{json, Value};
 /// at the end. The position is checkpointed in a file after every batch,
 /// so a restart resumes where the last run stopped; a second pump on the
 /// same checkpoint is refused while one runs. A failed or overdue write
-/// is retried under a new key; an outage (refused connections, 5xx,
-/// throttling) is waited out for --retry-for, each failure reported on
-/// stderr; what cannot heal (credentials, a missing bucket or stream)
+/// is retried under a new key; an outage (refused connections, timeouts,
+/// 5xx, throttling) is waited out for --retry-for, each failure reported
+/// on stderr; what cannot heal (credentials, a missing bucket or stream)
 /// stops the pump at once, committing nothing unwritten. Without --once
 /// it polls every --poll-interval until Ctrl-C or SIGTERM, then stops
 /// after the current batch (exit 0).
 ///
 /// AWS settings come from the standard environment (AWS_REGION,
-/// AWS_ENDPOINT_URL, AWS_PROFILE, credentials).
+/// AWS_ENDPOINT_URL, AWS_PROFILE, credentials). Every AWS call has a
+/// connect and a call timeout (--connect-timeout, --call-timeout); a call
+/// that times out is reported and retried like a refused connection.
 #[derive(Debug, Parser)]
 #[command(name = "evs-pump", version, max_term_width = 100)]
 struct Cli {
@@ -53,17 +56,37 @@ struct Cli {
     log: String,
 
     #[command(flatten)]
+    timeouts: evs_cli::aws::Timeouts,
+
+    #[command(flatten)]
     pump: PumpArgs,
 }
 
+/// How this binary was run: `evs pump` when `evs` ran it (its argv[0]),
+/// else `evs-pump`.
+fn invoked_as() -> &'static str {
+    let arg0 = std::env::args_os().next().unwrap_or_default();
+    if arg0 == "evs pump" {
+        "evs pump"
+    } else {
+        "evs-pump"
+    }
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let Some(runtime) = evs_cli::start("evs-pump", &cli.log) else {
+    let name = invoked_as();
+    let matches = Cli::command()
+        .bin_name(name)
+        .override_usage(format!("{name} [OPTIONS]"))
+        .get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    evs_cli::aws::configure(cli.timeouts);
+    let Some(runtime) = evs_cli::start(name, &cli.log) else {
         return ExitCode::FAILURE;
     };
     match runtime.block_on(run(cli.table, cli.pump)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(err) => evs_cli::exit("evs pump", &err, |_| None),
+        Err(err) => evs_cli::exit(name, &err, |_| None),
     }
 }
 
@@ -131,7 +154,7 @@ async fn stream_arn(store: &DynamoStore, options: &Options) -> Result<Option<Str
                     return Err(e.into());
                 }
                 let wait = options.backoff_policy().delay(failures);
-                tracing::warn!("{e}; retrying in {wait:.1?}");
+                tracing::warn!("{e}; {}", evs_core::retry::retrying(failures, since, wait));
                 tokio::time::sleep(wait).await;
             }
         }
@@ -228,7 +251,7 @@ async fn run(table: Option<String>, args: PumpArgs) -> Result<()> {
     });
 
     // Progress lines; if stdout goes away, stop the pump cleanly and report it.
-    let location = sink.location();
+    let location = evs_cli::location::describe(&config);
     let write_error: Arc<Mutex<Option<std::io::Error>>> = Arc::default();
     let mut report = {
         let write_error = write_error.clone();
@@ -266,7 +289,7 @@ async fn run(table: Option<String>, args: PumpArgs) -> Result<()> {
     let done = line(
         json!({
             "stream": arn,
-            "archive": sink.location(),
+            "archive": evs_cli::location::describe(&config),
             "checkpointFile": checkpoint.display().to_string(),
         }),
         serde_json::to_value(&summary),

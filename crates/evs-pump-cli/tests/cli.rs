@@ -35,6 +35,8 @@ fn help_names_every_flag() {
         "--poll-interval",
         "--retry-for",
         "--checkpoint-file",
+        "--connect-timeout",
+        "--call-timeout",
     ] {
         assert!(help.contains(flag), "{flag} missing from:\n{help}");
     }
@@ -53,4 +55,114 @@ fn bad_usage_exits_2_before_any_call() {
         let out = pump(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
     }
+}
+
+/// The usage line of an error shows no optional flag as required, even one
+/// that was given.
+#[test]
+fn usage_shows_no_optional_flag_as_required() {
+    let out = pump(&["--table", "t", "--once", "--sideways"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Usage: evs-pump [OPTIONS]\n"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// A service that accepts connections and never answers: a hung endpoint.
+fn hung_endpoint() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming() {
+            match conn {
+                Ok(conn) => held.push(conn),
+                Err(_) => break,
+            }
+        }
+    });
+    url
+}
+
+/// A pump whose endpoint hangs gets timeouts (--connect-timeout,
+/// --call-timeout) instead of waiting for ever: each is reported and
+/// retried like a refused connection, and with --once it gives up after
+/// --retry-for with an error naming the timeout. The child is killed (and
+/// the test fails) if it hangs.
+#[test]
+fn a_hung_endpoint_times_out_is_retried_and_given_up() {
+    use std::io::Read;
+    use std::time::{Duration, Instant};
+
+    let dir = std::env::temp_dir().join(format!("evs-pump-hung-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_evs-pump"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_MAX_ATTEMPTS", "1")
+        .env("AWS_ENDPOINT_URL", hung_endpoint())
+        .args([
+            "--table",
+            "events",
+            "--archive",
+            "archive",
+            "--once",
+            "--retry-for",
+            "2s",
+            "--connect-timeout",
+            "1s",
+            "--call-timeout",
+            "500ms",
+        ])
+        .current_dir(&dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut pipe = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = pipe.read_to_string(&mut text);
+        text
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > Duration::from_secs(90) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("still running after 90 s, killed: it hangs");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let err = reader.join().unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert!(
+        lines.len() >= 2,
+        "each failure reported, then the error: {err}"
+    );
+    for warning in &lines[..lines.len() - 1] {
+        assert!(warning.contains("timed out"), "{err}");
+        assert!(warning.contains("retrying in"), "{err}");
+    }
+    let last = lines[lines.len() - 1];
+    assert!(last.starts_with("evs-pump: error:"), "{err}");
+    assert!(
+        last.contains("timed out") && last.contains("--call-timeout"),
+        "{err}"
+    );
+    assert!(
+        !err.contains('\u{1b}'),
+        "no ANSI escapes on a pipe: {err:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -241,8 +241,9 @@ pub enum PumpError {
     Source(#[from] SourceError),
     /// The handler failed on the same batch too many times in a row.
     #[error(
-        "batch from {label} failed {attempts} times in a row; giving up (nothing from its first \
-         unwritten record on was committed, a restart retries it): {source}"
+        "batch from {label} failed{}; giving up (nothing from its first unwritten record on was \
+         committed, a restart retries it): {source}",
+        in_a_row(*attempts)
     )]
     Handler {
         /// Where the batch came from.
@@ -255,9 +256,9 @@ pub enum PumpError {
     },
     /// A projection's stream kept failing on the same event.
     #[error(
-        "batch from {label}: stream {stream:?} failed at event {event_id} {attempts} times in a \
-         row; giving up (nothing from its first record not applied on was committed, a restart \
-         retries it)"
+        "batch from {label}: stream {stream:?} failed at event {event_id}{}; giving up (nothing \
+         from its first record not applied on was committed, a restart retries it)",
+        in_a_row(*attempts)
     )]
     Projection {
         /// Where the batch came from.
@@ -274,9 +275,9 @@ pub enum PumpError {
     },
     /// The handler reported the same records as failed too many times in a row.
     #[error(
-        "batch from {label}: the records from sequence number {sequence} on were reported failed \
-         {attempts} times in a row (their dead-letter object was not written); giving up, a \
-         restart retries them"
+        "batch from {label}: the records from sequence number {sequence} on were reported \
+         failed{} (their dead-letter object was not written); giving up, a restart retries them",
+        in_a_row(*attempts)
     )]
     PartialFailure {
         /// Where the batch came from.
@@ -286,6 +287,15 @@ pub enum PumpError {
         /// The first record not written.
         sequence: String,
     },
+}
+
+/// ` 3 times in a row` after "failed", nothing for a single attempt.
+fn in_a_row(attempts: u32) -> String {
+    if attempts == 1 {
+        String::new()
+    } else {
+        format!(" {attempts} times in a row")
+    }
 }
 
 /// Ends a running pump between batches. Cheap to clone.
@@ -485,7 +495,9 @@ where
                 if let Some((failures, lasted)) = streak.end() {
                     tracing::warn!(
                         failures,
-                        "reading the stream works again after {failures} failed attempts over {lasted:.1?}"
+                        "reading the stream works again after {} over {}",
+                        evs_core::plural(u64::from(failures), "failed attempt"),
+                        evs_core::human(lasted)
                     );
                 }
                 return Ok(Some(batch));
@@ -498,7 +510,8 @@ where
                 let wait = options.backoff_policy().delay(failures);
                 tracing::warn!(
                     attempt = failures,
-                    "{err}; failing for {since:.1?}, retrying in {wait:.1?}"
+                    "{err}; {}",
+                    evs_core::retry::retrying(failures, since, wait)
                 );
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}

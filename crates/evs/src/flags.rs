@@ -1,23 +1,29 @@
 //! Every flag of `evs`, with its help text, in one place.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, Parser, Subcommand};
 use evs_cli::{duration, positive_duration};
 
-/// Event store on DynamoDB: create the table, append events, read streams.
+/// Event store on DynamoDB: create the table, append and read events,
+/// archive them (invoke, pump, backfill), replay and verify the archive.
 ///
 /// AWS settings come from the standard environment (AWS_REGION,
 /// AWS_ENDPOINT_URL, AWS_PROFILE, credentials), so the same binary talks to
-/// AWS or to a local emulator.
+/// AWS or to a local emulator. Every AWS call has a connect and a call
+/// timeout (--connect-timeout, --call-timeout).
 #[derive(Debug, Parser)]
-#[command(name = "evs", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "evs",
+    version,
+    propagate_version = true,
+    max_term_width = 100,
+    override_usage = "evs [OPTIONS] <COMMAND>"
+)]
 pub(crate) struct Cli {
-    /// The events table.
-    #[arg(long, global = true, env = "EVS_TABLE", value_name = "NAME")]
-    pub table: Option<String>,
-
     /// Log filter for diagnostics on stderr (e.g. `debug`, `evs_core=trace`).
     /// The default keeps the AWS SDK's own warnings (a region lookup that
     /// failed, …) quiet: the error line says what went wrong.
@@ -30,29 +36,74 @@ pub(crate) struct Cli {
     )]
     pub log: String,
 
+    #[command(flatten)]
+    pub timeouts: evs_cli::aws::Timeouts,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The global flags given on the command line (not from the environment or
+/// a default), as the environment variables that say the same: what `evs
+/// pump` passes on to `evs-pump`, which reads those variables.
+pub(crate) fn given_as_env(matches: &ArgMatches) -> Vec<(&'static str, OsString)> {
+    [
+        ("log", "EVS_LOG"),
+        ("connect_timeout", "EVS_CONNECT_TIMEOUT"),
+        ("call_timeout", "EVS_CALL_TIMEOUT"),
+    ]
+    .into_iter()
+    .filter(|(id, _)| matches.value_source(id) == Some(ValueSource::CommandLine))
+    .filter_map(|(id, var)| {
+        let value = matches.get_raw(id)?.next()?;
+        Some((var, value.to_owned()))
+    })
+    .collect()
+}
+
+/// `--table`, for the subcommands that use the events table.
+#[derive(Debug, Args)]
+pub(crate) struct TableArg {
+    /// The events table.
+    #[arg(long, env = "EVS_TABLE", value_name = "NAME")]
+    pub table: Option<String>,
 }
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Manage the events table.
-    #[command(subcommand)]
+    #[command(subcommand, override_usage = "evs table <COMMAND>")]
     Table(TableCommand),
     /// Append events to a stream, atomically, with an expected version.
     ///
     /// Prints the stream's new version as JSON. Exits with code 3 on a version
     /// conflict, naming the stream's actual version.
-    Append(AppendArgs),
+    #[command(
+        override_usage = "evs append [OPTIONS] --stream <ID> --event-name <NAME>\n       \
+                                evs append [OPTIONS] --stream <ID> --events <FILE|->"
+    )]
+    Append {
+        #[command(flatten)]
+        table: TableArg,
+        #[command(flatten)]
+        args: AppendArgs,
+    },
     /// Read a stream as NDJSON, one event a line.
-    Read(ReadArgs),
+    #[command(override_usage = "evs read [OPTIONS] --stream <ID>")]
+    Read {
+        #[command(flatten)]
+        table: TableArg,
+        #[command(flatten)]
+        args: ReadArgs,
+    },
     /// Run the archiver's handler on DynamoDB Streams event files, in turn,
     /// as the Lambda event source mapping would.
     ///
     /// Prints one JSON summary per invocation (key, counts,
     /// batchItemFailures). Stops at the first failed invocation, which the
     /// mapping would retry.
+    #[command(override_usage = "evs invoke [OPTIONS] <EVENT.json>...")]
     Invoke(InvokeArgs),
     /// Run the archiver outside Lambda: read the table's DynamoDB stream
     /// (every shard, a parent before its children) and archive each batch
@@ -62,16 +113,16 @@ pub(crate) enum Command {
     /// at the end. The position is checkpointed in a file after every batch,
     /// so a restart resumes where the last run stopped; a second pump on the
     /// same checkpoint is refused while one runs. A failed or overdue write
-    /// is retried under a new key; an outage (refused connections, 5xx,
-    /// throttling) is waited out for --retry-for, each failure reported on
-    /// stderr; what cannot heal (credentials, a missing bucket or stream)
-    /// stops the pump at once, committing nothing unwritten. Without --once
-    /// it polls every --poll-interval until Ctrl-C or SIGTERM, then stops
-    /// after the current batch (exit 0).
+    /// is retried under a new key; an outage (refused connections,
+    /// timeouts, 5xx, throttling) is waited out for --retry-for, each
+    /// failure reported on stderr; what cannot heal (credentials, a missing
+    /// bucket or stream) stops the pump at once, committing nothing
+    /// unwritten. Without --once it polls every --poll-interval until
+    /// Ctrl-C or SIGTERM, then stops after the current batch (exit 0).
     ///
     /// It is the `evs-pump` binary (installed beside `evs`), so that `evs`
     /// compiles no DynamoDB Streams SDK: `evs pump --help` shows its flags.
-    #[command(disable_help_flag = true)]
+    #[command(disable_help_flag = true, override_usage = "evs pump [OPTIONS]")]
     Pump {
         /// The pump's flags (`evs pump --help`).
         #[arg(
@@ -99,7 +150,13 @@ pub(crate) enum Command {
     /// splits the streams among several replays. A checkpoint covers only
     /// lines the consumer took (or acknowledged); if it stops early the
     /// replay exits 1 and a rerun goes on from there.
-    Replay(ReplayArgs),
+    #[command(override_usage = "evs replay [OPTIONS] [-- <CONSUMER>...]")]
+    Replay {
+        #[command(flatten)]
+        table: TableArg,
+        #[command(flatten)]
+        args: ReplayArgs,
+    },
     /// Back-fill the archive from a DynamoDB table export (Export to S3,
     /// DynamoDB JSON): for a table older than its archiver, or whose stream
     /// aged out (24 h retention).
@@ -115,6 +172,9 @@ pub(crate) enum Command {
     /// replays that follow the archive: its objects are sealed now, but a
     /// follower reads only what is sealed after its position (it back-fills
     /// a gap from the table with --table).
+    #[command(
+        override_usage = "evs backfill [OPTIONS] --export <DIR|s3://BUCKET/…/AWSDynamoDB/ID/>"
+    )]
     Backfill(BackfillArgs),
     /// Prove the archive complete: every stream contiguous from event 1, no
     /// event archived twice with different contents (compared as JSON
@@ -124,7 +184,13 @@ pub(crate) enum Command {
     ///
     /// Prints a report naming each stream and range that is missing; exits
     /// 0 only when the archive is complete, 4 when it is not.
-    Verify(VerifyArgs),
+    #[command(override_usage = "evs verify [OPTIONS]")]
+    Verify {
+        #[command(flatten)]
+        table: TableArg,
+        #[command(flatten)]
+        args: VerifyArgs,
+    },
 }
 
 /// `evs table …`
@@ -132,10 +198,15 @@ pub(crate) enum Command {
 pub(crate) enum TableCommand {
     /// Create the events table: on-demand, `StreamId` (S) / `EventId` (N) keys,
     /// a DynamoDB stream with NEW_IMAGE. Says so if it exists already.
-    Create,
+    #[command(override_usage = "evs table create [OPTIONS]")]
+    Create {
+        #[command(flatten)]
+        table: TableArg,
+    },
     /// Create a table for replay checkpoints (`evs replay
     /// --checkpoint-table`): on-demand, key `Id` (S). Says so if it exists
     /// already.
+    #[command(override_usage = "evs table create-checkpoints [OPTIONS] --checkpoint-table <NAME>")]
     CreateCheckpoints {
         /// The table to create.
         #[arg(long, env = "EVS_CHECKPOINT_TABLE", value_name = "NAME")]
@@ -143,8 +214,13 @@ pub(crate) enum TableCommand {
     },
 }
 
-/// `evs append`
+/// `evs append`: one event (`--event-name`) or a file of them (`--events`).
 #[derive(Debug, Args)]
+#[command(group(
+    clap::ArgGroup::new("input")
+        .required(true)
+        .args(["event_name", "events"])
+))]
 pub(crate) struct AppendArgs {
     /// The stream to append to (1 to 2048 bytes).
     #[arg(long, value_name = "ID")]
@@ -156,12 +232,7 @@ pub(crate) struct AppendArgs {
     pub expected_version: evs_core::ExpectedVersion,
 
     /// Name of the single event to append.
-    #[arg(
-        long,
-        value_name = "NAME",
-        required_unless_present = "events",
-        conflicts_with = "events"
-    )]
+    #[arg(long, value_name = "NAME")]
     pub event_name: Option<String>,
 
     /// JSON payload of the single event (numbers are kept exactly);
@@ -401,8 +472,9 @@ pub(crate) struct VerifyArgs {
     #[command(flatten)]
     pub archive: ArchiveArgs,
 
-    /// Parallel segments of the table scan (with --table).
-    #[arg(long, value_name = "N", default_value_t = 8)]
+    /// Parallel segments of the table scan (with --table), 1 to 1,000,000.
+    #[arg(long, value_name = "N", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(evs_dynamodb::MAX_SCAN_SEGMENTS)))]
     pub segments: u32,
 
     /// No progress bar on stderr, even on a terminal.

@@ -4,8 +4,9 @@
 //! * 0: success;
 //! * 1: any error, reported as one line on stderr;
 //! * 2: bad usage (unknown flag, missing argument, a value that cannot be
-//!   right), reported by the parser, or no table where one is needed, or an
-//!   archive location that cannot be right;
+//!   right), reported by the parser, or no table where one is needed, an
+//!   archive location that cannot be right, or `--payload`/`--metadata` text
+//!   that is not JSON;
 //! * 3: a version conflict on append;
 //! * 4: `replay` ended with a stream still missing an event, or `verify`
 //!   found the archive incomplete (the report says what is missing);
@@ -18,7 +19,7 @@ mod flags;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 /// Exit code of a version conflict.
 const EXIT_CONFLICT: u8 = 3;
@@ -28,11 +29,13 @@ const EXIT_INCOMPLETE: u8 = 4;
 const EXIT_INTERRUPTED: u8 = 130;
 
 fn main() -> ExitCode {
-    let cli = flags::Cli::parse();
+    let matches = flags::Cli::command().get_matches();
+    let cli = flags::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    evs_cli::aws::configure(cli.timeouts);
     let Some(runtime) = evs_cli::start("evs", &cli.log) else {
         return ExitCode::FAILURE;
     };
-    match runtime.block_on(cmd::run(cli)) {
+    match runtime.block_on(cmd::run(cli, flags::given_as_env(&matches))) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             if let Some(incomplete) = err.downcast_ref::<cmd::Incomplete>() {

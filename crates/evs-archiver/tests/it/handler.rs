@@ -408,6 +408,13 @@ async fn a_write_past_the_deadline_fails_and_leaves_nothing() {
     .await
     .unwrap_err();
     assert!(matches!(err, HandlerError::Deadline { .. }), "{err:?}");
+    // The time it had in words (`46 ms`), as every message says a duration.
+    let text = err.to_string();
+    let within = text
+        .split("within ")
+        .nth(1)
+        .and_then(|t| t.split(" (").next());
+    assert!(within.is_some_and(|w| w.ends_with(" ms")), "{text}");
     assert!(sink.list("", None, 10).await.unwrap().is_empty());
 }
 

@@ -21,7 +21,9 @@ pub(super) async fn run(store: &dyn EventStore, args: AppendArgs) -> Result<()> 
         }
         (None, Some(name)) => {
             if args.payload == "-" && args.metadata.as_deref() == Some("-") {
-                bail!("--payload and --metadata cannot both read stdin");
+                return Err(
+                    super::Usage("--payload and --metadata cannot both read stdin".into()).into(),
+                );
             }
             let payload = json_arg("--payload", &args.payload)?;
             let mut event = NewEvent::new(name.clone(), payload);
@@ -33,7 +35,11 @@ pub(super) async fn run(store: &dyn EventStore, args: AppendArgs) -> Result<()> 
             }
             (vec![event], Vec::new(), None)
         }
-        (None, None) => bail!("give --event-name (with --payload) or --events FILE"),
+        (None, None) => {
+            return Err(
+                super::Usage("give --event-name (with --payload) or --events FILE".into()).into(),
+            )
+        }
     };
     let outcome = store
         .append(&stream, expected, &events)
@@ -64,8 +70,8 @@ pub(super) async fn run(store: &dyn EventStore, args: AppendArgs) -> Result<()> 
     Ok(())
 }
 
-/// The JSON of a flag: the text itself, `@FILE` for a file's content, `-`
-/// for stdin.
+/// The JSON of a flag: the text itself (a usage error if it is not JSON),
+/// `@FILE` for a file's content, `-` for stdin.
 fn json_arg(flag: &str, value: &str) -> Result<Value> {
     let (text, from) = if value == "-" {
         let mut text = String::new();
@@ -78,7 +84,12 @@ fn json_arg(flag: &str, value: &str) -> Result<Value> {
             .with_context(|| format!("{flag} @{path}: cannot read {path}"))?;
         (text, path.to_owned())
     } else {
-        return serde_json::from_str(value).with_context(|| format!("{flag} is not valid JSON"));
+        return serde_json::from_str(value).map_err(|e| {
+            super::Usage(format!(
+                "{flag} is not valid JSON: {e} (pass JSON text, @FILE or - for stdin)"
+            ))
+            .into()
+        });
     };
     serde_json::from_str(&text).with_context(|| format!("{flag}: {from} is not valid JSON"))
 }

@@ -10,6 +10,7 @@ pub(super) async fn run(args: InvokeArgs) -> Result<()> {
     let config = evs_cli::location::config(args.archive.clone())?;
     let sink = evs_cli::location::sink(&config).await?;
     let timeout = args.timeout;
+    let archive = evs_cli::location::describe(&config);
     for file in &args.files {
         let event = std::fs::read_to_string(file)
             .with_context(|| format!("cannot read {}", file.display()))?;
@@ -27,7 +28,7 @@ pub(super) async fn run(args: InvokeArgs) -> Result<()> {
                 file.display()
             )
         })?;
-        let mut line = json!({ "file": file.display().to_string(), "archive": sink.location() });
+        let mut line = json!({ "file": file.display().to_string(), "archive": archive });
         if let (Value::Object(out), Ok(Value::Object(s))) =
             (&mut line, serde_json::to_value(&summary))
         {

@@ -11,33 +11,35 @@ mod replay;
 mod table;
 mod verify;
 
+use std::ffi::OsString;
+
 use anyhow::Result;
 use evs_dynamodb::DynamoStore;
 
 pub(crate) use evs_cli::{shutdown_signal, table_name, Usage};
 
-use crate::flags::{Cli, Command, TableCommand};
+use crate::flags::{Cli, Command, TableArg, TableCommand};
 
-/// Runs the subcommand `cli` names.
-pub(crate) async fn run(cli: Cli) -> Result<()> {
-    let table = cli.table.clone();
-    let store = || async {
-        let table = table_name(table)?;
+/// Runs the subcommand `cli` names; `given` are the global flags given on
+/// the command line, as environment variables for `evs pump`.
+pub(crate) async fn run(cli: Cli, given: Vec<(&'static str, OsString)>) -> Result<()> {
+    let store = |table: TableArg| async {
+        let table = table_name(table.table)?;
         Ok::<_, anyhow::Error>(DynamoStore::new(evs_cli::aws::dynamodb().await?, table))
     };
     match cli.command {
-        Command::Table(TableCommand::Create) => table::create(&store().await?).await,
+        Command::Table(TableCommand::Create { table }) => table::create(&store(table).await?).await,
         Command::Table(TableCommand::CreateCheckpoints { checkpoint_table }) => {
             replay::create_checkpoint_table(&evs_cli::aws::dynamodb().await?, &checkpoint_table)
                 .await
         }
-        Command::Append(args) => append::run(&store().await?, args).await,
-        Command::Read(args) => read::run(&store().await?, args).await,
+        Command::Append { table, args } => append::run(&store(table).await?, args).await,
+        Command::Read { table, args } => read::run(&store(table).await?, args).await,
         Command::Invoke(args) => invoke::run(args).await,
-        Command::Pump { args } => pump::run(cli.table.clone(), &cli.log, args),
-        Command::Replay(args) => replay::run(cli.table.as_deref(), args).await,
+        Command::Pump { args } => pump::run(given, args),
+        Command::Replay { table, args } => replay::run(table.table.as_deref(), args).await,
         Command::Backfill(args) => backfill::run(args).await,
-        Command::Verify(args) => verify::run(cli.table.as_deref(), args).await,
+        Command::Verify { table, args } => verify::run(table.table.as_deref(), args).await,
     }
 }
 

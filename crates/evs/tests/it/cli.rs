@@ -257,7 +257,8 @@ fn bad_input_gives_one_clear_line() {
         "--payload",
         "{not json",
     ]);
-    assert_one_line_error(&out, 1, "--payload is not valid JSON");
+    // A flag value that does not parse is bad usage.
+    assert_one_line_error(&out, 2, "--payload is not valid JSON");
     let out = evs.run(&[
         "append",
         "--stream",
@@ -554,7 +555,7 @@ fn invoke_runs_the_archiver_on_event_files() {
         line["key"].as_str().unwrap().starts_with("archive/"),
         "{line}"
     );
-    assert_eq!(line["archive"], format!("s3://{bucket}/"));
+    assert_eq!(line["archive"], format!("s3://{bucket}/archive/"));
 
     // A file that is not an event: one clear line, exit 1.
     let out = evs.run(&["invoke", "--archive", &archive, "/nonexistent.json"]);
@@ -576,7 +577,7 @@ fn evs_pump_runs_the_pump_binary_or_says_how_to_install_it() {
     assert!(help.status.success(), "{}", stderr(&help));
     let text = String::from_utf8_lossy(&help.stdout);
     assert!(
-        text.contains("Usage: evs-pump") && text.contains("--checkpoint-file"),
+        text.contains("Usage: evs pump") && text.contains("--checkpoint-file"),
         "{text}"
     );
 
@@ -596,5 +597,515 @@ fn evs_pump_runs_the_pump_binary_or_says_how_to_install_it() {
         "{}",
         stderr(&out)
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A service that accepts connections and never answers: a hung endpoint
+/// (as an emulator stopped with SIGSTOP). Its URL; it lives as long as the
+/// test process.
+pub(crate) fn hung_endpoint() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming() {
+            match conn {
+                Ok(conn) => held.push(conn),
+                Err(_) => break,
+            }
+        }
+    });
+    url
+}
+
+/// `evs` with an AWS environment of its own (no emulator): every service at
+/// `endpoint`.
+fn evs_at(endpoint: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_evs"));
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", std::env::temp_dir())
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env("EVS_TABLE", "events")
+        .args(args);
+    cmd
+}
+
+/// Drains a child's pipe on a thread, line by line, into a channel.
+fn lines_of(pipe: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Runs `cmd` to its end; if it is still running after `deadline` it is
+/// killed and the test fails: a command that hangs fails the test instead
+/// of hanging it. Returns the exit code and stderr.
+pub(crate) fn run_within(
+    cmd: &mut Command,
+    deadline: std::time::Duration,
+) -> (Option<i32>, String) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = lines_of(child.stderr.take().unwrap());
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let text: Vec<String> = err.try_iter().collect();
+            panic!(
+                "still running after {deadline:?}, killed: it hangs; stderr:\n{}",
+                text.join("\n")
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let text: Vec<String> = err.iter().collect();
+    (status.code(), text.join("\n"))
+}
+
+/// Waits for `count` lines of `rx` that contain `wanted`, each within
+/// `deadline`; all lines read so far. Fails (after killing `child`) when
+/// none comes: a command that says nothing fails the test.
+fn wait_for_lines(
+    child: &mut std::process::Child,
+    rx: &std::sync::mpsc::Receiver<String>,
+    wanted: &str,
+    count: usize,
+    deadline: std::time::Duration,
+) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut found = 0;
+    while found < count {
+        match rx.recv_timeout(deadline) {
+            Ok(line) => {
+                found += usize::from(line.contains(wanted));
+                seen.push(line);
+            }
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "no line with {wanted:?} within {deadline:?} (killed); stderr so far:\n{}",
+                    seen.join("\n")
+                );
+            }
+        }
+    }
+    seen
+}
+
+/// No terminal escape codes on a pipe; durations as `evs_cli::human`
+/// writes them (`20 ms`, `1.5 s`), never Rust's `20.0ns` or `1.5s`.
+fn assert_plain_text(text: &str) {
+    assert!(!text.contains('\u{1b}'), "ANSI escapes on a pipe: {text:?}");
+    for word in
+        text.split(|c: char| c.is_whitespace() || c == ',' || c == ';' || c == '(' || c == ')')
+    {
+        let unit = word.trim_start_matches(|c: char| c.is_ascii_digit() || c == '.');
+        let is_number_with_unit = unit.len() < word.len()
+            && word.starts_with(|c: char| c.is_ascii_digit())
+            && ["ns", "µs", "ms", "s"].contains(&unit);
+        assert!(
+            !is_number_with_unit,
+            "a duration not in words ({word}): {text}"
+        );
+    }
+}
+
+/// An AWS call to an endpoint that never answers times out (the connect and
+/// call timeouts, here from EVS_CONNECT_TIMEOUT and EVS_CALL_TIMEOUT)
+/// instead of waiting for ever, and the error line says so.
+#[test]
+fn append_to_a_hung_endpoint_times_out_and_says_so() {
+    let endpoint = hung_endpoint();
+    let mut cmd = evs_at(&endpoint, &["append", "--stream", "s", "--event-name", "E"]);
+    cmd.env("EVS_CONNECT_TIMEOUT", "1s")
+        .env("EVS_CALL_TIMEOUT", "500ms");
+    let (code, err) = run_within(&mut cmd, std::time::Duration::from_secs(90));
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("timed out"), "{err}");
+    assert!(err.contains("--call-timeout"), "names the setting: {err}");
+    assert_plain_text(&err);
+}
+
+/// A polling pump whose endpoint hangs reports each timed-out call on
+/// stderr and retries it (as a refused connection), in plain text.
+#[test]
+fn a_polling_pump_reports_a_hung_endpoint_and_retries() {
+    let endpoint = hung_endpoint();
+    let dir = std::env::temp_dir().join(unique_name("evs-pump-hung"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut child = evs_at(
+        &endpoint,
+        &[
+            "--call-timeout",
+            "500ms",
+            "--connect-timeout",
+            "1s",
+            "pump",
+            "--archive",
+            "archive",
+        ],
+    )
+    .env("AWS_MAX_ATTEMPTS", "1")
+    .current_dir(&dir)
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let rx = lines_of(child.stderr.take().unwrap());
+    let lines = wait_for_lines(
+        &mut child,
+        &rx,
+        "timed out",
+        3,
+        std::time::Duration::from_secs(60),
+    );
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "it keeps retrying: {lines:?}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let text = lines.join("\n");
+    assert!(text.contains("retrying in"), "{text}");
+    assert!(text.contains("failing for"), "{text}");
+    assert_plain_text(&text);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Flag values that cannot be right are usage errors: exit 2, before any
+/// AWS call (the endpoint here would hang).
+#[test]
+fn flag_values_that_cannot_be_right_exit_2() {
+    let endpoint = hung_endpoint();
+    let archive = std::env::temp_dir().join(unique_name("evs-empty-archive"));
+    std::fs::create_dir_all(&archive).unwrap();
+    let archive = archive.display().to_string();
+    for (args, says) in [
+        (
+            &[
+                "append",
+                "--stream",
+                "s",
+                "--event-name",
+                "E",
+                "--payload",
+                "{bad json",
+            ][..],
+            "--payload",
+        ),
+        (
+            &[
+                "append",
+                "--stream",
+                "s",
+                "--event-name",
+                "E",
+                "--metadata",
+                "[1,",
+            ][..],
+            "--metadata",
+        ),
+        (
+            &["verify", "--archive", &archive, "--segments", "0"][..],
+            "--segments",
+        ),
+        (
+            &["--call-timeout", "0s", "read", "--stream", "s"][..],
+            "--call-timeout",
+        ),
+    ] {
+        let (code, err) = run_within(
+            &mut evs_at(&endpoint, args),
+            std::time::Duration::from_secs(60),
+        );
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(
+            err.lines().next().unwrap_or("").contains(says),
+            "{args:?}: {err}"
+        );
+    }
+    // One line, as every error of evs's own.
+    let (_, err) = run_within(
+        &mut evs_at(
+            &endpoint,
+            &[
+                "append",
+                "--stream",
+                "s",
+                "--event-name",
+                "E",
+                "--payload",
+                "{bad json",
+            ],
+        ),
+        std::time::Duration::from_secs(60),
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    let _ = std::fs::remove_dir_all(&archive);
+}
+
+/// `evs` alone, with no AWS environment.
+fn evs_offline(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_evs"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn help(args: &[&str]) -> String {
+    let mut all = args.to_vec();
+    all.push("--help");
+    let out = evs_offline(&all);
+    assert!(out.status.success(), "{all:?}: {}", stderr(&out));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `evs pump --help` reads as `evs pump`, and shows no value evs made up
+/// (its own default log filter) as if it were the environment's.
+#[test]
+fn pump_help_reads_as_evs_pump() {
+    let text = help(&["pump"]);
+    assert!(text.contains("Usage: evs pump"), "{text}");
+    assert!(!text.contains("evs-pump [OPTIONS]"), "{text}");
+    assert!(text.contains("[env: EVS_LOG=]"), "{text}");
+    assert!(text.contains("[default: warn,aws=error]"), "{text}");
+    for flag in ["--connect-timeout", "--call-timeout"] {
+        assert!(text.contains(flag), "{flag}: {text}");
+    }
+    // A value given to evs is passed on, and shown as the pump's.
+    let out = evs_offline(&["--log", "debug", "pump", "--help"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("[env: EVS_LOG=debug]"), "{text}");
+}
+
+/// The top-level description names every kind of subcommand, `--table` is
+/// offered only where a table is used, and the AWS timeouts everywhere.
+#[test]
+fn help_describes_what_each_command_takes() {
+    let top = help(&[]);
+    let first = top.split("\n\n").next().unwrap();
+    for word in ["replay", "pump", "backfill", "verify"] {
+        assert!(first.contains(word), "{word} missing from {first:?}");
+    }
+    for (command, takes_table) in [
+        (&["table", "create"][..], true),
+        (&["table", "create-checkpoints"][..], false),
+        (&["append"][..], true),
+        (&["read"][..], true),
+        (&["invoke"][..], false),
+        (&["replay"][..], true),
+        (&["backfill"][..], false),
+        (&["verify"][..], true),
+    ] {
+        let text = help(command);
+        let offered = text
+            .lines()
+            .any(|l| l.trim_start().starts_with("--table <NAME>"));
+        assert_eq!(offered, takes_table, "{command:?}:\n{text}");
+        for flag in ["--connect-timeout", "--call-timeout", "EVS_CALL_TIMEOUT"] {
+            assert!(text.contains(flag), "{command:?} lacks {flag}:\n{text}");
+        }
+    }
+}
+
+/// The flags a usage line shows outside brackets, which it presents as
+/// required.
+fn required_in_usage(text: &str) -> Vec<String> {
+    let line = text
+        .lines()
+        .skip_while(|l| !l.starts_with("Usage:"))
+        .take_while(|l| !l.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut depth = 0;
+    let mut outside = String::new();
+    for c in line.chars() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth -= 1,
+            _ if depth == 0 => outside.push(c),
+            _ => {}
+        }
+    }
+    outside
+        .split(|c: char| c.is_whitespace() || c == '<' || c == '|' || c == '(')
+        .filter(|w| w.starts_with("--"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Usage lines, in help and in errors, show as required only what is:
+/// never an optional flag that was given.
+#[test]
+fn usage_lines_show_only_what_is_required() {
+    let required: &[(&[&str], &[&str])] = &[
+        (&["table", "create"], &[]),
+        (&["table", "create-checkpoints"], &["--checkpoint-table"]),
+        (&["append"], &["--stream", "--event-name", "--events"]),
+        (&["read"], &["--stream"]),
+        (&["invoke"], &[]),
+        (&["replay"], &[]),
+        (&["backfill"], &["--export"]),
+        (&["verify"], &[]),
+    ];
+    for (command, allowed) in required {
+        let text = help(command);
+        for flag in required_in_usage(&text) {
+            assert!(
+                allowed.contains(&flag.as_str()),
+                "{command:?} shows {flag} as required:\n{text}"
+            );
+        }
+    }
+    // Errors print a usage line too.
+    for (args, allowed) in [
+        (&["read", "--limit", "5"][..], &["--stream"][..]),
+        (
+            &["append", "--stream", "s", "--payload", "{}"][..],
+            &["--stream", "--event-name", "--events"][..],
+        ),
+        (
+            &[
+                "append",
+                "--stream",
+                "s",
+                "--event-name",
+                "E",
+                "--events",
+                "-",
+            ][..],
+            &["--stream", "--event-name", "--events"][..],
+        ),
+        (&["replay", "--checkpoint-table", "t"][..], &[][..]),
+        (&["backfill", "--force"][..], &["--export"][..]),
+        (&["invoke", "--timeout", "5s"][..], &[][..]),
+        (
+            &["pump", "--table", "t", "--once", "--sideways"][..],
+            &[][..],
+        ),
+    ] {
+        let out = evs_offline(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        let text = stderr(&out);
+        assert!(text.contains("Usage:"), "{args:?}: {text}");
+        for flag in required_in_usage(&text) {
+            assert!(
+                allowed.contains(&flag.as_str()),
+                "{args:?} shows {flag} as required:\n{text}"
+            );
+        }
+    }
+}
+
+/// The pump's lines name the archive in full (bucket and prefix), and its
+/// messages read as sentences: "failed" once, never "failed 1 times", and
+/// each retried failure of a hung stream with its wait in words.
+#[test]
+fn pump_output_names_the_archive_in_full_and_reads_as_sentences() {
+    let Some(moto) = Moto::shared() else { return };
+    let Some(evs) = Evs::new() else { return };
+    let dir = std::env::temp_dir().join(unique_name("evs-pump-words"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let checkpoint = dir.join("pump.json").display().to_string();
+    let bucket = unique_name("pump-words");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&moto.sdk_config().await)
+                .force_path_style(true)
+                .build(),
+        );
+        client.create_bucket().bucket(&bucket).send().await.unwrap();
+    });
+    let append = || {
+        let out = evs.run(&["append", "--stream", "w-1", "--event-name", "Happened"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    };
+    append();
+    let archive = format!("s3://{bucket}/archive/");
+    let pump = |archive: &str| {
+        evs.run(&[
+            "pump",
+            "--once",
+            "--archive",
+            archive,
+            "--checkpoint-file",
+            &checkpoint,
+        ])
+    };
+    let lines = ndjson(&pump(&archive));
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    for line in &lines {
+        assert_eq!(line["archive"], archive.as_str(), "{line}");
+    }
+
+    // A bucket that does not exist cannot heal: the batch fails once.
+    append();
+    let out = pump(&format!("s3://{bucket}-missing/archive/"));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("NoSuchBucket"), "{err}");
+    assert!(!err.contains("1 times"), "{err}");
+
+    // A stream that hangs: each timed-out read reported, then retried.
+    let endpoint = hung_endpoint();
+    let mut child = evs
+        .command(&[
+            "pump",
+            "--archive",
+            &archive,
+            "--checkpoint-file",
+            &checkpoint,
+            "--call-timeout",
+            "500ms",
+        ])
+        .env("AWS_ENDPOINT_URL_DYNAMODB_STREAMS", &endpoint)
+        .env("AWS_MAX_ATTEMPTS", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rx = lines_of(child.stderr.take().unwrap());
+    let lines = wait_for_lines(
+        &mut child,
+        &rx,
+        "timed out",
+        3,
+        std::time::Duration::from_secs(60),
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let text = lines.join("\n");
+    assert!(text.contains("DynamoDB Streams"), "{text}");
+    assert!(text.contains("failing for"), "{text}");
+    assert_plain_text(&text);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -234,10 +234,9 @@ impl Delivering<'_> {
         }
         self.progress.finish();
         eprintln!(
-            "evs: warning: {} (attempt {failures}, failing for {}; retrying in {})",
+            "evs: warning: {}; {}",
             evs_core::describe_chain(&e),
-            evs_cli::human(since),
-            evs_cli::human(wait)
+            evs_core::retry::retrying(failures, since, wait)
         );
         self.out.wait(Instant::now() + wait, stop.woken()).await
     }
@@ -247,8 +246,9 @@ impl Delivering<'_> {
         if let Some((failures, lasted)) = self.outage.end() {
             self.progress.finish();
             eprintln!(
-                "evs: reading {} again after {failures} failed attempts in {}",
+                "evs: reading {} again after {} over {}",
                 self.location,
+                evs_core::plural(u64::from(failures), "failed attempt"),
                 evs_cli::human(lasted)
             );
         }

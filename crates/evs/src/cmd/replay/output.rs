@@ -256,8 +256,9 @@ impl Saver {
             Ok(()) => {
                 if let Some((failures, lasted)) = self.outage.end() {
                     eprintln!(
-                        "evs: saved {} again after {failures} failed attempts in {}",
+                        "evs: saved {} again after {} over {}",
                         self.store.describe(),
+                        evs_core::plural(u64::from(failures), "failed attempt"),
                         evs_cli::human(lasted)
                     );
                 }
@@ -278,10 +279,9 @@ impl Saver {
                     )));
                 }
                 eprintln!(
-                    "evs: warning: {} (attempt {failures}, failing for {}; retrying in {})",
+                    "evs: warning: {}; {}",
                     evs_cli::one_line(&e),
-                    evs_cli::human(since),
-                    evs_cli::human(wait)
+                    evs_core::retry::retrying(failures, since, wait)
                 );
                 self.retry_at = Some(Instant::now() + wait);
                 // Saved at the next attempt (or replaced by a newer one).
