@@ -355,9 +355,12 @@ pub(crate) struct ReplayArgs {
 
     /// Resume from this checkpoint if it exists, and keep it up to date
     /// (written atomically, at most every --checkpoint-interval and when the
-    /// replay stops; checked writable before the first line). It covers only
-    /// lines the consumer has taken: on a pipe, read out of it. A resumed
-    /// replay repeats no event and skips none.
+    /// replay stops, however it stops; checked writable and locked before
+    /// the first line, so a second replay on it is refused). It covers only
+    /// lines the reader has taken: acknowledged by a consumer, read out of a
+    /// pipe or Unix socket, synced to a file. A resumed replay skips no
+    /// event; after a clean stop it repeats none, after a crash (SIGKILL)
+    /// about one --checkpoint-interval of lines.
     #[arg(long, value_name = "FILE")]
     pub checkpoint_file: Option<PathBuf>,
 
@@ -380,8 +383,8 @@ pub(crate) struct ReplayArgs {
     #[arg(long, value_name = "NAME", requires = "checkpoint_table", value_parser = checkpoint_name)]
     pub checkpoint_name: Option<String>,
 
-    /// How often the checkpoint is saved (once the consumer has taken the
-    /// lines it covers).
+    /// How often the checkpoint is saved (the newest one whose lines the
+    /// reader has all taken; saved on time even while the reader lags).
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = duration)]
     pub checkpoint_interval: Duration,
 

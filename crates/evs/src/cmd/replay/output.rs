@@ -468,13 +468,14 @@ impl Delivery {
     }
 
     /// Bytes written, then bytes taken (in that order: see
-    /// [`Taker::taken_bytes`]). Once the reader of a pipe or socket has
-    /// closed it, what it held unread is gone and no longer counts as
-    /// unread: the last measure taken while it was open stands.
+    /// [`Taker::taken_bytes`]). Once the reader of a socket has closed it,
+    /// what it held unread is dropped and no longer counts as unread: the
+    /// last measure taken while it was open stands. (A pipe keeps what its
+    /// reader left unread for as long as it is open for writing.)
     fn taken_position(&self) -> (u64, u64) {
         let written = self.written.bytes.load(Ordering::SeqCst);
         let open = |taker: &Taker| match taker {
-            Taker::Fifo(f) | Taker::UnixSocket(f) => !sys::hung_up(f),
+            Taker::UnixSocket(f) => !sys::hung_up(f),
             _ => true,
         };
         if open(&self.taker) {
