@@ -76,7 +76,7 @@ pub use checkpoint::{
     Checkpoint, CheckpointError, HeldEvent, CHECKPOINT_FORMAT, PARTITIONED_FORMAT,
 };
 pub use event::{ArchivePosition, ReplayEvent};
-pub use frontier::{Frontier, DEFAULT_MARGIN_MS};
+pub use frontier::{Frontier, DEFAULT_MARGIN_MS, MAX_BOUND_MS};
 pub use line::{event_from_line, LineError};
 pub use replayer::{
     ReplayError, ReplayOptions, ReplayStats, Replayer, Step, DEFAULT_FUNCTION_TIMEOUT_MS,

@@ -106,7 +106,7 @@ impl Default for ReplayOptions {
             follow: false,
             read_ahead: DEFAULT_READ_AHEAD,
             page_size: DEFAULT_PAGE_SIZE,
-            gap_bound_ms: frontier.timeout_ms + frontier.margin_ms,
+            gap_bound_ms: frontier.lag_ms(),
             poll_ms: 1_000,
             sequencer: SequencerConfig::default(),
             skip_unreadable: false,
@@ -626,7 +626,10 @@ impl Replayer {
         let capacity = self.options.sequencer.max_held_per_stream.max(1);
         for event in object.events {
             self.stats.lines += 1;
-            let next = self.sequencer.last_delivered(&event.stream_id) + 1;
+            let next = self
+                .sequencer
+                .last_delivered(&event.stream_id)
+                .saturating_add(1);
             if event.event_id > next
                 && self.table.is_some()
                 && self.sequencer.held_in(&event.stream_id) >= capacity

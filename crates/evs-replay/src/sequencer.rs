@@ -314,7 +314,7 @@ impl Sequencer {
             }
             return Ok(Offer::Duplicate);
         }
-        if event.event_id > last + 1 {
+        if event.event_id > last.saturating_add(1) {
             let held = self.held.entry(event.stream_id.clone()).or_default();
             if held.contains_key(&event.event_id) {
                 return Ok(Offer::Duplicate);
@@ -322,7 +322,7 @@ impl Sequencer {
             if held.len() >= self.config.max_held_per_stream {
                 let error = SequenceError::BufferFull {
                     stream_id: event.stream_id.clone(),
-                    expected: last + 1,
+                    expected: last.saturating_add(1),
                     event_id: event.event_id,
                     capacity: self.config.max_held_per_stream,
                 };
@@ -354,8 +354,8 @@ impl Sequencer {
         out.push(event);
         let mut released = 1;
         if let Some(held) = self.held.get_mut(&stream_id) {
-            while let Some(successor) = held.remove(&(next + 1)) {
-                next += 1;
+            while let Some(successor) = next.checked_add(1).and_then(|n| held.remove(&n)) {
+                next = successor.event.event_id;
                 out.push(successor.event);
                 released += 1;
             }
@@ -386,7 +386,7 @@ impl Sequencer {
                     .cloned();
                 Some(Gap {
                     stream_id: stream_id.clone(),
-                    expected: self.last_delivered(stream_id) + 1,
+                    expected: self.last_delivered(stream_id).saturating_add(1),
                     first_held,
                     held: held.len(),
                     since,
@@ -461,7 +461,7 @@ impl Sequencer {
                 event_id,
                 reason,
             };
-            if event_id <= sequencer.last_delivered(&stream_id) + 1 {
+            if event_id <= sequencer.last_delivered(&stream_id).saturating_add(1) {
                 return Err(invalid("it is not after the stream's next event"));
             }
             let stream = sequencer.held.entry(stream_id.clone()).or_default();
@@ -760,6 +760,49 @@ mod tests {
             Sequencer::resume(checkpoint),
             Err(CheckpointError::InvalidHeld { event_id: 4, .. })
         ));
+    }
+
+    #[test]
+    fn the_last_event_id_never_overflows() {
+        // A checkpoint (or a projection) at u64::MAX: the stream has no next
+        // event, everything offered is a duplicate, nothing wraps or panics.
+        let mut checkpoint = Sequencer::new().checkpoint();
+        checkpoint.last_delivered.insert("a".into(), u64::MAX);
+        let mut seq = Sequencer::resume(checkpoint.clone()).unwrap();
+        let mut out = Vec::new();
+        let k = at("k1");
+        for id in [1, u64::MAX - 1, u64::MAX] {
+            assert_eq!(seq.push(&k, ev("a", id), &mut out), Ok(Offer::Duplicate));
+        }
+        assert!(out.is_empty());
+        assert!(seq.gaps().is_empty());
+        checkpoint.held.push(HeldEvent {
+            event: ev("a", u64::MAX),
+            read_at: None,
+        });
+        assert!(matches!(
+            Sequencer::resume(checkpoint),
+            Err(CheckpointError::InvalidHeld { .. })
+        ));
+        // Held up to u64::MAX and released: the release loop stops there.
+        let mut seq = Sequencer::with_versions(
+            SequencerConfig::default(),
+            None,
+            [("b".to_owned(), u64::MAX - 2)],
+        );
+        assert_eq!(seq.push(&k, ev("b", u64::MAX), &mut out), Ok(Offer::Held));
+        assert_eq!(
+            seq.push(&k, ev("b", u64::MAX - 1), &mut out),
+            Ok(Offer::Delivered { released: 2 })
+        );
+        assert_eq!(seq.last_delivered("b"), u64::MAX);
+        assert_eq!(
+            seq.push(&k, ev("b", u64::MAX), &mut out),
+            Ok(Offer::Duplicate)
+        );
+        let mut out = Vec::new();
+        seq.fill("b", [ev("b", u64::MAX)], &mut out).unwrap();
+        assert!(out.is_empty());
     }
 
     #[test]
