@@ -42,12 +42,14 @@
 //! back-filled.
 //!
 //! Failure: a listing, fetch or table read that fails in a way that may heal
-//! ([`ReplayError::is_transient`]) before anything was consumed changes
-//! nothing: wait and call [`Replayer::next`] again (the failed object keeps
-//! its place). After any other error, or a call dropped half-way through an
-//! object, the replayer refuses to go on (and to checkpoint); resume from
-//! the last saved checkpoint. A call dropped while it waits for a listing or
-//! a fetch loses nothing.
+//! ([`ReplayError::is_transient`]) loses nothing: wait and call
+//! [`Replayer::next`] again. The failed object keeps its place; an object
+//! whose back-fill failed half-way (a full hold-back buffer) is kept, with
+//! what its lines released so far, and goes on from the line that waited.
+//! A call dropped while it waits (a timeout around it) is the same. Until
+//! that object is finished, [`Replayer::checkpoint`] is refused (without
+//! harm). After any other error the replayer refuses to go on (and to
+//! checkpoint); resume from the last saved checkpoint.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -56,7 +58,7 @@ use evs_archive::ArchiveKey;
 use evs_core::{Clock, EventStore, ReadRequest, StreamId};
 
 use crate::archive::{
-    Archive, ArchiveError, ArchiveObject, Listed, Prefetch, DEFAULT_PAGE_SIZE, DEFAULT_READ_AHEAD,
+    Archive, ArchiveError, Listed, Prefetch, DEFAULT_PAGE_SIZE, DEFAULT_READ_AHEAD,
 };
 use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::event::{ArchivePosition, ReplayEvent};
@@ -175,10 +177,18 @@ pub enum ReplayError {
         /// The archive's prefix.
         prefix: String,
     },
-    /// An earlier call failed or was cancelled half-way: the replayer's
+    /// An earlier call failed in a way that does not heal: the replayer's
     /// state is not trustworthy; resume from the last saved checkpoint.
     #[error("the replay cannot go on after an earlier failure ({0}); resume from the last saved checkpoint")]
     Poisoned(String),
+    /// A checkpoint was asked for while an object is half consumed (its
+    /// call of [`Replayer::next`] failed in a way that may heal, or was
+    /// dropped): call `next()` again first. The replayer is not poisoned.
+    #[error("object {key} is half consumed; call next() again before taking a checkpoint")]
+    HalfConsumed {
+        /// The object's key.
+        key: String,
+    },
     /// A back-fill read from the table failed.
     #[error("back-filling stream {stream_id:?} from the table: {source}")]
     Table {
@@ -192,9 +202,9 @@ pub enum ReplayError {
 
 impl ReplayError {
     /// Whether waiting and calling [`Replayer::next`] again may succeed: an
-    /// archive or table outage that struck before anything was consumed
-    /// (the replayer is then not poisoned). Corrupt objects, refused
-    /// credentials, a missing bucket or table are not.
+    /// archive or table outage (the replayer is then not poisoned, and goes
+    /// on where it stopped). Corrupt objects, refused credentials, a missing
+    /// bucket or table are not.
     pub fn is_transient(&self) -> bool {
         match self {
             ReplayError::Archive(e) => e.is_transient(),
@@ -259,8 +269,10 @@ pub struct Replayer {
     warned_keys: BTreeSet<String>,
     /// Why the replayer refuses to go on (an error, see [`Replayer::next`]).
     poisoned: Option<String>,
-    /// An object is being consumed (set across the awaits of `consume`).
-    consuming: bool,
+    /// The object being consumed, kept across the awaits of `consume`: a
+    /// back-fill in its middle that failed (or a call dropped there) goes on
+    /// from the line it stopped at.
+    current: Option<Consuming>,
     /// Gaps to back-fill, and those tried already (stream, expected).
     to_fill: VecDeque<Gap>,
     filled: BTreeSet<(String, u64)>,
@@ -354,7 +366,7 @@ impl Replayer {
             archive_time: i64::MIN,
             warned_keys: BTreeSet::new(),
             poisoned: None,
-            consuming: false,
+            current: None,
             queued: VecDeque::new(),
             to_fill: VecDeque::new(),
             filled: BTreeSet::new(),
@@ -385,8 +397,9 @@ impl Replayer {
 
     /// The state to persist after the events returned so far are handled.
     /// Its cursor is the last consumed object that was settled (see the
-    /// module docs). Refused after a failed or cancelled [`Replayer::next`]:
-    /// the state may then hold effects of a half-consumed object.
+    /// module docs). Refused while an object is half consumed (after a
+    /// transient failure or a dropped call of [`Replayer::next`]: call it
+    /// again first) and after an error that poisoned the replayer.
     pub fn checkpoint(&self) -> Result<Checkpoint, ReplayError> {
         self.usable()?;
         let mut checkpoint = self.sequencer.checkpoint();
@@ -409,33 +422,33 @@ impl Replayer {
         if let Some(reason) = &self.poisoned {
             return Err(ReplayError::Poisoned(reason.clone()));
         }
-        if self.consuming {
-            return Err(ReplayError::Poisoned(
-                "a call of next() was dropped while an object was half consumed".into(),
-            ));
+        if let Some(current) = &self.current {
+            return Err(ReplayError::HalfConsumed {
+                key: current.position.key.clone(),
+            });
         }
         Ok(())
     }
 
     /// The next step of the replay.
     ///
-    /// After an error, or after a call that was dropped before it finished
-    /// (a timeout around it) while an object was half consumed, the replayer
-    /// refuses every further call and checkpoint: start again from the last
-    /// checkpoint that was saved. A call dropped while it waits for a listing
-    /// or a fetch loses nothing.
+    /// After an error that may heal ([`ReplayError::is_transient`]: an
+    /// archive or table outage), call it again (after a wait): it goes on
+    /// where it stopped, even in the middle of an object, and loses, repeats
+    /// or reorders nothing. So does a call dropped before it finished (a
+    /// timeout around it). After any other error the replayer refuses every
+    /// further call and checkpoint: start again from the last checkpoint
+    /// that was saved.
     pub async fn next(&mut self) -> Result<Step, ReplayError> {
-        if let Err(e) = self.usable() {
-            if self.poisoned.is_none() {
-                self.poisoned = Some(e.to_string());
-            }
-            return Err(e);
+        if let Some(reason) = &self.poisoned {
+            return Err(ReplayError::Poisoned(reason.clone()));
         }
         match self.step().await {
             Ok(step) => Ok(step),
-            // A listing, a fetch or a table read that failed before anything
-            // was consumed changed nothing: the caller may wait and call again.
-            Err(e) if e.is_transient() && !self.consuming => Err(e),
+            // Nothing was lost: the failed listing, fetch or table read
+            // keeps its place, and a half-consumed object goes on from the
+            // line that waited for it.
+            Err(e) if e.is_transient() => Err(e),
             Err(e) => {
                 self.poisoned = Some(e.to_string());
                 Err(e)
@@ -445,6 +458,9 @@ impl Replayer {
 
     async fn step(&mut self) -> Result<Step, ReplayError> {
         loop {
+            if self.current.is_some() {
+                return self.consume().await;
+            }
             if let Some(gap) = self.to_fill.front().cloned() {
                 let step = self.backfill(&gap).await?;
                 self.to_fill.pop_front();
@@ -472,7 +488,15 @@ impl Replayer {
                 // A failed fetch keeps its place in both queues.
                 let object = object?;
                 let settled = self.queued.pop_front().unwrap_or(false);
-                return self.consume(object, settled).await;
+                self.current = Some(Consuming {
+                    position: object.position,
+                    lines: object.events.into_iter(),
+                    out: Vec::new(),
+                    settled,
+                    stored_bytes: object.stored_bytes,
+                    bytes: object.bytes,
+                });
+                return self.consume().await;
             }
             if !self.listed_to_end {
                 if let Some(idle) = self.list().await? {
@@ -618,14 +642,18 @@ impl Replayer {
         }
     }
 
-    /// Feeds one object to the sequencer and marks it consumed.
-    async fn consume(&mut self, object: ArchiveObject, settled: bool) -> Result<Step, ReplayError> {
-        self.consuming = true;
-        let at = object.position;
-        let mut out = Vec::new();
+    /// Feeds the object being consumed to the sequencer, from the line it
+    /// stopped at, and marks it consumed. Cancel-safe: its state lives in
+    /// `self.current` across the one await (a back-fill's read).
+    async fn consume(&mut self) -> Result<Step, ReplayError> {
         let capacity = self.options.sequencer.max_held_per_stream.max(1);
-        for event in object.events {
-            self.stats.lines += 1;
+        loop {
+            let Some(current) = self.current.as_mut() else {
+                break;
+            };
+            let Some(event) = current.lines.as_slice().first() else {
+                break;
+            };
             let next = self
                 .sequencer
                 .last_delivered(&event.stream_id)
@@ -635,32 +663,56 @@ impl Replayer {
                 && self.sequencer.held_in(&event.stream_id) >= capacity
             {
                 // The stream's buffer is full: close its gap from the table
-                // first, so the event can be taken.
+                // first, so the event can be taken. A failed read leaves
+                // the line where it is, to be offered after the retry.
                 let gap = self
                     .sequencer
                     .gaps()
                     .into_iter()
                     .find(|g| g.stream_id == event.stream_id);
                 if let Some(gap) = gap {
-                    self.fill_from_table(&gap, &mut out).await?;
+                    let read = self.read_gap(&gap).await?;
+                    let mut out = self
+                        .current
+                        .as_mut()
+                        .map(|c| std::mem::take(&mut c.out))
+                        .unwrap_or_default();
+                    let filled = self.apply_fill(&gap, read, &mut out);
+                    if let Some(current) = self.current.as_mut() {
+                        current.out = out;
+                    }
+                    filled?;
                 }
             }
-            match self.sequencer.push(&at, event, &mut out)? {
+            let Some(current) = self.current.as_mut() else {
+                break;
+            };
+            let Some(event) = current.lines.next() else {
+                break;
+            };
+            self.stats.lines += 1;
+            match self
+                .sequencer
+                .push(&current.position, event, &mut current.out)?
+            {
                 Offer::Duplicate => self.stats.duplicates += 1,
                 Offer::BeforeStart => self.stats.before_start += 1,
                 Offer::Delivered { .. } | Offer::Held => {}
             }
         }
+        let Some(current) = self.current.take() else {
+            return Err(ReplayError::Poisoned("no object is being consumed".into()));
+        };
+        let at = current.position;
         self.sequencer.finish_object(&at)?;
-        self.consuming = false;
-        self.finished(&at.key, at.sealed_at_ms, settled);
+        self.finished(&at.key, at.sealed_at_ms, current.settled);
         self.stats.objects += 1;
-        self.stats.stored_bytes += object.stored_bytes as u64;
-        self.stats.bytes += object.bytes as u64;
-        self.stats.delivered += out.len() as u64;
+        self.stats.stored_bytes += current.stored_bytes as u64;
+        self.stats.bytes += current.bytes as u64;
+        self.stats.delivered += current.out.len() as u64;
         Ok(Step::Object {
             key: at.key,
-            events: out,
+            events: current.out,
         })
     }
 
@@ -685,8 +737,9 @@ impl Replayer {
 
     /// Back-fills one gap; `None` when nothing became deliverable.
     async fn backfill(&mut self, gap: &Gap) -> Result<Option<Step>, ReplayError> {
+        let read = self.read_gap(gap).await?;
         let mut out = Vec::new();
-        self.fill_from_table(gap, &mut out).await?;
+        self.apply_fill(gap, read, &mut out)?;
         self.stats.delivered += out.len() as u64;
         if out.is_empty() {
             return Ok(None);
@@ -697,16 +750,11 @@ impl Replayer {
         }))
     }
 
-    /// Reads the gap's missing events from the table and hands them to the
-    /// sequencer, which releases the held events they unblock. Cancel-safe
-    /// up to the read; what follows does not wait.
-    async fn fill_from_table(
-        &mut self,
-        gap: &Gap,
-        out: &mut Vec<ReplayEvent>,
-    ) -> Result<(), ReplayError> {
+    /// Reads the gap's missing events from the table. Changes nothing, so a
+    /// failed or cancelled read may simply be tried again.
+    async fn read_gap(&self, gap: &Gap) -> Result<Vec<ReplayEvent>, ReplayError> {
         let Some(table) = &self.table else {
-            return Ok(());
+            return Ok(Vec::new());
         };
         let table_error = |source| ReplayError::Table {
             stream_id: gap.stream_id.clone(),
@@ -719,6 +767,17 @@ impl Replayer {
             ..ReadRequest::after(missing.start.saturating_sub(1))
         };
         let events = table.read(&stream, request).await.map_err(table_error)?;
+        Ok(events.iter().map(ReplayEvent::of_recorded).collect())
+    }
+
+    /// Hands events read for `gap` to the sequencer, which releases the held
+    /// events they unblock (appended to `out`). Does not wait.
+    fn apply_fill(
+        &mut self,
+        gap: &Gap,
+        events: Vec<ReplayEvent>,
+        out: &mut Vec<ReplayEvent>,
+    ) -> Result<(), ReplayError> {
         self.filled.insert((gap.stream_id.clone(), gap.expected));
         if events.first().is_none_or(|e| e.event_id != gap.expected) {
             tracing::warn!(
@@ -729,11 +788,21 @@ impl Replayer {
         }
         let held_before = self.sequencer.held_count();
         let start = out.len();
-        let replay_events = events.iter().map(ReplayEvent::of_recorded);
-        self.sequencer.fill(&gap.stream_id, replay_events, out)?;
+        self.sequencer.fill(&gap.stream_id, events, out)?;
         let released = held_before.saturating_sub(self.sequencer.held_count());
         let added = out.len() - start;
         self.stats.backfilled += added.saturating_sub(released) as u64;
         Ok(())
     }
+}
+
+/// An object being consumed: where it is, the lines not yet offered, what
+/// its lines released so far.
+struct Consuming {
+    position: ArchivePosition,
+    lines: std::vec::IntoIter<ReplayEvent>,
+    out: Vec<ReplayEvent>,
+    settled: bool,
+    stored_bytes: usize,
+    bytes: usize,
 }
