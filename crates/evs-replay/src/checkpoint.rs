@@ -58,9 +58,11 @@ pub struct Checkpoint {
     #[serde(default)]
     pub held: Vec<HeldEvent>,
     /// The partition (`i/N`) its delivery kept, when it kept only some
-    /// streams: the other streams' events count in `lastDelivered` as passed
-    /// over, not delivered, so it resumes only that partition
-    /// ([`Checkpoint::for_partition`]).
+    /// streams: it resumes only that partition ([`Checkpoint::for_partition`]).
+    /// A replayer given the partition ([`crate::ReplayOptions::partition`])
+    /// writes only that partition's streams; a checkpoint written when
+    /// partitions only filtered the output may hold every stream, and the
+    /// others' entries are dropped on resume.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partition: Option<String>,
 }
@@ -93,10 +95,10 @@ pub enum CheckpointError {
 
 impl Checkpoint {
     /// The checkpoint of a delivery that kept only `partition`'s streams
-    /// ([`PARTITIONED_FORMAT`]).
+    /// ([`PARTITIONED_FORMAT`], or the checkpoint's own format if later).
     pub fn for_partition(self, partition: String) -> Self {
         Self {
-            format: PARTITIONED_FORMAT,
+            format: self.format.max(PARTITIONED_FORMAT),
             partition: Some(partition),
             ..self
         }

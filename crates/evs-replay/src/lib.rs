@@ -67,6 +67,7 @@ mod checkpoint;
 mod event;
 mod frontier;
 mod line;
+mod partition;
 mod replayer;
 mod sequencer;
 pub mod verify;
@@ -78,6 +79,7 @@ pub use checkpoint::{
 pub use event::{ArchivePosition, ReplayEvent};
 pub use frontier::{Frontier, DEFAULT_MARGIN_MS, MAX_BOUND_MS};
 pub use line::{event_from_line, LineError};
+pub use partition::{stream_hash, Partition, PartitionError};
 pub use replayer::{
     ReplayError, ReplayOptions, ReplayStats, Replayer, Step, DEFAULT_FUNCTION_TIMEOUT_MS,
 };

@@ -63,6 +63,7 @@ use crate::archive::{
 use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::event::{ArchivePosition, ReplayEvent};
 use crate::frontier::{Frontier, DEFAULT_MARGIN_MS};
+use crate::partition::Partition;
 use crate::sequencer::{Gap, Offer, SequenceError, Sequencer, SequencerConfig};
 
 /// The archiver's function timeout assumed when none is given: 900 s, the
@@ -97,6 +98,8 @@ pub struct ReplayOptions {
     pub skip_unreadable: bool,
     /// Objects to skip whatever they hold (keys), as [`Step::Skipped`].
     pub skip_keys: BTreeSet<String>,
+    /// The streams to replay ([`Partition::ALL`]: every stream).
+    pub partition: Partition,
 }
 
 impl Default for ReplayOptions {
@@ -113,6 +116,7 @@ impl Default for ReplayOptions {
             sequencer: SequencerConfig::default(),
             skip_unreadable: false,
             skip_keys: BTreeSet::new(),
+            partition: Partition::ALL,
         }
     }
 }
@@ -169,6 +173,19 @@ pub enum ReplayError {
     /// The checkpoint cannot be used.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    /// The checkpoint was saved by a replay of another partition (or of one
+    /// partition, and this replay is of every stream).
+    #[error(
+        "the checkpoint was saved by a replay of partition {saved}, and this one replays {}: \
+         each partition needs a checkpoint of its own (resuming it would skip events)",
+        wanted.as_deref().map_or("every stream".to_owned(), |p| format!("partition {p}"))
+    )]
+    OtherPartition {
+        /// The checkpoint's partition.
+        saved: String,
+        /// This replay's partition (`None`: every stream).
+        wanted: Option<String>,
+    },
     /// The checkpoint belongs to another archive.
     #[error("the checkpoint's cursor {cursor:?} is not under the archive prefix {prefix:?}")]
     ForeignCheckpoint {
@@ -219,7 +236,7 @@ impl ReplayError {
 pub struct ReplayStats {
     /// Objects consumed.
     pub objects: u64,
-    /// Lines read.
+    /// Lines read (of every partition).
     pub lines: u64,
     /// Events delivered (archive and back-fill).
     pub delivered: u64,
@@ -238,6 +255,9 @@ pub struct ReplayStats {
     pub skipped_keys: u64,
     /// Archive objects skipped unread ([`Step::Skipped`]).
     pub skipped_objects: u64,
+    /// Lines of streams of other partitions ([`ReplayOptions::partition`]),
+    /// dropped unread.
+    pub other_partitions: u64,
     /// The last object consumed.
     pub position: Option<String>,
 }
@@ -317,18 +337,44 @@ impl Replayer {
         clock: Clock,
         versions: impl IntoIterator<Item = (String, u64)>,
     ) -> Self {
+        let partition = options.partition;
+        let versions = versions
+            .into_iter()
+            .filter(|(stream, _)| partition.contains(stream));
         let sequencer = Sequencer::with_versions(options.sequencer, None, versions);
         Self::build(archive, options, clock, sequencer, None)
     }
 
     /// A replay that continues exactly where `checkpoint` was taken
     /// ([`ReplayOptions::since_ms`] is ignored).
+    ///
+    /// A checkpoint of one partition resumes only that partition (refused
+    /// otherwise: its other streams' events were never delivered). A
+    /// checkpoint of every stream may resume one partition: the other
+    /// streams' entries are dropped.
     pub fn resume(
         archive: Archive,
-        checkpoint: Checkpoint,
+        mut checkpoint: Checkpoint,
         options: ReplayOptions,
         clock: Clock,
     ) -> Result<Self, ReplayError> {
+        let partition = options.partition;
+        if let Some(saved) = &checkpoint.partition {
+            if Some(saved) != partition_label(partition).as_ref() {
+                return Err(ReplayError::OtherPartition {
+                    saved: saved.clone(),
+                    wanted: partition_label(partition),
+                });
+            }
+        }
+        if partition != Partition::ALL {
+            checkpoint
+                .last_delivered
+                .retain(|stream, _| partition.contains(stream));
+            checkpoint
+                .held
+                .retain(|held| partition.contains(&held.event.stream_id));
+        }
         if let Some(cursor) = &checkpoint.cursor {
             if !cursor.starts_with(archive.prefix().as_str()) {
                 return Err(ReplayError::ForeignCheckpoint {
@@ -350,7 +396,7 @@ impl Replayer {
         start: Option<String>,
     ) -> Self {
         let archive = Arc::new(archive);
-        let prefetch = Prefetch::new(Arc::clone(&archive), options.read_ahead);
+        let prefetch = Prefetch::new(Arc::clone(&archive), options.read_ahead, options.partition);
         Self {
             archive,
             options,
@@ -404,7 +450,10 @@ impl Replayer {
         self.usable()?;
         let mut checkpoint = self.sequencer.checkpoint();
         checkpoint.cursor = self.settled_cursor.clone();
-        Ok(checkpoint)
+        Ok(match partition_label(self.options.partition) {
+            Some(label) => checkpoint.for_partition(label),
+            None => checkpoint,
+        })
     }
 
     /// How it reads.
@@ -490,6 +539,7 @@ impl Replayer {
                 let settled = self.queued.pop_front().unwrap_or(false);
                 self.current = Some(Consuming {
                     position: object.position,
+                    other_partitions: object.other_partitions,
                     lines: object.events.into_iter(),
                     out: Vec::new(),
                     settled,
@@ -707,6 +757,8 @@ impl Replayer {
         self.sequencer.finish_object(&at)?;
         self.finished(&at.key, at.sealed_at_ms, current.settled);
         self.stats.objects += 1;
+        self.stats.lines += current.other_partitions as u64;
+        self.stats.other_partitions += current.other_partitions as u64;
         self.stats.stored_bytes += current.stored_bytes as u64;
         self.stats.bytes += current.bytes as u64;
         self.stats.delivered += current.out.len() as u64;
@@ -796,10 +848,16 @@ impl Replayer {
     }
 }
 
+/// The label a checkpoint of `partition` carries (`None`: every stream).
+fn partition_label(partition: Partition) -> Option<String> {
+    (partition != Partition::ALL).then(|| partition.to_string())
+}
+
 /// An object being consumed: where it is, the lines not yet offered, what
 /// its lines released so far.
 struct Consuming {
     position: ArchivePosition,
+    other_partitions: usize,
     lines: std::vec::IntoIter<ReplayEvent>,
     out: Vec<ReplayEvent>,
     settled: bool,

@@ -326,7 +326,7 @@ pub async fn read_archive(
         ..Progress::default()
     };
     progress(&state);
-    let mut prefetch = Prefetch::new(Arc::new(archive), read_ahead);
+    let mut prefetch = Prefetch::new(Arc::new(archive), read_ahead, crate::Partition::ALL);
     prefetch.extend(keys);
     while let Some(object) = prefetch.next().await {
         let object = object?;

@@ -1032,3 +1032,133 @@ async fn a_table_outage_during_a_back_fill_is_retried_in_place() {
         assert!(errors <= table.failed.load(Ordering::SeqCst), "seed {seed}");
     }
 }
+
+/// The first stream name `prefix-<n>` in partition `index` of `count`.
+fn stream_in(prefix: &str, index: u64, count: u64) -> String {
+    let partition = evs_replay::Partition::new(index, count).unwrap();
+    (0..)
+        .map(|n| format!("{prefix}-{n}"))
+        .find(|s| partition.contains(s))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn another_partitions_gap_neither_stops_nor_delays_a_partition() {
+    // Stream `mine` is in partition 0/2, `theirs` in 1/2; theirs lost its
+    // first event and holds more than its buffer takes. Replaying 0/2 reads
+    // only mine: no full buffer, no gap, no back-fill, and a checkpoint of
+    // mine alone.
+    let mut fx = Fixture::memory();
+    let (mine, theirs) = (stream_in("mine", 0, 2), stream_in("theirs", 1, 2));
+    fx.append(&theirs, 4).await;
+    fx.append(&mine, 3).await;
+    let _lost = fx.take(1); // theirs/1
+    let rest = fx.take(10);
+    fx.archive(&rest, T0).await.unwrap();
+    let now = Arc::new(AtomicI64::new(T0 + 86_400_000));
+    let mut opts = options();
+    opts.sequencer.max_held_per_stream = 1;
+    opts.partition = evs_replay::Partition::new(0, 2).unwrap();
+    let want = [
+        format!("{mine}/1"),
+        format!("{mine}/2"),
+        format!("{mine}/3"),
+    ];
+
+    let mut replayer = Replayer::new(fx.archive_handle(), opts.clone(), clock_at(&now));
+    assert_eq!(ids(&replay_all(&mut replayer).await), want);
+    assert!(replayer.gaps().is_empty());
+    assert_eq!(replayer.stats().other_partitions, 3);
+    let checkpoint = replayer.checkpoint().unwrap();
+    assert_eq!(
+        checkpoint.last_delivered.keys().collect::<Vec<_>>(),
+        [&mine]
+    );
+    assert!(checkpoint.held.is_empty());
+    assert_eq!(checkpoint.partition.as_deref(), Some("0/2"));
+    assert_eq!(checkpoint.format, evs_replay::PARTITIONED_FORMAT);
+
+    // Following, with a table: theirs is never back-filled.
+    let follow = ReplayOptions {
+        follow: true,
+        frontier: Frontier::new(10_000, 1_000),
+        gap_bound_ms: 0,
+        ..opts.clone()
+    };
+    let table: Arc<dyn EventStore> = Arc::new(fx.store.clone());
+    let mut replayer = Replayer::new(fx.archive_handle(), follow, clock_at(&now)).with_table(table);
+    assert_eq!(ids(&drain(&mut replayer).await), want);
+    assert_eq!(replayer.stats().backfilled, 0);
+    assert!(replayer.gaps().is_empty());
+
+    // Resumed: only that partition's checkpoint, and only for it.
+    let json = checkpoint.to_json().unwrap();
+    let other = ReplayOptions {
+        partition: evs_replay::Partition::new(1, 2).unwrap(),
+        ..opts.clone()
+    };
+    let refused = Replayer::resume(
+        fx.archive_handle(),
+        Checkpoint::from_json(&json).unwrap(),
+        other,
+        clock_at(&now),
+    );
+    assert!(refused.is_err(), "another partition's checkpoint");
+    let refused = Replayer::resume(
+        fx.archive_handle(),
+        Checkpoint::from_json(&json).unwrap(),
+        options(),
+        clock_at(&now),
+    );
+    assert!(
+        refused.is_err(),
+        "a partition's checkpoint for every stream"
+    );
+    fx.append(&mine, 1).await;
+    fx.append(&theirs, 1).await;
+    let more = fx.take(10);
+    fx.archive(&more, T0 + 1_000).await.unwrap();
+    let mut resumed = Replayer::resume(
+        fx.archive_handle(),
+        Checkpoint::from_json(&json).unwrap(),
+        opts,
+        clock_at(&now),
+    )
+    .unwrap();
+    assert_eq!(ids(&replay_all(&mut resumed).await), [format!("{mine}/4")]);
+}
+
+#[tokio::test]
+async fn an_older_partition_checkpoint_with_every_stream_resumes_only_its_own() {
+    // A partition's checkpoint written when partitions only filtered the
+    // output: it holds every stream, held events of other partitions too.
+    let mut fx = Fixture::memory();
+    let (mine, theirs) = (stream_in("mine", 0, 2), stream_in("theirs", 1, 2));
+    fx.append(&theirs, 3).await;
+    fx.append(&mine, 2).await;
+    let _lost = fx.take(1); // theirs/1
+    let rest = fx.take(10);
+    fx.archive(&rest, T0).await.unwrap();
+    let now = Arc::new(AtomicI64::new(T0 + 86_400_000));
+    let mut replayer = Replayer::new(fx.archive_handle(), options(), clock_at(&now));
+    replay_all(&mut replayer).await;
+    let old = replayer.checkpoint().unwrap().for_partition("0/2".into());
+    assert_eq!(old.held.len(), 2, "theirs/2 and theirs/3 held");
+    let opts = ReplayOptions {
+        partition: evs_replay::Partition::new(0, 2).unwrap(),
+        ..options()
+    };
+    let table: Arc<dyn EventStore> = Arc::new(fx.store.clone());
+    let mut resumed = Replayer::resume(fx.archive_handle(), old, opts, clock_at(&now))
+        .unwrap()
+        .with_table(table);
+    assert!(resumed.gaps().is_empty(), "{:?}", resumed.gaps());
+    assert!(replay_all(&mut resumed).await.is_empty());
+    assert_eq!(resumed.stats().backfilled, 0);
+    let checkpoint = resumed.checkpoint().unwrap();
+    assert_eq!(
+        checkpoint.last_delivered.keys().collect::<Vec<_>>(),
+        [&mine]
+    );
+    assert!(checkpoint.held.is_empty());
+}

@@ -407,7 +407,7 @@ mod growing {
     use evs_archive::Compression;
     use evs_archive::SequenceNumber;
     use evs_archive::{ArchiveKey, Prefix, Suffix};
-    use evs_replay::{Archive, Checkpoint, Frontier, ReplayOptions, Replayer, Step};
+    use evs_replay::{Archive, Checkpoint, Frontier, Partition, ReplayOptions, Replayer, Step};
 
     pub(crate) use super::common::MemorySink;
 
@@ -420,13 +420,20 @@ mod growing {
         pub gaps: usize,
         /// Checkpoint cursors that were past the settled frontier.
         pub cursor_violations: Vec<String>,
+        /// Streams of other partitions found in a checkpoint.
+        pub foreign_streams: Vec<String>,
     }
 
     /// Replays `objects` (key order; seal times relative to `T0`) while they
     /// appear one by one within `timeout` of their seal time; the replay
     /// starts at a random moment, maybe first without following, and
-    /// restarts from checkpoints at random steps.
-    pub(crate) fn run(objects: &[super::Object], rng: &mut super::Rng) -> Run {
+    /// restarts from checkpoints at random steps. Only `partition`'s streams
+    /// are replayed.
+    pub(crate) fn run(
+        objects: &[super::Object],
+        rng: &mut super::Rng,
+        partition: Partition,
+    ) -> Run {
         let timeout = 1 + rng.below(1_000) as i64;
         let margin = rng.below(100) as i64;
         let frontier = Frontier::new(timeout, margin);
@@ -470,6 +477,7 @@ mod growing {
             page_size: 1 + rng.index(4),
             read_ahead: 1 + rng.index(3),
             poll_ms: 1 + rng.below(300) as i64,
+            partition,
             ..ReplayOptions::default()
         };
         let archive = || Archive::new(sink.clone(), prefix.clone());
@@ -482,6 +490,7 @@ mod growing {
         runtime.block_on(async {
             let mut delivered: BTreeMap<String, Vec<u64>> = BTreeMap::new();
             let mut cursor_violations = Vec::new();
+            let mut foreign_streams = Vec::new();
             let mut keep = |events: Vec<evs_replay::ReplayEvent>| {
                 for e in events {
                     delivered.entry(e.stream_id).or_default().push(e.event_id);
@@ -512,6 +521,11 @@ mod growing {
             for _ in 0..100_000 {
                 let t = now.load(Ordering::SeqCst);
                 let cp = replayer.checkpoint().unwrap();
+                let streams = cp
+                    .last_delivered
+                    .keys()
+                    .chain(cp.held.iter().map(|h| &h.event.stream_id));
+                foreign_streams.extend(streams.filter(|s| !partition.contains(s)).cloned());
                 if let Some(cursor) = &cp.cursor {
                     let sealed = ArchiveKey::parse(cursor)
                         .map(|k| k.sealed_at_ms())
@@ -548,6 +562,7 @@ mod growing {
                 delivered,
                 gaps: replayer.gaps().len(),
                 cursor_violations,
+                foreign_streams,
             }
         })
     }
@@ -570,18 +585,10 @@ proptest! {
     fn the_replayer_on_a_growing_archive_delivers_every_event_once_in_order(seed in any::<u64>()) {
         let mut rng = Rng(fastrand::Rng::with_seed(seed));
         let sc = scenario(&mut rng);
-        let run = growing::run(&sc.objects, &mut rng);
+        let run = growing::run(&sc.objects, &mut rng, evs_replay::Partition::ALL);
         // Every archived event reaches the archive eventually here, so all
         // are delivered: exactly once, in order, history into live.
-        let archived: BTreeMap<String, u64> = sc
-            .objects
-            .iter()
-            .flat_map(|o| o.lines.iter())
-            .fold(BTreeMap::new(), |mut m, e| {
-                let last = m.entry(e.stream_id.clone()).or_insert(0);
-                *last = (*last).max(e.event_id);
-                m
-            });
+        let archived = last_archived(&sc.objects);
         for (stream, &last) in &archived {
             let want: Vec<u64> = (1..=last).collect();
             prop_assert_eq!(run.delivered.get(stream).cloned().unwrap_or_default(), want, "stream {}", stream);
@@ -590,4 +597,44 @@ proptest! {
         prop_assert_eq!(run.gaps, 0);
         prop_assert!(run.cursor_violations.is_empty(), "{:?}", run.cursor_violations);
     }
+
+    #[test]
+    fn partitions_together_deliver_the_whole_replay(seed in any::<u64>()) {
+        // N workers, one per partition, each following the growing archive
+        // with its own timing and restarts: each delivers only its streams
+        // (and checkpoints only them), and together exactly every archived
+        // event once, each stream in order.
+        let mut rng = Rng(fastrand::Rng::with_seed(seed));
+        let sc = scenario(&mut rng);
+        let count = 1 + rng.below(4);
+        let mut together: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        for index in 0..count {
+            let partition = evs_replay::Partition::new(index, count).unwrap();
+            let run = growing::run(&sc.objects, &mut rng, partition);
+            prop_assert!(run.foreign_streams.is_empty(), "{:?}", run.foreign_streams);
+            prop_assert_eq!(run.gaps, 0);
+            prop_assert!(run.cursor_violations.is_empty(), "{:?}", run.cursor_violations);
+            for (stream, ids) in run.delivered {
+                prop_assert!(partition.contains(&stream), "{} in {}", stream, partition);
+                prop_assert!(together.insert(stream, ids).is_none());
+            }
+        }
+        let whole: BTreeMap<String, Vec<u64>> = last_archived(&sc.objects)
+            .into_iter()
+            .map(|(stream, last)| (stream, (1..=last).collect()))
+            .collect();
+        prop_assert_eq!(together, whole);
+    }
+}
+
+/// Every archived stream's highest archived event id.
+fn last_archived(objects: &[Object]) -> BTreeMap<String, u64> {
+    objects
+        .iter()
+        .flat_map(|o| o.lines.iter())
+        .fold(BTreeMap::new(), |mut m, e| {
+            let last = m.entry(e.stream_id.clone()).or_insert(0);
+            *last = (*last).max(e.event_id);
+            m
+        })
 }
