@@ -55,7 +55,7 @@ use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use evs_archive::ArchiveKey;
-use evs_core::{Clock, EventStore, ReadRequest, StreamId};
+use evs_core::{Clock, Direction, EventStore, ReadRequest, StreamId};
 
 use crate::archive::{
     Archive, ArchiveError, Listed, Prefetch, DEFAULT_PAGE_SIZE, DEFAULT_READ_AHEAD,
@@ -255,6 +255,10 @@ pub struct ReplayStats {
     pub skipped_keys: u64,
     /// Archive objects skipped unread ([`Step::Skipped`]).
     pub skipped_objects: u64,
+    /// `--since` without a table: streams taken to start at their first
+    /// event found, whose earlier events were never found
+    /// ([`Sequencer::assume_start`]).
+    pub assumed_starts: u64,
     /// Lines of streams of other partitions ([`ReplayOptions::partition`]),
     /// dropped unread.
     pub other_partitions: u64,
@@ -313,12 +317,14 @@ impl Replayer {
     /// A replay from the start of the archive (or from
     /// [`ReplayOptions::since_ms`]).
     pub fn new(archive: Archive, options: ReplayOptions, clock: Clock) -> Self {
-        let start = options
-            .since_ms
-            .map(|ms| evs_archive::start_after_for(archive.prefix(), ms));
+        // An event written at the time may be sealed up to the clock margin
+        // before it, by the archiver's clock.
+        let start = options.since_ms.map(|ms| {
+            let from = ms.saturating_sub(options.frontier.margin_ms);
+            evs_archive::start_after_for(archive.prefix(), from)
+        });
         let config = SequencerConfig {
-            start_at_first_seen: options.sequencer.start_at_first_seen
-                || options.since_ms.is_some(),
+            since_ms: options.since_ms.or(options.sequencer.since_ms),
             ..options.sequencer
         };
         let sequencer = Sequencer::with_versions(config, None, []);
@@ -566,17 +572,15 @@ impl Replayer {
                 }
                 return Ok(self.idle(now));
             }
-            if self.table.is_some() {
-                let fresh: Vec<Gap> = self
-                    .sequencer
-                    .gaps()
-                    .into_iter()
-                    .filter(|g| !self.filled.contains(&(g.stream_id.clone(), g.expected)))
-                    .collect();
-                if !fresh.is_empty() {
-                    self.to_fill.extend(fresh);
-                    continue;
-                }
+            let fresh: Vec<Gap> = self
+                .sequencer
+                .gaps()
+                .into_iter()
+                .filter(|g| self.fillable(g))
+                .collect();
+            if !fresh.is_empty() {
+                self.to_fill.extend(fresh);
+                continue;
             }
             return Ok(Step::End);
         }
@@ -687,7 +691,7 @@ impl Replayer {
         }
         self.archive_time = self.archive_time.max(sealed_at_ms);
         self.stats.position = Some(key.to_owned());
-        if self.options.follow {
+        if self.options.follow || self.sequencer.since_ms().is_some() {
             self.queue_overdue_gaps(self.archive_time);
         }
     }
@@ -709,12 +713,13 @@ impl Replayer {
                 .last_delivered(&event.stream_id)
                 .saturating_add(1);
             if event.event_id > next
-                && self.table.is_some()
                 && self.sequencer.held_in(&event.stream_id) >= capacity
+                && (self.table.is_some() || self.sequencer.start_unknown(&event.stream_id))
             {
                 // The stream's buffer is full: close its gap from the table
-                // first, so the event can be taken. A failed read leaves
-                // the line where it is, to be offered after the retry.
+                // (or assume its start, see `apply_fill`) first, so the
+                // event can be taken. A failed read leaves the line where
+                // it is, to be offered after the retry.
                 let gap = self
                     .sequencer
                     .gaps()
@@ -772,19 +777,32 @@ impl Replayer {
     /// the archive's clock (`archive_now`: the newest seal time known to
     /// have been read up to), never the reader's, so that catching up on
     /// history does not back-fill every reordering.
+    ///
+    /// Not following, only the gaps of streams whose start is unknown
+    /// (`--since`), so that they do not hold their events to the end.
     fn queue_overdue_gaps(&mut self, archive_now: i64) {
-        if self.table.is_none() {
-            return;
-        }
         for gap in self
             .sequencer
             .overdue_gaps(archive_now, self.options.gap_bound_ms)
         {
-            let tried = (gap.stream_id.clone(), gap.expected);
-            if !self.filled.contains(&tried) && !self.to_fill.iter().any(|g| g == &gap) {
+            let unknown = self.sequencer.start_unknown(&gap.stream_id);
+            if (self.options.follow || unknown)
+                && self.fillable(&gap)
+                && !self.to_fill.iter().any(|g| g == &gap)
+            {
                 self.to_fill.push_back(gap);
             }
         }
+    }
+
+    /// Whether a gap can be closed and was not tried already: from the
+    /// table, or (no table) for a stream whose start is unknown, by
+    /// assuming its start.
+    fn fillable(&self, gap: &Gap) -> bool {
+        if self.sequencer.start_unknown(&gap.stream_id) && self.table.is_none() {
+            return true;
+        }
+        self.table.is_some() && !self.filled.contains(&(gap.stream_id.clone(), gap.expected))
     }
 
     /// Back-fills one gap; `None` when nothing became deliverable.
@@ -802,50 +820,114 @@ impl Replayer {
         }))
     }
 
-    /// Reads the gap's missing events from the table. Changes nothing, so a
-    /// failed or cancelled read may simply be tried again.
-    async fn read_gap(&self, gap: &Gap) -> Result<Vec<ReplayEvent>, ReplayError> {
+    /// Reads the gap's missing events from the table (`None`: no table).
+    /// Changes nothing, so a failed or cancelled read may simply be tried
+    /// again.
+    async fn read_gap(&self, gap: &Gap) -> Result<Option<Vec<ReplayEvent>>, ReplayError> {
         let Some(table) = &self.table else {
-            return Ok(Vec::new());
+            return Ok(None);
         };
         let table_error = |source| ReplayError::Table {
             stream_id: gap.stream_id.clone(),
             source,
         };
         let stream = StreamId::new(gap.stream_id.clone()).map_err(table_error)?;
+        if let Some(since) = self.sequencer.since_ms() {
+            if self.sequencer.start_unknown(&gap.stream_id) {
+                let events = read_back_to(table.as_ref(), &stream, gap.first_held, since)
+                    .await
+                    .map_err(table_error)?;
+                return Ok(Some(events));
+            }
+        }
         let missing = gap.missing();
         let request = ReadRequest {
             limit: usize::try_from(missing.end - missing.start).ok(),
             ..ReadRequest::after(missing.start.saturating_sub(1))
         };
         let events = table.read(&stream, request).await.map_err(table_error)?;
-        Ok(events.iter().map(ReplayEvent::of_recorded).collect())
+        Ok(Some(events.iter().map(ReplayEvent::of_recorded).collect()))
     }
 
     /// Hands events read for `gap` to the sequencer, which releases the held
-    /// events they unblock (appended to `out`). Does not wait.
+    /// events they unblock (appended to `out`). Without a table (`None`), a
+    /// stream whose start is unknown (`--since`) is assumed to start at its
+    /// first held event. Does not wait.
     fn apply_fill(
         &mut self,
         gap: &Gap,
-        events: Vec<ReplayEvent>,
+        events: Option<Vec<ReplayEvent>>,
         out: &mut Vec<ReplayEvent>,
     ) -> Result<(), ReplayError> {
+        let Some(events) = events else {
+            if self.sequencer.assume_start(&gap.stream_id, out) {
+                self.stats.assumed_starts += 1;
+                tracing::warn!(
+                    stream = %gap.stream_id,
+                    start = gap.first_held,
+                    "no earlier event of the stream found: taken to start there (without \
+                     the table, whether its earlier events were written before --since is \
+                     unknown)"
+                );
+            }
+            return Ok(());
+        };
         self.filled.insert((gap.stream_id.clone(), gap.expected));
-        if events.first().is_none_or(|e| e.event_id != gap.expected) {
-            tracing::warn!(
-                stream = %gap.stream_id,
-                expected = gap.expected,
-                "the table does not have the missing event either"
-            );
-        }
         let held_before = self.sequencer.held_count();
         let start = out.len();
         self.sequencer.fill(&gap.stream_id, events, out)?;
         let released = held_before.saturating_sub(self.sequencer.held_count());
         let added = out.len() - start;
         self.stats.backfilled += added.saturating_sub(released) as u64;
+        if self.sequencer.held_in(&gap.stream_id) > 0 {
+            tracing::warn!(
+                stream = %gap.stream_id,
+                expected = gap.expected,
+                "the table does not have the missing event either"
+            );
+        }
         Ok(())
     }
+}
+
+/// Reads `stream` backwards from the event before `first_held` until an
+/// event written before `since` (which the sequencer then passes over) or
+/// the stream's first event, in chunks that grow; the events in id order.
+async fn read_back_to(
+    table: &dyn EventStore,
+    stream: &StreamId,
+    first_held: u64,
+    since: i64,
+) -> Result<Vec<ReplayEvent>, evs_core::Error> {
+    let mut events = Vec::new();
+    let mut from = first_held.saturating_sub(1);
+    let mut chunk = 1;
+    while from > 0 {
+        let request = ReadRequest {
+            from: Some(from),
+            direction: Direction::Backward,
+            limit: Some(chunk),
+        };
+        let read = table.read(stream, request).await?;
+        let short = read.len() < chunk;
+        for event in &read {
+            if event.event_id > from {
+                continue; // not asked for
+            }
+            events.push(ReplayEvent::of_recorded(event));
+            if event.timestamp_ms < since || event.event_id <= 1 {
+                events.reverse();
+                return Ok(events);
+            }
+            from = event.event_id - 1;
+        }
+        if short {
+            break;
+        }
+        chunk = (chunk * 8).min(1_000);
+    }
+    events.reverse();
+    Ok(events)
 }
 
 /// The label a checkpoint of `partition` carries (`None`: every stream).

@@ -80,6 +80,19 @@ impl Fixture<common::MemorySink> {
     }
 }
 
+impl Fixture<common::MemorySink> {
+    /// On an in-memory bucket, the table's clock (events' timestamps) at `ms`.
+    fn memory_at(ms: &Arc<AtomicI64>) -> Self {
+        Self {
+            store: MemoryStore::with_clock(clock_at(ms)),
+            sink: Arc::new(common::MemorySink::default()),
+            config: Config::local("unused"),
+            dir: None,
+            fed: 0,
+        }
+    }
+}
+
 impl<S: ObjectStore + 'static> Fixture<S> {
     /// `count` events on `stream`.
     async fn append(&self, stream: &str, count: usize) {
@@ -552,12 +565,207 @@ async fn a_stray_key_at_a_page_end_never_moves_a_checkpoint_past_a_late_object()
     assert_eq!(got, ["a/1", "b/1", "c/1"]);
 }
 
+/// The archive of the `--since` tests, `SINCE` being the time: stream `a`
+/// written before it (a/1, a/2 archived before it), then a/3 after it;
+/// `b/1` written just before it and archived after it; a new stream `n`
+/// written after it whose n/2 is archived before n/1 (another shard); `c`
+/// with c/1 before it and c/2..c/4 after it, c/2 and c/3 never archived.
+async fn since_archive() -> Fixture<common::MemorySink> {
+    let written = Arc::new(AtomicI64::new(T0));
+    let mut fx = Fixture::memory_at(&written);
+    fx.append("a", 2).await;
+    fx.append("c", 1).await;
+    let old = fx.take(3);
+    fx.archive(&old, T0 + 1_000).await.unwrap();
+    written.store(SINCE - 1_000, Ordering::SeqCst);
+    fx.append("b", 1).await;
+    let b = fx.take(1);
+    fx.archive(&b, SINCE + 1_000).await.unwrap();
+    written.store(SINCE + 10_000, Ordering::SeqCst);
+    fx.append("a", 1).await;
+    fx.append("c", 3).await;
+    let a3 = fx.take(1);
+    let _lost = fx.take(2); // c/2, c/3
+    let c4 = fx.take(1);
+    fx.archive(&a3, SINCE + 11_000).await.unwrap();
+    fx.archive(&c4, SINCE + 12_000).await.unwrap();
+    written.store(SINCE + 20_000, Ordering::SeqCst);
+    fx.append("n", 2).await;
+    let (n1, n2) = (fx.take(1), fx.take(1));
+    fx.archive(&n2, SINCE + 21_000).await.unwrap();
+    fx.archive(&n1, SINCE + 30_000).await.unwrap();
+    fx
+}
+
+/// The `--since` of [`since_archive`].
+const SINCE: i64 = T0 + 3_600_000;
+
+/// The delivered ids by stream.
+fn per_stream(events: &[ReplayEvent]) -> BTreeMap<String, Vec<u64>> {
+    let mut out: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for e in events {
+        out.entry(e.stream_id.clone()).or_default().push(e.event_id);
+    }
+    out
+}
+
+fn expect(pairs: &[(&str, &[u64])]) -> BTreeMap<String, Vec<u64>> {
+    pairs
+        .iter()
+        .map(|(s, ids)| ((*s).to_owned(), ids.to_vec()))
+        .collect()
+}
+
+#[tokio::test]
+async fn since_delivers_every_event_written_at_or_after_it() {
+    // Every event written at or after --since, each stream from its first
+    // such event: a new stream's first event archived after its second is
+    // delivered (before it); an event written before --since is not, even
+    // when archived after it. Without a table, c's c/2 and c/3 (never
+    // archived) cannot be known; with one, they are read from it.
+    let fx = since_archive().await;
+    let now = Arc::new(AtomicI64::new(T0 + 86_400_000));
+    let opts = ReplayOptions {
+        since_ms: Some(SINCE),
+        ..options()
+    };
+    let mut replayer = Replayer::new(fx.archive_handle(), opts.clone(), clock_at(&now));
+    assert_eq!(
+        per_stream(&replay_all(&mut replayer).await),
+        expect(&[("a", &[3]), ("c", &[4]), ("n", &[1, 2])])
+    );
+    assert!(replayer.gaps().is_empty());
+    assert_eq!(replayer.before_start(), 1, "b/1");
+    let table: Arc<dyn EventStore> = Arc::new(fx.store.clone());
+    let mut replayer = Replayer::new(fx.archive_handle(), opts, clock_at(&now)).with_table(table);
+    assert_eq!(
+        per_stream(&replay_all(&mut replayer).await),
+        expect(&[("a", &[3]), ("c", &[2, 3, 4]), ("n", &[1, 2])])
+    );
+    assert!(replayer.gaps().is_empty());
+}
+
+#[tokio::test]
+async fn since_resumed_at_every_step_loses_nothing() {
+    // The same, resumed from a checkpoint (through JSON) after every step:
+    // what decides each stream's start is in the checkpoint.
+    let fx = since_archive().await;
+    let now = Arc::new(AtomicI64::new(T0 + 86_400_000));
+    let opts = ReplayOptions {
+        since_ms: Some(SINCE),
+        ..options()
+    };
+    for table in [
+        None,
+        Some(Arc::new(fx.store.clone()) as Arc<dyn EventStore>),
+    ] {
+        let with_table = |r: Replayer| match &table {
+            Some(t) => r.with_table(Arc::clone(t)),
+            None => r,
+        };
+        let mut replayer = with_table(Replayer::new(
+            fx.archive_handle(),
+            opts.clone(),
+            clock_at(&now),
+        ));
+        let mut got = Vec::new();
+        loop {
+            match replayer.next().await.unwrap() {
+                Step::Object { events, .. } | Step::Backfill { events, .. } => got.extend(events),
+                Step::End => break,
+                other => panic!("unexpected {other:?}"),
+            }
+            let json = replayer.checkpoint().unwrap().to_json().unwrap();
+            let checkpoint = Checkpoint::from_json(&json).unwrap();
+            replayer = with_table(
+                Replayer::resume(fx.archive_handle(), checkpoint, options(), clock_at(&now))
+                    .unwrap(),
+            );
+        }
+        let c: &[u64] = if table.is_some() { &[2, 3, 4] } else { &[4] };
+        assert_eq!(
+            per_stream(&got),
+            expect(&[("a", &[3]), ("c", c), ("n", &[1, 2])]),
+            "table: {}",
+            table.is_some()
+        );
+    }
+}
+
+#[tokio::test]
+async fn since_without_a_table_stops_when_an_assumed_start_turns_out_wrong() {
+    // n/2 is found, then for longer than the gap bound (by the archive's
+    // clock) nothing earlier of n: without a table, n is taken to start at
+    // n/2. When n/1, written after --since, turns up after all, the replay
+    // stops (resumed from a checkpoint too) rather than drop it; with the
+    // table, n/1 is read from it in time.
+    let written = Arc::new(AtomicI64::new(SINCE + 20_000));
+    let mut fx = Fixture::memory_at(&written);
+    fx.append("n", 2).await;
+    fx.append("x", 1).await;
+    let (n1, n2, x1) = (fx.take(1), fx.take(1), fx.take(1));
+    fx.archive(&n2, SINCE + 21_000).await.unwrap();
+    fx.archive(&x1, SINCE + 50_000).await.unwrap();
+    fx.archive(&n1, SINCE + 71_000).await.unwrap();
+    let now = Arc::new(AtomicI64::new(T0 + 86_400_000));
+    let opts = ReplayOptions {
+        since_ms: Some(SINCE),
+        gap_bound_ms: 10_000,
+        ..options()
+    };
+    let mut replayer = Replayer::new(fx.archive_handle(), opts.clone(), clock_at(&now));
+    let mut got = Vec::new();
+    let mut checkpoint = None;
+    let err = loop {
+        match replayer.next().await {
+            Ok(Step::Object { events, .. } | Step::Backfill { events, .. }) => {
+                got.extend(events);
+                checkpoint = Some(replayer.checkpoint().unwrap());
+            }
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(e) => break e,
+        }
+    };
+    assert!(!err.is_transient());
+    let text = err.to_string();
+    assert!(text.contains("\"n\"") && text.contains("table"), "{text}");
+    assert_eq!(per_stream(&got), expect(&[("n", &[2]), ("x", &[1])]));
+    assert_eq!(replayer.stats().assumed_starts, 1);
+
+    // Resumed from the checkpoint before n/1's object: the same stop.
+    let checkpoint = checkpoint.unwrap();
+    let since = checkpoint.since.as_ref().unwrap();
+    assert_eq!(since.assumed_starts.get("n"), Some(&2));
+    assert_eq!(checkpoint.format, evs_replay::SINCE_FORMAT);
+    let json = checkpoint.to_json().unwrap();
+    let mut resumed = Replayer::resume(
+        fx.archive_handle(),
+        Checkpoint::from_json(&json).unwrap(),
+        options(),
+        clock_at(&now),
+    )
+    .unwrap();
+    let (_, again) = until_error(&mut resumed).await;
+    assert_eq!(again, text);
+
+    let table: Arc<dyn EventStore> = Arc::new(fx.store.clone());
+    let mut replayer = Replayer::new(fx.archive_handle(), opts, clock_at(&now)).with_table(table);
+    assert_eq!(
+        per_stream(&replay_all(&mut replayer).await),
+        expect(&[("n", &[1, 2]), ("x", &[1])])
+    );
+    assert_eq!(replayer.stats().assumed_starts, 0);
+}
+
 #[tokio::test]
 async fn since_starts_each_stream_at_its_first_event_after_it() {
-    let mut fx = Fixture::memory();
-    for _ in 0..3 {
+    let written = Arc::new(AtomicI64::new(T0));
+    let mut fx = Fixture::memory_at(&written);
+    for _ in 0..2 {
         fx.append_one("a", json!(1)).await;
     }
+    written.store(T0 + 60_000, Ordering::SeqCst);
+    fx.append_one("a", json!(1)).await;
     let (old, new) = (fx.take(2), fx.take(1));
     fx.archive(&old, T0).await.unwrap();
     fx.archive(&new, T0 + 60_000).await.unwrap();
