@@ -289,7 +289,8 @@ pub struct Replayer {
     next_settle: Option<i64>,
     /// The newest seal time consumed: the archive's clock while catching up.
     archive_time: i64,
-    /// Keys that are not events keys, warned about once each.
+    /// Keys that are not events keys, warned about once each: those a
+    /// listing may still return (after `list_after`).
     warned_keys: BTreeSet<String>,
     /// Why the replayer refuses to go on (an error, see [`Replayer::next`]).
     poisoned: Option<String>,
@@ -297,7 +298,8 @@ pub struct Replayer {
     /// back-fill in its middle that failed (or a call dropped there) goes on
     /// from the line it stopped at.
     current: Option<Consuming>,
-    /// Gaps to back-fill, and those tried already (stream, expected).
+    /// Gaps to back-fill, and the open gaps whose back-fill found nothing
+    /// (stream, expected): not tried again while they stay as they are.
     to_fill: VecDeque<Gap>,
     filled: BTreeSet<(String, u64)>,
     stats: ReplayStats,
@@ -572,12 +574,9 @@ impl Replayer {
                 }
                 return Ok(self.idle(now));
             }
-            let fresh: Vec<Gap> = self
-                .sequencer
-                .gaps()
-                .into_iter()
-                .filter(|g| self.fillable(g))
-                .collect();
+            let gaps = self.sequencer.gaps();
+            self.forget_closed(&gaps);
+            let fresh: Vec<Gap> = gaps.into_iter().filter(|g| self.fillable(g)).collect();
             if !fresh.is_empty() {
                 self.to_fill.extend(fresh);
                 continue;
@@ -632,6 +631,7 @@ impl Replayer {
             if let Some(last) = taken.last() {
                 // Never past the frontier: only settled keys move the cursor.
                 self.list_after = Some(last.key().to_owned());
+                self.forget_warned();
             }
             self.listed_to_end = !(all_settled && full);
             let objects: Vec<ArchiveKey> = taken
@@ -654,6 +654,7 @@ impl Replayer {
         } else {
             if let Some(last) = listing.last() {
                 self.list_after = Some(last.to_owned());
+                self.forget_warned();
             }
             self.listed_to_end = !full;
             let mut objects = Vec::new();
@@ -671,6 +672,16 @@ impl Replayer {
             self.prefetch.extend(objects);
         }
         Ok(None)
+    }
+
+    /// Forgets the keys warned about that no listing of this replayer can
+    /// return again (at or before where the next one starts).
+    fn forget_warned(&mut self) {
+        if let Some(after) = &self.list_after {
+            let mut later = self.warned_keys.split_off(after.as_str());
+            later.remove(after.as_str());
+            self.warned_keys = later;
+        }
     }
 
     /// Marks an object consumed without reading it.
@@ -781,10 +792,13 @@ impl Replayer {
     /// Not following, only the gaps of streams whose start is unknown
     /// (`--since`), so that they do not hold their events to the end.
     fn queue_overdue_gaps(&mut self, archive_now: i64) {
-        for gap in self
-            .sequencer
-            .overdue_gaps(archive_now, self.options.gap_bound_ms)
-        {
+        let gaps = self.sequencer.gaps();
+        self.forget_closed(&gaps);
+        let bound = self.options.gap_bound_ms;
+        for gap in gaps {
+            if gap.age_ms(archive_now).is_some_and(|age| age <= bound) {
+                continue;
+            }
             let unknown = self.sequencer.start_unknown(&gap.stream_id);
             if (self.options.follow || unknown)
                 && self.fillable(&gap)
@@ -793,6 +807,21 @@ impl Replayer {
                 self.to_fill.push_back(gap);
             }
         }
+    }
+
+    /// Forgets the back-fills tried for gaps that have closed since (by a
+    /// later object, or moved on): only the open ones are remembered, so
+    /// the memory stays bounded by the gaps open at once.
+    fn forget_closed(&mut self, gaps: &[Gap]) {
+        if self.filled.is_empty() {
+            return;
+        }
+        let open: BTreeSet<(&str, u64)> = gaps
+            .iter()
+            .map(|g| (g.stream_id.as_str(), g.expected))
+            .collect();
+        self.filled
+            .retain(|(stream, expected)| open.contains(&(stream.as_str(), *expected)));
     }
 
     /// Whether a gap can be closed and was not tried already: from the
@@ -872,7 +901,6 @@ impl Replayer {
             }
             return Ok(());
         };
-        self.filled.insert((gap.stream_id.clone(), gap.expected));
         let held_before = self.sequencer.held_count();
         let start = out.len();
         self.sequencer.fill(&gap.stream_id, events, out)?;
@@ -880,6 +908,12 @@ impl Replayer {
         let added = out.len() - start;
         self.stats.backfilled += added.saturating_sub(released) as u64;
         if self.sequencer.held_in(&gap.stream_id) > 0 {
+            // Not tried again until it changes (`forget_closed`).
+            let next = self
+                .sequencer
+                .last_delivered(&gap.stream_id)
+                .saturating_add(1);
+            self.filled.insert((gap.stream_id.clone(), next));
             tracing::warn!(
                 stream = %gap.stream_id,
                 expected = gap.expected,
@@ -945,4 +979,100 @@ struct Consuming {
     settled: bool,
     stored_bytes: usize,
     bytes: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    use evs_archive::store::{MemoryStore as Bucket, Object};
+    use evs_archive::{Compression, Prefix, Suffix};
+    use evs_core::{ExpectedVersion, MemoryStore, NewEvent};
+    use serde_json::json;
+
+    use super::*;
+
+    /// 2026-01-01T00:00:00Z.
+    const T0: i64 = 1_767_225_600_000;
+
+    #[tokio::test]
+    async fn a_long_follow_keeps_its_bookkeeping_bounded() {
+        // A follow over many objects, one a second of archive time: each
+        // brings a stream whose first event never reached the archive (read
+        // from the table once overdue; some of them the table does not
+        // have, until a later object brings them), and a key that is not
+        // an archive object. What the replayer remembers of gaps tried and
+        // keys warned about stays bounded; every event is delivered.
+        let prefix = Prefix::new("events/").unwrap();
+        let bucket = Arc::new(Bucket::default());
+        let table = MemoryStore::new();
+        let objects = 400_i64;
+        let mut late = Vec::new();
+        for i in 0..objects {
+            let stream = StreamId::new(format!("s{i}")).unwrap();
+            let event = |n: u64| {
+                json!({"streamId": stream.as_str(), "eventId": n, "timestamp": "2026-01-01T00:00:00.000Z"})
+                    .to_string()
+            };
+            let in_table = i % 3 != 0;
+            if in_table {
+                let events = [NewEvent::new("E", json!(1)), NewEvent::new("E", json!(2))];
+                table
+                    .append(&stream, ExpectedVersion::NoStream, &events)
+                    .await
+                    .unwrap();
+            } else {
+                late.push((i + 20, event(1)));
+            }
+            let mut lines = event(2);
+            if let Some(pos) = late.iter().position(|(at, _)| *at == i) {
+                lines = format!("{}\n{lines}", late.remove(pos).1);
+            }
+            let sealed = T0 + i * 1_000;
+            let suffix = Suffix::new(None, uuid::Uuid::from_u128(i as u128));
+            let key = ArchiveKey::new(&prefix, sealed, &suffix, Compression::None).unwrap();
+            let body = Object {
+                bytes: lines.into_bytes(),
+                ..Object::default()
+            };
+            bucket.insert(key.as_str(), body).unwrap();
+            let stray = key.as_str().replace(".ndjson", ".txt");
+            bucket.insert(&stray, Object::default()).unwrap();
+        }
+        let now = Arc::new(AtomicI64::new(T0 + objects * 1_000 + 3_600_000));
+        let clock: Clock = {
+            let now = Arc::clone(&now);
+            Arc::new(move || now.load(Ordering::SeqCst))
+        };
+        let options = ReplayOptions {
+            follow: true,
+            frontier: Frontier::new(10_000, 1_000),
+            gap_bound_ms: 5_000,
+            page_size: 50,
+            ..ReplayOptions::default()
+        };
+        let archive = Archive::new(bucket, prefix);
+        let mut replayer =
+            Replayer::new(archive, options, clock).with_table(Arc::new(table.clone()));
+        let (mut delivered, mut most_filled, mut most_warned) = (0, 0, 0);
+        loop {
+            match replayer.next().await.unwrap() {
+                Step::Object { events, .. } | Step::Backfill { events, .. } => {
+                    delivered += events.len();
+                }
+                Step::Idle { .. } => break,
+                other => panic!("unexpected {other:?}"),
+            }
+            most_filled = most_filled.max(replayer.filled.len());
+            most_warned = most_warned.max(replayer.warned_keys.len());
+        }
+        // Streams whose first event only a later object brings: the last
+        // few of them may still wait.
+        let waiting = replayer.gaps().len();
+        assert!(waiting <= 20, "{waiting}");
+        assert_eq!(delivered, 2 * objects as usize - 2 * waiting);
+        assert_eq!(replayer.stats().skipped_keys, objects as u64);
+        assert!(most_warned <= 50, "{most_warned} keys remembered");
+        assert!(most_filled <= 20 + 10, "{most_filled} gaps remembered");
+    }
 }
