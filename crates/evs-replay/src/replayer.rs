@@ -707,49 +707,57 @@ impl Replayer {
         }
     }
 
+    /// Before the next line of the object being consumed is offered: when
+    /// its stream's hold-back buffer is full, closes the stream's gap from
+    /// the table (or assumes its start, see `apply_fill`) so that it can be
+    /// taken. A failed read leaves the line where it is, to be offered
+    /// after the retry.
+    async fn make_room(&mut self) -> Result<(), ReplayError> {
+        let capacity = self.options.sequencer.max_held_per_stream.max(1);
+        let Some(event) = self
+            .current
+            .as_ref()
+            .and_then(|c| c.lines.as_slice().first())
+        else {
+            return Ok(());
+        };
+        let next = self
+            .sequencer
+            .last_delivered(&event.stream_id)
+            .saturating_add(1);
+        let full = event.event_id > next
+            && self.sequencer.held_in(&event.stream_id) >= capacity
+            && (self.table.is_some() || self.sequencer.start_unknown(&event.stream_id));
+        if !full {
+            return Ok(());
+        }
+        let gap = self
+            .sequencer
+            .gaps()
+            .into_iter()
+            .find(|g| g.stream_id == event.stream_id);
+        let Some(gap) = gap else {
+            return Ok(());
+        };
+        let read = self.read_gap(&gap).await?;
+        let mut out = self
+            .current
+            .as_mut()
+            .map(|c| std::mem::take(&mut c.out))
+            .unwrap_or_default();
+        let filled = self.apply_fill(&gap, read, &mut out);
+        if let Some(current) = self.current.as_mut() {
+            current.out = out;
+        }
+        filled
+    }
+
     /// Feeds the object being consumed to the sequencer, from the line it
     /// stopped at, and marks it consumed. Cancel-safe: its state lives in
     /// `self.current` across the one await (a back-fill's read).
     async fn consume(&mut self) -> Result<Step, ReplayError> {
-        let capacity = self.options.sequencer.max_held_per_stream.max(1);
         loop {
-            let Some(current) = self.current.as_mut() else {
-                break;
-            };
-            let Some(event) = current.lines.as_slice().first() else {
-                break;
-            };
-            let next = self
-                .sequencer
-                .last_delivered(&event.stream_id)
-                .saturating_add(1);
-            if event.event_id > next
-                && self.sequencer.held_in(&event.stream_id) >= capacity
-                && (self.table.is_some() || self.sequencer.start_unknown(&event.stream_id))
-            {
-                // The stream's buffer is full: close its gap from the table
-                // (or assume its start, see `apply_fill`) first, so the
-                // event can be taken. A failed read leaves the line where
-                // it is, to be offered after the retry.
-                let gap = self
-                    .sequencer
-                    .gaps()
-                    .into_iter()
-                    .find(|g| g.stream_id == event.stream_id);
-                if let Some(gap) = gap {
-                    let read = self.read_gap(&gap).await?;
-                    let mut out = self
-                        .current
-                        .as_mut()
-                        .map(|c| std::mem::take(&mut c.out))
-                        .unwrap_or_default();
-                    let filled = self.apply_fill(&gap, read, &mut out);
-                    if let Some(current) = self.current.as_mut() {
-                        current.out = out;
-                    }
-                    filled?;
-                }
-            }
+            self.make_room().await?;
             let Some(current) = self.current.as_mut() else {
                 break;
             };

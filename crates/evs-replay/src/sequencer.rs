@@ -476,7 +476,7 @@ impl Sequencer {
         if held.is_some_and(|h| h.contains_key(&id)) {
             return Ok(Some(Offer::Duplicate));
         }
-        if !event.timestamp_ms().is_some_and(|ts| ts < since) {
+        if event.timestamp_ms().is_none_or(|ts| ts >= since) {
             return Ok(None);
         }
         if held
