@@ -34,12 +34,24 @@
 //! that an ordinary reordering between shards, resolved by the next object,
 //! costs no table read; and when a stream's hold-back buffer is full.
 //! Without a table the gaps stay reported by [`Replayer::gaps`] and the held
-//! events wait.
+//! events wait. A back-fill that found nothing is not tried again while its
+//! gap stays as it is; the replayer remembers only the gaps open now and the
+//! stray keys a listing may still return, so a long follow's memory stays
+//! bounded.
 //!
 //! `--since` ([`ReplayOptions::since_ms`]) starts in the middle of the
-//! archive: each stream starts at its first event read there
-//! ([`SequencerConfig::start_at_first_seen`]), and nothing before it is
-//! back-filled.
+//! archive and delivers the events written at or after the time, judged by
+//! their timestamps ([`SequencerConfig::since_ms`]). A stream first found at
+//! an event after its first, written after the time, has an unknown start
+//! (its earlier events may be older than the time, or still to come): once
+//! that has been visible for the gap bound (following or not), or at the
+//! end, the table is read backwards to the stream's last event before the
+//! time; without a table the start is assumed there, and a contradiction
+//! found later stops the replay.
+//!
+//! Partitions ([`ReplayOptions::partition`]): the other partitions' lines
+//! are dropped as an object is decoded, by stream id, so their streams never
+//! reach the sequencer, its gaps, back-fills or checkpoint.
 //!
 //! Failure: a listing, fetch or table read that fails in a way that may heal
 //! ([`ReplayError::is_transient`]) loses nothing: wait and call
@@ -73,8 +85,11 @@ pub const DEFAULT_FUNCTION_TIMEOUT_MS: i64 = 900_000;
 /// How a [`Replayer`] reads.
 #[derive(Debug, Clone)]
 pub struct ReplayOptions {
-    /// Start with the objects sealed at or after this time (epoch ms; only
-    /// without a checkpoint).
+    /// Replay from this time (epoch ms; only without a checkpoint, which
+    /// keeps it): every event written at or after it (by its timestamp) is
+    /// delivered, each stream from its first such event; none written
+    /// before it. Listing starts at the objects sealed a clock margin before
+    /// it. See [`SequencerConfig::since_ms`].
     pub since_ms: Option<i64>,
     /// The settled-frontier rule (function timeout + clock margin).
     pub frontier: Frontier,
@@ -134,6 +149,9 @@ pub enum Step {
     },
     /// Missing events of a stream were read from the table; these events
     /// (the missing ones and the held ones they released) are deliverable.
+    /// (With `--since` and no table: the stream was taken to start at its
+    /// first held event, [`ReplayStats::assumed_starts`], and these are its
+    /// held events.)
     Backfill {
         /// The stream.
         stream_id: String,
@@ -242,8 +260,9 @@ pub struct ReplayStats {
     pub delivered: u64,
     /// Lines dropped as duplicates.
     pub duplicates: u64,
-    /// Lines not delivered because they are older than their stream's first
-    /// event after `--since`.
+    /// Lines not delivered because they were written before `--since`
+    /// ([`ReplayOptions::since_ms`]; or, resumed from a checkpoint of
+    /// format 1 or 2, older than their stream's first event found).
     pub before_start: u64,
     /// Events delivered from the table.
     pub backfilled: u64,
@@ -469,8 +488,8 @@ impl Replayer {
         &self.options
     }
 
-    /// Events not delivered because they are older than their stream's
-    /// first event after [`ReplayOptions::since_ms`].
+    /// Events not delivered because they were written before
+    /// [`ReplayOptions::since_ms`] (back-filled ones included).
     pub fn before_start(&self) -> u64 {
         self.sequencer.before_start()
     }
