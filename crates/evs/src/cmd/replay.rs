@@ -60,6 +60,7 @@ pub(super) async fn run(table: Option<&str>, args: ReplayArgs) -> Result<()> {
         poll_ms: millis(args.poll_interval).max(10),
         skip_unreadable: args.quarantine.is_some(),
         skip_keys: args.skip_object.iter().cloned().collect(),
+        partition: args.partition.unwrap_or(Partition::ALL),
         ..ReplayOptions::default()
     };
     let gap_bound_ms = options.gap_bound_ms;
