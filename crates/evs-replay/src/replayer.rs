@@ -537,7 +537,13 @@ impl Replayer {
             if self.current.is_some() {
                 return self.consume().await;
             }
-            if let Some(gap) = self.to_fill.front().cloned() {
+            if let Some(queued) = self.to_fill.front() {
+                // As the gap is now: an object may have narrowed or closed
+                // it since it was queued.
+                let Some(gap) = self.sequencer.gap(&queued.stream_id) else {
+                    self.to_fill.pop_front();
+                    continue;
+                };
                 let step = self.backfill(&gap).await?;
                 self.to_fill.pop_front();
                 if let Some(step) = step {
@@ -750,12 +756,7 @@ impl Replayer {
         if !full {
             return Ok(());
         }
-        let gap = self
-            .sequencer
-            .gaps()
-            .into_iter()
-            .find(|g| g.stream_id == event.stream_id);
-        let Some(gap) = gap else {
+        let Some(gap) = self.sequencer.gap(&event.stream_id) else {
             return Ok(());
         };
         let read = self.read_gap(&gap).await?;
@@ -934,13 +935,11 @@ impl Replayer {
         let released = held_before.saturating_sub(self.sequencer.held_count());
         let added = out.len() - start;
         self.stats.backfilled += added.saturating_sub(released) as u64;
-        if self.sequencer.held_in(&gap.stream_id) > 0 {
-            // Not tried again until it changes (`forget_closed`).
-            let next = self
-                .sequencer
-                .last_delivered(&gap.stream_id)
-                .saturating_add(1);
-            self.filled.insert((gap.stream_id.clone(), next));
+        let unchanged = self.sequencer.gap(&gap.stream_id);
+        if unchanged.is_some_and(|now| now.expected == gap.expected) {
+            // Not tried again until it changes (`forget_closed`); a gap
+            // that moved on (a later hole) may be.
+            self.filled.insert((gap.stream_id.clone(), gap.expected));
             tracing::warn!(
                 stream = %gap.stream_id,
                 expected = gap.expected,

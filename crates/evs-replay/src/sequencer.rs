@@ -536,22 +536,30 @@ impl Sequencer {
     pub fn gaps(&self) -> Vec<Gap> {
         self.held
             .iter()
-            .filter_map(|(stream_id, held)| {
-                let (&first_held, _) = held.first_key_value()?;
-                let since = held
-                    .values()
-                    .filter_map(|h| h.read_at.as_ref())
-                    .min_by(|a, b| a.key.cmp(&b.key))
-                    .cloned();
-                Some(Gap {
-                    stream_id: stream_id.clone(),
-                    expected: self.last_delivered(stream_id).saturating_add(1),
-                    first_held,
-                    held: held.len(),
-                    since,
-                })
-            })
+            .filter_map(|(stream_id, held)| self.gap_of(stream_id, held))
             .collect()
+    }
+
+    /// The gap of one stream, if it has one (see [`Sequencer::gaps`]).
+    pub fn gap(&self, stream_id: &str) -> Option<Gap> {
+        let held = self.held.get(stream_id)?;
+        self.gap_of(stream_id, held)
+    }
+
+    fn gap_of(&self, stream_id: &str, held: &BTreeMap<u64, HeldEvent>) -> Option<Gap> {
+        let (&first_held, _) = held.first_key_value()?;
+        let since = held
+            .values()
+            .filter_map(|h| h.read_at.as_ref())
+            .min_by(|a, b| a.key.cmp(&b.key))
+            .cloned();
+        Some(Gap {
+            stream_id: stream_id.to_owned(),
+            expected: self.last_delivered(stream_id).saturating_add(1),
+            first_held,
+            held: held.len(),
+            since,
+        })
     }
 
     /// The gaps visible for longer than `bound_ms` at `now_ms` (archive

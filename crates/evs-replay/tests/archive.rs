@@ -1370,3 +1370,26 @@ async fn an_older_partition_checkpoint_with_every_stream_resumes_only_its_own() 
     );
     assert!(checkpoint.held.is_empty());
 }
+
+#[tokio::test]
+async fn a_back_fill_that_reveals_the_next_hole_fills_it_too() {
+    // a/2 and a/4 never reached the archive: filling a/2 releases a/3 and
+    // leaves a/4 missing, a hole of its own, also read from the table.
+    let mut fx = Fixture::memory();
+    fx.append("a", 5).await;
+    for n in 1..=5 {
+        let record = fx.take(1);
+        if n % 2 == 1 {
+            fx.archive(&record, T0 + n * 1_000).await.unwrap();
+        }
+    }
+    let now = Arc::new(AtomicI64::new(T0 + 86_400_000));
+    let table: Arc<dyn EventStore> = Arc::new(fx.store.clone());
+    let mut replayer =
+        Replayer::new(fx.archive_handle(), options(), clock_at(&now)).with_table(table);
+    assert_eq!(
+        per_stream(&replay_all(&mut replayer).await),
+        expect(&[("a", &[1, 2, 3, 4, 5])])
+    );
+    assert!(replayer.gaps().is_empty());
+}
