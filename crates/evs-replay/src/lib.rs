@@ -27,8 +27,10 @@
 //!   streams whose next event is missing as [`Gap`]s, and accepts missing
 //!   events fetched from the table through [`Sequencer::fill`].
 //! * [`Checkpoint`] is the sequencer's state as JSON: the last fully consumed
-//!   key, every stream's last delivered `eventId` and the held-back events, so
-//!   that [`Sequencer::resume`] neither repeats nor skips anything. A library
+//!   key, every stream's last delivered `eventId` and the held-back events
+//!   (and, replaying from a time, that time and the stream starts it
+//!   assumed), so that [`Sequencer::resume`] neither repeats nor skips
+//!   anything. A library
 //!   user whose projection already stores each stream's version may supply
 //!   those instead ([`Sequencer::with_versions`]).
 //! * [`Frontier`] is the follow-mode rule: at reader time `now`, only keys

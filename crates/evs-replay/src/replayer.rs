@@ -732,20 +732,12 @@ impl Replayer {
         }
     }
 
-    /// Before the next line of the object being consumed is offered: when
-    /// its stream's hold-back buffer is full, closes the stream's gap from
-    /// the table (or assumes its start, see `apply_fill`) so that it can be
-    /// taken. A failed read leaves the line where it is, to be offered
-    /// after the retry.
-    async fn make_room(&mut self) -> Result<(), ReplayError> {
+    /// Before the next line of the object being consumed is offered: the
+    /// gap to close first when its stream's hold-back buffer is full (from
+    /// the table, or by assuming the stream's start, see `apply_fill`).
+    fn needs_room(&self) -> Option<Gap> {
         let capacity = self.options.sequencer.max_held_per_stream.max(1);
-        let Some(event) = self
-            .current
-            .as_ref()
-            .and_then(|c| c.lines.as_slice().first())
-        else {
-            return Ok(());
-        };
+        let event = self.current.as_ref()?.lines.as_slice().first()?;
         let next = self
             .sequencer
             .last_delivered(&event.stream_id)
@@ -753,12 +745,12 @@ impl Replayer {
         let full = event.event_id > next
             && self.sequencer.held_in(&event.stream_id) >= capacity
             && (self.table.is_some() || self.sequencer.start_unknown(&event.stream_id));
-        if !full {
-            return Ok(());
-        }
-        let Some(gap) = self.sequencer.gap(&event.stream_id) else {
-            return Ok(());
-        };
+        full.then(|| self.sequencer.gap(&event.stream_id)).flatten()
+    }
+
+    /// Closes `gap` so that the next line can be taken. A failed read
+    /// leaves the line where it is, to be offered after the retry.
+    async fn make_room(&mut self, gap: Gap) -> Result<(), ReplayError> {
         let read = self.read_gap(&gap).await?;
         let mut out = self
             .current
@@ -777,7 +769,9 @@ impl Replayer {
     /// `self.current` across the one await (a back-fill's read).
     async fn consume(&mut self) -> Result<Step, ReplayError> {
         loop {
-            self.make_room().await?;
+            if let Some(gap) = self.needs_room() {
+                self.make_room(gap).await?;
+            }
             let Some(current) = self.current.as_mut() else {
                 break;
             };
