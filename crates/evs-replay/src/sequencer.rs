@@ -29,8 +29,8 @@ pub struct SequencerConfig {
     /// first of its events offered. An event of such a stream older than its
     /// first one offered is not delivered; it is counted
     /// ([`Sequencer::before_start`]) and reported as [`Offer::BeforeStart`].
-    /// A stream's first event offered after its second is lost so: prefer
-    /// `since_ms`.
+    /// Under it a stream whose first event is offered after its second
+    /// loses its first: prefer `since_ms`.
     pub start_at_first_seen: bool,
     /// A replay from a time (`--since`, epoch ms): an event whose timestamp
     /// is before it is not delivered ([`Offer::BeforeStart`]), nor is any
