@@ -478,6 +478,12 @@ impl<'a> Line<'a> {
         })
     }
 
+    /// `timestamp` as epoch milliseconds; `None` when it is absent or not a
+    /// time this format writes.
+    pub fn timestamp_ms(&self) -> Option<i64> {
+        parse_line_timestamp(&self.timestamp.as_ref()?.to_string().ok()?)
+    }
+
     /// Whether the event this line holds differs from its plain fields:
     /// its payload or metadata must be taken from the lossless extras
     /// (`payloadEncoding`, `payloadAttr`, `metadataAttr`), so only

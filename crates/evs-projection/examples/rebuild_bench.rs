@@ -58,14 +58,15 @@ async fn main() {
     );
     let store = MemoryStateStore::new();
     let clock = evs_core::system_clock();
-    let mut replayer = replayer_for(archive, ReplayOptions::default(), clock.clone(), &store)
+    let replay_options = ReplayOptions {
+        partition,
+        ..ReplayOptions::default()
+    };
+    let mut replayer = replayer_for(archive, replay_options, clock.clone(), &store)
         .await
         .unwrap();
     let mut applier = Applier::new(Counts, store.clone());
-    let options = RebuildOptions {
-        partition,
-        ..RebuildOptions::default()
-    };
+    let options = RebuildOptions::default();
     let started = Instant::now();
     let report = rebuild(&mut applier, &mut replayer, &options, &clock, |_| {})
         .await

@@ -26,12 +26,13 @@
 
 mod apply;
 pub mod live;
-mod partition;
 mod projection;
 pub mod replay;
 mod store;
 
 pub use apply::{Applier, ApplyOptions, BatchReport, DriveError, StreamReport};
-pub use partition::{stream_hash, Partition, PartitionError};
+/// The partitions of `--partition i/N`, defined by the replayer (which
+/// filters them before ordering) and kept here for this crate's users.
+pub use evs_replay::{stream_hash, Partition, PartitionError};
 pub use projection::{Projection, Versioned};
 pub use store::{Commit, DynamoStateStore, MemoryStateStore, StateStore, StoreError};

@@ -4,8 +4,10 @@
 //! own versions ([`replayer_for`]), so what the projection has applied is
 //! dropped as a duplicate and no checkpoint file is needed: the state store
 //! is the checkpoint. Its events are applied in batches
-//! ([`Applier::apply_batch`]); only the events of [`RebuildOptions::partition`]
-//! are applied, so N workers, one per part, rebuild one projection together.
+//! ([`Applier::apply_batch`]). A replayer given a partition
+//! ([`ReplayOptions::partition`]) reads only that partition's streams (the
+//! others are dropped as objects are decoded, and never wait, hold or
+//! back-fill), so N workers, one per part, rebuild one projection together.
 //!
 //! Handoff to the live driver (docs/design.md §9): start the live driver
 //! first, then run this one with [`RebuildOptions::until_ms`] set to the
@@ -22,15 +24,13 @@ use evs_core::{Backoff, Clock};
 use evs_replay::{Archive, ReplayError, ReplayEvent, ReplayOptions, Replayer, Step};
 
 use crate::apply::{Applier, DriveError};
-use crate::partition::Partition;
 use crate::projection::Projection;
 use crate::store::{StateStore, StoreError};
 
-/// How [`rebuild`] runs.
+/// How [`rebuild`] runs. The streams it applies are the replayer's
+/// ([`ReplayOptions::partition`]).
 #[derive(Debug, Clone)]
 pub struct RebuildOptions {
-    /// The streams this worker applies.
-    pub partition: Partition,
     /// Events applied per batch (at most; an object boundary or an idle
     /// archive applies what is pending).
     pub batch_events: usize,
@@ -47,7 +47,6 @@ pub struct RebuildOptions {
 impl Default for RebuildOptions {
     fn default() -> Self {
         Self {
-            partition: Partition::ALL,
             batch_events: 1000,
             until_ms: None,
             retry_for: Duration::from_secs(300),
@@ -62,7 +61,8 @@ pub struct RebuildReport {
     pub applied: u64,
     /// Events of this partition skipped as already applied.
     pub skipped: u64,
-    /// Events of other partitions passed over.
+    /// Lines of other partitions' streams passed over (the replayer's
+    /// [`evs_replay::ReplayStats::other_partitions`]).
     pub other_partitions: u64,
     /// Objects read.
     pub objects: u64,
@@ -99,7 +99,8 @@ pub enum RebuildError {
 }
 
 /// A replayer over `archive` that starts from the projection's stored
-/// versions: everything the projection applied is a duplicate to it.
+/// versions: everything the projection applied is a duplicate to it. With
+/// [`ReplayOptions::partition`], only that partition's streams.
 pub async fn replayer_for<S, St: StateStore<S>>(
     archive: Archive,
     options: ReplayOptions,
@@ -142,13 +143,14 @@ where
             Err(e) => return Err(e.into()),
         };
         failing.reset();
+        report.other_partitions = replayer.stats().other_partitions;
         match step {
             Step::Object { events, .. } => {
                 report.objects += 1;
-                take(&mut pending, events, options.partition, &mut report)?;
+                take(&mut pending, events)?;
             }
             Step::Backfill { events, .. } => {
-                take(&mut pending, events, options.partition, &mut report)?;
+                take(&mut pending, events)?;
             }
             Step::Skipped { key, reason } => {
                 report.objects_skipped += 1;
@@ -179,18 +181,12 @@ where
     }
 }
 
-/// Keeps this partition's events of `events`, as events.
+/// Adds `events` to the pending batch, as events.
 fn take(
     pending: &mut Vec<evs_core::RecordedEvent>,
     events: Vec<ReplayEvent>,
-    partition: Partition,
-    report: &mut RebuildReport,
 ) -> Result<(), RebuildError> {
     for event in events {
-        if !partition.contains(&event.stream_id) {
-            report.other_partitions += 1;
-            continue;
-        }
         let recorded = Line::parse(event.line())
             .map_err(evs_archive::LineError::from)
             .and_then(|line| line.to_event())

@@ -18,7 +18,8 @@ use evs_archive::{ArchiveKey, KeyError, Prefix};
 use tokio::task::JoinHandle;
 
 use crate::event::{ArchivePosition, ReplayEvent};
-use crate::line::event_from_line;
+use crate::line::event_in;
+use crate::partition::Partition;
 
 /// Keys asked for per listing request (S3 returns at most 1,000 a page).
 pub(crate) const DEFAULT_PAGE_SIZE: usize = 1_000;
@@ -131,6 +132,9 @@ pub struct ArchiveObject {
     pub stored_bytes: usize,
     /// Its size decompressed, bytes.
     pub bytes: usize,
+    /// Its lines of streams outside the partition it was read for, dropped
+    /// unread.
+    pub other_partitions: usize,
 }
 
 impl Archive {
@@ -189,10 +193,19 @@ impl Archive {
 
     /// Fetches and decodes one object (decoding runs on a blocking thread).
     pub async fn read(&self, key: &ArchiveKey) -> Result<ArchiveObject, ArchiveError> {
+        self.read_in(key, Partition::ALL).await
+    }
+
+    /// Fetches one object and decodes the events of `partition`'s streams.
+    pub(crate) async fn read_in(
+        &self,
+        key: &ArchiveKey,
+        partition: Partition,
+    ) -> Result<ArchiveObject, ArchiveError> {
         let bytes = self.sink.get(key.as_str()).await?;
         let key = key.clone();
         let name = key.as_str().to_owned();
-        tokio::task::spawn_blocking(move || decode_object(&key, &bytes))
+        tokio::task::spawn_blocking(move || decode_in(&key, &bytes, partition))
             .await
             .map_err(|e| ArchiveError::Task {
                 key: name,
@@ -203,6 +216,15 @@ impl Archive {
 
 /// Decompresses an object and reads each line as an event (pure).
 pub fn decode_object(key: &ArchiveKey, stored: &[u8]) -> Result<ArchiveObject, ArchiveError> {
+    decode_in(key, stored, Partition::ALL)
+}
+
+/// [`decode_object`] keeping the events of `partition`'s streams only.
+fn decode_in(
+    key: &ArchiveKey,
+    stored: &[u8],
+    partition: Partition,
+) -> Result<ArchiveObject, ArchiveError> {
     let object_error = |reason: String| ArchiveError::Object {
         key: key.as_str().to_owned(),
         reason,
@@ -212,19 +234,22 @@ pub fn decode_object(key: &ArchiveKey, stored: &[u8]) -> Result<ArchiveObject, A
     let text =
         std::str::from_utf8(&text).map_err(|e| object_error(format!("not UTF-8 text: {e}")))?;
     let mut events = Vec::new();
+    let mut other_partitions = 0;
     for (i, line) in text.lines().enumerate() {
         if line.is_empty() {
             continue;
         }
-        let event =
-            event_from_line(line).map_err(|e| object_error(format!("line {}: {e}", i + 1)))?;
-        events.push(event);
+        match event_in(line, partition).map_err(|e| object_error(format!("line {}: {e}", i + 1)))? {
+            Some(event) => events.push(event),
+            None => other_partitions += 1,
+        }
     }
     Ok(ArchiveObject {
         position: ArchivePosition::new(key.as_str(), key.sealed_at_ms()),
         events,
         stored_bytes: stored.len(),
         bytes: text.len(),
+        other_partitions,
     })
 }
 
@@ -234,16 +259,19 @@ pub fn decode_object(key: &ArchiveKey, stored: &[u8]) -> Result<ArchiveObject, A
 pub(crate) struct Prefetch {
     archive: Arc<Archive>,
     read_ahead: usize,
+    partition: Partition,
     waiting: VecDeque<ArchiveKey>,
     running: VecDeque<(ArchiveKey, JoinHandle<Result<ArchiveObject, ArchiveError>>)>,
 }
 
 impl Prefetch {
-    /// A prefetcher over `archive` (`read_ahead` at least 1).
-    pub(crate) fn new(archive: Arc<Archive>, read_ahead: usize) -> Self {
+    /// A prefetcher over `archive` (`read_ahead` at least 1) that decodes
+    /// the events of `partition`'s streams.
+    pub(crate) fn new(archive: Arc<Archive>, read_ahead: usize, partition: Partition) -> Self {
         Self {
             archive,
             read_ahead: read_ahead.max(1),
+            partition,
             waiting: VecDeque::new(),
             running: VecDeque::new(),
         }
@@ -270,8 +298,7 @@ impl Prefetch {
             let Some(key) = self.waiting.pop_front() else {
                 break;
             };
-            let (archive, fetched) = (Arc::clone(&self.archive), key.clone());
-            let task = tokio::spawn(async move { archive.read(&fetched).await });
+            let task = self.spawn(&key);
             self.running.push_back((key, task));
         }
     }
@@ -307,14 +334,19 @@ impl Prefetch {
         Some(result)
     }
 
+    /// Starts fetching `key`.
+    fn spawn(&self, key: &ArchiveKey) -> JoinHandle<Result<ArchiveObject, ArchiveError>> {
+        let (archive, key, partition) = (Arc::clone(&self.archive), key.clone(), self.partition);
+        tokio::spawn(async move { archive.read_in(&key, partition).await })
+    }
+
     /// Starts the first waiting key ahead of the running fetches (after a
     /// transient failure of what was first).
     fn restart_first(&mut self) {
         let Some(key) = self.waiting.pop_front() else {
             return;
         };
-        let (archive, fetched) = (Arc::clone(&self.archive), key.clone());
-        let task = tokio::spawn(async move { archive.read(&fetched).await });
+        let task = self.spawn(&key);
         self.running.push_front((key, task));
     }
 

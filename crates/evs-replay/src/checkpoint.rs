@@ -6,13 +6,22 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::{ArchivePosition, ReplayEvent};
 
-/// The checkpoint format this crate writes and reads.
+/// The checkpoint format of a replay of every stream from the archive's
+/// start (or from versions).
 pub const CHECKPOINT_FORMAT: u32 = 1;
 
 /// The format of a checkpoint that names a [`Checkpoint::partition`]: raised
 /// so that a reader that knows no partitions refuses it instead of resuming
 /// every stream from it (and skipping the other partitions' events).
 pub const PARTITIONED_FORMAT: u32 = 2;
+
+/// The format of a checkpoint of a replay from a time ([`Checkpoint::since`];
+/// partitioned or not): raised so that a reader that knows only the first
+/// event seen as a stream's start refuses it.
+pub const SINCE_FORMAT: u32 = 3;
+
+/// The newest format this crate reads; it reads every older one.
+pub const NEWEST_FORMAT: u32 = SINCE_FORMAT;
 
 /// A held-back event: ahead of its stream's next event, waiting for it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -22,6 +31,21 @@ pub struct HeldEvent {
     pub event: ReplayEvent,
     /// Where it was read; `None` when it came from a back-fill.
     pub read_at: Option<ArchivePosition>,
+}
+
+/// The state of a replay from a time (`--since`): events written before it
+/// are not delivered, every one written at or after it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Since {
+    /// The time, epoch milliseconds (compared with the events' timestamps).
+    pub at_ms: i64,
+    /// Streams whose start was assumed, without a table, at their first
+    /// event found: the event found there (its predecessor was never
+    /// found). An earlier event of such a stream written at or after the
+    /// time, found later, stops the replay instead of being dropped.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub assumed_starts: BTreeMap<String, u64>,
 }
 
 /// Everything a replayer needs to continue exactly where it stopped
@@ -35,20 +59,28 @@ pub struct HeldEvent {
 ///  "held":[{"event":{"streamId":"order-3","eventId":5,"line":{…}},"readAt":{"key":"…","sealedAtMs":…}}]}
 /// ```
 ///
-/// `lastDelivered` is the bulk: one number per stream. A projection that
+/// A partition's adds `"partition":"i/N"` (format 2); a replay from a time
+/// adds `"since":{"atMs":…,"assumedStarts":{…}}` (format 3).
+///
+/// `lastDelivered` is the bulk: one number per stream (for a replay from a
+/// time, the last event delivered or passed over as written before it). A projection that
 /// already records each stream's version in its own store can leave it
 /// empty and build the sequencer with [`crate::Sequencer::with_versions`]
 /// (mind the conditions documented there).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Checkpoint {
-    /// [`CHECKPOINT_FORMAT`].
+    /// [`CHECKPOINT_FORMAT`], [`PARTITIONED_FORMAT`] or [`SINCE_FORMAT`].
     pub format: u32,
-    /// The replay started in the middle of the archive (`--since`): streams
-    /// start at their first event seen
-    /// ([`crate::SequencerConfig::start_at_first_seen`]).
+    /// A replay from the middle of the archive by the rule of formats 1
+    /// and 2: streams start at their first event seen
+    /// ([`crate::SequencerConfig::start_at_first_seen`]). Still read; a
+    /// replay from a time now writes [`Checkpoint::since`] instead.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub start_at_first_seen: bool,
+    /// A replay from a time ([`SINCE_FORMAT`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Since>,
     /// The last fully consumed key; `None` before the first object.
     pub cursor: Option<String>,
     /// Each stream's last delivered event id.
@@ -58,9 +90,11 @@ pub struct Checkpoint {
     #[serde(default)]
     pub held: Vec<HeldEvent>,
     /// The partition (`i/N`) its delivery kept, when it kept only some
-    /// streams: the other streams' events count in `lastDelivered` as passed
-    /// over, not delivered, so it resumes only that partition
-    /// ([`Checkpoint::for_partition`]).
+    /// streams: it resumes only that partition ([`Checkpoint::for_partition`]).
+    /// A replayer given the partition ([`crate::ReplayOptions::partition`])
+    /// writes only that partition's streams; a checkpoint written when
+    /// partitions only filtered the output may hold every stream, and the
+    /// others' entries are dropped on resume.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partition: Option<String>,
 }
@@ -76,8 +110,18 @@ pub enum CheckpointError {
     UnsupportedFormat {
         /// The checkpoint's format.
         found: u32,
-        /// [`CHECKPOINT_FORMAT`].
+        /// [`NEWEST_FORMAT`].
         supported: u32,
+    },
+    /// An assumed start contradicts the rest of the checkpoint.
+    #[error("checkpoint assumes stream {stream_id:?} starts at event {event_id}, but {reason}")]
+    InvalidStart {
+        /// The stream.
+        stream_id: String,
+        /// The assumed start.
+        event_id: u64,
+        /// What is wrong.
+        reason: &'static str,
     },
     /// A held event contradicts the rest of the checkpoint.
     #[error("checkpoint holds event {event_id} of stream {stream_id:?}, but {reason}")]
@@ -91,12 +135,28 @@ pub enum CheckpointError {
     },
 }
 
+impl Default for Checkpoint {
+    /// The checkpoint of a replay from the archive's start that has
+    /// delivered nothing.
+    fn default() -> Self {
+        Self {
+            format: CHECKPOINT_FORMAT,
+            start_at_first_seen: false,
+            since: None,
+            cursor: None,
+            last_delivered: BTreeMap::new(),
+            held: Vec::new(),
+            partition: None,
+        }
+    }
+}
+
 impl Checkpoint {
     /// The checkpoint of a delivery that kept only `partition`'s streams
-    /// ([`PARTITIONED_FORMAT`]).
+    /// ([`PARTITIONED_FORMAT`], or the checkpoint's own format if later).
     pub fn for_partition(self, partition: String) -> Self {
         Self {
-            format: PARTITIONED_FORMAT,
+            format: self.format.max(PARTITIONED_FORMAT),
             partition: Some(partition),
             ..self
         }
@@ -151,6 +211,18 @@ mod tests {
                 r#""lastDelivered":{"order-1":3,"order-2":1},"#,
                 r#""held":[{"event":{"streamId":"order-2","eventId":3,"line":{"streamId":"order-2","eventId":3}},"#,
                 r#""readAt":{"key":"archive/x.ndjson.gz","sealedAtMs":1795471652123}}]}"#,
+            ).as_bytes().to_vec(),
+        )) {
+            resume_from(&String::from_utf8_lossy(&bytes))?;
+        }
+
+        #[test]
+        fn a_mutated_since_checkpoint_resumes_or_is_refused(bytes in evs_testkit::mutated(
+            concat!(
+                r#"{"format":3,"since":{"atMs":1795471652123,"assumedStarts":{"order-1":3}},"#,
+                r#""cursor":"archive/x.ndjson.gz","lastDelivered":{"order-1":3,"order-2":1},"#,
+                r#""held":[{"event":{"streamId":"order-3","eventId":3,"line":{"streamId":"order-3","eventId":3,"timestamp":"2026-11-23T22:07:32.123Z"}},"#,
+                r#""readAt":null}],"partition":"1/4"}"#,
             ).as_bytes().to_vec(),
         )) {
             resume_from(&String::from_utf8_lossy(&bytes))?;

@@ -81,6 +81,12 @@ impl ReplayEvent {
     pub fn line_value(&self) -> Result<Value, serde_json::Error> {
         serde_json::from_str(&self.line)
     }
+
+    /// The event's `timestamp` (epoch ms), read from its line; `None` when
+    /// the line has none. Parsed on each call: only `--since` asks.
+    pub fn timestamp_ms(&self) -> Option<i64> {
+        evs_archive::Line::parse(&self.line).ok()?.timestamp_ms()
+    }
 }
 
 /// A JSON value as compact text. Serializing a `Value` cannot fail (its map

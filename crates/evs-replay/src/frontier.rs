@@ -35,6 +35,10 @@
 /// The default clock margin `e`: 30 s.
 pub const DEFAULT_MARGIN_MS: i64 = 30_000;
 
+/// The largest function timeout or clock margin a [`Frontier`] keeps
+/// (about 146 million years): `T + e` of two such values still fits an `i64`.
+pub const MAX_BOUND_MS: i64 = i64::MAX / 2;
+
 /// The follow-mode bound: function timeout `T` plus clock margin `e`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Frontier {
@@ -46,12 +50,19 @@ pub struct Frontier {
 
 impl Frontier {
     /// A frontier for a function timeout and a clock margin (negative values
-    /// count as 0).
+    /// count as 0; each is at most [`MAX_BOUND_MS`], so that `T + e` never
+    /// overflows).
     pub fn new(timeout_ms: i64, margin_ms: i64) -> Self {
         Self {
-            timeout_ms: timeout_ms.max(0),
-            margin_ms: margin_ms.max(0),
+            timeout_ms: timeout_ms.clamp(0, MAX_BOUND_MS),
+            margin_ms: margin_ms.clamp(0, MAX_BOUND_MS),
         }
+    }
+
+    /// `T + e`: how far a follower lags the archive (saturating, for a
+    /// frontier built field by field).
+    pub fn lag_ms(&self) -> i64 {
+        self.timeout_ms.saturating_add(self.margin_ms)
     }
 
     /// The settled frontier at reader time `now_ms`: `now - T - e`.
@@ -115,6 +126,28 @@ mod tests {
             DEFAULT_MARGIN_MS
         );
         assert_eq!(f.settled(i64::MIN), i64::MIN);
+    }
+
+    #[test]
+    fn huge_timeouts_saturate() {
+        // A huge --archiver-timeout: T + e, the follow lag and the default
+        // gap bound, never wraps to a negative number.
+        let f = Frontier::new(i64::MAX, i64::MAX);
+        assert!(f.timeout_ms.checked_add(f.margin_ms).is_some());
+        assert_eq!(f.lag_ms(), f.timeout_ms + f.margin_ms);
+        assert!(f.lag_ms() > 0);
+        let literal = Frontier {
+            timeout_ms: i64::MAX,
+            margin_ms: i64::MAX,
+        };
+        assert_eq!(literal.lag_ms(), i64::MAX);
+        assert_eq!(f.settled(i64::MAX), i64::MAX - f.lag_ms());
+        for f in [f, literal] {
+            assert_eq!(f.settled(i64::MIN), i64::MIN);
+            assert!(f.settled(0) < -(i64::MAX / 2));
+            assert_eq!(f.settles_at(0), i64::MAX);
+            assert_eq!(f.consumable(0, [0]), 0);
+        }
     }
 
     #[test]

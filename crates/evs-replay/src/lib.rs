@@ -27,8 +27,10 @@
 //!   streams whose next event is missing as [`Gap`]s, and accepts missing
 //!   events fetched from the table through [`Sequencer::fill`].
 //! * [`Checkpoint`] is the sequencer's state as JSON: the last fully consumed
-//!   key, every stream's last delivered `eventId` and the held-back events, so
-//!   that [`Sequencer::resume`] neither repeats nor skips anything. A library
+//!   key, every stream's last delivered `eventId` and the held-back events
+//!   (and, replaying from a time, that time and the stream starts it
+//!   assumed), so that [`Sequencer::resume`] neither repeats nor skips
+//!   anything. A library
 //!   user whose projection already stores each stream's version may supply
 //!   those instead ([`Sequencer::with_versions`]).
 //! * [`Frontier`] is the follow-mode rule: at reader time `now`, only keys
@@ -67,17 +69,20 @@ mod checkpoint;
 mod event;
 mod frontier;
 mod line;
+mod partition;
 mod replayer;
 mod sequencer;
 pub mod verify;
 
 pub use archive::{decode_object, Archive, ArchiveError, ArchiveObject, Listed, Listing};
 pub use checkpoint::{
-    Checkpoint, CheckpointError, HeldEvent, CHECKPOINT_FORMAT, PARTITIONED_FORMAT,
+    Checkpoint, CheckpointError, HeldEvent, Since, CHECKPOINT_FORMAT, NEWEST_FORMAT,
+    PARTITIONED_FORMAT, SINCE_FORMAT,
 };
 pub use event::{ArchivePosition, ReplayEvent};
-pub use frontier::{Frontier, DEFAULT_MARGIN_MS};
+pub use frontier::{Frontier, DEFAULT_MARGIN_MS, MAX_BOUND_MS};
 pub use line::{event_from_line, LineError};
+pub use partition::{stream_hash, Partition, PartitionError};
 pub use replayer::{
     ReplayError, ReplayOptions, ReplayStats, Replayer, Step, DEFAULT_FUNCTION_TIMEOUT_MS,
 };

@@ -15,6 +15,7 @@
 use evs_archive::{event_line, ArchivedEvent, Line};
 
 use crate::event::ReplayEvent;
+use crate::partition::Partition;
 
 /// Why an archive line cannot be delivered.
 #[derive(Debug, thiserror::Error)]
@@ -30,7 +31,23 @@ pub enum LineError {
 
 /// Reads one archive line (JSON text, no newline) as the event it holds.
 pub fn event_from_line(text: &str) -> Result<ReplayEvent, LineError> {
+    convert(text, Line::parse(text)?)
+}
+
+/// Reads one archive line as the event it holds when its stream is in
+/// `partition`; `None` for another partition's stream, decided by the
+/// stream id before the event is built (the line is still checked to be a
+/// line).
+pub(crate) fn event_in(text: &str, partition: Partition) -> Result<Option<ReplayEvent>, LineError> {
     let line = Line::parse(text)?;
+    if !partition.contains(&line.stream_id.0) {
+        return Ok(None);
+    }
+    convert(text, line).map(Some)
+}
+
+/// The event a parsed line holds.
+fn convert(text: &str, line: Line<'_>) -> Result<ReplayEvent, LineError> {
     if line.needs_decoding() {
         return decoded(text);
     }

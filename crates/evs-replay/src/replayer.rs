@@ -34,33 +34,48 @@
 //! that an ordinary reordering between shards, resolved by the next object,
 //! costs no table read; and when a stream's hold-back buffer is full.
 //! Without a table the gaps stay reported by [`Replayer::gaps`] and the held
-//! events wait.
+//! events wait. A back-fill that found nothing is not tried again while its
+//! gap stays as it is; the replayer remembers only the gaps open now and the
+//! stray keys a listing may still return, so a long follow's memory stays
+//! bounded.
 //!
 //! `--since` ([`ReplayOptions::since_ms`]) starts in the middle of the
-//! archive: each stream starts at its first event read there
-//! ([`SequencerConfig::start_at_first_seen`]), and nothing before it is
-//! back-filled.
+//! archive and delivers the events written at or after the time, judged by
+//! their timestamps ([`SequencerConfig::since_ms`]). A stream first found at
+//! an event after its first, written after the time, has an unknown start
+//! (its earlier events may be older than the time, or still to come): once
+//! that has been visible for the gap bound (following or not), or at the
+//! end, the table is read backwards to the stream's last event before the
+//! time; without a table the start is assumed there, and a contradiction
+//! found later stops the replay.
+//!
+//! Partitions ([`ReplayOptions::partition`]): the other partitions' lines
+//! are dropped as an object is decoded, by stream id, so their streams never
+//! reach the sequencer, its gaps, back-fills or checkpoint.
 //!
 //! Failure: a listing, fetch or table read that fails in a way that may heal
-//! ([`ReplayError::is_transient`]) before anything was consumed changes
-//! nothing: wait and call [`Replayer::next`] again (the failed object keeps
-//! its place). After any other error, or a call dropped half-way through an
-//! object, the replayer refuses to go on (and to checkpoint); resume from
-//! the last saved checkpoint. A call dropped while it waits for a listing or
-//! a fetch loses nothing.
+//! ([`ReplayError::is_transient`]) loses nothing: wait and call
+//! [`Replayer::next`] again. The failed object keeps its place; an object
+//! whose back-fill failed half-way (a full hold-back buffer) is kept, with
+//! what its lines released so far, and goes on from the line that waited.
+//! A call dropped while it waits (a timeout around it) is the same. Until
+//! that object is finished, [`Replayer::checkpoint`] is refused (without
+//! harm). After any other error the replayer refuses to go on (and to
+//! checkpoint); resume from the last saved checkpoint.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use evs_archive::ArchiveKey;
-use evs_core::{Clock, EventStore, ReadRequest, StreamId};
+use evs_core::{Clock, Direction, EventStore, ReadRequest, StreamId};
 
 use crate::archive::{
-    Archive, ArchiveError, ArchiveObject, Listed, Prefetch, DEFAULT_PAGE_SIZE, DEFAULT_READ_AHEAD,
+    Archive, ArchiveError, Listed, Prefetch, DEFAULT_PAGE_SIZE, DEFAULT_READ_AHEAD,
 };
 use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::event::{ArchivePosition, ReplayEvent};
 use crate::frontier::{Frontier, DEFAULT_MARGIN_MS};
+use crate::partition::Partition;
 use crate::sequencer::{Gap, Offer, SequenceError, Sequencer, SequencerConfig};
 
 /// The archiver's function timeout assumed when none is given: 900 s, the
@@ -70,8 +85,11 @@ pub const DEFAULT_FUNCTION_TIMEOUT_MS: i64 = 900_000;
 /// How a [`Replayer`] reads.
 #[derive(Debug, Clone)]
 pub struct ReplayOptions {
-    /// Start with the objects sealed at or after this time (epoch ms; only
-    /// without a checkpoint).
+    /// Replay from this time (epoch ms; only without a checkpoint, which
+    /// keeps it): every event written at or after it (by its timestamp) is
+    /// delivered, each stream from its first such event; none written
+    /// before it. Listing starts at the objects sealed a clock margin before
+    /// it. See [`SequencerConfig::since_ms`].
     pub since_ms: Option<i64>,
     /// The settled-frontier rule (function timeout + clock margin).
     pub frontier: Frontier,
@@ -95,6 +113,8 @@ pub struct ReplayOptions {
     pub skip_unreadable: bool,
     /// Objects to skip whatever they hold (keys), as [`Step::Skipped`].
     pub skip_keys: BTreeSet<String>,
+    /// The streams to replay ([`Partition::ALL`]: every stream).
+    pub partition: Partition,
 }
 
 impl Default for ReplayOptions {
@@ -106,11 +126,12 @@ impl Default for ReplayOptions {
             follow: false,
             read_ahead: DEFAULT_READ_AHEAD,
             page_size: DEFAULT_PAGE_SIZE,
-            gap_bound_ms: frontier.timeout_ms + frontier.margin_ms,
+            gap_bound_ms: frontier.lag_ms(),
             poll_ms: 1_000,
             sequencer: SequencerConfig::default(),
             skip_unreadable: false,
             skip_keys: BTreeSet::new(),
+            partition: Partition::ALL,
         }
     }
 }
@@ -128,6 +149,9 @@ pub enum Step {
     },
     /// Missing events of a stream were read from the table; these events
     /// (the missing ones and the held ones they released) are deliverable.
+    /// (With `--since` and no table: the stream was taken to start at its
+    /// first held event, [`ReplayStats::assumed_starts`], and these are its
+    /// held events.)
     Backfill {
         /// The stream.
         stream_id: String,
@@ -167,6 +191,19 @@ pub enum ReplayError {
     /// The checkpoint cannot be used.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    /// The checkpoint was saved by a replay of another partition (or of one
+    /// partition, and this replay is of every stream).
+    #[error(
+        "the checkpoint was saved by a replay of partition {saved}, and this one replays {}: \
+         each partition needs a checkpoint of its own (resuming it would skip events)",
+        wanted.as_deref().map_or("every stream".to_owned(), |p| format!("partition {p}"))
+    )]
+    OtherPartition {
+        /// The checkpoint's partition.
+        saved: String,
+        /// This replay's partition (`None`: every stream).
+        wanted: Option<String>,
+    },
     /// The checkpoint belongs to another archive.
     #[error("the checkpoint's cursor {cursor:?} is not under the archive prefix {prefix:?}")]
     ForeignCheckpoint {
@@ -175,10 +212,18 @@ pub enum ReplayError {
         /// The archive's prefix.
         prefix: String,
     },
-    /// An earlier call failed or was cancelled half-way: the replayer's
+    /// An earlier call failed in a way that does not heal: the replayer's
     /// state is not trustworthy; resume from the last saved checkpoint.
     #[error("the replay cannot go on after an earlier failure ({0}); resume from the last saved checkpoint")]
     Poisoned(String),
+    /// A checkpoint was asked for while an object is half consumed (its
+    /// call of [`Replayer::next`] failed in a way that may heal, or was
+    /// dropped): call `next()` again first. The replayer is not poisoned.
+    #[error("object {key} is half consumed; call next() again before taking a checkpoint")]
+    HalfConsumed {
+        /// The object's key.
+        key: String,
+    },
     /// A back-fill read from the table failed.
     #[error("back-filling stream {stream_id:?} from the table: {source}")]
     Table {
@@ -192,9 +237,9 @@ pub enum ReplayError {
 
 impl ReplayError {
     /// Whether waiting and calling [`Replayer::next`] again may succeed: an
-    /// archive or table outage that struck before anything was consumed
-    /// (the replayer is then not poisoned). Corrupt objects, refused
-    /// credentials, a missing bucket or table are not.
+    /// archive or table outage (the replayer is then not poisoned, and goes
+    /// on where it stopped). Corrupt objects, refused credentials, a missing
+    /// bucket or table are not.
     pub fn is_transient(&self) -> bool {
         match self {
             ReplayError::Archive(e) => e.is_transient(),
@@ -209,14 +254,15 @@ impl ReplayError {
 pub struct ReplayStats {
     /// Objects consumed.
     pub objects: u64,
-    /// Lines read.
+    /// Lines read (of every partition).
     pub lines: u64,
     /// Events delivered (archive and back-fill).
     pub delivered: u64,
     /// Lines dropped as duplicates.
     pub duplicates: u64,
-    /// Lines not delivered because they are older than their stream's first
-    /// event after `--since`.
+    /// Lines not delivered because they were written before `--since`
+    /// ([`ReplayOptions::since_ms`]; or, resumed from a checkpoint of
+    /// format 1 or 2, older than their stream's first event found).
     pub before_start: u64,
     /// Events delivered from the table.
     pub backfilled: u64,
@@ -228,6 +274,13 @@ pub struct ReplayStats {
     pub skipped_keys: u64,
     /// Archive objects skipped unread ([`Step::Skipped`]).
     pub skipped_objects: u64,
+    /// `--since` without a table: streams taken to start at their first
+    /// event found, whose earlier events were never found
+    /// ([`Sequencer::assume_start`]).
+    pub assumed_starts: u64,
+    /// Lines of streams of other partitions ([`ReplayOptions::partition`]),
+    /// dropped unread.
+    pub other_partitions: u64,
     /// The last object consumed.
     pub position: Option<String>,
 }
@@ -255,13 +308,17 @@ pub struct Replayer {
     next_settle: Option<i64>,
     /// The newest seal time consumed: the archive's clock while catching up.
     archive_time: i64,
-    /// Keys that are not events keys, warned about once each.
+    /// Keys that are not events keys, warned about once each: those a
+    /// listing may still return (after `list_after`).
     warned_keys: BTreeSet<String>,
     /// Why the replayer refuses to go on (an error, see [`Replayer::next`]).
     poisoned: Option<String>,
-    /// An object is being consumed (set across the awaits of `consume`).
-    consuming: bool,
-    /// Gaps to back-fill, and those tried already (stream, expected).
+    /// The object being consumed, kept across the awaits of `consume`: a
+    /// back-fill in its middle that failed (or a call dropped there) goes on
+    /// from the line it stopped at.
+    current: Option<Consuming>,
+    /// Gaps to back-fill, and the open gaps whose back-fill found nothing
+    /// (stream, expected): not tried again while they stay as they are.
     to_fill: VecDeque<Gap>,
     filled: BTreeSet<(String, u64)>,
     stats: ReplayStats,
@@ -281,12 +338,14 @@ impl Replayer {
     /// A replay from the start of the archive (or from
     /// [`ReplayOptions::since_ms`]).
     pub fn new(archive: Archive, options: ReplayOptions, clock: Clock) -> Self {
-        let start = options
-            .since_ms
-            .map(|ms| evs_archive::start_after_for(archive.prefix(), ms));
+        // An event written at the time may be sealed up to the clock margin
+        // before it, by the archiver's clock.
+        let start = options.since_ms.map(|ms| {
+            let from = ms.saturating_sub(options.frontier.margin_ms);
+            evs_archive::start_after_for(archive.prefix(), from)
+        });
         let config = SequencerConfig {
-            start_at_first_seen: options.sequencer.start_at_first_seen
-                || options.since_ms.is_some(),
+            since_ms: options.since_ms.or(options.sequencer.since_ms),
             ..options.sequencer
         };
         let sequencer = Sequencer::with_versions(config, None, []);
@@ -305,18 +364,44 @@ impl Replayer {
         clock: Clock,
         versions: impl IntoIterator<Item = (String, u64)>,
     ) -> Self {
+        let partition = options.partition;
+        let versions = versions
+            .into_iter()
+            .filter(|(stream, _)| partition.contains(stream));
         let sequencer = Sequencer::with_versions(options.sequencer, None, versions);
         Self::build(archive, options, clock, sequencer, None)
     }
 
     /// A replay that continues exactly where `checkpoint` was taken
     /// ([`ReplayOptions::since_ms`] is ignored).
+    ///
+    /// A checkpoint of one partition resumes only that partition (refused
+    /// otherwise: its other streams' events were never delivered). A
+    /// checkpoint of every stream may resume one partition: the other
+    /// streams' entries are dropped.
     pub fn resume(
         archive: Archive,
-        checkpoint: Checkpoint,
+        mut checkpoint: Checkpoint,
         options: ReplayOptions,
         clock: Clock,
     ) -> Result<Self, ReplayError> {
+        let partition = options.partition;
+        if let Some(saved) = &checkpoint.partition {
+            if Some(saved) != partition_label(partition).as_ref() {
+                return Err(ReplayError::OtherPartition {
+                    saved: saved.clone(),
+                    wanted: partition_label(partition),
+                });
+            }
+        }
+        if partition != Partition::ALL {
+            checkpoint
+                .last_delivered
+                .retain(|stream, _| partition.contains(stream));
+            checkpoint
+                .held
+                .retain(|held| partition.contains(&held.event.stream_id));
+        }
         if let Some(cursor) = &checkpoint.cursor {
             if !cursor.starts_with(archive.prefix().as_str()) {
                 return Err(ReplayError::ForeignCheckpoint {
@@ -338,7 +423,7 @@ impl Replayer {
         start: Option<String>,
     ) -> Self {
         let archive = Arc::new(archive);
-        let prefetch = Prefetch::new(Arc::clone(&archive), options.read_ahead);
+        let prefetch = Prefetch::new(Arc::clone(&archive), options.read_ahead, options.partition);
         Self {
             archive,
             options,
@@ -354,7 +439,7 @@ impl Replayer {
             archive_time: i64::MIN,
             warned_keys: BTreeSet::new(),
             poisoned: None,
-            consuming: false,
+            current: None,
             queued: VecDeque::new(),
             to_fill: VecDeque::new(),
             filled: BTreeSet::new(),
@@ -385,13 +470,17 @@ impl Replayer {
 
     /// The state to persist after the events returned so far are handled.
     /// Its cursor is the last consumed object that was settled (see the
-    /// module docs). Refused after a failed or cancelled [`Replayer::next`]:
-    /// the state may then hold effects of a half-consumed object.
+    /// module docs). Refused while an object is half consumed (after a
+    /// transient failure or a dropped call of [`Replayer::next`]: call it
+    /// again first) and after an error that poisoned the replayer.
     pub fn checkpoint(&self) -> Result<Checkpoint, ReplayError> {
         self.usable()?;
         let mut checkpoint = self.sequencer.checkpoint();
         checkpoint.cursor = self.settled_cursor.clone();
-        Ok(checkpoint)
+        Ok(match partition_label(self.options.partition) {
+            Some(label) => checkpoint.for_partition(label),
+            None => checkpoint,
+        })
     }
 
     /// How it reads.
@@ -399,8 +488,8 @@ impl Replayer {
         &self.options
     }
 
-    /// Events not delivered because they are older than their stream's
-    /// first event after [`ReplayOptions::since_ms`].
+    /// Events not delivered because they were written before
+    /// [`ReplayOptions::since_ms`] (back-filled ones included).
     pub fn before_start(&self) -> u64 {
         self.sequencer.before_start()
     }
@@ -409,33 +498,33 @@ impl Replayer {
         if let Some(reason) = &self.poisoned {
             return Err(ReplayError::Poisoned(reason.clone()));
         }
-        if self.consuming {
-            return Err(ReplayError::Poisoned(
-                "a call of next() was dropped while an object was half consumed".into(),
-            ));
+        if let Some(current) = &self.current {
+            return Err(ReplayError::HalfConsumed {
+                key: current.position.key.clone(),
+            });
         }
         Ok(())
     }
 
     /// The next step of the replay.
     ///
-    /// After an error, or after a call that was dropped before it finished
-    /// (a timeout around it) while an object was half consumed, the replayer
-    /// refuses every further call and checkpoint: start again from the last
-    /// checkpoint that was saved. A call dropped while it waits for a listing
-    /// or a fetch loses nothing.
+    /// After an error that may heal ([`ReplayError::is_transient`]: an
+    /// archive or table outage), call it again (after a wait): it goes on
+    /// where it stopped, even in the middle of an object, and loses, repeats
+    /// or reorders nothing. So does a call dropped before it finished (a
+    /// timeout around it). After any other error the replayer refuses every
+    /// further call and checkpoint: start again from the last checkpoint
+    /// that was saved.
     pub async fn next(&mut self) -> Result<Step, ReplayError> {
-        if let Err(e) = self.usable() {
-            if self.poisoned.is_none() {
-                self.poisoned = Some(e.to_string());
-            }
-            return Err(e);
+        if let Some(reason) = &self.poisoned {
+            return Err(ReplayError::Poisoned(reason.clone()));
         }
         match self.step().await {
             Ok(step) => Ok(step),
-            // A listing, a fetch or a table read that failed before anything
-            // was consumed changed nothing: the caller may wait and call again.
-            Err(e) if e.is_transient() && !self.consuming => Err(e),
+            // Nothing was lost: the failed listing, fetch or table read
+            // keeps its place, and a half-consumed object goes on from the
+            // line that waited for it.
+            Err(e) if e.is_transient() => Err(e),
             Err(e) => {
                 self.poisoned = Some(e.to_string());
                 Err(e)
@@ -445,7 +534,16 @@ impl Replayer {
 
     async fn step(&mut self) -> Result<Step, ReplayError> {
         loop {
-            if let Some(gap) = self.to_fill.front().cloned() {
+            if self.current.is_some() {
+                return self.consume().await;
+            }
+            if let Some(queued) = self.to_fill.front() {
+                // As the gap is now: an object may have narrowed or closed
+                // it since it was queued.
+                let Some(gap) = self.sequencer.gap(&queued.stream_id) else {
+                    self.to_fill.pop_front();
+                    continue;
+                };
                 let step = self.backfill(&gap).await?;
                 self.to_fill.pop_front();
                 if let Some(step) = step {
@@ -472,7 +570,16 @@ impl Replayer {
                 // A failed fetch keeps its place in both queues.
                 let object = object?;
                 let settled = self.queued.pop_front().unwrap_or(false);
-                return self.consume(object, settled).await;
+                self.current = Some(Consuming {
+                    position: object.position,
+                    other_partitions: object.other_partitions,
+                    lines: object.events.into_iter(),
+                    out: Vec::new(),
+                    settled,
+                    stored_bytes: object.stored_bytes,
+                    bytes: object.bytes,
+                });
+                return self.consume().await;
             }
             if !self.listed_to_end {
                 if let Some(idle) = self.list().await? {
@@ -492,17 +599,12 @@ impl Replayer {
                 }
                 return Ok(self.idle(now));
             }
-            if self.table.is_some() {
-                let fresh: Vec<Gap> = self
-                    .sequencer
-                    .gaps()
-                    .into_iter()
-                    .filter(|g| !self.filled.contains(&(g.stream_id.clone(), g.expected)))
-                    .collect();
-                if !fresh.is_empty() {
-                    self.to_fill.extend(fresh);
-                    continue;
-                }
+            let gaps = self.sequencer.gaps();
+            self.forget_closed(&gaps);
+            let fresh: Vec<Gap> = gaps.into_iter().filter(|g| self.fillable(g)).collect();
+            if !fresh.is_empty() {
+                self.to_fill.extend(fresh);
+                continue;
             }
             return Ok(Step::End);
         }
@@ -554,6 +656,7 @@ impl Replayer {
             if let Some(last) = taken.last() {
                 // Never past the frontier: only settled keys move the cursor.
                 self.list_after = Some(last.key().to_owned());
+                self.forget_warned();
             }
             self.listed_to_end = !(all_settled && full);
             let objects: Vec<ArchiveKey> = taken
@@ -576,6 +679,7 @@ impl Replayer {
         } else {
             if let Some(last) = listing.last() {
                 self.list_after = Some(last.to_owned());
+                self.forget_warned();
             }
             self.listed_to_end = !full;
             let mut objects = Vec::new();
@@ -595,9 +699,21 @@ impl Replayer {
         Ok(None)
     }
 
+    /// Forgets the keys warned about that no listing of this replayer can
+    /// return again (at or before where the next one starts).
+    fn forget_warned(&mut self) {
+        if let Some(after) = &self.list_after {
+            let mut later = self.warned_keys.split_off(after.as_str());
+            later.remove(after.as_str());
+            self.warned_keys = later;
+        }
+    }
+
     /// Marks an object consumed without reading it.
     fn skip(&mut self, key: String, reason: String, settled: bool) -> Result<Step, ReplayError> {
-        tracing::warn!(key = %key, reason = %reason, "archive object skipped");
+        // The step names it: its caller reports it (a warning here would
+        // say it twice).
+        tracing::debug!(key = %key, reason = %reason, "archive object skipped");
         let sealed = ArchiveKey::parse(&key).map_or(self.archive_time, |k| k.sealed_at_ms());
         self.sequencer
             .finish_object(&ArchivePosition::new(key.as_str(), sealed))?;
@@ -613,51 +729,82 @@ impl Replayer {
         }
         self.archive_time = self.archive_time.max(sealed_at_ms);
         self.stats.position = Some(key.to_owned());
-        if self.options.follow {
+        if self.options.follow || self.sequencer.since_ms().is_some() {
             self.queue_overdue_gaps(self.archive_time);
         }
     }
 
-    /// Feeds one object to the sequencer and marks it consumed.
-    async fn consume(&mut self, object: ArchiveObject, settled: bool) -> Result<Step, ReplayError> {
-        self.consuming = true;
-        let at = object.position;
-        let mut out = Vec::new();
+    /// Before the next line of the object being consumed is offered: the
+    /// gap to close first when its stream's hold-back buffer is full (from
+    /// the table, or by assuming the stream's start, see `apply_fill`).
+    fn needs_room(&self) -> Option<Gap> {
         let capacity = self.options.sequencer.max_held_per_stream.max(1);
-        for event in object.events {
-            self.stats.lines += 1;
-            let next = self.sequencer.last_delivered(&event.stream_id) + 1;
-            if event.event_id > next
-                && self.table.is_some()
-                && self.sequencer.held_in(&event.stream_id) >= capacity
-            {
-                // The stream's buffer is full: close its gap from the table
-                // first, so the event can be taken.
-                let gap = self
-                    .sequencer
-                    .gaps()
-                    .into_iter()
-                    .find(|g| g.stream_id == event.stream_id);
-                if let Some(gap) = gap {
-                    self.fill_from_table(&gap, &mut out).await?;
-                }
+        let event = self.current.as_ref()?.lines.as_slice().first()?;
+        let next = self
+            .sequencer
+            .last_delivered(&event.stream_id)
+            .saturating_add(1);
+        let full = event.event_id > next
+            && self.sequencer.held_in(&event.stream_id) >= capacity
+            && (self.table.is_some() || self.sequencer.start_unknown(&event.stream_id));
+        full.then(|| self.sequencer.gap(&event.stream_id)).flatten()
+    }
+
+    /// Closes `gap` so that the next line can be taken. A failed read
+    /// leaves the line where it is, to be offered after the retry.
+    async fn make_room(&mut self, gap: Gap) -> Result<(), ReplayError> {
+        let read = self.read_gap(&gap).await?;
+        let mut out = self
+            .current
+            .as_mut()
+            .map(|c| std::mem::take(&mut c.out))
+            .unwrap_or_default();
+        let filled = self.apply_fill(&gap, read, &mut out);
+        if let Some(current) = self.current.as_mut() {
+            current.out = out;
+        }
+        filled
+    }
+
+    /// Feeds the object being consumed to the sequencer, from the line it
+    /// stopped at, and marks it consumed. Cancel-safe: its state lives in
+    /// `self.current` across the one await (a back-fill's read).
+    async fn consume(&mut self) -> Result<Step, ReplayError> {
+        loop {
+            if let Some(gap) = self.needs_room() {
+                self.make_room(gap).await?;
             }
-            match self.sequencer.push(&at, event, &mut out)? {
+            let Some(current) = self.current.as_mut() else {
+                break;
+            };
+            let Some(event) = current.lines.next() else {
+                break;
+            };
+            self.stats.lines += 1;
+            match self
+                .sequencer
+                .push(&current.position, event, &mut current.out)?
+            {
                 Offer::Duplicate => self.stats.duplicates += 1,
                 Offer::BeforeStart => self.stats.before_start += 1,
                 Offer::Delivered { .. } | Offer::Held => {}
             }
         }
+        let Some(current) = self.current.take() else {
+            return Err(ReplayError::Poisoned("no object is being consumed".into()));
+        };
+        let at = current.position;
         self.sequencer.finish_object(&at)?;
-        self.consuming = false;
-        self.finished(&at.key, at.sealed_at_ms, settled);
+        self.finished(&at.key, at.sealed_at_ms, current.settled);
         self.stats.objects += 1;
-        self.stats.stored_bytes += object.stored_bytes as u64;
-        self.stats.bytes += object.bytes as u64;
-        self.stats.delivered += out.len() as u64;
+        self.stats.lines += current.other_partitions as u64;
+        self.stats.other_partitions += current.other_partitions as u64;
+        self.stats.stored_bytes += current.stored_bytes as u64;
+        self.stats.bytes += current.bytes as u64;
+        self.stats.delivered += current.out.len() as u64;
         Ok(Step::Object {
             key: at.key,
-            events: out,
+            events: current.out,
         })
     }
 
@@ -665,25 +812,57 @@ impl Replayer {
     /// the archive's clock (`archive_now`: the newest seal time known to
     /// have been read up to), never the reader's, so that catching up on
     /// history does not back-fill every reordering.
+    ///
+    /// Not following, only the gaps of streams whose start is unknown
+    /// (`--since`), so that they do not hold their events to the end.
     fn queue_overdue_gaps(&mut self, archive_now: i64) {
-        if self.table.is_none() {
-            return;
-        }
-        for gap in self
-            .sequencer
-            .overdue_gaps(archive_now, self.options.gap_bound_ms)
-        {
-            let tried = (gap.stream_id.clone(), gap.expected);
-            if !self.filled.contains(&tried) && !self.to_fill.iter().any(|g| g == &gap) {
+        let gaps = self.sequencer.gaps();
+        self.forget_closed(&gaps);
+        let bound = self.options.gap_bound_ms;
+        for gap in gaps {
+            if gap.age_ms(archive_now).is_some_and(|age| age <= bound) {
+                continue;
+            }
+            let unknown = self.sequencer.start_unknown(&gap.stream_id);
+            if (self.options.follow || unknown)
+                && self.fillable(&gap)
+                && !self.to_fill.iter().any(|g| g == &gap)
+            {
                 self.to_fill.push_back(gap);
             }
         }
     }
 
+    /// Forgets the back-fills tried for gaps that have closed since (by a
+    /// later object, or moved on): only the open ones are remembered, so
+    /// the memory stays bounded by the gaps open at once.
+    fn forget_closed(&mut self, gaps: &[Gap]) {
+        if self.filled.is_empty() {
+            return;
+        }
+        let open: BTreeSet<(&str, u64)> = gaps
+            .iter()
+            .map(|g| (g.stream_id.as_str(), g.expected))
+            .collect();
+        self.filled
+            .retain(|(stream, expected)| open.contains(&(stream.as_str(), *expected)));
+    }
+
+    /// Whether a gap can be closed and was not tried already: from the
+    /// table, or (no table) for a stream whose start is unknown, by
+    /// assuming its start.
+    fn fillable(&self, gap: &Gap) -> bool {
+        if self.sequencer.start_unknown(&gap.stream_id) && self.table.is_none() {
+            return true;
+        }
+        self.table.is_some() && !self.filled.contains(&(gap.stream_id.clone(), gap.expected))
+    }
+
     /// Back-fills one gap; `None` when nothing became deliverable.
     async fn backfill(&mut self, gap: &Gap) -> Result<Option<Step>, ReplayError> {
+        let read = self.read_gap(gap).await?;
         let mut out = Vec::new();
-        self.fill_from_table(gap, &mut out).await?;
+        self.apply_fill(gap, read, &mut out)?;
         self.stats.delivered += out.len() as u64;
         if out.is_empty() {
             return Ok(None);
@@ -694,43 +873,228 @@ impl Replayer {
         }))
     }
 
-    /// Reads the gap's missing events from the table and hands them to the
-    /// sequencer, which releases the held events they unblock. Cancel-safe
-    /// up to the read; what follows does not wait.
-    async fn fill_from_table(
-        &mut self,
-        gap: &Gap,
-        out: &mut Vec<ReplayEvent>,
-    ) -> Result<(), ReplayError> {
+    /// Reads the gap's missing events from the table (`None`: no table).
+    /// Changes nothing, so a failed or cancelled read may simply be tried
+    /// again.
+    async fn read_gap(&self, gap: &Gap) -> Result<Option<Vec<ReplayEvent>>, ReplayError> {
         let Some(table) = &self.table else {
-            return Ok(());
+            return Ok(None);
         };
         let table_error = |source| ReplayError::Table {
             stream_id: gap.stream_id.clone(),
             source,
         };
         let stream = StreamId::new(gap.stream_id.clone()).map_err(table_error)?;
+        if let Some(since) = self.sequencer.since_ms() {
+            if self.sequencer.start_unknown(&gap.stream_id) {
+                let events = read_back_to(table.as_ref(), &stream, gap.first_held, since)
+                    .await
+                    .map_err(table_error)?;
+                return Ok(Some(events));
+            }
+        }
         let missing = gap.missing();
         let request = ReadRequest {
             limit: usize::try_from(missing.end - missing.start).ok(),
             ..ReadRequest::after(missing.start.saturating_sub(1))
         };
         let events = table.read(&stream, request).await.map_err(table_error)?;
-        self.filled.insert((gap.stream_id.clone(), gap.expected));
-        if events.first().is_none_or(|e| e.event_id != gap.expected) {
+        Ok(Some(events.iter().map(ReplayEvent::of_recorded).collect()))
+    }
+
+    /// Hands events read for `gap` to the sequencer, which releases the held
+    /// events they unblock (appended to `out`). Without a table (`None`), a
+    /// stream whose start is unknown (`--since`) is assumed to start at its
+    /// first held event. Does not wait.
+    fn apply_fill(
+        &mut self,
+        gap: &Gap,
+        events: Option<Vec<ReplayEvent>>,
+        out: &mut Vec<ReplayEvent>,
+    ) -> Result<(), ReplayError> {
+        let Some(events) = events else {
+            if self.sequencer.assume_start(&gap.stream_id, out) {
+                self.stats.assumed_starts += 1;
+                tracing::warn!(
+                    stream = %gap.stream_id,
+                    start = gap.first_held,
+                    "no earlier event of the stream found: taken to start there (without \
+                     the table, whether its earlier events were written before --since is \
+                     unknown)"
+                );
+            }
+            return Ok(());
+        };
+        let held_before = self.sequencer.held_count();
+        let start = out.len();
+        self.sequencer.fill(&gap.stream_id, events, out)?;
+        let released = held_before.saturating_sub(self.sequencer.held_count());
+        let added = out.len() - start;
+        self.stats.backfilled += added.saturating_sub(released) as u64;
+        let unchanged = self.sequencer.gap(&gap.stream_id);
+        if unchanged.is_some_and(|now| now.expected == gap.expected) {
+            // Not tried again until it changes (`forget_closed`); a gap
+            // that moved on (a later hole) may be.
+            self.filled.insert((gap.stream_id.clone(), gap.expected));
             tracing::warn!(
                 stream = %gap.stream_id,
                 expected = gap.expected,
                 "the table does not have the missing event either"
             );
         }
-        let held_before = self.sequencer.held_count();
-        let start = out.len();
-        let replay_events = events.iter().map(ReplayEvent::of_recorded);
-        self.sequencer.fill(&gap.stream_id, replay_events, out)?;
-        let released = held_before.saturating_sub(self.sequencer.held_count());
-        let added = out.len() - start;
-        self.stats.backfilled += added.saturating_sub(released) as u64;
         Ok(())
+    }
+}
+
+/// Reads `stream` backwards from the event before `first_held` until an
+/// event written before `since` (which the sequencer then passes over) or
+/// the stream's first event, in chunks that grow; the events in id order.
+async fn read_back_to(
+    table: &dyn EventStore,
+    stream: &StreamId,
+    first_held: u64,
+    since: i64,
+) -> Result<Vec<ReplayEvent>, evs_core::Error> {
+    let mut events = Vec::new();
+    let mut from = first_held.saturating_sub(1);
+    let mut chunk = 1;
+    while from > 0 {
+        let request = ReadRequest {
+            from: Some(from),
+            direction: Direction::Backward,
+            limit: Some(chunk),
+        };
+        let read = table.read(stream, request).await?;
+        let short = read.len() < chunk;
+        for event in &read {
+            if event.event_id > from {
+                continue; // not asked for
+            }
+            events.push(ReplayEvent::of_recorded(event));
+            if event.timestamp_ms < since || event.event_id <= 1 {
+                events.reverse();
+                return Ok(events);
+            }
+            from = event.event_id - 1;
+        }
+        if short {
+            break;
+        }
+        chunk = (chunk * 8).min(1_000);
+    }
+    events.reverse();
+    Ok(events)
+}
+
+/// The label a checkpoint of `partition` carries (`None`: every stream).
+fn partition_label(partition: Partition) -> Option<String> {
+    (partition != Partition::ALL).then(|| partition.to_string())
+}
+
+/// An object being consumed: where it is, the lines not yet offered, what
+/// its lines released so far.
+struct Consuming {
+    position: ArchivePosition,
+    other_partitions: usize,
+    lines: std::vec::IntoIter<ReplayEvent>,
+    out: Vec<ReplayEvent>,
+    settled: bool,
+    stored_bytes: usize,
+    bytes: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    use evs_archive::store::{MemoryStore as Bucket, Object};
+    use evs_archive::{Compression, Prefix, Suffix};
+    use evs_core::{ExpectedVersion, MemoryStore, NewEvent};
+    use serde_json::json;
+
+    use super::*;
+
+    /// 2026-01-01T00:00:00Z.
+    const T0: i64 = 1_767_225_600_000;
+
+    #[tokio::test]
+    async fn a_long_follow_keeps_its_bookkeeping_bounded() {
+        // A follow over many objects, one a second of archive time: each
+        // brings a stream whose first event never reached the archive (read
+        // from the table once overdue; some of them the table does not
+        // have, until a later object brings them), and a key that is not
+        // an archive object. What the replayer remembers of gaps tried and
+        // keys warned about stays bounded; every event is delivered.
+        let prefix = Prefix::new("events/").unwrap();
+        let bucket = Arc::new(Bucket::default());
+        let table = MemoryStore::new();
+        let objects = 400_i64;
+        let mut late = Vec::new();
+        for i in 0..objects {
+            let stream = StreamId::new(format!("s{i}")).unwrap();
+            let event = |n: u64| {
+                json!({"streamId": stream.as_str(), "eventId": n, "timestamp": "2026-01-01T00:00:00.000Z"})
+                    .to_string()
+            };
+            let in_table = i % 3 != 0;
+            if in_table {
+                let events = [NewEvent::new("E", json!(1)), NewEvent::new("E", json!(2))];
+                table
+                    .append(&stream, ExpectedVersion::NoStream, &events)
+                    .await
+                    .unwrap();
+            } else {
+                late.push((i + 20, event(1)));
+            }
+            let mut lines = event(2);
+            if let Some(pos) = late.iter().position(|(at, _)| *at == i) {
+                lines = format!("{}\n{lines}", late.remove(pos).1);
+            }
+            let sealed = T0 + i * 1_000;
+            let suffix = Suffix::new(None, uuid::Uuid::from_u128(i as u128));
+            let key = ArchiveKey::new(&prefix, sealed, &suffix, Compression::None).unwrap();
+            let body = Object {
+                bytes: lines.into_bytes(),
+                ..Object::default()
+            };
+            bucket.insert(key.as_str(), body).unwrap();
+            let stray = key.as_str().replace(".ndjson", ".txt");
+            bucket.insert(&stray, Object::default()).unwrap();
+        }
+        let now = Arc::new(AtomicI64::new(T0 + objects * 1_000 + 3_600_000));
+        let clock: Clock = {
+            let now = Arc::clone(&now);
+            Arc::new(move || now.load(Ordering::SeqCst))
+        };
+        let options = ReplayOptions {
+            follow: true,
+            frontier: Frontier::new(10_000, 1_000),
+            gap_bound_ms: 5_000,
+            page_size: 50,
+            ..ReplayOptions::default()
+        };
+        let archive = Archive::new(bucket, prefix);
+        let mut replayer =
+            Replayer::new(archive, options, clock).with_table(Arc::new(table.clone()));
+        let (mut delivered, mut most_filled, mut most_warned) = (0, 0, 0);
+        loop {
+            match replayer.next().await.unwrap() {
+                Step::Object { events, .. } | Step::Backfill { events, .. } => {
+                    delivered += events.len();
+                }
+                Step::Idle { .. } => break,
+                other => panic!("unexpected {other:?}"),
+            }
+            most_filled = most_filled.max(replayer.filled.len());
+            most_warned = most_warned.max(replayer.warned_keys.len());
+        }
+        // Streams whose first event only a later object brings: the last
+        // few of them may still wait.
+        let waiting = replayer.gaps().len();
+        assert!(waiting <= 20, "{waiting}");
+        assert_eq!(delivered, 2 * objects as usize - 2 * waiting);
+        assert_eq!(replayer.stats().skipped_keys, objects as u64);
+        assert!(most_warned <= 50, "{most_warned} keys remembered");
+        assert!(most_filled <= 20 + 10, "{most_filled} gaps remembered");
     }
 }

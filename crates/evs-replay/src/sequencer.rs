@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 type StreamMap<V> = HashMap<String, V, foldhash::fast::RandomState>;
 
 use crate::checkpoint::{
-    Checkpoint, CheckpointError, HeldEvent, CHECKPOINT_FORMAT, PARTITIONED_FORMAT,
+    Checkpoint, CheckpointError, HeldEvent, Since, CHECKPOINT_FORMAT, NEWEST_FORMAT, SINCE_FORMAT,
 };
 use crate::event::{ArchivePosition, ReplayEvent};
 
@@ -23,13 +23,24 @@ pub struct SequencerConfig {
     /// never dropped: the caller back-fills the stream ([`Sequencer::fill`])
     /// and offers the event again. At least 1.
     pub max_held_per_stream: usize,
-    /// A stream the sequencer knows nothing of starts at the first of its
-    /// events offered (instead of at event 1): what a replay from the middle
-    /// of the archive (`--since`) needs, as the streams' earlier events are
-    /// in objects it does not read. An event of such a stream older than its
+    /// The rule of checkpoints of formats 1 and 2 written by a replay from
+    /// the middle of the archive (read still; [`SequencerConfig::since_ms`]
+    /// replaces it): a stream the sequencer knows nothing of starts at the
+    /// first of its events offered. An event of such a stream older than its
     /// first one offered is not delivered; it is counted
     /// ([`Sequencer::before_start`]) and reported as [`Offer::BeforeStart`].
+    /// Under it a stream whose first event is offered after its second
+    /// loses its first: prefer `since_ms`.
     pub start_at_first_seen: bool,
+    /// A replay from a time (`--since`, epoch ms): an event whose timestamp
+    /// is before it is not delivered ([`Offer::BeforeStart`]), nor is any
+    /// earlier event of its stream; every event written at or after it is,
+    /// each stream from the first such event. A stream first offered at an
+    /// event after its first, written at or after the time, waits (its
+    /// start is unknown, [`Sequencer::start_unknown`]) for an earlier event,
+    /// a back-fill from the table, or [`Sequencer::assume_start`]. Takes
+    /// precedence over `start_at_first_seen`.
+    pub since_ms: Option<i64>,
 }
 
 impl Default for SequencerConfig {
@@ -37,6 +48,7 @@ impl Default for SequencerConfig {
         Self {
             max_held_per_stream: DEFAULT_MAX_HELD_PER_STREAM,
             start_at_first_seen: false,
+            since_ms: None,
         }
     }
 }
@@ -55,8 +67,10 @@ pub enum Offer {
     /// It was delivered or held already (a retried or re-bisected batch) and
     /// was dropped.
     Duplicate,
-    /// [`SequencerConfig::start_at_first_seen`]: it is older than the first
-    /// event of its stream this sequencer was offered, and was not delivered.
+    /// It was not delivered: written before [`SequencerConfig::since_ms`]
+    /// (any held events it unblocked were appended to the output), or
+    /// ([`SequencerConfig::start_at_first_seen`]) older than the first event
+    /// of its stream this sequencer was offered.
     BeforeStart,
 }
 
@@ -93,6 +107,24 @@ pub enum SequenceError {
         event_id: u64,
         /// [`SequencerConfig::max_held_per_stream`].
         capacity: usize,
+    },
+    /// [`SequencerConfig::since_ms`]: an event written at or after the time
+    /// was found below the start assumed for its stream (without a table,
+    /// [`Sequencer::assume_start`]): delivering it now would break the
+    /// stream's order, and dropping it would lose it.
+    #[error(
+        "event {event_id} of stream {stream_id:?}, written at or after --since, turned up \
+         after the stream was taken to start at event {assumed_start} without it; replay \
+         with the table (it reads a stream's earlier events instead of assuming) or without \
+         --since"
+    )]
+    SinceStartMissed {
+        /// The stream.
+        stream_id: String,
+        /// The event found.
+        event_id: u64,
+        /// The start assumed.
+        assumed_start: u64,
     },
     /// [`Sequencer::fill`] was given an event of another stream.
     #[error("back-fill of stream {stream_id:?} was given an event of stream {found:?}")]
@@ -151,8 +183,11 @@ pub struct Sequencer {
     cursor: Option<String>,
     delivered: StreamMap<u64>,
     held: BTreeMap<String, BTreeMap<u64, HeldEvent>>,
-    /// With `start_at_first_seen`: each stream's first event offered.
+    /// With `start_at_first_seen`: the first event offered of each stream
+    /// first offered after its event 1.
     starts: StreamMap<u64>,
+    /// With `since_ms`: the streams whose start was assumed, and where.
+    assumed: StreamMap<u64>,
     before_start: u64,
 }
 
@@ -187,8 +222,14 @@ impl Sequencer {
             delivered: versions.into_iter().filter(|&(_, v)| v > 0).collect(),
             held: BTreeMap::new(),
             starts: StreamMap::default(),
+            assumed: StreamMap::default(),
             before_start: 0,
         }
+    }
+
+    /// [`SequencerConfig::since_ms`], as configured or resumed.
+    pub fn since_ms(&self) -> Option<i64> {
+        self.config.since_ms
     }
 
     /// The last fully consumed key (list the archive with `StartAfter` it).
@@ -196,7 +237,8 @@ impl Sequencer {
         self.cursor.as_deref()
     }
 
-    /// The stream's last delivered event id (0: none).
+    /// The stream's last delivered event id (0: none), or with
+    /// [`SequencerConfig::since_ms`] passed over as written before the time.
     pub fn last_delivered(&self, stream_id: &str) -> u64 {
         self.delivered.get(stream_id).copied().unwrap_or(0)
     }
@@ -290,17 +332,12 @@ impl Sequencer {
                 stream_id: event.stream_id,
             });
         }
-        if self.config.start_at_first_seen
-            && !self.delivered.contains_key(&event.stream_id)
-            && !self.held.contains_key(&event.stream_id)
-        {
-            // The stream starts here: its earlier events were archived before
-            // the part of the archive being read.
-            self.starts.insert(event.stream_id.clone(), event.event_id);
-            if event.event_id > 1 {
-                self.delivered
-                    .insert(event.stream_id.clone(), event.event_id - 1);
+        if let Some(since) = self.config.since_ms {
+            if let Some(offer) = self.since_rule(since, &event, out)? {
+                return Ok(offer);
             }
+        } else if self.config.start_at_first_seen {
+            self.first_seen_rule(&event);
         }
         let last = self.last_delivered(&event.stream_id);
         if event.event_id <= last {
@@ -314,7 +351,7 @@ impl Sequencer {
             }
             return Ok(Offer::Duplicate);
         }
-        if event.event_id > last + 1 {
+        if event.event_id > last.saturating_add(1) {
             let held = self.held.entry(event.stream_id.clone()).or_default();
             if held.contains_key(&event.event_id) {
                 return Ok(Offer::Duplicate);
@@ -322,7 +359,7 @@ impl Sequencer {
             if held.len() >= self.config.max_held_per_stream {
                 let error = SequenceError::BufferFull {
                     stream_id: event.stream_id.clone(),
-                    expected: last + 1,
+                    expected: last.saturating_add(1),
                     event_id: event.event_id,
                     capacity: self.config.max_held_per_stream,
                 };
@@ -350,12 +387,20 @@ impl Sequencer {
             }
         }
         let stream_id = event.stream_id.clone();
-        let mut next = event.event_id;
+        let next = event.event_id;
         out.push(event);
-        let mut released = 1;
+        let released = 1 + self.release(stream_id, next, out);
+        Ok(Offer::Delivered { released })
+    }
+
+    /// The stream's last delivered (or passed over) event is now `last`:
+    /// delivers the held events that follow it without a hole. Returns how
+    /// many.
+    fn release(&mut self, stream_id: String, mut last: u64, out: &mut Vec<ReplayEvent>) -> usize {
+        let mut released = 0;
         if let Some(held) = self.held.get_mut(&stream_id) {
-            while let Some(successor) = held.remove(&(next + 1)) {
-                next += 1;
+            while let Some(successor) = last.checked_add(1).and_then(|n| held.remove(&n)) {
+                last = successor.event.event_id;
                 out.push(successor.event);
                 released += 1;
             }
@@ -363,8 +408,122 @@ impl Sequencer {
                 self.held.remove(&stream_id);
             }
         }
-        self.delivered.insert(stream_id, next);
-        Ok(Offer::Delivered { released })
+        self.delivered.insert(stream_id, last);
+        released
+    }
+
+    /// [`SequencerConfig::start_at_first_seen`] (checkpoints of formats 1
+    /// and 2): a stream unknown so far starts at this event.
+    fn first_seen_rule(&mut self, event: &ReplayEvent) {
+        if self.delivered.contains_key(&event.stream_id) || self.held.contains_key(&event.stream_id)
+        {
+            return;
+        }
+        // The stream starts here: its earlier events were archived before
+        // the part of the archive being read.
+        if event.event_id > 1 {
+            self.starts.insert(event.stream_id.clone(), event.event_id);
+            self.delivered
+                .insert(event.stream_id.clone(), event.event_id - 1);
+        }
+    }
+
+    /// [`SequencerConfig::since_ms`]: what becomes of an event by its
+    /// timestamp; `None` when it is taken as any event is (written at or
+    /// after the time, or without a timestamp: never dropped for want of one).
+    ///
+    /// An event written before the time is not delivered, and since a
+    /// stream's timestamps never go backwards, neither is any earlier event
+    /// of its stream: the stream's last delivered id moves up to it (passed
+    /// over), which may release held events. An event at or below that id
+    /// is a duplicate, or was written before the time; or, below a start
+    /// that was assumed ([`Sequencer::assume_start`]), it is an event that
+    /// was written at or after the time and can no longer be delivered in
+    /// order: [`SequenceError::SinceStartMissed`].
+    fn since_rule(
+        &mut self,
+        since: i64,
+        event: &ReplayEvent,
+        out: &mut Vec<ReplayEvent>,
+    ) -> Result<Option<Offer>, SequenceError> {
+        let id = event.event_id;
+        let last = self.last_delivered(&event.stream_id);
+        if id <= last {
+            let before = event.timestamp_ms().is_some_and(|ts| ts < since);
+            if let Some(&start) = self.assumed.get(&event.stream_id) {
+                if id < start {
+                    if !before {
+                        return Err(SequenceError::SinceStartMissed {
+                            stream_id: event.stream_id.clone(),
+                            event_id: id,
+                            assumed_start: start,
+                        });
+                    }
+                    if id.saturating_add(1) == start {
+                        // Its predecessor was written before the time: the
+                        // start assumed is right.
+                        self.assumed.remove(&event.stream_id);
+                    }
+                }
+            }
+            if before {
+                self.before_start += 1;
+                return Ok(Some(Offer::BeforeStart));
+            }
+            return Ok(Some(Offer::Duplicate));
+        }
+        let held = self.held.get(&event.stream_id);
+        if held.is_some_and(|h| h.contains_key(&id)) {
+            return Ok(Some(Offer::Duplicate));
+        }
+        if event.timestamp_ms().is_none_or(|ts| ts >= since) {
+            return Ok(None);
+        }
+        if held
+            .and_then(BTreeMap::first_key_value)
+            .is_some_and(|(&first, _)| first < id)
+        {
+            // A held event below it was written at or after the time: the
+            // stream's timestamps went backwards. Taken as any event is,
+            // rather than lose the held one.
+            return Ok(None);
+        }
+        self.before_start += 1;
+        self.release(event.stream_id.clone(), id, out);
+        Ok(Some(Offer::BeforeStart))
+    }
+
+    /// With [`SequencerConfig::since_ms`]: whether `stream_id` has held
+    /// events and nothing known below them: whether its earlier events were
+    /// written before the time (and need not be delivered) is unknown until
+    /// one of them is found, read from the table, or the start is assumed.
+    pub fn start_unknown(&self, stream_id: &str) -> bool {
+        self.config.since_ms.is_some()
+            && !self.delivered.contains_key(stream_id)
+            && self.held.contains_key(stream_id)
+    }
+
+    /// With [`SequencerConfig::since_ms`] and no table to read from: assumes
+    /// that a stream whose start is unknown ([`Sequencer::start_unknown`])
+    /// starts at its first held event, and releases its held events into
+    /// `out`. Returns whether it did. The assumption is recorded (and kept in
+    /// the checkpoint): an earlier event of the stream written at or after
+    /// the time, found later, is refused ([`SequenceError::SinceStartMissed`]).
+    pub fn assume_start(&mut self, stream_id: &str, out: &mut Vec<ReplayEvent>) -> bool {
+        if !self.start_unknown(stream_id) {
+            return false;
+        }
+        let Some(first) = self
+            .held
+            .get(stream_id)
+            .and_then(|h| h.first_key_value())
+            .map(|(&id, _)| id)
+        else {
+            return false;
+        };
+        self.assumed.insert(stream_id.to_owned(), first);
+        self.release(stream_id.to_owned(), first.saturating_sub(1), out);
+        true
     }
 
     /// Every stream whose next event is missing while later events of it are
@@ -377,22 +536,30 @@ impl Sequencer {
     pub fn gaps(&self) -> Vec<Gap> {
         self.held
             .iter()
-            .filter_map(|(stream_id, held)| {
-                let (&first_held, _) = held.first_key_value()?;
-                let since = held
-                    .values()
-                    .filter_map(|h| h.read_at.as_ref())
-                    .min_by(|a, b| a.key.cmp(&b.key))
-                    .cloned();
-                Some(Gap {
-                    stream_id: stream_id.clone(),
-                    expected: self.last_delivered(stream_id) + 1,
-                    first_held,
-                    held: held.len(),
-                    since,
-                })
-            })
+            .filter_map(|(stream_id, held)| self.gap_of(stream_id, held))
             .collect()
+    }
+
+    /// The gap of one stream, if it has one (see [`Sequencer::gaps`]).
+    pub fn gap(&self, stream_id: &str) -> Option<Gap> {
+        let held = self.held.get(stream_id)?;
+        self.gap_of(stream_id, held)
+    }
+
+    fn gap_of(&self, stream_id: &str, held: &BTreeMap<u64, HeldEvent>) -> Option<Gap> {
+        let (&first_held, _) = held.first_key_value()?;
+        let since = held
+            .values()
+            .filter_map(|h| h.read_at.as_ref())
+            .min_by(|a, b| a.key.cmp(&b.key))
+            .cloned();
+        Some(Gap {
+            stream_id: stream_id.to_owned(),
+            expected: self.last_delivered(stream_id).saturating_add(1),
+            first_held,
+            held: held.len(),
+            since,
+        })
     }
 
     /// The gaps visible for longer than `bound_ms` at `now_ms` (archive
@@ -414,9 +581,18 @@ impl Sequencer {
     /// dropped as duplicates.
     pub fn checkpoint(&self) -> Checkpoint {
         let last_delivered = self.delivered.iter().map(|(s, &v)| (s.clone(), v));
+        let since = self.config.since_ms.map(|at_ms| Since {
+            at_ms,
+            assumed_starts: self.assumed.iter().map(|(s, &v)| (s.clone(), v)).collect(),
+        });
         Checkpoint {
-            format: CHECKPOINT_FORMAT,
-            start_at_first_seen: self.config.start_at_first_seen,
+            format: if since.is_some() {
+                SINCE_FORMAT
+            } else {
+                CHECKPOINT_FORMAT
+            },
+            start_at_first_seen: self.config.start_at_first_seen && since.is_none(),
+            since,
             cursor: self.cursor.clone(),
             last_delivered: last_delivered.collect(),
             held: self
@@ -441,18 +617,33 @@ impl Sequencer {
         config: SequencerConfig,
         checkpoint: Checkpoint,
     ) -> Result<Self, CheckpointError> {
-        if !matches!(checkpoint.format, CHECKPOINT_FORMAT | PARTITIONED_FORMAT) {
+        if !(CHECKPOINT_FORMAT..=NEWEST_FORMAT).contains(&checkpoint.format) {
             return Err(CheckpointError::UnsupportedFormat {
                 found: checkpoint.format,
-                supported: PARTITIONED_FORMAT,
+                supported: NEWEST_FORMAT,
             });
         }
         let config = SequencerConfig {
             start_at_first_seen: config.start_at_first_seen || checkpoint.start_at_first_seen,
+            since_ms: checkpoint
+                .since
+                .as_ref()
+                .map(|s| s.at_ms)
+                .or(config.since_ms),
             ..config
         };
         let mut sequencer =
             Self::with_versions(config, checkpoint.cursor, checkpoint.last_delivered);
+        for (stream_id, start) in checkpoint.since.into_iter().flat_map(|s| s.assumed_starts) {
+            if start < 2 || start > sequencer.last_delivered(&stream_id) {
+                return Err(CheckpointError::InvalidStart {
+                    stream_id,
+                    event_id: start,
+                    reason: "that is not after event 1 and at most its last delivered event",
+                });
+            }
+            sequencer.assumed.insert(stream_id, start);
+        }
         for held in checkpoint.held {
             let stream_id = held.event.stream_id.clone();
             let event_id = held.event.event_id;
@@ -461,7 +652,7 @@ impl Sequencer {
                 event_id,
                 reason,
             };
-            if event_id <= sequencer.last_delivered(&stream_id) + 1 {
+            if event_id <= sequencer.last_delivered(&stream_id).saturating_add(1) {
                 return Err(invalid("it is not after the stream's next event"));
             }
             let stream = sequencer.held.entry(stream_id.clone()).or_default();
@@ -666,6 +857,144 @@ mod tests {
         );
     }
 
+    fn ev_at(stream: &str, id: u64, ts: i64) -> ReplayEvent {
+        let timestamp = evs_core::format_timestamp_ms(ts);
+        ReplayEvent::new(
+            stream,
+            id,
+            &json!({"streamId": stream, "eventId": id, "timestamp": timestamp}),
+        )
+    }
+
+    #[test]
+    fn since_delivers_what_was_written_at_or_after_it() {
+        let config = SequencerConfig {
+            since_ms: Some(100),
+            ..SequencerConfig::default()
+        };
+        let mut seq = Sequencer::with_config(config);
+        let mut out = Vec::new();
+        let k = at("k1");
+        // Written before: not delivered, nor anything earlier.
+        assert_eq!(
+            seq.push(&k, ev_at("a", 5, 50), &mut out),
+            Ok(Offer::BeforeStart)
+        );
+        assert_eq!(seq.last_delivered("a"), 5);
+        assert_eq!(seq.push(&k, ev_at("a", 7, 150), &mut out), Ok(Offer::Held));
+        assert_eq!(
+            seq.push(&k, ev_at("a", 6, 120), &mut out),
+            Ok(Offer::Delivered { released: 2 })
+        );
+        assert_eq!(
+            seq.push(&k, ev_at("a", 4, 40), &mut out),
+            Ok(Offer::BeforeStart)
+        );
+        assert_eq!(
+            seq.push(&k, ev_at("a", 6, 120), &mut out),
+            Ok(Offer::Duplicate)
+        );
+        // A stream first found after its first event, written after: its
+        // start is unknown until an earlier event shows where it is.
+        assert_eq!(seq.push(&k, ev_at("b", 3, 150), &mut out), Ok(Offer::Held));
+        assert!(seq.start_unknown("b"));
+        assert_eq!(
+            seq.push(&k, ev_at("b", 2, 90), &mut out),
+            Ok(Offer::BeforeStart)
+        );
+        assert!(!seq.start_unknown("b"));
+        // A new stream: from event 1, whatever order it comes in.
+        assert_eq!(seq.push(&k, ev_at("n", 2, 150), &mut out), Ok(Offer::Held));
+        assert_eq!(
+            seq.push(&k, ev_at("n", 1, 150), &mut out),
+            Ok(Offer::Delivered { released: 2 })
+        );
+        // Timestamps that go backwards: nothing held is dropped.
+        assert_eq!(seq.push(&k, ev_at("e", 3, 150), &mut out), Ok(Offer::Held));
+        assert_eq!(seq.push(&k, ev_at("e", 4, 50), &mut out), Ok(Offer::Held));
+        assert_eq!(
+            ids(&out),
+            [
+                ("a".into(), 6),
+                ("a".into(), 7),
+                ("b".into(), 3),
+                ("n".into(), 1),
+                ("n".into(), 2)
+            ]
+        );
+        assert_eq!(seq.before_start(), 3);
+
+        // Assumed starts: confirmed by an earlier event written before the
+        // time, refused for one written at or after it.
+        let mut out = Vec::new();
+        for stream in ["c", "d"] {
+            seq.push(&k, ev_at(stream, 3, 150), &mut out).unwrap();
+            assert!(seq.assume_start(stream, &mut out));
+            assert!(!seq.assume_start(stream, &mut out), "once");
+        }
+        assert_eq!(ids(&out), [("c".into(), 3), ("d".into(), 3)]);
+        let checkpoint = seq.checkpoint();
+        assert_eq!(checkpoint.format, SINCE_FORMAT);
+        let since = checkpoint.since.clone().unwrap();
+        assert_eq!((since.at_ms, since.assumed_starts.len()), (100, 2));
+        let mut resumed =
+            Sequencer::resume(Checkpoint::from_json(&checkpoint.to_json().unwrap()).unwrap())
+                .unwrap();
+        for seq in [&mut seq, &mut resumed] {
+            assert_eq!(
+                seq.push(&k, ev_at("c", 2, 90), &mut out),
+                Ok(Offer::BeforeStart)
+            );
+            assert_eq!(
+                seq.push(&k, ev_at("c", 1, 150), &mut out),
+                Ok(Offer::Duplicate)
+            );
+            assert_eq!(
+                seq.push(&k, ev_at("d", 1, 150), &mut out),
+                Err(SequenceError::SinceStartMissed {
+                    stream_id: "d".into(),
+                    event_id: 1,
+                    assumed_start: 3
+                })
+            );
+            assert_eq!(seq.checkpoint().since.unwrap().assumed_starts.len(), 1);
+        }
+        let mut bad = checkpoint;
+        bad.since
+            .as_mut()
+            .unwrap()
+            .assumed_starts
+            .insert("c".into(), 9);
+        assert!(matches!(
+            Sequencer::resume(bad),
+            Err(CheckpointError::InvalidStart { event_id: 9, .. })
+        ));
+    }
+
+    #[test]
+    fn checkpoints_of_every_format_are_read() {
+        let legacy = r#"{"format":2,"startAtFirstSeen":true,"cursor":"k1","lastDelivered":{"a":4},"held":[],"partition":"0/2"}"#;
+        let mut seq = Sequencer::resume(Checkpoint::from_json(legacy).unwrap()).unwrap();
+        let mut out = Vec::new();
+        seq.push(&at("k2"), ev("b", 3), &mut out).unwrap();
+        assert_eq!(ids(&out), [("b".into(), 3)], "the rule it was saved with");
+        let since =
+            r#"{"format":3,"since":{"atMs":100},"cursor":"k1","lastDelivered":{"a":4},"held":[]}"#;
+        let mut seq = Sequencer::resume(Checkpoint::from_json(since).unwrap()).unwrap();
+        assert_eq!(seq.since_ms(), Some(100));
+        let mut out = Vec::new();
+        seq.push(&at("k2"), ev_at("b", 3, 150), &mut out).unwrap();
+        assert!(out.is_empty() && seq.start_unknown("b"));
+        let newer = since.replace(r#""format":3"#, r#""format":4"#);
+        assert!(matches!(
+            Sequencer::resume(Checkpoint::from_json(&newer).unwrap()),
+            Err(CheckpointError::UnsupportedFormat {
+                found: 4,
+                supported: 3
+            })
+        ));
+    }
+
     #[test]
     fn buffer_is_bounded_and_never_drops() {
         let mut seq = Sequencer::with_config(SequencerConfig {
@@ -760,6 +1089,49 @@ mod tests {
             Sequencer::resume(checkpoint),
             Err(CheckpointError::InvalidHeld { event_id: 4, .. })
         ));
+    }
+
+    #[test]
+    fn the_last_event_id_never_overflows() {
+        // A checkpoint (or a projection) at u64::MAX: the stream has no next
+        // event, everything offered is a duplicate, nothing wraps or panics.
+        let mut checkpoint = Sequencer::new().checkpoint();
+        checkpoint.last_delivered.insert("a".into(), u64::MAX);
+        let mut seq = Sequencer::resume(checkpoint.clone()).unwrap();
+        let mut out = Vec::new();
+        let k = at("k1");
+        for id in [1, u64::MAX - 1, u64::MAX] {
+            assert_eq!(seq.push(&k, ev("a", id), &mut out), Ok(Offer::Duplicate));
+        }
+        assert!(out.is_empty());
+        assert!(seq.gaps().is_empty());
+        checkpoint.held.push(HeldEvent {
+            event: ev("a", u64::MAX),
+            read_at: None,
+        });
+        assert!(matches!(
+            Sequencer::resume(checkpoint),
+            Err(CheckpointError::InvalidHeld { .. })
+        ));
+        // Held up to u64::MAX and released: the release loop stops there.
+        let mut seq = Sequencer::with_versions(
+            SequencerConfig::default(),
+            None,
+            [("b".to_owned(), u64::MAX - 2)],
+        );
+        assert_eq!(seq.push(&k, ev("b", u64::MAX), &mut out), Ok(Offer::Held));
+        assert_eq!(
+            seq.push(&k, ev("b", u64::MAX - 1), &mut out),
+            Ok(Offer::Delivered { released: 2 })
+        );
+        assert_eq!(seq.last_delivered("b"), u64::MAX);
+        assert_eq!(
+            seq.push(&k, ev("b", u64::MAX), &mut out),
+            Ok(Offer::Duplicate)
+        );
+        let mut out = Vec::new();
+        seq.fill("b", [ev("b", u64::MAX)], &mut out).unwrap();
+        assert!(out.is_empty());
     }
 
     #[test]

@@ -80,6 +80,19 @@ impl Fixture<common::MemorySink> {
     }
 }
 
+impl Fixture<common::MemorySink> {
+    /// On an in-memory bucket, the table's clock (events' timestamps) at `ms`.
+    fn memory_at(ms: &Arc<AtomicI64>) -> Self {
+        Self {
+            store: MemoryStore::with_clock(clock_at(ms)),
+            sink: Arc::new(common::MemorySink::default()),
+            config: Config::local("unused"),
+            dir: None,
+            fed: 0,
+        }
+    }
+}
+
 impl<S: ObjectStore + 'static> Fixture<S> {
     /// `count` events on `stream`.
     async fn append(&self, stream: &str, count: usize) {
@@ -552,12 +565,207 @@ async fn a_stray_key_at_a_page_end_never_moves_a_checkpoint_past_a_late_object()
     assert_eq!(got, ["a/1", "b/1", "c/1"]);
 }
 
+/// The archive of the `--since` tests, `SINCE` being the time: stream `a`
+/// written before it (a/1, a/2 archived before it), then a/3 after it;
+/// `b/1` written just before it and archived after it; a new stream `n`
+/// written after it whose n/2 is archived before n/1 (another shard); `c`
+/// with c/1 before it and c/2..c/4 after it, c/2 and c/3 never archived.
+async fn since_archive() -> Fixture<common::MemorySink> {
+    let written = Arc::new(AtomicI64::new(T0));
+    let mut fx = Fixture::memory_at(&written);
+    fx.append("a", 2).await;
+    fx.append("c", 1).await;
+    let old = fx.take(3);
+    fx.archive(&old, T0 + 1_000).await.unwrap();
+    written.store(SINCE - 1_000, Ordering::SeqCst);
+    fx.append("b", 1).await;
+    let b = fx.take(1);
+    fx.archive(&b, SINCE + 1_000).await.unwrap();
+    written.store(SINCE + 10_000, Ordering::SeqCst);
+    fx.append("a", 1).await;
+    fx.append("c", 3).await;
+    let a3 = fx.take(1);
+    let _lost = fx.take(2); // c/2, c/3
+    let c4 = fx.take(1);
+    fx.archive(&a3, SINCE + 11_000).await.unwrap();
+    fx.archive(&c4, SINCE + 12_000).await.unwrap();
+    written.store(SINCE + 20_000, Ordering::SeqCst);
+    fx.append("n", 2).await;
+    let (n1, n2) = (fx.take(1), fx.take(1));
+    fx.archive(&n2, SINCE + 21_000).await.unwrap();
+    fx.archive(&n1, SINCE + 30_000).await.unwrap();
+    fx
+}
+
+/// The `--since` of [`since_archive`].
+const SINCE: i64 = T0 + 3_600_000;
+
+/// The delivered ids by stream.
+fn per_stream(events: &[ReplayEvent]) -> BTreeMap<String, Vec<u64>> {
+    let mut out: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for e in events {
+        out.entry(e.stream_id.clone()).or_default().push(e.event_id);
+    }
+    out
+}
+
+fn expect(pairs: &[(&str, &[u64])]) -> BTreeMap<String, Vec<u64>> {
+    pairs
+        .iter()
+        .map(|(s, ids)| ((*s).to_owned(), ids.to_vec()))
+        .collect()
+}
+
+#[tokio::test]
+async fn since_delivers_every_event_written_at_or_after_it() {
+    // Every event written at or after --since, each stream from its first
+    // such event: a new stream's first event archived after its second is
+    // delivered (before it); an event written before --since is not, even
+    // when archived after it. Without a table, c's c/2 and c/3 (never
+    // archived) cannot be known; with one, they are read from it.
+    let fx = since_archive().await;
+    let now = Arc::new(AtomicI64::new(T0 + 86_400_000));
+    let opts = ReplayOptions {
+        since_ms: Some(SINCE),
+        ..options()
+    };
+    let mut replayer = Replayer::new(fx.archive_handle(), opts.clone(), clock_at(&now));
+    assert_eq!(
+        per_stream(&replay_all(&mut replayer).await),
+        expect(&[("a", &[3]), ("c", &[4]), ("n", &[1, 2])])
+    );
+    assert!(replayer.gaps().is_empty());
+    assert_eq!(replayer.before_start(), 1, "b/1");
+    let table: Arc<dyn EventStore> = Arc::new(fx.store.clone());
+    let mut replayer = Replayer::new(fx.archive_handle(), opts, clock_at(&now)).with_table(table);
+    assert_eq!(
+        per_stream(&replay_all(&mut replayer).await),
+        expect(&[("a", &[3]), ("c", &[2, 3, 4]), ("n", &[1, 2])])
+    );
+    assert!(replayer.gaps().is_empty());
+}
+
+#[tokio::test]
+async fn since_resumed_at_every_step_loses_nothing() {
+    // The same, resumed from a checkpoint (through JSON) after every step:
+    // what decides each stream's start is in the checkpoint.
+    let fx = since_archive().await;
+    let now = Arc::new(AtomicI64::new(T0 + 86_400_000));
+    let opts = ReplayOptions {
+        since_ms: Some(SINCE),
+        ..options()
+    };
+    for table in [
+        None,
+        Some(Arc::new(fx.store.clone()) as Arc<dyn EventStore>),
+    ] {
+        let with_table = |r: Replayer| match &table {
+            Some(t) => r.with_table(Arc::clone(t)),
+            None => r,
+        };
+        let mut replayer = with_table(Replayer::new(
+            fx.archive_handle(),
+            opts.clone(),
+            clock_at(&now),
+        ));
+        let mut got = Vec::new();
+        loop {
+            match replayer.next().await.unwrap() {
+                Step::Object { events, .. } | Step::Backfill { events, .. } => got.extend(events),
+                Step::End => break,
+                other => panic!("unexpected {other:?}"),
+            }
+            let json = replayer.checkpoint().unwrap().to_json().unwrap();
+            let checkpoint = Checkpoint::from_json(&json).unwrap();
+            replayer = with_table(
+                Replayer::resume(fx.archive_handle(), checkpoint, options(), clock_at(&now))
+                    .unwrap(),
+            );
+        }
+        let c: &[u64] = if table.is_some() { &[2, 3, 4] } else { &[4] };
+        assert_eq!(
+            per_stream(&got),
+            expect(&[("a", &[3]), ("c", c), ("n", &[1, 2])]),
+            "table: {}",
+            table.is_some()
+        );
+    }
+}
+
+#[tokio::test]
+async fn since_without_a_table_stops_when_an_assumed_start_turns_out_wrong() {
+    // n/2 is found, then for longer than the gap bound (by the archive's
+    // clock) nothing earlier of n: without a table, n is taken to start at
+    // n/2. When n/1, written after --since, turns up after all, the replay
+    // stops (resumed from a checkpoint too) rather than drop it; with the
+    // table, n/1 is read from it in time.
+    let written = Arc::new(AtomicI64::new(SINCE + 20_000));
+    let mut fx = Fixture::memory_at(&written);
+    fx.append("n", 2).await;
+    fx.append("x", 1).await;
+    let (n1, n2, x1) = (fx.take(1), fx.take(1), fx.take(1));
+    fx.archive(&n2, SINCE + 21_000).await.unwrap();
+    fx.archive(&x1, SINCE + 50_000).await.unwrap();
+    fx.archive(&n1, SINCE + 71_000).await.unwrap();
+    let now = Arc::new(AtomicI64::new(T0 + 86_400_000));
+    let opts = ReplayOptions {
+        since_ms: Some(SINCE),
+        gap_bound_ms: 10_000,
+        ..options()
+    };
+    let mut replayer = Replayer::new(fx.archive_handle(), opts.clone(), clock_at(&now));
+    let mut got = Vec::new();
+    let mut checkpoint = None;
+    let err = loop {
+        match replayer.next().await {
+            Ok(Step::Object { events, .. } | Step::Backfill { events, .. }) => {
+                got.extend(events);
+                checkpoint = Some(replayer.checkpoint().unwrap());
+            }
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(e) => break e,
+        }
+    };
+    assert!(!err.is_transient());
+    let text = err.to_string();
+    assert!(text.contains("\"n\"") && text.contains("table"), "{text}");
+    assert_eq!(per_stream(&got), expect(&[("n", &[2]), ("x", &[1])]));
+    assert_eq!(replayer.stats().assumed_starts, 1);
+
+    // Resumed from the checkpoint before n/1's object: the same stop.
+    let checkpoint = checkpoint.unwrap();
+    let since = checkpoint.since.as_ref().unwrap();
+    assert_eq!(since.assumed_starts.get("n"), Some(&2));
+    assert_eq!(checkpoint.format, evs_replay::SINCE_FORMAT);
+    let json = checkpoint.to_json().unwrap();
+    let mut resumed = Replayer::resume(
+        fx.archive_handle(),
+        Checkpoint::from_json(&json).unwrap(),
+        options(),
+        clock_at(&now),
+    )
+    .unwrap();
+    let (_, again) = until_error(&mut resumed).await;
+    assert_eq!(again, text);
+
+    let table: Arc<dyn EventStore> = Arc::new(fx.store.clone());
+    let mut replayer = Replayer::new(fx.archive_handle(), opts, clock_at(&now)).with_table(table);
+    assert_eq!(
+        per_stream(&replay_all(&mut replayer).await),
+        expect(&[("n", &[1, 2]), ("x", &[1])])
+    );
+    assert_eq!(replayer.stats().assumed_starts, 0);
+}
+
 #[tokio::test]
 async fn since_starts_each_stream_at_its_first_event_after_it() {
-    let mut fx = Fixture::memory();
-    for _ in 0..3 {
+    let written = Arc::new(AtomicI64::new(T0));
+    let mut fx = Fixture::memory_at(&written);
+    for _ in 0..2 {
         fx.append_one("a", json!(1)).await;
     }
+    written.store(T0 + 60_000, Ordering::SeqCst);
+    fx.append_one("a", json!(1)).await;
     let (old, new) = (fx.take(2), fx.take(1));
     fx.archive(&old, T0).await.unwrap();
     fx.archive(&new, T0 + 60_000).await.unwrap();
@@ -884,5 +1092,304 @@ async fn a_corrupt_object_stops_the_replay_unless_skipped_and_its_gap_is_named_o
     // its stream, leaves no trace in the archive: nothing can tell it is
     // missing but a comparison with the table (`evs verify --table`).
     assert_eq!(sorted, ["a/1", "a/2", "a/3", "b/1"]);
+    assert!(replayer.gaps().is_empty());
+}
+
+/// The table, whose reads fail with a transient error (an outage,
+/// throttling) at seeded random moments, never more than `max_in_a_row`
+/// times in a row.
+#[derive(Debug)]
+struct FlakyTable {
+    inner: MemoryStore,
+    rng: std::sync::Mutex<fastrand::Rng>,
+    in_a_row: std::sync::atomic::AtomicUsize,
+    max_in_a_row: usize,
+    /// Reads that failed.
+    failed: std::sync::atomic::AtomicUsize,
+    /// Reads take this long (a caller may give up waiting).
+    latency: std::time::Duration,
+}
+
+#[async_trait::async_trait]
+impl EventStore for FlakyTable {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+    ) -> evs_core::Result<evs_core::AppendOutcome> {
+        self.inner.append(stream, expected, events).await
+    }
+
+    async fn read(
+        &self,
+        stream: &StreamId,
+        request: evs_core::ReadRequest,
+    ) -> evs_core::Result<Vec<evs_core::RecordedEvent>> {
+        let fail = self.rng.lock().unwrap().bool()
+            && self.in_a_row.load(Ordering::SeqCst) < self.max_in_a_row;
+        if fail {
+            self.in_a_row.fetch_add(1, Ordering::SeqCst);
+            self.failed.fetch_add(1, Ordering::SeqCst);
+            return Err(evs_core::Error::Backend {
+                message: "DynamoDB Query: 503 ServiceUnavailable".into(),
+                transient: true,
+                source: None,
+            });
+        }
+        self.in_a_row.store(0, Ordering::SeqCst);
+        tokio::time::sleep(self.latency).await;
+        self.inner.read(stream, request).await
+    }
+}
+
+#[tokio::test]
+async fn a_table_outage_during_a_back_fill_is_retried_in_place() {
+    // Streams with events that never reached the archive, in objects whose
+    // streams' hold-back buffers fill (a back-fill in the middle of an
+    // object) or that are still missing at the end; every table read may
+    // fail transiently, and some calls of next() are dropped while they
+    // wait for a read. Calling next() again after each failure delivers
+    // every event exactly once, in order: nothing lost, repeated or
+    // reordered, and the replayer is never poisoned.
+    for seed in 0..60u64 {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let mut fx = Fixture::memory();
+        for s in 0..1 + rng.usize(..4) {
+            fx.append(&format!("s{s}"), 1 + rng.usize(..8)).await;
+        }
+        // The feed stream by stream, in batches of random size, some lost.
+        // A stream's last event archived is the last one anything can
+        // show missing before it.
+        let mut archived: BTreeMap<String, u64> = BTreeMap::new();
+        let mut seal = T0;
+        loop {
+            let records = fx.take(1 + rng.usize(..4));
+            if records.is_empty() {
+                break;
+            }
+            if rng.u8(..100) < 25 {
+                continue; // never archived
+            }
+            for r in &records {
+                let image = &r["dynamodb"]["NewImage"];
+                let stream = image["StreamId"]["S"].as_str().unwrap().to_owned();
+                let id: u64 = image["EventId"]["N"].as_str().unwrap().parse().unwrap();
+                let last = archived.entry(stream).or_insert(0);
+                *last = (*last).max(id);
+            }
+            seal += 1_000;
+            fx.archive(&records, seal).await;
+        }
+        let table = Arc::new(FlakyTable {
+            inner: fx.store.clone(),
+            rng: std::sync::Mutex::new(fastrand::Rng::with_seed(seed ^ 0x5eed)),
+            in_a_row: Default::default(),
+            max_in_a_row: 1 + rng.usize(..4),
+            failed: Default::default(),
+            latency: std::time::Duration::from_millis(rng.u64(..3)),
+        });
+        let now = Arc::new(AtomicI64::new(T0 + 86_400_000));
+        let mut opts = options();
+        opts.sequencer.max_held_per_stream = 1 + rng.usize(..2);
+        let mut replayer = Replayer::new(fx.archive_handle(), opts, clock_at(&now))
+            .with_table(table.clone() as Arc<dyn EventStore>);
+        let mut got: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        let (mut errors, mut dropped) = (0, 0);
+        loop {
+            let step = if rng.bool() {
+                let wait = std::time::Duration::from_millis(rng.u64(..3));
+                match tokio::time::timeout(wait, replayer.next()).await {
+                    Ok(step) => step,
+                    Err(_) => {
+                        dropped += 1;
+                        assert!(dropped < 10_000, "seed {seed}: no progress");
+                        continue;
+                    }
+                }
+            } else {
+                replayer.next().await
+            };
+            match step {
+                Ok(Step::Object { events, .. } | Step::Backfill { events, .. }) => {
+                    for e in events {
+                        got.entry(e.stream_id).or_default().push(e.event_id);
+                    }
+                    assert!(replayer.checkpoint().is_ok(), "seed {seed}");
+                }
+                Ok(Step::End) => break,
+                Ok(other) => panic!("seed {seed}: unexpected {other:?}"),
+                Err(e) => {
+                    assert!(e.is_transient(), "seed {seed}: {e}");
+                    if let Err(refused) = replayer.checkpoint() {
+                        assert!(
+                            matches!(refused, evs_replay::ReplayError::HalfConsumed { .. }),
+                            "seed {seed}: {refused}"
+                        );
+                    }
+                    errors += 1;
+                    assert!(errors < 1_000, "seed {seed}: no progress");
+                }
+            }
+        }
+        let want: BTreeMap<String, Vec<u64>> = archived
+            .iter()
+            .map(|(s, &n)| (s.clone(), (1..=n).collect()))
+            .collect();
+        assert_eq!(got, want, "seed {seed}");
+        assert!(errors <= table.failed.load(Ordering::SeqCst), "seed {seed}");
+    }
+}
+
+/// The first stream name `prefix-<n>` in partition `index` of `count`.
+fn stream_in(prefix: &str, index: u64, count: u64) -> String {
+    let partition = evs_replay::Partition::new(index, count).unwrap();
+    (0..)
+        .map(|n| format!("{prefix}-{n}"))
+        .find(|s| partition.contains(s))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn another_partitions_gap_neither_stops_nor_delays_a_partition() {
+    // Stream `mine` is in partition 0/2, `theirs` in 1/2; theirs lost its
+    // first event and holds more than its buffer takes. Replaying 0/2 reads
+    // only mine: no full buffer, no gap, no back-fill, and a checkpoint of
+    // mine alone.
+    let mut fx = Fixture::memory();
+    let (mine, theirs) = (stream_in("mine", 0, 2), stream_in("theirs", 1, 2));
+    fx.append(&theirs, 4).await;
+    fx.append(&mine, 3).await;
+    let _lost = fx.take(1); // theirs/1
+    let rest = fx.take(10);
+    fx.archive(&rest, T0).await.unwrap();
+    let now = Arc::new(AtomicI64::new(T0 + 86_400_000));
+    let mut opts = options();
+    opts.sequencer.max_held_per_stream = 1;
+    opts.partition = evs_replay::Partition::new(0, 2).unwrap();
+    let want = [
+        format!("{mine}/1"),
+        format!("{mine}/2"),
+        format!("{mine}/3"),
+    ];
+
+    let mut replayer = Replayer::new(fx.archive_handle(), opts.clone(), clock_at(&now));
+    assert_eq!(ids(&replay_all(&mut replayer).await), want);
+    assert!(replayer.gaps().is_empty());
+    assert_eq!(replayer.stats().other_partitions, 3);
+    let checkpoint = replayer.checkpoint().unwrap();
+    assert_eq!(
+        checkpoint.last_delivered.keys().collect::<Vec<_>>(),
+        [&mine]
+    );
+    assert!(checkpoint.held.is_empty());
+    assert_eq!(checkpoint.partition.as_deref(), Some("0/2"));
+    assert_eq!(checkpoint.format, evs_replay::PARTITIONED_FORMAT);
+
+    // Following, with a table: theirs is never back-filled.
+    let follow = ReplayOptions {
+        follow: true,
+        frontier: Frontier::new(10_000, 1_000),
+        gap_bound_ms: 0,
+        ..opts.clone()
+    };
+    let table: Arc<dyn EventStore> = Arc::new(fx.store.clone());
+    let mut replayer = Replayer::new(fx.archive_handle(), follow, clock_at(&now)).with_table(table);
+    assert_eq!(ids(&drain(&mut replayer).await), want);
+    assert_eq!(replayer.stats().backfilled, 0);
+    assert!(replayer.gaps().is_empty());
+
+    // Resumed: only that partition's checkpoint, and only for it.
+    let json = checkpoint.to_json().unwrap();
+    let other = ReplayOptions {
+        partition: evs_replay::Partition::new(1, 2).unwrap(),
+        ..opts.clone()
+    };
+    let refused = Replayer::resume(
+        fx.archive_handle(),
+        Checkpoint::from_json(&json).unwrap(),
+        other,
+        clock_at(&now),
+    );
+    assert!(refused.is_err(), "another partition's checkpoint");
+    let refused = Replayer::resume(
+        fx.archive_handle(),
+        Checkpoint::from_json(&json).unwrap(),
+        options(),
+        clock_at(&now),
+    );
+    assert!(
+        refused.is_err(),
+        "a partition's checkpoint for every stream"
+    );
+    fx.append(&mine, 1).await;
+    fx.append(&theirs, 1).await;
+    let more = fx.take(10);
+    fx.archive(&more, T0 + 1_000).await.unwrap();
+    let mut resumed = Replayer::resume(
+        fx.archive_handle(),
+        Checkpoint::from_json(&json).unwrap(),
+        opts,
+        clock_at(&now),
+    )
+    .unwrap();
+    assert_eq!(ids(&replay_all(&mut resumed).await), [format!("{mine}/4")]);
+}
+
+#[tokio::test]
+async fn an_older_partition_checkpoint_with_every_stream_resumes_only_its_own() {
+    // A partition's checkpoint written when partitions only filtered the
+    // output: it holds every stream, held events of other partitions too.
+    let mut fx = Fixture::memory();
+    let (mine, theirs) = (stream_in("mine", 0, 2), stream_in("theirs", 1, 2));
+    fx.append(&theirs, 3).await;
+    fx.append(&mine, 2).await;
+    let _lost = fx.take(1); // theirs/1
+    let rest = fx.take(10);
+    fx.archive(&rest, T0).await.unwrap();
+    let now = Arc::new(AtomicI64::new(T0 + 86_400_000));
+    let mut replayer = Replayer::new(fx.archive_handle(), options(), clock_at(&now));
+    replay_all(&mut replayer).await;
+    let old = replayer.checkpoint().unwrap().for_partition("0/2".into());
+    assert_eq!(old.held.len(), 2, "theirs/2 and theirs/3 held");
+    let opts = ReplayOptions {
+        partition: evs_replay::Partition::new(0, 2).unwrap(),
+        ..options()
+    };
+    let table: Arc<dyn EventStore> = Arc::new(fx.store.clone());
+    let mut resumed = Replayer::resume(fx.archive_handle(), old, opts, clock_at(&now))
+        .unwrap()
+        .with_table(table);
+    assert!(resumed.gaps().is_empty(), "{:?}", resumed.gaps());
+    assert!(replay_all(&mut resumed).await.is_empty());
+    assert_eq!(resumed.stats().backfilled, 0);
+    let checkpoint = resumed.checkpoint().unwrap();
+    assert_eq!(
+        checkpoint.last_delivered.keys().collect::<Vec<_>>(),
+        [&mine]
+    );
+    assert!(checkpoint.held.is_empty());
+}
+
+#[tokio::test]
+async fn a_back_fill_that_reveals_the_next_hole_fills_it_too() {
+    // a/2 and a/4 never reached the archive: filling a/2 releases a/3 and
+    // leaves a/4 missing, a hole of its own, also read from the table.
+    let mut fx = Fixture::memory();
+    fx.append("a", 5).await;
+    for n in 1..=5 {
+        let record = fx.take(1);
+        if n % 2 == 1 {
+            fx.archive(&record, T0 + n * 1_000).await.unwrap();
+        }
+    }
+    let now = Arc::new(AtomicI64::new(T0 + 86_400_000));
+    let table: Arc<dyn EventStore> = Arc::new(fx.store.clone());
+    let mut replayer =
+        Replayer::new(fx.archive_handle(), options(), clock_at(&now)).with_table(table);
+    assert_eq!(
+        per_stream(&replay_all(&mut replayer).await),
+        expect(&[("a", &[1, 2, 3, 4, 5])])
+    );
     assert!(replayer.gaps().is_empty());
 }

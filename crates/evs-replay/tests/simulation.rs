@@ -28,7 +28,13 @@
 //! within the archiver timeout of its seal time: sometimes a plain replay
 //! first, then following; restarts at random steps; a reader that wakes
 //! early. Every archived event is delivered exactly once, in order, and no
-//! checkpoint cursor is ever past the settled frontier. 1,000 cases.
+//! checkpoint cursor is ever past the settled frontier. 1,000 cases. So do
+//! 1 to 4 partitions, each replayed by its own follower: each delivers and
+//! checkpoints only its streams, and together exactly every archived event.
+//! And a replay from a random time (`--since`), with a table (and then maybe
+//! a lost object) or without: every event written at or after the time
+//! exactly once, in order, none before it; without a table, at worst a stop
+//! naming the stream whose start was guessed wrong, never a loss.
 //! `PROPTEST_CASES` sets another count for all (`make soak` runs 100,000).
 
 // Test code: unwrap, expect and panic are how it fails (clippy.toml lets
@@ -77,7 +83,7 @@ impl Record {
         ReplayEvent::new(
             self.stream.clone(),
             self.id,
-            &json!({"streamId": self.stream, "eventId": self.id, "timestamp": evs_core::format_timestamp_ms(self.ts as i64)}),
+            &json!({"streamId": self.stream, "eventId": self.id, "timestamp": evs_core::format_timestamp_ms(T0 + self.ts as i64)}),
         )
     }
 }
@@ -88,10 +94,16 @@ struct Object {
     lines: Vec<ReplayEvent>,
 }
 
+/// 2026-01-01T00:00:00Z: seal times and event timestamps (both relative to
+/// it in a scenario) are after it.
+const T0: i64 = 1_767_225_600_000;
+
 #[derive(Debug)]
 struct Scenario {
     /// Every stream and its number of events (the "table").
     counts: BTreeMap<String, u64>,
+    /// Every write, in the order they were made (`ts` = its index).
+    writes: Vec<Record>,
     /// The archive, sorted by key.
     objects: Vec<Object>,
 }
@@ -129,7 +141,8 @@ fn scenario(rng: &mut Rng) -> Scenario {
         .map(|s| (s.as_str(), rng.index(n_shards)))
         .collect();
     let mut shards: Vec<Vec<Record>> = vec![Vec::new(); n_shards];
-    for record in writes {
+    for record in &writes {
+        let record = record.clone();
         let shard = if rng.chance(80) {
             home[record.stream.as_str()]
         } else {
@@ -155,6 +168,8 @@ fn scenario(rng: &mut Rng) -> Scenario {
             }
             attempts += 1;
             let mut write = |clock: u64| {
+                // A batch is sealed after its records were written.
+                let clock = clock.max(batch.iter().map(|r| r.ts).max().unwrap_or(0));
                 let mut lines = batch.to_vec();
                 lines.sort_by(|a, b| (a.ts, &a.stream, a.id).cmp(&(b.ts, &b.stream, b.id)));
                 nonce += 1;
@@ -193,7 +208,11 @@ fn scenario(rng: &mut Rng) -> Scenario {
         }
     }
     objects.sort_by(|a, b| a.pos.key.cmp(&b.pos.key));
-    Scenario { counts, objects }
+    Scenario {
+        counts,
+        writes,
+        objects,
+    }
 }
 
 /// Replays `objects`, stopping before the pushes numbered in `stops` to
@@ -407,12 +426,32 @@ mod growing {
     use evs_archive::Compression;
     use evs_archive::SequenceNumber;
     use evs_archive::{ArchiveKey, Prefix, Suffix};
-    use evs_replay::{Archive, Checkpoint, Frontier, ReplayOptions, Replayer, Step};
+    use evs_core::EventStore;
+    use evs_replay::{
+        Archive, Checkpoint, Frontier, Partition, ReplayError, ReplayOptions, Replayer, Step,
+    };
 
     pub(crate) use super::common::MemorySink;
+    use super::T0;
 
-    /// 2026-01-01T00:00:00Z.
-    pub(crate) const T0: i64 = 1_767_225_600_000;
+    /// What a run replays besides the archive and its timing.
+    pub(crate) struct Setup {
+        pub partition: Partition,
+        pub since_ms: Option<i64>,
+        /// The table to back-fill from.
+        pub table: Option<Arc<dyn EventStore>>,
+    }
+
+    impl Setup {
+        /// Every stream, from the start, no table.
+        pub(crate) fn all() -> Self {
+            Self {
+                partition: Partition::ALL,
+                since_ms: None,
+                table: None,
+            }
+        }
+    }
 
     pub(crate) struct Run {
         /// Every stream's delivered ids, in delivery order.
@@ -420,16 +459,19 @@ mod growing {
         pub gaps: usize,
         /// Checkpoint cursors that were past the settled frontier.
         pub cursor_violations: Vec<String>,
+        /// Streams of other partitions found in a checkpoint.
+        pub foreign_streams: Vec<String>,
+        /// The error that stopped the replay, if one did.
+        pub error: Option<ReplayError>,
     }
 
-    /// Replays `objects` (key order; seal times relative to `T0`) while they
-    /// appear one by one within `timeout` of their seal time; the replay
-    /// starts at a random moment, maybe first without following, and
-    /// restarts from checkpoints at random steps.
-    pub(crate) fn run(objects: &[super::Object], rng: &mut super::Rng) -> Run {
-        let timeout = 1 + rng.below(1_000) as i64;
-        let margin = rng.below(100) as i64;
-        let frontier = Frontier::new(timeout, margin);
+    /// The objects as (time they appear, key, body), the first to appear
+    /// last; and the newest seal time.
+    fn appearing(
+        objects: &[super::Object],
+        rng: &mut super::Rng,
+        timeout: i64,
+    ) -> (Vec<(i64, String, Vec<u8>)>, i64) {
         let prefix = Prefix::new("events/").unwrap_or_else(|_| Prefix::root());
         let mut pending: Vec<(i64, String, Vec<u8>)> = Vec::new();
         let mut last_seal = T0;
@@ -449,7 +491,43 @@ mod growing {
         }
         pending.sort_by_key(|p| p.0);
         pending.reverse(); // pop() yields the next to appear
+        (pending, last_seal)
+    }
 
+    /// Records what is wrong with a checkpoint taken at reader time `t`: a
+    /// stream of another partition, a cursor past the settled frontier.
+    fn check(cp: &Checkpoint, t: i64, frontier: Frontier, setup: &Setup, run: &mut Run) {
+        let streams = cp
+            .last_delivered
+            .keys()
+            .chain(cp.held.iter().map(|h| &h.event.stream_id));
+        let foreign = streams.filter(|s| !setup.partition.contains(s)).cloned();
+        run.foreign_streams.extend(foreign);
+        match cp.cursor.as_deref().map(ArchiveKey::parse) {
+            Some(Ok(key)) if !frontier.is_settled(t, key.sealed_at_ms()) => {
+                run.cursor_violations.push(key.as_str().to_owned());
+            }
+            // Before the first object of a replay from a time, its start
+            // (objects sealed before it are not read).
+            Some(Err(_)) if setup.since_ms.is_none() => {
+                run.cursor_violations.push(format!("{:?}", cp.cursor));
+            }
+            _ => {}
+        }
+    }
+
+    /// Replays `objects` (key order; seal times relative to `T0`) while they
+    /// appear one by one within `timeout` of their seal time; the replay
+    /// starts at a random moment, maybe first without following, and
+    /// restarts from checkpoints at random steps. It stops at the first
+    /// error that does not heal (kept in [`Run::error`]).
+    pub(crate) fn run(objects: &[super::Object], rng: &mut super::Rng, setup: &Setup) -> Run {
+        let timeout = 1 + rng.below(1_000) as i64;
+        let margin = rng.below(100) as i64;
+        let frontier = Frontier::new(timeout, margin);
+        let gap_bound_ms = rng.below(2_000) as i64;
+        let (mut pending, last_seal) = appearing(objects, rng, timeout);
+        let prefix = Prefix::new("events/").unwrap_or_else(|_| Prefix::root());
         let sink = Arc::new(MemorySink::default());
         let now = Arc::new(AtomicI64::new(T0 + rng.below(2_500) as i64));
         let clock: evs_core::Clock = {
@@ -467,65 +545,91 @@ mod growing {
         let options = |follow: bool, rng: &mut super::Rng| ReplayOptions {
             follow,
             frontier,
+            gap_bound_ms,
             page_size: 1 + rng.index(4),
             read_ahead: 1 + rng.index(3),
             poll_ms: 1 + rng.below(300) as i64,
+            partition: setup.partition,
+            since_ms: setup.since_ms,
             ..ReplayOptions::default()
         };
+        let with_table = |replayer: Replayer| match &setup.table {
+            Some(table) => replayer.with_table(Arc::clone(table)),
+            None => replayer,
+        };
         let archive = || Archive::new(sink.clone(), prefix.clone());
-        let done_at = last_seal + timeout + margin + 1;
+        // Every object is read, and every gap is overdue, by then.
+        let done_at = last_seal + 2 * (timeout + margin) + gap_bound_ms + 1;
 
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
         runtime.block_on(async {
-            let mut delivered: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-            let mut cursor_violations = Vec::new();
-            let mut keep = |events: Vec<evs_replay::ReplayEvent>| {
+            let mut run = Run {
+                delivered: BTreeMap::new(),
+                gaps: 0,
+                cursor_violations: Vec::new(),
+                foreign_streams: Vec::new(),
+                error: None,
+            };
+            let keep = |run: &mut Run, events: Vec<evs_replay::ReplayEvent>| {
                 for e in events {
-                    delivered.entry(e.stream_id).or_default().push(e.event_id);
+                    run.delivered
+                        .entry(e.stream_id)
+                        .or_default()
+                        .push(e.event_id);
                 }
             };
             publish(&mut pending);
             // Maybe a replay of what is there now, without following.
             let mut checkpoint: Option<Checkpoint> = None;
             if rng.chance(50) {
-                let mut replayer = Replayer::new(archive(), options(false, rng), clock.clone());
-                while let Step::Object { events, .. } | Step::Backfill { events, .. } =
-                    replayer.next().await.unwrap()
-                {
-                    keep(events);
+                let mut replayer =
+                    with_table(Replayer::new(archive(), options(false, rng), clock.clone()));
+                loop {
+                    match replayer.next().await {
+                        Ok(Step::Object { events, .. } | Step::Backfill { events, .. }) => {
+                            keep(&mut run, events);
+                        }
+                        Ok(_) => break,
+                        Err(e) => {
+                            run.error = Some(e);
+                            return run;
+                        }
+                    }
                 }
                 checkpoint = Some(replayer.checkpoint().unwrap());
             }
-            let resume = |checkpoint: Option<Checkpoint>, rng: &mut super::Rng| match checkpoint {
-                Some(c) => {
-                    let json = c.to_json().unwrap();
-                    let c = Checkpoint::from_json(&json).unwrap();
-                    Replayer::resume(archive(), c, options(true, rng), clock.clone()).unwrap()
-                }
-                None => Replayer::new(archive(), options(true, rng), clock.clone()),
+            let resume = |checkpoint: Option<Checkpoint>, rng: &mut super::Rng| {
+                with_table(match checkpoint {
+                    Some(c) => {
+                        let json = c.to_json().unwrap();
+                        let c = Checkpoint::from_json(&json).unwrap();
+                        Replayer::resume(archive(), c, options(true, rng), clock.clone()).unwrap()
+                    }
+                    None => Replayer::new(archive(), options(true, rng), clock.clone()),
+                })
             };
             let mut replayer = resume(checkpoint, rng);
             let mut idle_after_done = 0;
             for _ in 0..100_000 {
                 let t = now.load(Ordering::SeqCst);
                 let cp = replayer.checkpoint().unwrap();
-                if let Some(cursor) = &cp.cursor {
-                    let sealed = ArchiveKey::parse(cursor)
-                        .map(|k| k.sealed_at_ms())
-                        .unwrap_or(i64::MAX);
-                    if !frontier.is_settled(t, sealed) {
-                        cursor_violations.push(cursor.clone());
-                    }
-                }
+                check(&cp, t, frontier, setup, &mut run);
                 if rng.chance(3) {
                     replayer = resume(Some(cp), rng);
                 }
-                match replayer.next().await.unwrap() {
+                let step = match replayer.next().await {
+                    Ok(step) => step,
+                    Err(e) => {
+                        run.error = Some(e);
+                        break;
+                    }
+                };
+                match step {
                     Step::Object { events, .. } | Step::Backfill { events, .. } => {
-                        keep(events);
+                        keep(&mut run, events);
                         now.fetch_add(rng.below(40) as i64, Ordering::SeqCst);
                     }
                     Step::Idle { until_ms } => {
@@ -544,11 +648,8 @@ mod growing {
                 }
                 publish(&mut pending);
             }
-            Run {
-                delivered,
-                gaps: replayer.gaps().len(),
-                cursor_violations,
-            }
+            run.gaps = replayer.gaps().len();
+            run
         })
     }
 }
@@ -570,18 +671,11 @@ proptest! {
     fn the_replayer_on_a_growing_archive_delivers_every_event_once_in_order(seed in any::<u64>()) {
         let mut rng = Rng(fastrand::Rng::with_seed(seed));
         let sc = scenario(&mut rng);
-        let run = growing::run(&sc.objects, &mut rng);
+        let run = growing::run(&sc.objects, &mut rng, &growing::Setup::all());
+        prop_assert!(run.error.is_none(), "{:?}", run.error);
         // Every archived event reaches the archive eventually here, so all
         // are delivered: exactly once, in order, history into live.
-        let archived: BTreeMap<String, u64> = sc
-            .objects
-            .iter()
-            .flat_map(|o| o.lines.iter())
-            .fold(BTreeMap::new(), |mut m, e| {
-                let last = m.entry(e.stream_id.clone()).or_insert(0);
-                *last = (*last).max(e.event_id);
-                m
-            });
+        let archived = last_archived(&sc.objects);
         for (stream, &last) in &archived {
             let want: Vec<u64> = (1..=last).collect();
             prop_assert_eq!(run.delivered.get(stream).cloned().unwrap_or_default(), want, "stream {}", stream);
@@ -590,4 +684,136 @@ proptest! {
         prop_assert_eq!(run.gaps, 0);
         prop_assert!(run.cursor_violations.is_empty(), "{:?}", run.cursor_violations);
     }
+
+    #[test]
+    fn partitions_together_deliver_the_whole_replay(seed in any::<u64>()) {
+        // N workers, one per partition, each following the growing archive
+        // with its own timing and restarts: each delivers only its streams
+        // (and checkpoints only them), and together exactly every archived
+        // event once, each stream in order.
+        let mut rng = Rng(fastrand::Rng::with_seed(seed));
+        let sc = scenario(&mut rng);
+        let count = 1 + rng.below(4);
+        let mut together: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        for index in 0..count {
+            let partition = evs_replay::Partition::new(index, count).unwrap();
+            let setup = growing::Setup { partition, ..growing::Setup::all() };
+            let run = growing::run(&sc.objects, &mut rng, &setup);
+            prop_assert!(run.error.is_none(), "{:?}", run.error);
+            prop_assert!(run.foreign_streams.is_empty(), "{:?}", run.foreign_streams);
+            prop_assert_eq!(run.gaps, 0);
+            prop_assert!(run.cursor_violations.is_empty(), "{:?}", run.cursor_violations);
+            for (stream, ids) in run.delivered {
+                prop_assert!(partition.contains(&stream), "{} in {}", stream, partition);
+                prop_assert!(together.insert(stream, ids).is_none());
+            }
+        }
+        let whole: BTreeMap<String, Vec<u64>> = last_archived(&sc.objects)
+            .into_iter()
+            .map(|(stream, last)| (stream, (1..=last).collect()))
+            .collect();
+        prop_assert_eq!(together, whole);
+    }
+
+    #[test]
+    fn since_delivers_every_event_written_at_or_after_it(seed in any::<u64>()) {
+        // A replay from a time following the growing archive, with
+        // restarts: every event written at or after the time exactly once,
+        // each stream in order from its first such event, and none written
+        // before it. With the table, also when an object is lost (what a
+        // later event shows missing is read from it); without one, a wrong
+        // guess at where a stream starts stops the replay rather than lose
+        // an event.
+        let mut rng = Rng(fastrand::Rng::with_seed(seed));
+        let mut sc = scenario(&mut rng);
+        let since = rng.below(sc.writes.len() as u64 + 2);
+        let table = rng.chance(50).then(|| table_of(&sc.writes));
+        if table.is_some() && !sc.objects.is_empty() && rng.chance(50) {
+            let lost = rng.index(sc.objects.len());
+            sc.objects.remove(lost);
+        }
+        let setup = growing::Setup {
+            since_ms: Some(T0 + since as i64),
+            table: table.clone(),
+            ..growing::Setup::all()
+        };
+        let run = growing::run(&sc.objects, &mut rng, &setup);
+        let written: BTreeMap<(&str, u64), u64> = sc
+            .writes
+            .iter()
+            .map(|w| ((w.stream.as_str(), w.id), w.ts))
+            .collect();
+        let want: BTreeMap<String, Vec<u64>> = last_archived(&sc.objects)
+            .into_iter()
+            .map(|(stream, last)| {
+                let ids = (1..=last).filter(|&id| written[&(stream.as_str(), id)] >= since);
+                (stream.clone(), ids.collect::<Vec<u64>>())
+            })
+            .filter(|(_, ids)| !ids.is_empty())
+            .collect();
+        match &run.error {
+            None => {
+                prop_assert_eq!(&run.delivered, &want);
+                prop_assert_eq!(run.gaps, 0);
+            }
+            Some(error) => {
+                prop_assert!(table.is_none(), "{}", error);
+                prop_assert!(
+                    matches!(
+                        error,
+                        evs_replay::ReplayError::Sequence(
+                            evs_replay::SequenceError::SinceStartMissed { .. }
+                        )
+                    ),
+                    "{}",
+                    error
+                );
+                // What was delivered before the stop: in order, no repeat,
+                // nothing written before the time.
+                for (stream, ids) in &run.delivered {
+                    prop_assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "{} {:?}", stream, ids);
+                    prop_assert!(ids.iter().all(|&id| written[&(stream.as_str(), id)] >= since));
+                }
+            }
+        }
+        prop_assert!(run.cursor_violations.is_empty(), "{:?}", run.cursor_violations);
+    }
+}
+
+/// The table a scenario's writes make, each event's timestamp its write's.
+fn table_of(writes: &[Record]) -> std::sync::Arc<dyn evs_core::EventStore> {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    let at = std::sync::Arc::new(AtomicI64::new(T0));
+    let clock: evs_core::Clock = {
+        let at = std::sync::Arc::clone(&at);
+        std::sync::Arc::new(move || at.load(Ordering::SeqCst))
+    };
+    let store = evs_core::MemoryStore::with_clock(clock);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        for write in writes {
+            at.store(T0 + write.ts as i64, Ordering::SeqCst);
+            let stream = evs_core::StreamId::new(write.stream.clone()).unwrap();
+            let expected = evs_core::ExpectedVersion::Exact(write.id - 1);
+            let event = evs_core::NewEvent::new("Written", json!({"id": write.id}));
+            evs_core::EventStore::append(&store, &stream, expected, &[event])
+                .await
+                .unwrap();
+        }
+    });
+    std::sync::Arc::new(store)
+}
+
+/// Every archived stream's highest archived event id.
+fn last_archived(objects: &[Object]) -> BTreeMap<String, u64> {
+    objects
+        .iter()
+        .flat_map(|o| o.lines.iter())
+        .fold(BTreeMap::new(), |mut m, e| {
+            let last = m.entry(e.stream_id.clone()).or_insert(0);
+            *last = (*last).max(e.event_id);
+            m
+        })
 }

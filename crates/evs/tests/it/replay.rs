@@ -526,6 +526,8 @@ fn a_corrupt_object_stops_the_replay_unless_quarantined_or_skipped() {
         err.contains(&format!("skipped archive object {key}")),
         "{err}"
     );
+    assert_eq!(err.matches("skipped archive object").count(), 1, "{err}");
+    assert!(!err.contains("archive object skipped"), "said once: {err}");
     assert!(err.contains("evs verify --table"), "{err}");
     assert!(err.contains("is missing events 3..=4"), "{err}");
     assert_eq!(

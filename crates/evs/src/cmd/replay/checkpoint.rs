@@ -456,8 +456,7 @@ mod tests {
             last_delivered: (0..streams)
                 .map(|i| (format!("{:016x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15)), i))
                 .collect::<BTreeMap<_, _>>(),
-            held: Vec::new(),
-            partition: None,
+            ..Checkpoint::default()
         }
     }
 

@@ -3,9 +3,9 @@
 //! Steps are never cancelled half-way: a step hands its events over whole,
 //! and a checkpoint is taken only between steps. Checkpoints are queued
 //! with the position of the output they follow ([`Delivery::snapshot`]):
-//! every `--checkpoint-interval`, and more often while the reader lags
-//! behind (each costs little next to the time between them), so that a
-//! reader that stops can be checkpointed close to what it took.
+//! after every step while checkpoints take at most a twentieth of the time
+//! (and at least every `--checkpoint-interval`), so that a reader that
+//! stops can be checkpointed close to what it took.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -25,9 +25,12 @@ const BACKOFF: Backoff = Backoff {
     max: Duration::from_secs(30),
 };
 
-/// While the reader lags, a checkpoint is taken once this many times its
-/// cost has passed since the last one (at most 1/20 of the time).
-const SNAPSHOT_COST_FACTOR: u32 = 20;
+/// Checkpoints may take this share of the time (1/20): each moment of the
+/// replay adds its share to a budget that each checkpoint taken spends.
+const SNAPSHOT_SHARE: u32 = 20;
+/// The most the budget holds: what a burst of steps may spend on
+/// checkpoints after a wait.
+const SNAPSHOT_BURST: Duration = Duration::from_millis(50);
 
 /// Most gaps remembered as warned about (a gap is warned about once).
 const MAX_WARNED: usize = 100_000;
@@ -52,7 +55,11 @@ struct Delivering<'a> {
     started: Instant,
     location: String,
     last_snapshot: Instant,
+    /// What the last checkpoint took to make.
     snapshot_cost: Duration,
+    /// Time checkpoints may still take, and when it was last topped up.
+    snapshot_budget: Duration,
+    budget_at: Instant,
     outage: Streak,
     warned: HashSet<(String, u64)>,
 }
@@ -76,6 +83,8 @@ pub(super) async fn deliver(
         location,
         last_snapshot: Instant::now(),
         snapshot_cost: Duration::ZERO,
+        snapshot_budget: SNAPSHOT_BURST,
+        budget_at: Instant::now(),
         outage: Streak::default(),
         warned: HashSet::new(),
     };
@@ -104,8 +113,9 @@ impl Delivering<'_> {
             };
             match step {
                 Step::Object { events, .. } | Step::Backfill { events, .. } => {
-                    let partition = self.settings.partition;
-                    for event in events.iter().filter(|e| partition.contains(&e.stream_id)) {
+                    // Other partitions' events never reach here (the
+                    // replayer drops them as it reads).
+                    for event in &events {
                         self.out.line(event.line()).await?;
                     }
                     self.after_events().await?;
@@ -126,9 +136,13 @@ impl Delivering<'_> {
     /// After a step's events: a checkpoint if one is due, progress.
     async fn after_events(&mut self) -> Result<()> {
         if self.out.checkpointed() {
-            let since = self.last_snapshot.elapsed();
-            let due = since >= self.settings.interval
-                || (self.out.lagging() && since >= self.snapshot_cost * SNAPSHOT_COST_FACTOR);
+            let now = Instant::now();
+            self.snapshot_budget = (self.snapshot_budget
+                + now.duration_since(self.budget_at) / SNAPSHOT_SHARE)
+                .min(SNAPSHOT_BURST);
+            self.budget_at = now;
+            let due = now.duration_since(self.last_snapshot) >= self.settings.interval
+                || self.snapshot_budget >= self.snapshot_cost;
             if due {
                 self.snapshot().await?;
             } else {
@@ -155,6 +169,7 @@ impl Delivering<'_> {
         let taken = Instant::now();
         let checkpoint = self.replayer.checkpoint()?;
         self.snapshot_cost = taken.elapsed();
+        self.snapshot_budget = self.snapshot_budget.saturating_sub(self.snapshot_cost);
         self.last_snapshot = Instant::now();
         self.out.snapshot(checkpoint).await
     }

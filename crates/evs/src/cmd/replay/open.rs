@@ -107,13 +107,11 @@ fn settings(table: Option<&str>, args: &ReplayArgs) -> Settings {
         frontier,
         follow: args.follow,
         read_ahead: args.archive.read_ahead.max(1),
-        gap_bound_ms: args.gap_timeout.map_or(
-            frontier.timeout_ms.saturating_add(frontier.margin_ms),
-            millis,
-        ),
+        gap_bound_ms: args.gap_timeout.map_or(frontier.lag_ms(), millis),
         poll_ms: millis(args.poll_interval).max(10),
         skip_unreadable: args.quarantine.is_some(),
         skip_keys: args.skip_object.iter().cloned().collect(),
+        partition: args.partition.unwrap_or(Partition::ALL),
         ..ReplayOptions::default()
     };
     Settings {
@@ -169,15 +167,7 @@ pub(super) async fn resume(opened: Opened) -> Result<(Replayer, Option<Saver>, S
         let store = DynamoStore::new(evs_cli::aws::dynamodb().await?, table);
         replayer = replayer.with_table(Arc::new(store));
     }
-    let saver = store.map(|store| {
-        Saver::new(
-            store,
-            partition,
-            settings.interval,
-            settings.retry_for,
-            lock,
-        )
-    });
+    let saver = store.map(|store| Saver::new(store, settings.interval, settings.retry_for, lock));
     Ok((replayer, saver, settings))
 }
 

@@ -154,8 +154,6 @@ struct Snapshot {
 /// Saves the newest checkpoint whose lines are taken.
 pub(super) struct Saver {
     store: CheckpointStore,
-    /// The partition (`i/N`) delivered, when not every stream is.
-    partition: Option<String>,
     pending: VecDeque<Snapshot>,
     /// The newest checkpoint whose lines are taken, not saved yet.
     ready: Option<Snapshot>,
@@ -174,14 +172,12 @@ pub(super) struct Saver {
 impl Saver {
     pub(super) fn new(
         store: CheckpointStore,
-        partition: Option<String>,
         interval: Duration,
         retry_for: Duration,
         lock: Option<File>,
     ) -> Saver {
         Saver {
             store,
-            partition,
             pending: VecDeque::new(),
             ready: None,
             saved: None,
@@ -204,10 +200,6 @@ impl Saver {
     /// it (a follower that is idle queues no copies); once
     /// [`MAX_PENDING`] wait, the newest is replaced.
     fn push(&mut self, at: Position, checkpoint: Checkpoint) {
-        let checkpoint = match &self.partition {
-            Some(partition) => checkpoint.for_partition(partition.clone()),
-            None => checkpoint,
-        };
         let snapshot = Snapshot { at, checkpoint };
         let full = self.pending.len() >= MAX_PENDING;
         match self.pending.back_mut() {
@@ -492,14 +484,6 @@ impl Delivery {
         match &self.taker {
             Taker::Consumer(c) => at.lines <= c.acked(),
             _ => at.bytes <= self.taken_position().1,
-        }
-    }
-
-    /// Whether lines handed over are not taken yet.
-    pub(super) fn lagging(&self) -> bool {
-        match &self.taker {
-            Taker::Consumer(c) => c.acked() < self.queued.lines,
-            _ => self.taken_position().1 < self.queued.bytes,
         }
     }
 
@@ -909,8 +893,7 @@ mod tests {
             start_at_first_seen: false,
             cursor: Some(cursor.into()),
             last_delivered: BTreeMap::new(),
-            held: Vec::new(),
-            partition: None,
+            ..Checkpoint::default()
         }
     }
 
@@ -928,7 +911,6 @@ mod tests {
         let path = dir.join("cp.json");
         let mut saver = Saver::new(
             CheckpointStore::File(path.clone()),
-            None,
             Duration::ZERO,
             Duration::ZERO,
             None,
@@ -967,7 +949,6 @@ mod tests {
         let path = dir.join("cp.json");
         let mut saver = Saver::new(
             CheckpointStore::File(path.clone()),
-            None,
             Duration::ZERO,
             Duration::ZERO,
             None,

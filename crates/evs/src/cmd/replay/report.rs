@@ -96,6 +96,8 @@ fn json_summary(ending: &Ending<'_>) -> serde_json::Value {
         "skippedObjects": stats.skipped_objects,
         "skippedKeys": stats.skipped_keys,
         "beforeStart": replayer.before_start(),
+        "assumedStarts": stats.assumed_starts,
+        "otherPartitions": stats.other_partitions,
         "gaps": replayer.gaps().len(),
         "position": stats.position,
         "settledFrontier": evs_core::format_timestamp_ms(settings.frontier.settled(now)),
@@ -124,7 +126,11 @@ fn human_summary(ending: &Ending<'_>) {
     for (n, what) in [
         (
             replayer.before_start(),
-            "events older than their stream's first event after --since not delivered",
+            "events written before --since not delivered",
+        ),
+        (
+            stats.assumed_starts,
+            "streams assumed to start at the first event found after --since (no --table to check)",
         ),
         (stats.backfilled, "read from the table"),
         (stats.skipped_keys, "keys skipped (not archive objects)"),

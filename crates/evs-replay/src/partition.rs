@@ -1,4 +1,9 @@
 //! Splitting the streams among workers: `--partition i/N`.
+//!
+//! A replayer given a partition ([`crate::ReplayOptions::partition`]) drops
+//! the other partitions' lines as it decodes an object, by stream id, so
+//! their streams never reach its sequencer, its gaps, its back-fills or its
+//! checkpoint.
 
 use std::fmt;
 use std::str::FromStr;
