@@ -149,6 +149,13 @@ fn lock_path(checkpoint: &Path) -> PathBuf {
 /// would both archive everything from the same position.
 fn lock_checkpoint(checkpoint: &Path) -> Result<File> {
     let path = lock_path(checkpoint);
+    // The lock lives beside the checkpoint, whose directory the first save
+    // would create: create it now.
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| {
+            format!("cannot create the checkpoint's directory {}", dir.display())
+        })?;
+    }
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)
