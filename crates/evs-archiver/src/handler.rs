@@ -48,8 +48,24 @@ pub struct Summary {
     pub oldest_record_age_ms: Option<i64>,
     /// Sequence numbers Lambda must deliver again (the first of them and all after).
     pub batch_item_failures: Vec<String>,
+    /// Why the dead-letter object was not written, when that is what
+    /// `batch_item_failures` reports.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dead_letter_failure: Option<WriteFailure>,
     /// Seal time, epoch ms.
     pub sealed_at_ms: i64,
+}
+
+/// A write that failed without failing the invocation (the dead-letter
+/// object: its records are reported in `batchItemFailures` instead).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WriteFailure {
+    /// The error, as one line.
+    pub error: String,
+    /// Whether writing again may succeed ([`HandlerError::is_transient`]): a
+    /// caller that retries the records (the pump) stops at once when not,
+    /// e.g. on a prefix the role may not write to.
+    pub transient: bool,
 }
 
 /// Why an invocation failed (the mapping retries the batch).
@@ -214,6 +230,10 @@ pub async fn handle(
                         // delivers these records again.
                         summary.dead_lettered = 0;
                         summary.batch_item_failures.push(seq.to_string());
+                        summary.dead_letter_failure = Some(WriteFailure {
+                            error: err.to_string(),
+                            transient: err.is_transient(),
+                        });
                     }
                     None => return Err(err),
                 }

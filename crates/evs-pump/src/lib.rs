@@ -272,11 +272,12 @@ pub enum PumpError {
         #[source]
         source: Box<evs_projection::DriveError>,
     },
-    /// The handler reported the same records as failed too many times in a row.
+    /// The handler reported the same records as failed too many times in a
+    /// row, or once when their failure cannot heal by waiting.
     #[error(
         "batch from {label}: the records from sequence number {sequence} on were reported failed \
-         {attempts} times in a row (their dead-letter object was not written); giving up, a \
-         restart retries them"
+         {attempts} times in a row (their dead-letter object was not written: {reason}); giving \
+         up, a restart retries them"
     )]
     PartialFailure {
         /// Where the batch came from.
@@ -285,6 +286,8 @@ pub enum PumpError {
         attempts: u32,
         /// The first record not written.
         sequence: String,
+        /// Why the dead-letter object was not written.
+        reason: String,
     },
 }
 
@@ -554,6 +557,7 @@ where
                 summary.archived += s.archived;
                 summary.dead_lettered += s.dead_lettered;
                 let failed = s.batch_item_failures.first().cloned();
+                let failure = s.dead_letter_failure.clone();
                 report(&BatchReport {
                     source: batch.label.clone(),
                     attempt,
@@ -570,13 +574,18 @@ where
                             streak.end();
                         }
                         let (failures, since) = streak.fail();
-                        // The dead-letter write failed: an archive write, as
-                        // likely to heal as any other.
-                        if options.gives_up(failures, true, since) {
+                        // The dead-letter write failed: retried as any archive
+                        // write is, as long as it may heal (a prefix the role
+                        // may not write to does not: each retry would archive
+                        // the rest of the batch again, for ever).
+                        let transient = failure.as_ref().is_none_or(|f| f.transient);
+                        if options.gives_up(failures, transient, since) {
                             return Err(PumpError::PartialFailure {
                                 label: batch.label.clone(),
                                 attempts: failures,
                                 sequence,
+                                reason: failure
+                                    .map_or_else(|| "no reason given".to_owned(), |f| f.error),
                             });
                         }
                         tracing::warn!(source = %batch.label, sequence, "partial batch failure; retrying the rest");

@@ -387,6 +387,10 @@ fn assert_events_written_dead_letters_redelivered(event: &Value, summary: &Summa
         summary.dead_lettered, 0,
         "nothing was written to the dead-letter prefix"
     );
+    // Why, and that it may heal (the sinks here fail with SlowDown or the deadline).
+    let failure = summary.dead_letter_failure.as_ref().unwrap();
+    assert!(failure.transient, "{failure:?}");
+    assert!(failure.error.contains("dead-letter/"), "{failure:?}");
 }
 
 #[tokio::test]
