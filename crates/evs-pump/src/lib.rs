@@ -79,14 +79,35 @@ pub enum SourceError {
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
-    /// The stream no longer holds the records after the checkpoint.
+    /// The stream no longer holds records of a shard that the checkpoint
+    /// has not archived to its end: the shard left the stream (trimmed 24 h
+    /// after it closed), or its records after the checkpoint did.
     #[error(
-        "shard {shard}: the records after the checkpoint were trimmed from the stream (older than 24 h); \
-         they cannot be archived any more. Remove the checkpoint file to archive what the stream still holds"
+        "shard {shard}: its records after {} left the stream (older than 24 h) before they were \
+         archived; back-fill them from a table export (`evs backfill`, see the README), then remove \
+         the checkpoint file to archive what the stream still holds",
+        after.as_ref().map_or("its start".to_owned(), |seq| format!("sequence number {seq}"))
     )]
     Trimmed {
         /// The shard.
         shard: String,
+        /// The last sequence number archived from it, if any.
+        after: Option<String>,
+    },
+    /// A shard the pump has read nothing from is read from its oldest
+    /// record, and may have held older records that the stream trimmed:
+    /// the pump last caught up longer ago than the stream keeps records.
+    #[error(
+        "shard {shard}: the pump has read nothing from it and last caught up with the stream more \
+         than 23 h ago, so records it held may have left the stream (older than 24 h) unarchived; \
+         back-fill from a table export (`evs backfill`, see the README), then remove the \
+         checkpoint file to archive what the stream still holds"
+    )]
+    Unread {
+        /// The shard.
+        shard: String,
+        /// How long ago the pump last caught up.
+        since: std::time::Duration,
     },
     /// The stream has no shards list or is not enabled.
     #[error("stream {arn}: {reason}")]
@@ -620,5 +641,7 @@ where
     Ok(true)
 }
 
+#[cfg(test)]
+mod stream_sim;
 #[cfg(test)]
 mod tests;
