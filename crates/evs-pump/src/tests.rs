@@ -10,7 +10,7 @@ use evs_core::{EventStore, ExpectedVersion, MemoryStore, NewEvent, StreamId};
 use serde_json::json;
 
 use super::*;
-use evs_archive::store::{LocalDir, Object, StoreError};
+use evs_archive::store::{LocalDir, Object, StoreError, Stored};
 use evs_archive::{decode_events, Compression};
 
 fn temp_dir() -> PathBuf {
@@ -226,7 +226,7 @@ impl Flaky {
 
 #[async_trait]
 impl ObjectStore for Flaky {
-    async fn put(&self, key: &str, object: &Object) -> Result<(), StoreError> {
+    async fn put(&self, key: &str, object: &Object) -> Result<Stored, StoreError> {
         if key.starts_with(self.prefix) {
             let n = self.calls.fetch_add(1, Ordering::SeqCst);
             if n == 0 {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::{Object, ObjectStore, StoreError};
+use super::{Object, ObjectStore, StoreError, Stored};
 
 /// Files whose name starts with this are uploads in progress, never listed.
 const TEMP_PREFIX: &str = ".tmp-";
@@ -262,7 +262,7 @@ fn walk(
 
 #[async_trait]
 impl ObjectStore for LocalDir {
-    async fn put(&self, key: &str, object: &Object) -> Result<(), StoreError> {
+    async fn put(&self, key: &str, object: &Object) -> Result<Stored, StoreError> {
         let path = self.key_path(key)?;
         let key = key.to_owned();
         let bytes = object.bytes.clone();
@@ -275,6 +275,7 @@ impl ObjectStore for LocalDir {
                 path: e.to_string(),
                 source: std::io::Error::other("the writer task failed"),
             })?
+            .map(|()| Stored::default())
     }
 
     async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
