@@ -311,13 +311,15 @@ fn function_role_is_scoped_to_this_stack() {
         } else if acts.iter().any(|a| a.starts_with("dynamodb:")) {
             let mut sorted = acts.clone();
             sorted.sort_unstable();
+            // No dynamodb:ListStreams: it has no resource-level permissions (granted on the
+            // stream's ARN it grants nothing, and on "*" it would list every stream), and neither
+            // the function nor its event source mapping, which is given the stream's ARN, needs it.
             assert_eq!(
                 sorted,
                 [
                     "dynamodb:DescribeStream",
                     "dynamodb:GetRecords",
                     "dynamodb:GetShardIterator",
-                    "dynamodb:ListStreams"
                 ]
             );
             let rs = list(&s["Resource"]);
@@ -643,6 +645,33 @@ fn failure_queue_alarm_and_outputs() {
     assert_eq!(target(&lag["Dimensions"][0]["Value"], None), function_id);
     let threshold = param_default(&t, target(&lag["Threshold"], None));
     assert_eq!(threshold.as_u64(), Some(60_000));
+
+    // A dead-lettered record is otherwise seen only in the archiver's metrics (and, when it hid a
+    // stream's last event, nowhere in the archive): an alarm on the metric the archiver emits (EMF).
+    let emf = evs_archiver::metrics::emf_line(&evs_archiver::handler::Summary::default(), 0);
+    let emitted = &emf["_aws"]["CloudWatchMetrics"][0];
+    let dead = of_type(&t, "AWS::CloudWatch::Alarm")
+        .into_iter()
+        .map(|id| &resource(&t, id)["Properties"])
+        .find(|a| a["MetricName"].as_str() == Some("DeadLettered"))
+        .expect("an alarm on dead-lettered records");
+    assert_eq!(dead["Namespace"].as_str(), emitted["Namespace"].as_str());
+    assert!(emitted["Metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["Name"] == "DeadLettered"));
+    // The EMF line's one dimension set is empty: the alarm names no dimension.
+    assert_eq!(emitted["Dimensions"], serde_json::json!([[]]));
+    assert!(dead.get("Dimensions").is_none());
+    assert_eq!(dead["Statistic"].as_str(), Some("Sum"));
+    assert_eq!(
+        dead["ComparisonOperator"].as_str(),
+        Some("GreaterThanThreshold")
+    );
+    assert_eq!(dead["Threshold"].as_u64(), Some(0));
+    assert_eq!(dead["TreatMissingData"].as_str(), Some("notBreaching"));
+    assert!(dead.get("AlarmActions").is_some());
 
     let outputs = t["Outputs"].as_mapping().expect("Outputs");
     let value = |name: &str| {
