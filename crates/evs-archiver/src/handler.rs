@@ -288,7 +288,10 @@ fn landed_after(
 /// handling from the call on: all writes together, the events object and then
 /// the dead letters, finish within it or fail (the Lambda passes the time left
 /// before its deadline; a long-lived poller passes its own bound, so the
-/// settled frontier holds there too).
+/// settled frontier holds there too). It also bounds how long after its seal
+/// time the events object may land, by `now_ms` after the write and by the
+/// store's clock when it has one: a later one is written again under a new
+/// key (module docs, step 4). Without a timeout neither is checked.
 ///
 /// The event is its JSON text, as the Lambda receives it: records are parsed
 /// one at a time, which keeps memory near the batch's size. The Lambda,
