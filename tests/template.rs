@@ -311,13 +311,15 @@ fn function_role_is_scoped_to_this_stack() {
         } else if acts.iter().any(|a| a.starts_with("dynamodb:")) {
             let mut sorted = acts.clone();
             sorted.sort_unstable();
+            // No dynamodb:ListStreams: it has no resource-level permissions (granted on the
+            // stream's ARN it grants nothing, and on "*" it would list every stream), and neither
+            // the function nor its event source mapping, which is given the stream's ARN, needs it.
             assert_eq!(
                 sorted,
                 [
                     "dynamodb:DescribeStream",
                     "dynamodb:GetRecords",
                     "dynamodb:GetShardIterator",
-                    "dynamodb:ListStreams"
                 ]
             );
             let rs = list(&s["Resource"]);
@@ -368,6 +370,166 @@ fn function_role_is_scoped_to_this_stack() {
         pattern.ends_with("/)+$"),
         "prefix pattern {pattern} must require a non-empty prefix ending in /"
     );
+}
+
+/// The template's test of an `ArchivePrefix` value: its `AllowedPattern`
+/// (a negative lookahead of a literal at its start, which the regex crate
+/// lacks, read apart; the rest evaluated as written) and its `MaxLength`.
+struct PrefixParameter {
+    refused_start: Option<String>,
+    pattern: regex::Regex,
+    max_length: usize,
+}
+
+impl PrefixParameter {
+    fn from_template(t: &Value) -> Self {
+        let p = &t["Parameters"]["ArchivePrefix"];
+        let text = p["AllowedPattern"].as_str().expect("an AllowedPattern");
+        let max_length = p["MaxLength"].as_u64().expect("a MaxLength") as usize;
+        let (refused_start, rest) = match text.strip_prefix("^(?!") {
+            Some(rest) => {
+                let (literal, rest) = rest.split_once(')').expect("a closed lookahead");
+                assert!(
+                    literal
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_/".contains(c)),
+                    "this test reads only a literal lookahead, not {literal:?}"
+                );
+                (Some(literal.to_owned()), format!("^{rest}"))
+            }
+            None => (None, text.to_owned()),
+        };
+        let pattern = regex::Regex::new(&rest).unwrap_or_else(|e| panic!("{rest}: {e}"));
+        Self {
+            refused_start,
+            pattern,
+            max_length,
+        }
+    }
+
+    /// Whether CloudFormation accepts `value` (MaxLength counts characters).
+    fn accepts(&self, value: &str) -> bool {
+        value.chars().count() <= self.max_length
+            && !self
+                .refused_start
+                .as_deref()
+                .is_some_and(|s| value.starts_with(s))
+            && self.pattern.is_match(value)
+    }
+}
+
+/// Whether the archiver, deployed by this template, runs with `prefix`: its
+/// configuration from the function's environment (an empty value would
+/// leave it on its default prefix, under a grant on the whole bucket).
+fn archiver_accepts(t: &Value, prefix: &str) -> bool {
+    let (_, f) = archiver(t);
+    let dead_letter = f["Properties"]["Environment"]["Variables"]["EVS_DEAD_LETTER_PREFIX"]
+        .as_str()
+        .expect("a literal dead-letter prefix")
+        .to_owned();
+    let prefix = prefix.to_owned();
+    evs_archiver::config::Config::from_lookup(|k| match k {
+        "AWS_LAMBDA_FUNCTION_NAME" => Some("archiver".into()),
+        "EVS_ARCHIVE_BUCKET" => Some("bucket".into()),
+        "EVS_ARCHIVE_PREFIX" => Some(prefix.clone()),
+        "EVS_DEAD_LETTER_PREFIX" => Some(dead_letter.clone()),
+        _ => None,
+    })
+    .is_ok_and(|c| c.prefix.as_str() == prefix)
+}
+
+#[test]
+fn archive_prefix_parameter_accepts_only_what_the_archiver_does() {
+    let t = template();
+    let param = PrefixParameter::from_template(&t);
+    assert_eq!(param.max_length, evs_archive::MAX_PREFIX_BYTES);
+    let longest = "a/".repeat(evs_archive::MAX_PREFIX_BYTES / 2);
+    let too_long = format!("{longest}a/");
+    // (prefix, the template accepts it, the archiver does). Where they
+    // differ the template is the stricter: S3's safe characters only, each
+    // segment starting with a letter, a digit or one of !_'()-.
+    let table: &[(&str, bool, bool)] = &[
+        ("events/", true, true),
+        ("a/b/c/", true, true),
+        ("Events-2026_(v1)!'/x.y/", true, true),
+        ("dead-letters/", true, true),
+        ("x/dead-letter/", true, true),
+        (&longest, true, true),
+        (&too_long, false, false),
+        ("", false, false),
+        ("events", false, false),
+        ("/events/", false, false),
+        ("a//", false, false),
+        // IAM wildcards: "*/" would grant PutObject on nearly the whole bucket.
+        ("*/", false, false),
+        ("events/*/", false, false),
+        ("a*/", false, false),
+        ("?/", false, false),
+        // Path segments the archiver refuses: deployed, it would fail every batch.
+        ("./", false, false),
+        ("../", false, false),
+        ("a/../b/", false, false),
+        ("a/./", false, false),
+        ("a\\b/", false, false),
+        ("dead-letter/", false, false),
+        ("dead-letter/x/", false, false),
+        (".hidden/", false, true),
+        (".../", false, true),
+        ("a b/", false, true),
+        ("événements/", false, true),
+        ("a$/", false, true),
+    ];
+    for &(prefix, template, archiver) in table {
+        assert_eq!(param.accepts(prefix), template, "template on {prefix:?}");
+        assert_eq!(
+            archiver_accepts(&t, prefix),
+            archiver,
+            "archiver on {prefix:?}"
+        );
+    }
+    // Seeded random prefixes: nothing the template accepts is refused by the archiver.
+    let seed = fastrand::u64(..);
+    println!("seed {seed}");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let pieces = [
+        "a",
+        "Z",
+        "0",
+        ".",
+        "..",
+        "/",
+        "*",
+        "?",
+        "-",
+        "_",
+        "!",
+        "'",
+        "(",
+        " ",
+        "é",
+        "\\",
+        "dead-letter/",
+        "$",
+    ];
+    let (mut accepted, mut cases) = (0, 0);
+    for _ in 0..20_000 {
+        let len = rng.usize(1..8);
+        let mut prefix: String = (0..len)
+            .map(|_| pieces[rng.usize(..pieces.len())])
+            .collect();
+        if rng.bool() {
+            prefix.push('/');
+        }
+        cases += 1;
+        if param.accepts(&prefix) {
+            accepted += 1;
+            assert!(
+                archiver_accepts(&t, &prefix),
+                "seed {seed}: the template accepts {prefix:?}, the archiver refuses it"
+            );
+        }
+    }
+    assert!(accepted > 100 && accepted < cases, "{accepted} of {cases}");
 }
 
 #[test]
@@ -483,6 +645,33 @@ fn failure_queue_alarm_and_outputs() {
     assert_eq!(target(&lag["Dimensions"][0]["Value"], None), function_id);
     let threshold = param_default(&t, target(&lag["Threshold"], None));
     assert_eq!(threshold.as_u64(), Some(60_000));
+
+    // A dead-lettered record is otherwise seen only in the archiver's metrics (and, when it hid a
+    // stream's last event, nowhere in the archive): an alarm on the metric the archiver emits (EMF).
+    let emf = evs_archiver::metrics::emf_line(&evs_archiver::handler::Summary::default(), 0);
+    let emitted = &emf["_aws"]["CloudWatchMetrics"][0];
+    let dead = of_type(&t, "AWS::CloudWatch::Alarm")
+        .into_iter()
+        .map(|id| &resource(&t, id)["Properties"])
+        .find(|a| a["MetricName"].as_str() == Some("DeadLettered"))
+        .expect("an alarm on dead-lettered records");
+    assert_eq!(dead["Namespace"].as_str(), emitted["Namespace"].as_str());
+    assert!(emitted["Metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["Name"] == "DeadLettered"));
+    // The EMF line's one dimension set is empty: the alarm names no dimension.
+    assert_eq!(emitted["Dimensions"], serde_json::json!([[]]));
+    assert!(dead.get("Dimensions").is_none());
+    assert_eq!(dead["Statistic"].as_str(), Some("Sum"));
+    assert_eq!(
+        dead["ComparisonOperator"].as_str(),
+        Some("GreaterThanThreshold")
+    );
+    assert_eq!(dead["Threshold"].as_u64(), Some(0));
+    assert_eq!(dead["TreatMissingData"].as_str(), Some("notBreaching"));
+    assert!(dead.get("AlarmActions").is_some());
 
     let outputs = t["Outputs"].as_mapping().expect("Outputs");
     let value = |name: &str| {

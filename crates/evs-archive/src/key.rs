@@ -36,9 +36,11 @@
 //!   refuses or that belongs to another prefix).
 //!
 //! A [`Prefix`] is empty or ends with `/`, does not start with `/`, has no
-//! empty, `.` or `..` segment and no control character, and leaves room for
-//! the longest tail, so that no key exceeds S3's 1024 bytes (and a key maps
-//! safely onto a relative file path).
+//! empty, `.` or `..` segment, no control character, `\`, `*` or `?`, and
+//! leaves room for the longest tail, so that no key exceeds S3's 1024 bytes,
+//! a key maps safely onto a relative file path, and an IAM grant on
+//! `<prefix>*` (the archiver's `s3:PutObject`) covers the prefix and nothing
+//! else (IAM reads `*` and `?` in a resource as wildcards).
 //!
 //! [`start_after_for`] gives the `StartAfter` that lists exactly the objects
 //! sealed at or after a time.
@@ -148,8 +150,11 @@ impl Prefix {
             Some("it must not contain control characters")
         } else if prefix.contains('\\') {
             Some("it must not contain '\\'")
+        } else if prefix.contains(['*', '?']) {
+            Some("it must not contain '*' or '?' (IAM reads them as wildcards in the archiver's grant)")
         } else if prefix
-            .trim_end_matches('/')
+            .strip_suffix('/')
+            .unwrap_or(&prefix)
             .split('/')
             .any(|segment| segment.is_empty() || segment == "." || segment == "..")
         {
@@ -707,12 +712,17 @@ mod tests {
             "/archive/",
             "/",
             "a//b/",
+            "a//",
             "a/./",
             "../x/",
             "a/../b/",
             "a\u{0}/",
             "tab\t/",
             "a\\b/",
+            "*/",
+            "events/*/",
+            "a*b/",
+            "?/",
         ] {
             assert!(
                 matches!(Prefix::new(bad), Err(KeyError::InvalidPrefix { .. })),

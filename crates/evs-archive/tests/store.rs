@@ -28,7 +28,17 @@ async fn behaviour(sink: &dyn ObjectStore) {
         "dead-letter/2026/11/23/22/20261123T220732123Z-a.json",
     ];
     for (i, k) in keys.iter().enumerate() {
-        sink.put(k, &object(&format!("body {i}"))).await.unwrap();
+        let stored = sink.put(k, &object(&format!("body {i}"))).await.unwrap();
+        // A store with a clock of its own says its time, within a few
+        // seconds of this host's (whole seconds, truncated); the others say
+        // nothing.
+        if let Some(server) = stored.server_time_ms {
+            let now = evs_core::now_ms();
+            assert!(
+                (now - 5_000..=now + 1_000).contains(&server),
+                "{server} vs {now}"
+            );
+        }
     }
     let mut expected: Vec<&str> = keys
         .iter()
@@ -117,6 +127,13 @@ async fn local_directory() {
     let dir = std::env::temp_dir().join(unique_name("evs-sink"));
     let sink = LocalDir::new(&dir);
     behaviour(&sink).await;
+    assert_eq!(
+        sink.put("clock", &object("x"))
+            .await
+            .unwrap()
+            .server_time_ms,
+        None
+    );
     // The layout is the key: a key is a path under the root.
     assert!(dir
         .join("events/2027/01/01/00/20270101T000000000Z-a.ndjson")
@@ -141,6 +158,10 @@ async fn s3_bucket() {
     client.create_bucket().bucket(&bucket).send().await.unwrap();
     let sink = S3Store::new(client.clone(), &bucket);
     behaviour(&sink).await;
+    // S3 says its time (its `Date` header); a local directory and memory
+    // have no clock but this host's.
+    let stored = sink.put("clock", &object("x")).await.unwrap();
+    assert!(stored.server_time_ms.is_some(), "{stored:?}");
     // Listing pages past 1000 keys.
     for i in 0..1005 {
         sink.put(&format!("many/{i:05}"), &object("x"))

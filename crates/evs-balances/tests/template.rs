@@ -110,7 +110,6 @@ fn the_role_is_least_privilege() {
             "dynamodb:GetItem",
             "dynamodb:GetRecords",
             "dynamodb:GetShardIterator",
-            "dynamodb:ListStreams",
             "dynamodb:PutItem",
             "dynamodb:Query",
             "logs:CreateLogStream",

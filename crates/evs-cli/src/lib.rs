@@ -149,6 +149,44 @@ pub fn duration(text: &str) -> Result<Duration, String> {
 /// it too.
 pub use evs_core::human;
 
+/// Locks `<checkpoint>.lock` for as long as the returned file is open, so
+/// that two runs of `who` (`pump`, `replay`) cannot share one checkpoint
+/// file; the checkpoint's directory, which its first save would create, is
+/// created first. `flag` names the flag that gives a run its own.
+pub fn lock_checkpoint(
+    checkpoint: &std::path::Path,
+    who: &str,
+    flag: &str,
+) -> anyhow::Result<std::fs::File> {
+    use anyhow::Context;
+    if let Some(dir) = checkpoint.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| {
+            format!("cannot create the checkpoint's directory {}", dir.display())
+        })?;
+    }
+    let mut name = checkpoint.as_os_str().to_owned();
+    name.push(".lock");
+    let path = std::path::PathBuf::from(name);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open the {who}'s lock file {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(anyhow::anyhow!(
+            "another {who} is running on the checkpoint {} (it holds {}): stop it first, or \
+             give this one its own {flag}",
+            checkpoint.display(),
+            path.display()
+        )),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
+}
+
 /// A [`duration`] longer than zero.
 pub fn positive_duration(text: &str) -> Result<Duration, String> {
     let d = duration(text)?;

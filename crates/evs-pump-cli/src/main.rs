@@ -5,9 +5,8 @@
 //! (also when stopped by Ctrl-C or SIGTERM after the current batch), 1 any
 //! error, 2 bad usage.
 
-use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -161,37 +160,6 @@ async fn stream_arn(store: &DynamoStore, options: &Options) -> Result<Option<Str
     }
 }
 
-/// The lock file next to a checkpoint file.
-fn lock_path(checkpoint: &Path) -> PathBuf {
-    let mut name = checkpoint.as_os_str().to_owned();
-    name.push(".lock");
-    PathBuf::from(name)
-}
-
-/// Takes the exclusive lock of `checkpoint`: two pumps on one checkpoint
-/// would both archive everything from the same position.
-fn lock_checkpoint(checkpoint: &Path) -> Result<File> {
-    let path = lock_path(checkpoint);
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("cannot open the pump's lock file {}", path.display()))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(TryLockError::WouldBlock) => Err(anyhow::anyhow!(
-            "another pump is running on checkpoint {} (it holds {}); stop it first, or give this \
-             one its own --checkpoint-file",
-            checkpoint.display(),
-            path.display()
-        )),
-        Err(TryLockError::Error(e)) => {
-            Err(e).with_context(|| format!("cannot lock {}", path.display()))
-        }
-    }
-}
-
 /// One JSON object line: `fields` merged into `head`.
 fn line(mut head: Value, fields: serde_json::Result<Value>) -> Value {
     if let (Value::Object(out), Ok(Value::Object(f))) = (&mut head, fields) {
@@ -226,7 +194,7 @@ async fn run(table: Option<String>, args: PumpArgs) -> Result<()> {
         .unwrap_or_else(|| default_checkpoint(&table));
     // Held until the pump ends; the system releases it when the process
     // dies, so a crashed pump never leaves it held.
-    let _lock = lock_checkpoint(&checkpoint)?;
+    let _lock = evs_cli::lock_checkpoint(&checkpoint, "pump", "--checkpoint-file")?;
 
     let store = DynamoStore::new(evs_cli::aws::dynamodb().await?, table.clone());
     let arn = stream_arn(&store, &options).await?.with_context(|| {

@@ -164,5 +164,35 @@ fn a_hung_endpoint_times_out_is_retried_and_given_up() {
         !err.contains('\u{1b}'),
         "no ANSI escapes on a pipe: {err:?}"
     );
+}
+
+#[test]
+fn a_checkpoint_in_a_new_directory_is_locked_there() {
+    let dir = std::env::temp_dir().join(format!(
+        "evs-pump-cli-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    let checkpoint = dir.join("new").join("dir").join("cp.json");
+    // No region and no instance metadata: the run stops at the AWS
+    // configuration, after the lock and before any call.
+    let out = Command::new(env!("CARGO_BIN_EXE_evs-pump"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", &dir)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .args(["--table", "t", "--once", "--archive"])
+        .arg(dir.join("archive"))
+        .arg("--checkpoint-file")
+        .arg(&checkpoint)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("lock"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no AWS region"), "{}", stderr(&out));
+    assert!(dir.join("new/dir/cp.json.lock").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }

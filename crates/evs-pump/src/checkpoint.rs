@@ -2,16 +2,21 @@
 //! atomically (temporary file, fsync, rename) after every committed batch.
 //!
 //! ```json
-//! {"version": 1,
+//! {"version": 2,
 //!  "streamArn": "arn:aws:dynamodb:…:table/events/stream/2026-11-23T22:07:32.123",
+//!  "readAt": 1795471652123,
 //!  "shards": {"shardId-0001": {"sequenceNumber": "1100000000017454423009", "finished": false},
 //!             "shardId-0000": {"sequenceNumber": "1000000000017454423000", "finished": true}}}
 //! ```
 //!
 //! Per shard: the `SequenceNumber` of the last record archived (a restart
 //! reads from the record after it) and whether the shard is read to its end
-//! (its children may then be read). A checkpoint belongs to one stream: a
+//! (its children may then be read). `readAt` (epoch ms, version 2): when the
+//! pump last found every shard read to its present; a shard it has read
+//! nothing from can only have lost records to the stream's 24 h trim when
+//! that was more than a day ago. A checkpoint belongs to one stream: a
 //! file written for another stream ARN is refused, never silently reused.
+//! Version 1 (without `readAt`) is read as well; the pump writes version 2.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -19,8 +24,9 @@ use std::path::Path;
 use evs_archive::store::local::replace_file;
 use serde::{Deserialize, Serialize};
 
-/// The checkpoint format's version.
-pub const VERSION: u32 = 1;
+/// The checkpoint format's version (the pump writes it; it reads this one
+/// and version 1, which has no `readAt`).
+pub const VERSION: u32 = 2;
 
 /// What went wrong with a checkpoint file.
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +87,10 @@ pub struct Checkpoint {
     pub version: u32,
     /// The stream it belongs to.
     pub stream_arn: String,
+    /// When the pump last found every shard it could read read to its
+    /// present (epoch ms); none before the first time.
+    #[serde(default, rename = "readAt", skip_serializing_if = "Option::is_none")]
+    pub read_at_ms: Option<i64>,
     /// Per shard id.
     #[serde(default)]
     pub shards: BTreeMap<String, ShardCheckpoint>,
@@ -100,6 +110,7 @@ impl Checkpoint {
         Self {
             version: VERSION,
             stream_arn: stream_arn.into(),
+            read_at_ms: None,
             shards: BTreeMap::new(),
         }
     }
@@ -111,13 +122,14 @@ impl Checkpoint {
             path: path.display().to_string(),
             reason,
         };
-        let cp: Checkpoint = serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
-        if cp.version != VERSION {
+        let mut cp: Checkpoint = serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        if !(1..=VERSION).contains(&cp.version) || (cp.version == 1 && cp.read_at_ms.is_some()) {
             return Err(invalid(format!(
-                "version {} (this pump reads version {VERSION})",
+                "version {} (this pump reads versions 1 and {VERSION})",
                 cp.version
             )));
         }
+        cp.version = VERSION;
         if cp.stream_arn != stream_arn {
             return Err(CheckpointError::OtherStream {
                 path: path.display().to_string(),
@@ -187,6 +199,17 @@ impl Checkpoint {
     pub fn prune(&mut self, listed: &dyn Fn(&str) -> bool) {
         self.shards.retain(|id, s| !s.finished || listed(id));
     }
+
+    /// The first shard not read to its end that the stream no longer lists,
+    /// with the last sequence number archived from it: the records after
+    /// that left the stream unarchived. A shard read to its end and then
+    /// trimmed is not one.
+    pub fn unfinished_gone(&self, listed: &dyn Fn(&str) -> bool) -> Option<(&str, Option<&str>)> {
+        self.shards
+            .iter()
+            .find(|(id, s)| !s.finished && !listed(id))
+            .map(|(id, s)| (id.as_str(), s.sequence_number.as_deref()))
+    }
 }
 
 #[cfg(test)]
@@ -246,7 +269,9 @@ mod tests {
         assert!(err.to_string().contains("arn:a"), "{err}");
         for bad in [
             "not json",
-            r#"{"version":2,"streamArn":"arn:b","shards":{}}"#,
+            r#"{"version":3,"streamArn":"arn:b","shards":{}}"#,
+            r#"{"version":0,"streamArn":"arn:b","shards":{}}"#,
+            r#"{"version":1,"streamArn":"arn:b","readAt":5,"shards":{}}"#,
             r#"{"version":1,"streamArn":"arn:b","shards":{"s":{"sequenceNumber":"x1"}}}"#,
             r#"{"version":1,"streamArn":"arn:b","extra":1}"#,
         ] {
@@ -257,6 +282,35 @@ mod tests {
             );
         }
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
+    fn version_1_is_read_and_version_2_written() {
+        let path = temp_path("cp.json");
+        let v1 = r#"{"version":1,"streamArn":"arn:b","shards":{"s":{"sequenceNumber":"900000000000000000001"}}}"#;
+        let mut cp = Checkpoint::parse(v1, &path, "arn:b").unwrap();
+        assert_eq!((cp.version, cp.read_at_ms), (VERSION, None));
+        cp.read_at_ms = Some(1_795_471_652_123);
+        cp.save(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(r#""version": 2"#), "{text}");
+        assert!(text.contains(r#""readAt": 1795471652123"#), "{text}");
+        assert_eq!(Checkpoint::load(&path, "arn:b").unwrap(), cp);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
+    fn an_unfinished_shard_that_left_the_stream_is_found() {
+        let mut cp = Checkpoint::new("arn");
+        cp.advance("finished-gone", "1");
+        cp.finish("finished-gone");
+        cp.advance("listed", "2");
+        assert_eq!(cp.unfinished_gone(&|id| id == "listed"), None);
+        cp.advance("gone", "3");
+        assert_eq!(
+            cp.unfinished_gone(&|id| id == "listed"),
+            Some(("gone", Some("3")))
+        );
     }
 
     #[test]

@@ -14,9 +14,19 @@
 //!   ([`record_to_json`]): DynamoDB JSON images, numbers as strings, binary
 //!   as base64, `ApproximateCreationDateTime` as whole epoch seconds.
 //! * The [`Checkpoint`] is saved after every commit when a file is given.
+//! * Nothing the stream trimmed (24 h after writing) passes unseen: a shard
+//!   the checkpoint has not read to its end that the listing no longer
+//!   holds, and a shard read from its oldest record whose records may be
+//!   older than a day (no parent still listed, and the pump last caught up
+//!   more than [`UNREAD_LIMIT`] ago) stop the pump with the shard's name
+//!   ([`SourceError::Trimmed`], [`SourceError::Unread`]) instead of reading
+//!   on past the loss; a shard read after its checkpoint learns it from the
+//!   stream (`TrimmedDataAccessException`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -41,6 +51,15 @@ const MAX_PASSES: usize = 100;
 /// take multiple calls to get to a portion of the shard that contains stream
 /// records"): one empty page is not the end of what is there.
 const EMPTY_PAGES_CAUGHT_UP: u32 = 5;
+/// How long after the pump last caught up a shard it has not read from may
+/// hold records older than a day: the stream's 24 h retention less an hour
+/// for the difference between this host's clock and the stream's and for
+/// trimming that is not to the second.
+pub const UNREAD_LIMIT: Duration = Duration::from_secs(23 * 3600);
+/// How stale the checkpoint's `readAt` may get before a caught-up pump
+/// writes the checkpoint for it alone (well within the hour that
+/// [`UNREAD_LIMIT`] keeps back).
+const READ_AT_SAVE_EVERY_MS: i64 = 10 * 60 * 1000;
 
 /// A DynamoDB Streams client for `shared` (region, endpoint, credentials).
 pub fn client_for(shared: &aws_config::SdkConfig) -> Client {
@@ -73,7 +92,9 @@ impl ShardInfo {
 
 /// The shards that may be read now, in the given order: not read to their
 /// end yet, and whose parent is either read to its end or no longer listed
-/// (trimmed from the stream).
+/// (trimmed from the stream, after the pump read it to its end or before
+/// the checkpoint began: [`DynamoDbSource`] stops on a parent it had not
+/// finished).
 pub fn readable_shards<'a>(shards: &'a [ShardInfo], checkpoint: &Checkpoint) -> Vec<&'a ShardInfo> {
     let listed: HashSet<&str> = shards.iter().map(|s| s.id.as_str()).collect();
     shards
@@ -211,6 +232,16 @@ pub struct DynamoDbPosition {
     pub ends_shard: bool,
 }
 
+/// The wall clock, epoch ms (a test passes its own).
+#[derive(Clone)]
+struct Clock(Arc<dyn Fn() -> i64 + Send + Sync>);
+
+impl fmt::Debug for Clock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Clock")
+    }
+}
+
 /// Reads a table's DynamoDB stream, checkpointed.
 #[derive(Debug)]
 pub struct DynamoDbSource {
@@ -226,6 +257,10 @@ pub struct DynamoDbSource {
     described_at: Option<Instant>,
     /// The shard of a batch handed out and not yet committed in full.
     pending: Option<String>,
+    /// The wall clock.
+    now_ms: Clock,
+    /// The `readAt` the checkpoint file holds.
+    saved_read_at_ms: Option<i64>,
 }
 
 /// What one `GetRecords` call on a shard gave.
@@ -251,6 +286,7 @@ impl DynamoDbSource {
         Ok(Self {
             client,
             stream_arn,
+            saved_read_at_ms: checkpoint.read_at_ms,
             checkpoint,
             checkpoint_file,
             shards: Vec::new(),
@@ -259,7 +295,81 @@ impl DynamoDbSource {
             empty_pages: HashMap::new(),
             described_at: None,
             pending: None,
+            now_ms: Clock(Arc::new(evs_core::now_ms)),
         })
+    }
+
+    /// The same source with another wall clock (epoch ms), for tests on a
+    /// simulated stream.
+    pub fn with_clock(mut self, now_ms: impl Fn() -> i64 + Send + Sync + 'static) -> Self {
+        self.now_ms = Clock(Arc::new(now_ms));
+        self
+    }
+
+    /// Stops on records the stream may have trimmed before the pump
+    /// archived them, judged on the listing just taken.
+    fn check_trimmed(&self) -> Result<(), SourceError> {
+        let listed: HashSet<&str> = self.shards.iter().map(|s| s.id.as_str()).collect();
+        // A shard not read to its end left the stream: the records after
+        // the checkpoint went with it (and its children would be read as
+        // if nothing were missing).
+        if let Some((shard, after)) = self.checkpoint.unfinished_gone(&|id| listed.contains(id)) {
+            return Err(SourceError::Trimmed {
+                shard: shard.to_owned(),
+                after: after.map(str::to_owned),
+            });
+        }
+        // A shard the pump has read nothing from is read from its oldest
+        // record (TRIM_HORIZON), which hides what was trimmed before it.
+        // Under a listed parent it is younger than a day (the parent is
+        // listed only within a day of its close, when the shard began); else
+        // its records are younger than a day only if the pump read every
+        // shard to its present less than a day ago.
+        let Some(read_at) = self.checkpoint.read_at_ms else {
+            return Ok(());
+        };
+        let since = Duration::from_millis(
+            u64::try_from((self.now_ms.0)().saturating_sub(read_at)).unwrap_or(0),
+        );
+        if since < UNREAD_LIMIT {
+            return Ok(());
+        }
+        let unread = self.shards.iter().find(|s| {
+            let state = self.checkpoint.shard(&s.id);
+            !state.finished
+                && state.sequence_number.is_none()
+                && s.parent.as_deref().is_none_or(|p| !listed.contains(p))
+        });
+        match unread {
+            Some(shard) => Err(SourceError::Unread {
+                shard: shard.id.clone(),
+                since,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// The error for `shard` when the stream says its records after the
+    /// checkpoint were trimmed.
+    fn trimmed(&self, shard: &str) -> SourceError {
+        SourceError::Trimmed {
+            shard: shard.to_owned(),
+            after: self.checkpoint.shard(shard).sequence_number,
+        }
+    }
+
+    /// Records that every shard was read to its present as of `at_ms` (when
+    /// the pass that found it began), writing the checkpoint when the file's
+    /// `readAt` is [`READ_AT_SAVE_EVERY_MS`] older or absent.
+    fn caught_up(&mut self, at_ms: i64) -> Result<(), SourceError> {
+        self.checkpoint.read_at_ms = Some(at_ms);
+        if self
+            .saved_read_at_ms
+            .is_none_or(|saved| at_ms.saturating_sub(saved) >= READ_AT_SAVE_EVERY_MS)
+        {
+            self.save()?;
+        }
+        Ok(())
     }
 
     async fn describe(&mut self) -> Result<(), SourceError> {
@@ -289,7 +399,7 @@ impl DynamoDbSource {
         tracing::debug!(stream = %self.stream_arn, shards = shards.len(), "described the stream");
         self.shards = shards;
         self.described_at = Some(Instant::now());
-        Ok(())
+        self.check_trimmed()
     }
 
     async fn iterator(&mut self, shard: &str) -> Result<String, SourceError> {
@@ -312,9 +422,7 @@ impl DynamoDbSource {
                 if e.as_service_error()
                     .is_some_and(|s| s.is_trimmed_data_access_exception()) =>
             {
-                return Err(SourceError::Trimmed {
-                    shard: shard.to_owned(),
-                })
+                return Err(self.trimmed(shard))
             }
             Err(e) => {
                 return Err(streams_error(
@@ -377,9 +485,7 @@ impl DynamoDbSource {
                         continue;
                     }
                     if service.is_some_and(|s| s.is_trimmed_data_access_exception()) {
-                        return Err(SourceError::Trimmed {
-                            shard: shard.to_owned(),
-                        });
+                        return Err(self.trimmed(shard));
                     }
                     return Err(streams_error(format!("reading shard {shard}"), e));
                 }
@@ -394,6 +500,7 @@ impl DynamoDbSource {
                 self.checkpoint.prune(&|id| listed.contains(id));
             }
             self.checkpoint.save(path)?;
+            self.saved_read_at_ms = self.checkpoint.read_at_ms;
         }
         Ok(())
     }
@@ -418,12 +525,16 @@ impl Source for DynamoDbSource {
         {
             self.describe().await?;
         }
+        // Every record written before this is read if this call finds
+        // nothing more to read.
+        let started_ms = (self.now_ms.0)();
         for _ in 0..MAX_PASSES {
             let readable: Vec<ShardInfo> = readable_shards(&self.shards, &self.checkpoint)
                 .into_iter()
                 .cloned()
                 .collect();
             if readable.is_empty() {
+                self.caught_up(started_ms)?;
                 return Ok(None);
             }
             let mut progressed = false;
@@ -463,6 +574,7 @@ impl Source for DynamoDbSource {
                 }
             }
             if !progressed {
+                self.caught_up(started_ms)?;
                 return Ok(None);
             }
             if shard_ended {

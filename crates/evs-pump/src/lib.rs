@@ -79,14 +79,35 @@ pub enum SourceError {
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
-    /// The stream no longer holds the records after the checkpoint.
+    /// The stream no longer holds records of a shard that the checkpoint
+    /// has not archived to its end: the shard left the stream (trimmed 24 h
+    /// after it closed), or its records after the checkpoint did.
     #[error(
-        "shard {shard}: the records after the checkpoint were trimmed from the stream (older than 24 h); \
-         they cannot be archived any more. Remove the checkpoint file to archive what the stream still holds"
+        "shard {shard}: its records after {} left the stream (older than 24 h) before they were \
+         archived; back-fill them from a table export (`evs backfill`, see the README), then remove \
+         the checkpoint file to archive what the stream still holds",
+        after.as_ref().map_or("its start".to_owned(), |seq| format!("sequence number {seq}"))
     )]
     Trimmed {
         /// The shard.
         shard: String,
+        /// The last sequence number archived from it, if any.
+        after: Option<String>,
+    },
+    /// A shard the pump has read nothing from is read from its oldest
+    /// record, and may have held older records that the stream trimmed:
+    /// the pump last caught up longer ago than the stream keeps records.
+    #[error(
+        "shard {shard}: the pump has read nothing from it and last caught up with the stream more \
+         than 23 h ago, so records it held may have left the stream (older than 24 h) unarchived; \
+         back-fill from a table export (`evs backfill`, see the README), then remove the \
+         checkpoint file to archive what the stream still holds"
+    )]
+    Unread {
+        /// The shard.
+        shard: String,
+        /// How long ago the pump last caught up.
+        since: std::time::Duration,
     },
     /// The stream has no shards list or is not enabled.
     #[error("stream {arn}: {reason}")]
@@ -273,10 +294,12 @@ pub enum PumpError {
         #[source]
         source: Box<evs_projection::DriveError>,
     },
-    /// The handler reported the same records as failed too many times in a row.
+    /// The handler reported the same records as failed too many times in a
+    /// row, or once when their failure cannot heal by waiting.
     #[error(
         "batch from {label}: the records from sequence number {sequence} on were reported \
-         failed{} (their dead-letter object was not written); giving up, a restart retries them",
+         failed{} (their dead-letter object was not written: {reason}); giving up, a restart \
+         retries them",
         in_a_row(*attempts)
     )]
     PartialFailure {
@@ -286,6 +309,8 @@ pub enum PumpError {
         attempts: u32,
         /// The first record not written.
         sequence: String,
+        /// Why the dead-letter object was not written.
+        reason: String,
     },
 }
 
@@ -567,6 +592,7 @@ where
                 summary.archived += s.archived;
                 summary.dead_lettered += s.dead_lettered;
                 let failed = s.batch_item_failures.first().cloned();
+                let failure = s.dead_letter_failure.clone();
                 report(&BatchReport {
                     source: batch.label.clone(),
                     attempt,
@@ -583,13 +609,18 @@ where
                             streak.end();
                         }
                         let (failures, since) = streak.fail();
-                        // The dead-letter write failed: an archive write, as
-                        // likely to heal as any other.
-                        if options.gives_up(failures, true, since) {
+                        // The dead-letter write failed: retried as any archive
+                        // write is, as long as it may heal (a prefix the role
+                        // may not write to does not: each retry would archive
+                        // the rest of the batch again, for ever).
+                        let transient = failure.as_ref().is_none_or(|f| f.transient);
+                        if options.gives_up(failures, transient, since) {
                             return Err(PumpError::PartialFailure {
                                 label: batch.label.clone(),
                                 attempts: failures,
                                 sequence,
+                                reason: failure
+                                    .map_or_else(|| "no reason given".to_owned(), |f| f.error),
                             });
                         }
                         tracing::warn!(source = %batch.label, sequence, "partial batch failure; retrying the rest");
@@ -624,5 +655,7 @@ where
     Ok(true)
 }
 
+#[cfg(test)]
+mod stream_sim;
 #[cfg(test)]
 mod tests;

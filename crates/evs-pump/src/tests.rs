@@ -10,7 +10,7 @@ use evs_core::{EventStore, ExpectedVersion, MemoryStore, NewEvent, StreamId};
 use serde_json::json;
 
 use super::*;
-use evs_archive::store::{LocalDir, Object, StoreError};
+use evs_archive::store::{LocalDir, Object, StoreError, Stored};
 use evs_archive::{decode_events, Compression};
 
 fn temp_dir() -> PathBuf {
@@ -226,7 +226,7 @@ impl Flaky {
 
 #[async_trait]
 impl ObjectStore for Flaky {
-    async fn put(&self, key: &str, object: &Object) -> Result<(), StoreError> {
+    async fn put(&self, key: &str, object: &Object) -> Result<Stored, StoreError> {
         if key.starts_with(self.prefix) {
             let n = self.calls.fetch_add(1, Ordering::SeqCst);
             if n == 0 {
@@ -600,5 +600,55 @@ async fn a_transient_write_failure_outlives_max_attempts_and_a_permanent_one_doe
         matches!(&err, PumpError::Handler { attempts: 1, .. }),
         "{err}"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_dead_letter_write_that_cannot_heal_stops_the_pump() {
+    let records = mixed_records().await;
+    let dir = temp_dir();
+    // No permission on the dead-letter prefix: every put there is refused.
+    let mut sink = Flaky::new(&dir, "dead-letter/", usize::MAX);
+    sink.transient = false;
+    let config = Config::local(&dir);
+    let commits = Arc::new(Mutex::new(Vec::new()));
+    let mut source = VecSource {
+        records,
+        committed: 0,
+        commits: commits.clone(),
+    };
+    // As patient as the CLI when polling: what may heal is retried for ever.
+    let patient = Options {
+        max_attempts: 1,
+        retry_for: None,
+        ..fast()
+    };
+    // A pump that retried it anyway is stopped after 20 handler calls.
+    let (handle, stop) = Stop::channel();
+    let mut calls = 0;
+    let result = run(
+        &mut source,
+        &sink,
+        &config,
+        &patient,
+        stop,
+        &mut |_: &BatchReport| {
+            calls += 1;
+            if calls == 20 {
+                handle.stop();
+            }
+        },
+    )
+    .await;
+    let err = result.expect_err("the pump must stop with an error");
+    assert!(
+        matches!(&err, PumpError::PartialFailure { attempts: 1, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("injected failure"), "{err}");
+    // Record 1 (before the first dead letter) was written and committed; one
+    // events object, not one per retry.
+    assert_eq!(*commits.lock().unwrap(), [1]);
+    assert_eq!(sink.list("events/", None, 10).await.unwrap().len(), 1);
     let _ = std::fs::remove_dir_all(&dir);
 }

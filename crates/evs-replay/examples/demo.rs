@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use evs_archive::store::{LocalDir, Object, ObjectStore, StoreError};
+use evs_archive::store::{LocalDir, Object, ObjectStore, StoreError, Stored};
 use evs_archiver::config::Config;
 use evs_core::{
     decide, Aggregate, EventStore, MemoryStore, NewEvent, RecordedEvent, RetryPolicy, StreamId,
@@ -49,8 +49,8 @@ struct LostAcks {
 
 #[async_trait]
 impl ObjectStore for LostAcks {
-    async fn put(&self, key: &str, object: &Object) -> Result<(), StoreError> {
-        self.dir.put(key, object).await?;
+    async fn put(&self, key: &str, object: &Object) -> Result<Stored, StoreError> {
+        let stored = self.dir.put(key, object).await?;
         if self.puts.fetch_add(1, Ordering::SeqCst) % 9 == 8 {
             self.lost.fetch_add(1, Ordering::SeqCst);
             return Err(StoreError::Io {
@@ -59,7 +59,7 @@ impl ObjectStore for LostAcks {
                 source: std::io::Error::other("connection reset after the write landed"),
             });
         }
-        Ok(())
+        Ok(stored)
     }
 
     async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::{Object, ObjectStore, StoreError};
+use super::{Object, ObjectStore, StoreError, Stored};
 
 /// Files whose name starts with this are uploads in progress, never listed.
 const TEMP_PREFIX: &str = ".tmp-";
@@ -294,8 +294,10 @@ fn walk(
 
 #[async_trait]
 impl ObjectStore for LocalDir {
-    async fn put(&self, key: &str, object: &Object) -> Result<(), StoreError> {
-        self.write(key, object, Publish::IfAbsent).await
+    async fn put(&self, key: &str, object: &Object) -> Result<Stored, StoreError> {
+        self.write(key, object, Publish::IfAbsent)
+            .await
+            .map(|()| Stored::default())
     }
 
     async fn replace(&self, key: &str, object: &Object) -> Result<(), StoreError> {

@@ -6,7 +6,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
-use super::{Object, ObjectStore, StoreError};
+use super::{Object, ObjectStore, StoreError, Stored};
 
 /// Objects in a map, listed in UTF-8 byte order as `ListObjectsV2` lists
 /// them; `put` never overwrites. User metadata is kept.
@@ -52,8 +52,8 @@ impl MemoryStore {
 
 #[async_trait]
 impl ObjectStore for MemoryStore {
-    async fn put(&self, key: &str, object: &Object) -> Result<(), StoreError> {
-        self.insert(key, object.clone())
+    async fn put(&self, key: &str, object: &Object) -> Result<Stored, StoreError> {
+        self.insert(key, object.clone()).map(|()| Stored::default())
     }
 
     async fn replace(&self, key: &str, object: &Object) -> Result<(), StoreError> {

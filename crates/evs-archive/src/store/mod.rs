@@ -4,7 +4,8 @@
 //! Every [`ObjectStore`] keeps these rules:
 //! * `put` returns only once the object is durably stored, and never
 //!   replaces an existing object (keys are unique per attempt, so an
-//!   existing key is an error, not something to overwrite);
+//!   existing key is an error, not something to overwrite); it says the
+//!   store's own time when the store has a clock of its own (S3's `Date`);
 //! * `replace` is the one write that overwrites: for a small record kept at
 //!   a fixed key beside the archive (a back-fill's marker), never for an
 //!   archive object; a reader sees the old object or the new, never a part;
@@ -37,6 +38,25 @@ pub struct Object {
     pub content_encoding: Option<String>,
     /// User metadata (S3 `x-amz-meta-*`); the local directory does not keep it.
     pub metadata: BTreeMap<String, String>,
+}
+
+/// What a store knows of a write it made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Stored {
+    /// The store's own clock when it answered the write, epoch ms, when it
+    /// has one: S3's `Date` response header, whole seconds (truncated).
+    /// `None` for a local directory or memory, whose clock is this host's.
+    pub server_time_ms: Option<i64>,
+}
+
+impl Stored {
+    /// A write answered by a store whose clock said `server_time_ms`.
+    pub fn at(server_time_ms: i64) -> Self {
+        Self {
+            server_time_ms: Some(server_time_ms),
+        }
+    }
 }
 
 /// What an object store can fail with.
@@ -122,7 +142,7 @@ impl StoreError {
 #[async_trait]
 pub trait ObjectStore: Send + Sync + fmt::Debug {
     /// Stores `object` at `key`, durably, unless an object exists there.
-    async fn put(&self, key: &str, object: &Object) -> Result<(), StoreError>;
+    async fn put(&self, key: &str, object: &Object) -> Result<Stored, StoreError>;
 
     /// Stores `object` at `key`, durably, replacing any object there. For a
     /// small record at a fixed key beside the archive, never for an archive

@@ -1,11 +1,15 @@
 //! The S3 backend. Only this module talks to the S3 SDK.
 
+use std::sync::{Arc, Mutex};
+
 use async_trait::async_trait;
-use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::config::interceptors::BeforeDeserializationInterceptorContextRef;
+use aws_sdk_s3::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_s3::error::{BoxError, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::{ByteStream, DateTime, DateTimeFormat};
 use aws_sdk_s3::Client;
 
-use super::{Object, ObjectStore, StoreError};
+use super::{Object, ObjectStore, StoreError, Stored};
 
 /// An archive in an S3 bucket.
 #[derive(Debug, Clone)]
@@ -34,7 +38,7 @@ impl S3Store {
         key: &str,
         object: &Object,
         only_if_absent: bool,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Stored, StoreError> {
         check_key(key)?;
         let mut request = self
             .client
@@ -50,8 +54,11 @@ impl S3Store {
         for (k, v) in &object.metadata {
             request = request.metadata(k, v);
         }
-        match request.send().await {
-            Ok(_) => Ok(()),
+        let date = ResponseDate::default();
+        match request.customize().interceptor(date.clone()).send().await {
+            Ok(_) => Ok(Stored {
+                server_time_ms: date.millis(),
+            }),
             Err(e) if e.code() == Some("PreconditionFailed") => Err(StoreError::AlreadyExists {
                 key: key.to_owned(),
             }),
@@ -74,6 +81,42 @@ impl S3Store {
     }
 }
 
+/// Keeps the `Date` header of a request's last response: S3's clock, for
+/// the archiver's check of its own (the SDK's output types leave it out).
+#[derive(Debug, Clone, Default)]
+struct ResponseDate(Arc<Mutex<Option<String>>>);
+
+impl ResponseDate {
+    /// The header's time, epoch ms, if it came and reads as an HTTP date.
+    fn millis(&self) -> Option<i64> {
+        let date = self.0.lock().ok()?.clone()?;
+        DateTime::from_str(&date, DateTimeFormat::HttpDate)
+            .ok()?
+            .to_millis()
+            .ok()
+    }
+}
+
+impl Intercept for ResponseDate {
+    fn name(&self) -> &'static str {
+        "ResponseDate"
+    }
+
+    fn read_before_deserialization(
+        &self,
+        context: &BeforeDeserializationInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let (Some(date), Ok(mut slot)) =
+            (context.response().headers().get("date"), self.0.lock())
+        {
+            *slot = Some(date.to_owned());
+        }
+        Ok(())
+    }
+}
+
 fn check_key(key: &str) -> Result<(), StoreError> {
     if key.is_empty() || key.len() > MAX_KEY_BYTES {
         return Err(StoreError::InvalidKey {
@@ -86,12 +129,12 @@ fn check_key(key: &str) -> Result<(), StoreError> {
 
 #[async_trait]
 impl ObjectStore for S3Store {
-    async fn put(&self, key: &str, object: &Object) -> Result<(), StoreError> {
+    async fn put(&self, key: &str, object: &Object) -> Result<Stored, StoreError> {
         self.put_object(key, object, true).await
     }
 
     async fn replace(&self, key: &str, object: &Object) -> Result<(), StoreError> {
-        self.put_object(key, object, false).await
+        self.put_object(key, object, false).await.map(drop)
     }
 
     async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {

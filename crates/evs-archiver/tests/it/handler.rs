@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use evs_archive::store::{LocalDir, Object, ObjectStore, S3Store, StoreError};
+use evs_archive::store::{LocalDir, Object, ObjectStore, S3Store, StoreError, Stored};
 use evs_archive::ArchiveKey;
 use evs_archive::{decode_dead_letters, decode_events, Compression};
 use evs_archiver::config::Config;
@@ -243,11 +243,12 @@ async fn s3_and_local_hold_the_same_object() {
     config.location = evs_archiver::config::Location::S3 {
         bucket: bucket.clone(),
     };
+    // The real clock: S3's own (its `Date`) is compared with it.
     let summary = handle(
         &event.to_string(),
         &s3,
         &config,
-        &clock(),
+        &evs_core::now_ms,
         Some(Duration::from_secs(30)),
     )
     .await
@@ -324,7 +325,7 @@ struct Faulty {
 
 #[async_trait]
 impl ObjectStore for Faulty {
-    async fn put(&self, key: &str, object: &Object) -> Result<(), StoreError> {
+    async fn put(&self, key: &str, object: &Object) -> Result<Stored, StoreError> {
         tokio::time::sleep(self.delay).await;
         if self.fail_prefix.is_some_and(|p| key.starts_with(p)) {
             return Err(StoreError::S3 {
@@ -387,6 +388,10 @@ fn assert_events_written_dead_letters_redelivered(event: &Value, summary: &Summa
         summary.dead_lettered, 0,
         "nothing was written to the dead-letter prefix"
     );
+    // Why, and that it may heal (the sinks here fail with SlowDown or the deadline).
+    let failure = summary.dead_letter_failure.as_ref().unwrap();
+    assert!(failure.transient, "{failure:?}");
+    assert!(failure.error.contains("dead-letter/"), "{failure:?}");
 }
 
 #[tokio::test]
@@ -439,6 +444,162 @@ async fn the_writes_of_one_batch_share_its_deadline() {
     .await
     .unwrap();
     assert_events_written_dead_letters_redelivered(&event, &summary);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The wall clock passes the bound while the object is written (a host
+/// suspended mid-PUT, whose monotonic deadline stood still): readers may
+/// have passed its key before it landed, so the batch is archived again,
+/// sealed after the jump. The first object stays (its events come twice, as
+/// after any retry).
+#[tokio::test]
+async fn a_write_that_lands_after_the_bound_is_archived_again_under_a_new_key() {
+    let dir = temp_dir();
+    let sink = LocalDir::new(&dir);
+    let (event, n) = feed_batch().await;
+    let calls = std::sync::atomic::AtomicUsize::new(0);
+    let clock = move || {
+        if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            SEALED_AT
+        } else {
+            SEALED_AT + 61_000
+        }
+    };
+    let summary = handle(
+        &event.to_string(),
+        &sink,
+        &Config::local(&dir),
+        &clock,
+        Some(Duration::from_secs(60)),
+    )
+    .await
+    .unwrap();
+    let keys = sink.list("events/", None, 10).await.unwrap();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert_eq!(summary.sealed_at_ms, SEALED_AT + 61_000);
+    assert_eq!(summary.key.as_deref(), Some(keys[1].as_str()));
+    assert_eq!(
+        ArchiveKey::parse(&keys[1]).unwrap().sealed_at_ms(),
+        SEALED_AT + 61_000
+    );
+    assert_eq!(lines_at(&sink, &keys[0]).await.len(), n);
+    assert_eq!(
+        lines_at(&sink, &keys[0]).await,
+        lines_at(&sink, &keys[1]).await
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A local directory that answers each put with the next of `times` as the
+/// store's own clock (as S3's `Date` header does).
+#[derive(Debug)]
+struct ServerClock {
+    inner: LocalDir,
+    times: std::sync::Mutex<Vec<i64>>,
+}
+
+#[async_trait]
+impl ObjectStore for ServerClock {
+    async fn put(&self, key: &str, object: &Object) -> Result<Stored, StoreError> {
+        self.inner.put(key, object).await?;
+        let mut times = self.times.lock().unwrap();
+        let at = if times.len() > 1 {
+            times.remove(0)
+        } else {
+            times[0]
+        };
+        Ok(Stored::at(at))
+    }
+    async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
+        self.inner.get(key).await
+    }
+    async fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        self.inner.list(prefix, start_after, limit).await
+    }
+    fn location(&self) -> String {
+        "s3://server-clock/".into()
+    }
+}
+
+/// A clock that gives `times` in turn, then the last one for ever.
+fn clock_of(times: Vec<i64>) -> impl Fn() -> i64 + Send + Sync {
+    let times = std::sync::Mutex::new(times);
+    move || {
+        let mut times = times.lock().unwrap();
+        if times.len() > 1 {
+            times.remove(0)
+        } else {
+            times[0]
+        }
+    }
+}
+
+/// This host's clock 35 s behind the store's and a write of 30 s: by this
+/// host's clock the object landed in time, by the store's 65 s after its key
+/// (past the 60 s bound), so it is archived again; the second lands in time.
+#[tokio::test]
+async fn a_write_late_by_the_stores_clock_is_archived_again() {
+    let dir = temp_dir();
+    let sink = ServerClock {
+        inner: LocalDir::new(&dir),
+        times: std::sync::Mutex::new(vec![SEALED_AT + 65_000, SEALED_AT + 106_000]),
+    };
+    let clock = clock_of(vec![SEALED_AT, SEALED_AT + 30_000, SEALED_AT + 70_000]);
+    let (event, _) = feed_batch().await;
+    let summary = handle(
+        &event.to_string(),
+        &sink,
+        &Config::local(&dir),
+        &clock,
+        Some(Duration::from_secs(60)),
+    )
+    .await
+    .unwrap();
+    let keys = sink.list("events/", None, 10).await.unwrap();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert_eq!(summary.sealed_at_ms, SEALED_AT + 70_000);
+    assert_eq!(summary.key.as_deref(), Some(keys[1].as_str()));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// This host's clock more than the bound behind the store's: every key it
+/// sealed would be behind readers when its object lands. The call fails
+/// with a reason that retrying does not heal.
+#[tokio::test]
+async fn a_clock_behind_the_stores_by_more_than_the_bound_fails_for_good() {
+    let dir = temp_dir();
+    let sink = ServerClock {
+        inner: LocalDir::new(&dir),
+        times: std::sync::Mutex::new(vec![SEALED_AT + 120_000]),
+    };
+    let (event, _) = feed_batch().await;
+    let err = handle(
+        &event.to_string(),
+        &sink,
+        &Config::local(&dir),
+        &clock(),
+        Some(Duration::from_secs(60)),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, HandlerError::ClockBehind { .. }), "{err:?}");
+    assert!(!err.is_transient());
+    assert!(err.to_string().contains("NTP"), "{err}");
+    // Without a bound (a back-fill of history, a test) the clocks are not compared.
+    handle(
+        &event.to_string(),
+        &sink,
+        &Config::local(&dir),
+        &clock(),
+        None,
+    )
+    .await
+    .unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use evs_archive::store::{MemoryStore, Object, ObjectStore, StoreError};
+use evs_archive::store::{MemoryStore, Object, ObjectStore, StoreError, Stored};
 
 #[derive(Debug, Default)]
 pub(crate) struct MemorySink {
@@ -41,7 +41,7 @@ impl MemorySink {
 
 #[async_trait]
 impl ObjectStore for MemorySink {
-    async fn put(&self, key: &str, object: &Object) -> Result<(), StoreError> {
+    async fn put(&self, key: &str, object: &Object) -> Result<Stored, StoreError> {
         self.objects.put(key, object).await
     }
 

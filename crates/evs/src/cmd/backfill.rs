@@ -152,7 +152,7 @@ pub(super) async fn run(args: BackfillArgs) -> Result<()> {
     let written = if args.force {
         sink.replace(&marker, &object).await
     } else {
-        sink.put(&marker, &object).await
+        sink.put(&marker, &object).await.map(drop)
     };
     written.with_context(|| format!("cannot write the marker {marker}"))?;
     print!("{text}");

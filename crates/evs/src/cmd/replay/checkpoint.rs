@@ -22,11 +22,10 @@
 //! replays cannot share one.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
@@ -160,38 +159,6 @@ impl CheckpointStore {
                 .with_context(|| format!("cannot write the checkpoint {}", path.display()))
                 .map_err(SaveError::Transient),
             CheckpointStore::Table(t) => t.save(checkpoint).await,
-        }
-    }
-}
-
-/// Locks `<path>.lock` for as long as the returned file is open: two
-/// replays on one checkpoint file would both deliver everything. The
-/// checkpoint's directory is created first.
-pub(super) fn lock_file(path: &Path) -> Result<File> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| {
-            format!("cannot create the checkpoint's directory {}", dir.display())
-        })?;
-    }
-    let mut name = path.as_os_str().to_owned();
-    name.push(".lock");
-    let lock = PathBuf::from(name);
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock)
-        .with_context(|| format!("cannot open the checkpoint's lock file {}", lock.display()))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(TryLockError::WouldBlock) => bail!(
-            "another replay is running on the checkpoint {} (it holds {}): stop it first, or give \
-             this one its own --checkpoint-file",
-            path.display(),
-            lock.display()
-        ),
-        Err(TryLockError::Error(e)) => {
-            Err(e).with_context(|| format!("cannot lock {}", lock.display()))
         }
     }
 }

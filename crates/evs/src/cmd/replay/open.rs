@@ -13,7 +13,7 @@ use evs_dynamodb::DynamoStore;
 use evs_projection::Partition;
 use evs_replay::{Archive, Checkpoint, Frontier, ReplayOptions, Replayer};
 
-use super::checkpoint::{lock_file, CheckpointStore};
+use super::checkpoint::CheckpointStore;
 use super::output::Saver;
 use crate::cmd::location;
 use crate::flags::ReplayArgs;
@@ -69,7 +69,7 @@ pub(super) async fn open(table: Option<&str>, args: &ReplayArgs) -> Result<Opene
         &args.checkpoint_name,
     ) {
         (Some(path), _, _) => {
-            let lock = lock_file(path)?;
+            let lock = evs_cli::lock_checkpoint(path, "replay", "--checkpoint-file")?;
             (Some(CheckpointStore::File(path.clone())), Some(lock))
         }
         (None, Some(table), Some(name)) => (
