@@ -31,11 +31,12 @@ use evs_archiver::config::Config;
 use evs_balances::{Account, Balances};
 use evs_core::{EventStore, ExpectedVersion, MemoryStore, NewEvent, ReadRequest, StreamId};
 use evs_projection::live::apply_records;
-use evs_projection::replay::{rebuild, replayer_for, RebuildOptions};
+use evs_projection::replay::{rebuild, replayer_for, RebuildOptions, RebuildReport};
 use evs_projection::{Applier, MemoryStateStore, Projection};
-use evs_pump::{self as pump, MemorySource, Stop};
+use evs_pump::{self as pump, MemorySource, PumpError, PumpSummary, Stop, StopHandle};
 use evs_replay::{Archive, Frontier, ReplayOptions};
 use serde_json::json;
+use tokio::task::JoinHandle;
 
 type AnyError = Box<dyn Error + Send + Sync>;
 
@@ -81,6 +82,33 @@ async fn write(
     Ok(())
 }
 
+/// The archiver's task and the handle that stops it.
+struct Archiver {
+    stop: StopHandle,
+    task: JoinHandle<Result<PumpSummary, PumpError>>,
+}
+
+/// The live driver's task and the flag that tells it to stop once drained.
+struct LiveDriver {
+    stop: Arc<AtomicBool>,
+    task: JoinHandle<Result<LiveCounts, AnyError>>,
+}
+
+/// What the live driver did.
+#[derive(Debug, Default)]
+struct LiveCounts {
+    /// Batches of records applied.
+    batches: u64,
+    /// Events applied.
+    applied: u64,
+    /// Events read from the table to fill a stream's hole first.
+    filled: u64,
+    /// Events skipped as applied already.
+    skipped: u64,
+    /// Batches delivered again whole, as after a failure.
+    redelivered: u64,
+}
+
 #[tokio::main]
 async fn main() -> Result<(), AnyError> {
     let started = Instant::now();
@@ -94,30 +122,7 @@ async fn main() -> Result<(), AnyError> {
     let accounts = Arc::new(AtomicU64::new(1));
     println!("evs balances: table -> archive -> replay driver | change feed -> live driver -> one read model");
 
-    // The archiver, outside Lambda: the pump on the table's change feed.
-    let (stop_pump, pump_stop) = Stop::channel();
-    let archiver = {
-        let (table, archive_dir, config) =
-            (table.clone(), Arc::clone(&archive_dir), config.clone());
-        tokio::spawn(async move {
-            let options = pump::Options {
-                batch_size: 50,
-                write_timeout: WRITE_TIMEOUT,
-                idle: Duration::from_millis(20),
-                ..pump::Options::default()
-            };
-            let mut source = MemorySource::new(table);
-            pump::run(
-                &mut source,
-                archive_dir.as_ref(),
-                &config,
-                &options,
-                pump_stop,
-                &mut |_| {},
-            )
-            .await
-        })
-    };
+    let archiver = spawn_archiver(&table, &archive_dir, &config);
 
     // 1. History.
     write(&table, &mut rng, &accounts, 3_000, 150).await?;
@@ -127,73 +132,10 @@ async fn main() -> Result<(), AnyError> {
     let live_start_ms = evs_core::now_ms();
     let handoff_ms =
         live_start_ms + ARCHIVER_LAG_MS + WRITE_TIMEOUT.as_millis() as i64 + CLOCK_MARGIN_MS;
-    let stop_live = Arc::new(AtomicBool::new(false));
-    let live = {
-        let (table, states, stop) = (table.clone(), states.clone(), Arc::clone(&stop_live));
-        let events_table = Arc::clone(&events_table);
-        tokio::spawn(async move {
-            let mut applier = Applier::new(Balances, states).with_table(events_table);
-            let (mut at, mut batches, mut redelivered) = (history, 0, 0);
-            let (mut applied, mut filled, mut skipped) = (0, 0, 0);
-            let mut rng = fastrand::Rng::with_seed(8);
-            loop {
-                let (records, _) = table.changes(at, 100);
-                if records.is_empty() {
-                    if stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-                let report = apply_records(&mut applier, &records, evs_core::now_ms()).await;
-                if let Some((stream, id, error)) = report.batch.failures().next() {
-                    return Err::<_, AnyError>(
-                        format!("live: {stream} event {id}: {error}").into(),
-                    );
-                }
-                batches += 1;
-                applied += report.batch.applied();
-                filled += report.batch.streams.iter().map(|s| s.filled).sum::<u64>();
-                skipped += report.batch.skipped();
-                if rng.u32(0..5) == 0 {
-                    redelivered += 1; // delivered again whole, as after a failure
-                } else {
-                    at += report.first_retry;
-                }
-            }
-            Ok((batches, applied, filled, skipped, redelivered))
-        })
-    };
+    let live = spawn_live(&table, &states, &events_table, history);
 
     // 3. The replay driver, from the archive, with the store's versions.
-    let replay = {
-        let archive = Archive::new(archive_dir.clone(), config.prefix.clone());
-        let (states, events_table) = (states.clone(), Arc::clone(&events_table));
-        tokio::spawn(async move {
-            let options = ReplayOptions {
-                follow: true,
-                frontier: Frontier::new(WRITE_TIMEOUT.as_millis() as i64, CLOCK_MARGIN_MS),
-                poll_ms: 50,
-                ..ReplayOptions::default()
-            };
-            let clock = evs_core::system_clock();
-            let mut replayer = replayer_for(archive, options, clock.clone(), &states).await?;
-            let mut applier = Applier::new(Balances, states).with_table(events_table);
-            let rebuild_options = RebuildOptions {
-                until_ms: Some(handoff_ms),
-                ..RebuildOptions::default()
-            };
-            let report = rebuild(
-                &mut applier,
-                &mut replayer,
-                &rebuild_options,
-                &clock,
-                |_| {},
-            )
-            .await?;
-            Ok::<_, AnyError>((report, evs_core::now_ms()))
-        })
-    };
+    let replay = spawn_replay(&archive_dir, &config, &states, &events_table, handoff_ms);
 
     // 4. Writers go on through the handoff, opening accounts too.
     let during_start = accounts.load(Ordering::SeqCst);
@@ -204,10 +146,10 @@ async fn main() -> Result<(), AnyError> {
     let written = table.changes(0, usize::MAX).1;
     let (rebuilt, replay_stopped_ms) = replay.await??;
     // The live driver drains what is left, then stops.
-    stop_live.store(true, Ordering::SeqCst);
-    let (batches, live_applied, live_filled, live_skipped, redelivered) = live.await??;
-    stop_pump.stop();
-    let archived = archiver.await??;
+    live.stop.store(true, Ordering::SeqCst);
+    let live = live.task.await??;
+    archiver.stop.stop();
+    let archived = archiver.task.await??;
 
     println!(
         "writers:    {written} events on {} accounts; {} accounts opened during the handoff",
@@ -227,10 +169,156 @@ async fn main() -> Result<(), AnyError> {
         replay_stopped_ms - handoff_ms,
     );
     println!(
-        "live:       from event {history} of the feed on: {batches} batches ({redelivered} delivered again), {live_applied} events applied ({live_filled} of them read from the table to fill a stream's hole first), {live_skipped} skipped as applied"
+        "live:       from event {history} of the feed on: {} batches ({} delivered again), {} events applied ({} of them read from the table to fill a stream's hole first), {} skipped as applied",
+        live.batches, live.redelivered, live.applied, live.filled, live.skipped,
     );
 
-    // Every account: the fold of the table, each event once.
+    let (wrong, checked) = check_read_model(&table, &states).await?;
+    let applied = rebuilt.applied + live.applied;
+    println!(
+        "read model: {} of {checked} balances equal the table's; {applied} events applied once each by the two drivers together ({written} written)",
+        checked - wrong.len(),
+    );
+    println!("done in {:.1} s", started.elapsed().as_secs_f64());
+    let _ = std::fs::remove_dir_all(&dir);
+    if !wrong.is_empty() || applied != written as u64 {
+        for line in wrong.iter().take(5) {
+            eprintln!("mismatch: {line}");
+        }
+        return Err("the read model does not equal the table (see above)".into());
+    }
+    Ok(())
+}
+
+/// Starts the archiver, outside Lambda: the pump on the table's change feed.
+fn spawn_archiver(table: &MemoryStore, archive_dir: &Arc<LocalDir>, config: &Config) -> Archiver {
+    let (stop, pump_stop) = Stop::channel();
+    let (table, archive_dir, config) = (table.clone(), Arc::clone(archive_dir), config.clone());
+    let task = tokio::spawn(async move {
+        let options = pump::Options {
+            batch_size: 50,
+            write_timeout: WRITE_TIMEOUT,
+            idle: Duration::from_millis(20),
+            ..pump::Options::default()
+        };
+        let mut source = MemorySource::new(table);
+        pump::run(
+            &mut source,
+            archive_dir.as_ref(),
+            &config,
+            &options,
+            pump_stop,
+            &mut |_| {},
+        )
+        .await
+    });
+    Archiver { stop, task }
+}
+
+/// Starts the live driver on the change feed from record `history` on.
+fn spawn_live(
+    table: &MemoryStore,
+    states: &MemoryStateStore<Account>,
+    events_table: &Arc<dyn EventStore>,
+    history: usize,
+) -> LiveDriver {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (table, states) = (table.clone(), states.clone());
+    let events_table = Arc::clone(events_table);
+    let task = tokio::spawn(drive_live(
+        table,
+        states,
+        events_table,
+        history,
+        Arc::clone(&stop),
+    ));
+    LiveDriver { stop, task }
+}
+
+/// The live driver: applies every batch of the feed from record `at` on
+/// through `live::apply_records`, one batch in five delivered again whole,
+/// until the feed is drained after `stop` is raised.
+async fn drive_live(
+    table: MemoryStore,
+    states: MemoryStateStore<Account>,
+    events_table: Arc<dyn EventStore>,
+    mut at: usize,
+    stop: Arc<AtomicBool>,
+) -> Result<LiveCounts, AnyError> {
+    let mut applier = Applier::new(Balances, states).with_table(events_table);
+    let mut counts = LiveCounts::default();
+    let mut rng = fastrand::Rng::with_seed(8);
+    loop {
+        let (records, _) = table.changes(at, 100);
+        if records.is_empty() {
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        }
+        let report = apply_records(&mut applier, &records, evs_core::now_ms()).await;
+        if let Some((stream, id, error)) = report.batch.failures().next() {
+            return Err(format!("live: {stream} event {id}: {error}").into());
+        }
+        counts.batches += 1;
+        counts.applied += report.batch.applied();
+        counts.filled += report.batch.streams.iter().map(|s| s.filled).sum::<u64>();
+        counts.skipped += report.batch.skipped();
+        if rng.u32(0..5) == 0 {
+            counts.redelivered += 1; // delivered again whole, as after a failure
+        } else {
+            at += report.first_retry;
+        }
+    }
+    Ok(counts)
+}
+
+/// Starts the replay driver: rebuilds from the archive, starting from the
+/// store's versions, until its settled frontier passes `handoff_ms`; its
+/// task returns the rebuild's report and when it stopped.
+fn spawn_replay(
+    archive_dir: &Arc<LocalDir>,
+    config: &Config,
+    states: &MemoryStateStore<Account>,
+    events_table: &Arc<dyn EventStore>,
+    handoff_ms: i64,
+) -> JoinHandle<Result<(RebuildReport, i64), AnyError>> {
+    let archive = Archive::new(archive_dir.clone(), config.prefix.clone());
+    let (states, events_table) = (states.clone(), Arc::clone(events_table));
+    tokio::spawn(async move {
+        let options = ReplayOptions {
+            follow: true,
+            frontier: Frontier::new(WRITE_TIMEOUT.as_millis() as i64, CLOCK_MARGIN_MS),
+            poll_ms: 50,
+            ..ReplayOptions::default()
+        };
+        let clock = evs_core::system_clock();
+        let mut replayer = replayer_for(archive, options, clock.clone(), &states).await?;
+        let mut applier = Applier::new(Balances, states).with_table(events_table);
+        let rebuild_options = RebuildOptions {
+            until_ms: Some(handoff_ms),
+            ..RebuildOptions::default()
+        };
+        let report = rebuild(
+            &mut applier,
+            &mut replayer,
+            &rebuild_options,
+            &clock,
+            |_| {},
+        )
+        .await?;
+        Ok::<_, AnyError>((report, evs_core::now_ms()))
+    })
+}
+
+/// Every account: the fold of the table, each event once, against the read
+/// model. Returns a line for each account that differs, and how many
+/// accounts the table has.
+async fn check_read_model(
+    table: &MemoryStore,
+    states: &MemoryStateStore<Account>,
+) -> Result<(Vec<String>, usize), AnyError> {
     let snapshot = states.snapshot();
     let versions = table.last_versions();
     let mut wrong = Vec::new();
@@ -250,19 +338,5 @@ async fn main() -> Result<(), AnyError> {
             ));
         }
     }
-    let applied = rebuilt.applied + live_applied;
-    println!(
-        "read model: {} of {} balances equal the table's; {applied} events applied once each by the two drivers together ({written} written)",
-        versions.len() - wrong.len(),
-        versions.len(),
-    );
-    println!("done in {:.1} s", started.elapsed().as_secs_f64());
-    let _ = std::fs::remove_dir_all(&dir);
-    if !wrong.is_empty() || applied != written as u64 {
-        for line in wrong.iter().take(5) {
-            eprintln!("mismatch: {line}");
-        }
-        return Err("the read model does not equal the table (see above)".into());
-    }
-    Ok(())
+    Ok((wrong, versions.len()))
 }

@@ -17,7 +17,7 @@
 // #[test] functions use them, not the helpers around them).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -224,50 +224,99 @@ async fn duckdb_answers_from_the_archive_what_the_replayer_delivers() {
     };
     let dir = scratch();
     let _cleanup = Cleanup(dir.clone());
+    let (store, sink, config) = write_archive(&dir).await;
+    let keys = sink.list("", None, 1_000).await.unwrap();
+    let hours = hour_folders(&keys);
+
+    let (replayed, duplicates) = replay(sink.clone(), &config).await;
+    assert!(duplicates > 0, "the retried batch is in the archive twice");
+    let replayed = lines(&replayed);
+    let by_stream = group_by_stream(&replayed);
+    let window = time_window(&replayed);
+    let event_type = "Paid";
+    let archive_prefix = dir.join(config.prefix.as_str().trim_end_matches('/'));
+
+    let query = |stream: &str| duckdb(&python, &archive_prefix, stream, event_type, window);
+    let Some(answer) = check_stream_events(&by_stream, query) else {
+        return;
+    };
+    println!("DuckDB {}: {answer}", answer["duckdb"]);
+    check_counts_per_stream(&answer, &by_stream, &store.last_versions());
+    check_type_in_window(&answer, &replayed, event_type, window);
+    check_counts_per_hour(&answer, &replayed);
+    check_completeness(&answer, &store.last_versions());
+
+    // The query finds a hole: without the first hour's objects, the streams
+    // that go on after it lack their first events.
+    let first_hour = hours.iter().next().expect("an hour folder").to_string();
+    for key in keys.iter().filter(|k| k.starts_with(&first_hour)) {
+        std::fs::remove_file(dir.join(key)).unwrap();
+    }
+    let (stream, _) = by_stream.iter().next().expect("a stream");
+    let Some(answer) = query(stream) else {
+        return;
+    };
+    check_holes_found(&answer);
+}
+
+/// Appends the events and archives the store's change feed into `dir`;
+/// returns the store, the archive's directory and the archiver's config.
+async fn write_archive(dir: &Path) -> (MemoryStore, Arc<LocalDir>, Config) {
     let clock = Arc::new(AtomicI64::new(T0));
     let store_clock = Arc::clone(&clock);
     let store = MemoryStore::with_clock(Arc::new(move || store_clock.load(Ordering::SeqCst)));
     append_events(&store, &clock).await;
-    let sink = Arc::new(LocalDir::new(dir.clone()));
-    let mut config = Config::local(dir.clone());
+    let sink = Arc::new(LocalDir::new(dir.to_path_buf()));
+    let mut config = Config::local(dir.to_path_buf());
     archive_feed(&store, &sink, &mut config).await;
+    (store, sink, config)
+}
 
-    let keys = sink.list("", None, 1_000).await.unwrap();
+/// Checks the archive holds objects of every compression, and returns its
+/// hour folders (several of them).
+fn hour_folders(keys: &[String]) -> BTreeSet<&str> {
     for extension in [".ndjson.gz", ".ndjson.zst", ".ndjson"] {
         assert!(
             keys.iter().any(|k| k.ends_with(extension)),
             "{extension}: {keys:?}"
         );
     }
-    let hours: std::collections::BTreeSet<_> = keys.iter().map(|k| &k[..21]).collect();
+    let hours: BTreeSet<_> = keys.iter().map(|k| &k[..21]).collect();
     assert!(hours.len() > 2, "several hour folders: {hours:?}");
+    hours
+}
 
-    let (replayed, duplicates) = replay(sink.clone(), &config).await;
-    assert!(duplicates > 0, "the retried batch is in the archive twice");
-    let replayed = lines(&replayed);
+/// The replayed lines by stream, each stream's in delivery order.
+fn group_by_stream(replayed: &[Value]) -> BTreeMap<String, Vec<&Value>> {
     let mut by_stream: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
-    for line in &replayed {
+    for line in replayed {
         by_stream
             .entry(line["streamId"].as_str().unwrap().to_owned())
             .or_default()
             .push(line);
     }
+    by_stream
+}
 
-    // The window: from the 6th event's time to the 19th's, exclusive.
+/// The window: from the 6th event's time to the 19th's, exclusive.
+fn time_window(replayed: &[Value]) -> (&str, &str) {
     let mut times: Vec<&str> = replayed
         .iter()
         .map(|l| l["timestamp"].as_str().unwrap())
         .collect();
     times.sort_unstable();
-    let window = (times[5], times[18]);
-    let event_type = "Paid";
-    let archive_prefix = dir.join(config.prefix.as_str().trim_end_matches('/'));
+    (times[5], times[18])
+}
 
+/// Queries each stream through `query` and checks its events against the
+/// replayer's; returns the first answer, or `None` when DuckDB is missing.
+fn check_stream_events(
+    by_stream: &BTreeMap<String, Vec<&Value>>,
+    query: impl Fn(&str) -> Option<Value>,
+) -> Option<Value> {
     let mut first: Option<Value> = None;
-    for (stream, expected) in &by_stream {
-        let Some(answer) = duckdb(&python, &archive_prefix, stream, event_type, window) else {
-            return;
-        };
+    for (stream, expected) in by_stream {
+        let answer = query(stream)?;
         // Each stream's events, once each, in EventId order, as the replayer
         // delivers them (payloads and metadata compared as JSON, numbers by
         // their digits).
@@ -285,11 +334,16 @@ async fn duckdb_answers_from_the_archive_what_the_replayer_delivers() {
         }
         first.get_or_insert(answer);
     }
-    let answer = first.expect("at least one stream");
-    println!("DuckDB {}: {answer}", answer["duckdb"]);
+    Some(first.expect("at least one stream"))
+}
 
-    // Counts per stream: the replayer's, and the table's last EventIds.
-    let counts: BTreeMap<String, u64> = rows(&answer, "counts_per_stream")
+/// Counts per stream: the replayer's, and the table's last EventIds.
+fn check_counts_per_stream(
+    answer: &Value,
+    by_stream: &BTreeMap<String, Vec<&Value>>,
+    last: &BTreeMap<String, u64>,
+) {
+    let counts: BTreeMap<String, u64> = rows(answer, "counts_per_stream")
         .iter()
         .map(|r| {
             (
@@ -303,10 +357,17 @@ async fn duckdb_answers_from_the_archive_what_the_replayer_delivers() {
         .map(|(s, l)| (s.clone(), l.len() as u64))
         .collect();
     assert_eq!(counts, replay_counts);
-    assert_eq!(counts, store.last_versions());
+    assert_eq!(&counts, last);
+}
 
-    // Events of a type in a time window, ordered by time, stream, EventId.
-    let got: Vec<(String, u64)> = rows(&answer, "type_in_window")
+/// Events of a type in a time window, ordered by time, stream, EventId.
+fn check_type_in_window(
+    answer: &Value,
+    replayed: &[Value],
+    event_type: &str,
+    window: (&str, &str),
+) {
+    let got: Vec<(String, u64)> = rows(answer, "type_in_window")
         .iter()
         .map(|r| {
             assert_eq!(text(r, "event_name"), event_type);
@@ -335,9 +396,11 @@ async fn duckdb_answers_from_the_archive_what_the_replayer_delivers() {
         .collect();
     assert!(!expected.is_empty(), "the window holds events of the type");
     assert_eq!(got, expected);
+}
 
-    // Counts per hour of the events' own time and per type.
-    let got: BTreeMap<(String, String), u64> = rows(&answer, "counts_per_hour")
+/// Counts per hour of the events' own time and per type.
+fn check_counts_per_hour(answer: &Value, replayed: &[Value]) {
+    let got: BTreeMap<(String, String), u64> = rows(answer, "counts_per_hour")
         .iter()
         .map(|r| {
             (
@@ -347,18 +410,19 @@ async fn duckdb_answers_from_the_archive_what_the_replayer_delivers() {
         })
         .collect();
     let mut expected: BTreeMap<(String, String), u64> = BTreeMap::new();
-    for l in &replayed {
+    for l in replayed {
         let hour = format!("{}:00:00Z", &l["timestamp"].as_str().unwrap()[..13]);
         let name = l["eventName"].as_str().unwrap().to_owned();
         *expected.entry((hour, name)).or_default() += 1;
     }
     assert!(expected.len() > 3, "several hours: {expected:?}");
     assert_eq!(got, expected);
+}
 
-    // Completeness: no stream has a hole, and each one's highest EventId is
-    // the table's last (the store stands in for a table export).
-    let last = store.last_versions();
-    let got = rows(&answer, "completeness");
+/// Completeness: no stream has a hole, and each one's highest EventId is
+/// the table's last (the store stands in for a table export).
+fn check_completeness(answer: &Value, last: &BTreeMap<String, u64>) {
+    let got = rows(answer, "completeness");
     assert_eq!(got.len(), last.len());
     for r in got {
         let stream = text(r, "stream_id");
@@ -366,18 +430,12 @@ async fn duckdb_answers_from_the_archive_what_the_replayer_delivers() {
         assert_eq!(text(r, "max_event_id"), last[stream].to_string(), "{r}");
         assert_eq!(text(r, "distinct_events"), last[stream].to_string(), "{r}");
     }
+}
 
-    // The query finds a hole: without the first hour's objects, the streams
-    // that go on after it lack their first events.
-    let first_hour = hours.iter().next().expect("an hour folder").to_string();
-    for key in keys.iter().filter(|k| k.starts_with(&first_hour)) {
-        std::fs::remove_file(dir.join(key)).unwrap();
-    }
-    let (stream, _) = by_stream.iter().next().expect("a stream");
-    let Some(answer) = duckdb(&python, &archive_prefix, stream, event_type, window) else {
-        return;
-    };
-    let holed: Vec<&Value> = rows(&answer, "completeness")
+/// The completeness query reports holes: streams with fewer distinct
+/// events than their highest EventId.
+fn check_holes_found(answer: &Value) {
+    let holed: Vec<&Value> = rows(answer, "completeness")
         .iter()
         .filter(|r| text(r, "has_hole") == "True")
         .collect();
