@@ -25,6 +25,7 @@ best() {
 }
 replay=("$evs" replay --archive "$dir/archive" --quiet)
 best "stdout to /dev/null" "${replay[@]}"
+best "stdout to /dev/null, with a checkpoint file" "${replay[@]}" --checkpoint-file "$dir/checkpoint.json"
 best "through a pipe (| cat)" bash -c '"$@" | cat' _ "${replay[@]}"
 best "consumer acknowledging every line" "${replay[@]}" --checkpoint-file "$dir/checkpoint.json" \
   -- awk '{n++; print n; fflush()}'

@@ -30,7 +30,7 @@ const BACKOFF: Backoff = Backoff {
 const SNAPSHOT_SHARE: u32 = 20;
 /// The most the budget holds: what a burst of steps may spend on
 /// checkpoints after a wait.
-const SNAPSHOT_BURST: Duration = Duration::from_millis(50);
+const SNAPSHOT_BURST: Duration = Duration::from_millis(20);
 
 /// Most gaps remembered as warned about (a gap is warned about once).
 const MAX_WARNED: usize = 100_000;
@@ -83,7 +83,7 @@ pub(super) async fn deliver(
         location,
         last_snapshot: Instant::now(),
         snapshot_cost: Duration::ZERO,
-        snapshot_budget: SNAPSHOT_BURST,
+        snapshot_budget: Duration::ZERO,
         budget_at: Instant::now(),
         outage: Streak::default(),
         warned: HashSet::new(),
