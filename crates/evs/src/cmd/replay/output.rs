@@ -125,10 +125,10 @@ impl Taker {
     /// before this is called: bytes written meanwhile then count as unread.
     fn taken_bytes(&self, written: u64) -> u64 {
         match self {
-            Taker::Fifo(f) => written.saturating_sub(sys::unread_fifo(f).unwrap_or(written)),
-            Taker::UnixSocket(f) => {
-                written.saturating_sub(sys::unsent_socket(f).unwrap_or(written))
-            }
+            // Where the kernel cannot say (not Linux), a pipe counts as a
+            // file: what is written is taken.
+            Taker::Fifo(f) => written.saturating_sub(sys::unread_fifo(f).unwrap_or(0)),
+            Taker::UnixSocket(f) => written.saturating_sub(sys::unsent_socket(f).unwrap_or(0)),
             Taker::File(_) | Taker::Direct => written,
             Taker::Consumer(_) | Taker::Unknown => 0,
         }
@@ -863,8 +863,9 @@ mod sys {
 
 #[cfg(not(target_os = "linux"))]
 mod sys {
-    //! Elsewhere the unread part of a pipe or socket is not known: nothing
-    //! written to one counts as taken until the replay ends.
+    //! Elsewhere the unread part of a pipe is not known: what is written to
+    //! one counts as taken, as for a file; no socket counts as a Unix one,
+    //! so a socket on stdout is refused with a checkpoint.
     use std::fs::File;
 
     pub(super) fn unread_fifo(_: &File) -> Option<u64> {
