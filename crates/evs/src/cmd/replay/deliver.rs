@@ -3,9 +3,10 @@
 //! Steps are never cancelled half-way: a step hands its events over whole,
 //! and a checkpoint is taken only between steps. Checkpoints are queued
 //! with the position of the output they follow ([`Delivery::snapshot`]):
-//! after every step while checkpoints take at most a twentieth of the time
-//! (and at least every `--checkpoint-interval`), so that a reader that
-//! stops can be checkpointed close to what it took.
+//! after a step once as many events have been delivered since the last as
+//! it held streams (a checkpoint then costs about a twentieth of the work),
+//! and at least every `--checkpoint-interval`, so that a reader that stops
+//! can be checkpointed close to what it took.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -25,12 +26,12 @@ const BACKOFF: Backoff = Backoff {
     max: Duration::from_secs(30),
 };
 
-/// Checkpoints may take this share of the time (1/20): each moment of the
-/// replay adds its share to a budget that each checkpoint taken spends.
-const SNAPSHOT_SHARE: u32 = 20;
-/// The most the budget holds: what a burst of steps may spend on
-/// checkpoints after a wait.
-const SNAPSHOT_BURST: Duration = Duration::from_millis(20);
+/// A checkpoint is taken once a step has been delivered since the last one
+/// and as many events as the last one held streams: a checkpoint costs
+/// about what delivering a twentieth as many events does, so this keeps
+/// them near a twentieth of the work, and counts events rather than time
+/// so that a busy machine does not make them rarer.
+const EVENTS_PER_CHECKPOINT_STREAM: u64 = 1;
 
 /// Most gaps remembered as warned about (a gap is warned about once).
 const MAX_WARNED: usize = 100_000;
@@ -55,11 +56,10 @@ struct Delivering<'a> {
     started: Instant,
     location: String,
     last_snapshot: Instant,
-    /// What the last checkpoint took to make.
-    snapshot_cost: Duration,
-    /// Time checkpoints may still take, and when it was last topped up.
-    snapshot_budget: Duration,
-    budget_at: Instant,
+    /// Events delivered since the last checkpoint was taken.
+    since_snapshot: u64,
+    /// Streams (and held events) the last checkpoint held.
+    snapshot_size: u64,
     outage: Streak,
     warned: HashSet<(String, u64)>,
 }
@@ -82,9 +82,8 @@ pub(super) async fn deliver(
         started: Instant::now(),
         location,
         last_snapshot: Instant::now(),
-        snapshot_cost: Duration::ZERO,
-        snapshot_budget: Duration::ZERO,
-        budget_at: Instant::now(),
+        since_snapshot: 0,
+        snapshot_size: 0,
         outage: Streak::default(),
         warned: HashSet::new(),
     };
@@ -118,6 +117,7 @@ impl Delivering<'_> {
                     for event in &events {
                         self.out.line(event.line()).await?;
                     }
+                    self.since_snapshot += events.len() as u64;
                     self.after_events().await?;
                 }
                 Step::Skipped { key, reason } => {
@@ -136,13 +136,9 @@ impl Delivering<'_> {
     /// After a step's events: a checkpoint if one is due, progress.
     async fn after_events(&mut self) -> Result<()> {
         if self.out.checkpointed() {
-            let now = Instant::now();
-            self.snapshot_budget = (self.snapshot_budget
-                + now.duration_since(self.budget_at) / SNAPSHOT_SHARE)
-                .min(SNAPSHOT_BURST);
-            self.budget_at = now;
-            let due = now.duration_since(self.last_snapshot) >= self.settings.interval
-                || self.snapshot_budget >= self.snapshot_cost;
+            let due = self.last_snapshot.elapsed() >= self.settings.interval
+                || (self.since_snapshot > 0
+                    && self.since_snapshot >= self.snapshot_size * EVENTS_PER_CHECKPOINT_STREAM);
             if due {
                 self.snapshot().await?;
             } else {
@@ -166,10 +162,9 @@ impl Delivering<'_> {
 
     /// Queues the replayer's checkpoint after the lines handed over so far.
     async fn snapshot(&mut self) -> Result<()> {
-        let taken = Instant::now();
         let checkpoint = self.replayer.checkpoint()?;
-        self.snapshot_cost = taken.elapsed();
-        self.snapshot_budget = self.snapshot_budget.saturating_sub(self.snapshot_cost);
+        self.snapshot_size = (checkpoint.last_delivered.len() + checkpoint.held.len()) as u64;
+        self.since_snapshot = 0;
         self.last_snapshot = Instant::now();
         self.out.snapshot(checkpoint).await
     }
