@@ -457,14 +457,7 @@ async fn a_write_that_lands_after_the_bound_is_archived_again_under_a_new_key() 
     let dir = temp_dir();
     let sink = LocalDir::new(&dir);
     let (event, n) = feed_batch().await;
-    let calls = std::sync::atomic::AtomicUsize::new(0);
-    let clock = move || {
-        if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
-            SEALED_AT
-        } else {
-            SEALED_AT + 61_000
-        }
-    };
+    let clock = clock_of(vec![SEALED_AT, SEALED_AT + 61_000]);
     let summary = handle(
         &event.to_string(),
         &sink,
@@ -495,20 +488,33 @@ async fn a_write_that_lands_after_the_bound_is_archived_again_under_a_new_key() 
 #[derive(Debug)]
 struct ServerClock {
     inner: LocalDir,
-    times: std::sync::Mutex<Vec<i64>>,
+    times: Times,
+}
+
+/// Times given in turn, then the last one for ever.
+#[derive(Debug)]
+struct Times(std::sync::Mutex<Vec<i64>>);
+
+impl Times {
+    fn new(times: Vec<i64>) -> Times {
+        Times(std::sync::Mutex::new(times))
+    }
+
+    fn next(&self) -> i64 {
+        let mut times = self.0.lock().unwrap();
+        if times.len() > 1 {
+            times.remove(0)
+        } else {
+            times[0]
+        }
+    }
 }
 
 #[async_trait]
 impl ObjectStore for ServerClock {
     async fn put(&self, key: &str, object: &Object) -> Result<Stored, StoreError> {
         self.inner.put(key, object).await?;
-        let mut times = self.times.lock().unwrap();
-        let at = if times.len() > 1 {
-            times.remove(0)
-        } else {
-            times[0]
-        };
-        Ok(Stored::at(at))
+        Ok(Stored::at(self.times.next()))
     }
     async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
         self.inner.get(key).await
@@ -528,15 +534,8 @@ impl ObjectStore for ServerClock {
 
 /// A clock that gives `times` in turn, then the last one for ever.
 fn clock_of(times: Vec<i64>) -> impl Fn() -> i64 + Send + Sync {
-    let times = std::sync::Mutex::new(times);
-    move || {
-        let mut times = times.lock().unwrap();
-        if times.len() > 1 {
-            times.remove(0)
-        } else {
-            times[0]
-        }
-    }
+    let times = Times::new(times);
+    move || times.next()
 }
 
 /// This host's clock 35 s behind the store's and a write of 30 s: by this
@@ -547,7 +546,7 @@ async fn a_write_late_by_the_stores_clock_is_archived_again() {
     let dir = temp_dir();
     let sink = ServerClock {
         inner: LocalDir::new(&dir),
-        times: std::sync::Mutex::new(vec![SEALED_AT + 65_000, SEALED_AT + 106_000]),
+        times: Times::new(vec![SEALED_AT + 65_000, SEALED_AT + 106_000]),
     };
     let clock = clock_of(vec![SEALED_AT, SEALED_AT + 30_000, SEALED_AT + 70_000]);
     let (event, _) = feed_batch().await;
@@ -575,7 +574,7 @@ async fn a_clock_behind_the_stores_by_more_than_the_bound_fails_for_good() {
     let dir = temp_dir();
     let sink = ServerClock {
         inner: LocalDir::new(&dir),
-        times: std::sync::Mutex::new(vec![SEALED_AT + 120_000]),
+        times: Times::new(vec![SEALED_AT + 120_000]),
     };
     let (event, _) = feed_batch().await;
     let err = handle(
