@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use evs_dynamodb::DynamoStore;
 use evs_projection::Partition;
-use evs_replay::{Archive, Checkpoint, Frontier, ReplayOptions, Replayer};
+use evs_replay::{Archive, Frontier, ReplayOptions, Replayer};
 
 use super::checkpoint::CheckpointStore;
 use super::output::Saver;
@@ -147,10 +147,8 @@ pub(super) async fn resume(opened: Opened) -> Result<(Replayer, Option<Saver>, S
         Some(store) => store.load().await?,
         None => None,
     };
-    let partition = (settings.partition != Partition::ALL).then(|| settings.partition.to_string());
-    if let (Some(saved), Some(store)) = (&checkpoint, &store) {
-        check_partition(saved, partition.as_deref(), store)?;
-    }
+    // A partition's checkpoint resumes only that partition (the replayer
+    // refuses it for another partition or for every stream).
     let clock = evs_core::system_clock();
     let options = settings.options.clone();
     let mut replayer = match checkpoint {
@@ -169,26 +167,6 @@ pub(super) async fn resume(opened: Opened) -> Result<(Replayer, Option<Saver>, S
     }
     let saver = store.map(|store| Saver::new(store, settings.interval, settings.retry_for, lock));
     Ok((replayer, saver, settings))
-}
-
-/// A partition's checkpoint resumes only that partition: its other
-/// streams' events were passed over, not delivered.
-fn check_partition(
-    saved: &Checkpoint,
-    partition: Option<&str>,
-    store: &CheckpointStore,
-) -> Result<()> {
-    if saved.partition.as_deref() == partition {
-        return Ok(());
-    }
-    let of = |p: Option<&str>| p.map_or("every stream".into(), |p| format!("partition {p}"));
-    bail!(
-        "{} was saved by a replay of {}, and this one delivers {}: each partition needs a \
-         checkpoint of its own (resuming it would skip events)",
-        store.describe(),
-        of(saved.partition.as_deref()),
-        of(partition)
-    )
 }
 
 /// Warns about settings that can make a replay skip an object.
