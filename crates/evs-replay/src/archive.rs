@@ -18,8 +18,7 @@ use evs_archive::{ArchiveKey, KeyError, Prefix};
 use tokio::task::JoinHandle;
 
 use crate::event::{ArchivePosition, ReplayEvent};
-use crate::line::event_in;
-use crate::partition::Partition;
+use crate::line::{event_in, Keep};
 
 /// Keys asked for per listing request (S3 returns at most 1,000 a page).
 pub(crate) const DEFAULT_PAGE_SIZE: usize = 1_000;
@@ -193,19 +192,19 @@ impl Archive {
 
     /// Fetches and decodes one object (decoding runs on a blocking thread).
     pub async fn read(&self, key: &ArchiveKey) -> Result<ArchiveObject, ArchiveError> {
-        self.read_in(key, Partition::ALL).await
+        self.read_in(key, Keep::ALL).await
     }
 
-    /// Fetches one object and decodes the events of `partition`'s streams.
+    /// Fetches one object and decodes what `keep` asks for.
     pub(crate) async fn read_in(
         &self,
         key: &ArchiveKey,
-        partition: Partition,
+        keep: Keep,
     ) -> Result<ArchiveObject, ArchiveError> {
         let bytes = self.sink.get(key.as_str()).await?;
         let key = key.clone();
         let name = key.as_str().to_owned();
-        tokio::task::spawn_blocking(move || decode_in(&key, &bytes, partition))
+        tokio::task::spawn_blocking(move || decode_in(&key, &bytes, keep))
             .await
             .map_err(|e| ArchiveError::Task {
                 key: name,
@@ -216,15 +215,11 @@ impl Archive {
 
 /// Decompresses an object and reads each line as an event (pure).
 pub fn decode_object(key: &ArchiveKey, stored: &[u8]) -> Result<ArchiveObject, ArchiveError> {
-    decode_in(key, stored, Partition::ALL)
+    decode_in(key, stored, Keep::ALL)
 }
 
-/// [`decode_object`] keeping the events of `partition`'s streams only.
-fn decode_in(
-    key: &ArchiveKey,
-    stored: &[u8],
-    partition: Partition,
-) -> Result<ArchiveObject, ArchiveError> {
+/// [`decode_object`] keeping what `keep` asks for.
+fn decode_in(key: &ArchiveKey, stored: &[u8], keep: Keep) -> Result<ArchiveObject, ArchiveError> {
     let object_error = |reason: String| ArchiveError::Object {
         key: key.as_str().to_owned(),
         reason,
@@ -239,7 +234,7 @@ fn decode_in(
         if line.is_empty() {
             continue;
         }
-        match event_in(line, partition).map_err(|e| object_error(format!("line {}: {e}", i + 1)))? {
+        match event_in(line, keep).map_err(|e| object_error(format!("line {}: {e}", i + 1)))? {
             Some(event) => events.push(event),
             None => other_partitions += 1,
         }
@@ -259,19 +254,19 @@ fn decode_in(
 pub(crate) struct Prefetch {
     archive: Arc<Archive>,
     read_ahead: usize,
-    partition: Partition,
+    keep: Keep,
     waiting: VecDeque<ArchiveKey>,
     running: VecDeque<(ArchiveKey, JoinHandle<Result<ArchiveObject, ArchiveError>>)>,
 }
 
 impl Prefetch {
     /// A prefetcher over `archive` (`read_ahead` at least 1) that decodes
-    /// the events of `partition`'s streams.
-    pub(crate) fn new(archive: Arc<Archive>, read_ahead: usize, partition: Partition) -> Self {
+    /// what `keep` asks for.
+    pub(crate) fn new(archive: Arc<Archive>, read_ahead: usize, keep: Keep) -> Self {
         Self {
             archive,
             read_ahead: read_ahead.max(1),
-            partition,
+            keep,
             waiting: VecDeque::new(),
             running: VecDeque::new(),
         }
@@ -336,8 +331,8 @@ impl Prefetch {
 
     /// Starts fetching `key`.
     fn spawn(&self, key: &ArchiveKey) -> JoinHandle<Result<ArchiveObject, ArchiveError>> {
-        let (archive, key, partition) = (Arc::clone(&self.archive), key.clone(), self.partition);
-        tokio::spawn(async move { archive.read_in(&key, partition).await })
+        let (archive, key, keep) = (Arc::clone(&self.archive), key.clone(), self.keep);
+        tokio::spawn(async move { archive.read_in(&key, keep).await })
     }
 
     /// Starts the first waiting key ahead of the running fetches (after a

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// One archived event, reduced to what ordering needs plus the line itself.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ReplayEvent {
     /// The event's stream (`streamId`).
@@ -17,7 +17,24 @@ pub struct ReplayEvent {
     /// string) in a checkpoint.
     #[serde(with = "json_text")]
     line: Box<str>,
+    /// The line's `timestamp` (epoch ms) when it was read as the line was
+    /// decoded (a replay from a time asks for it); otherwise
+    /// [`ReplayEvent::timestamp_ms`] reads it from the line.
+    #[serde(skip)]
+    timestamp_ms: Option<i64>,
 }
+
+/// Events are equal when their stream, number and line are: the timestamp
+/// kept beside the line is only a copy of what the line says.
+impl PartialEq for ReplayEvent {
+    fn eq(&self, other: &Self) -> bool {
+        self.stream_id == other.stream_id
+            && self.event_id == other.event_id
+            && self.line == other.line
+    }
+}
+
+impl Eq for ReplayEvent {}
 
 /// A `Box<str>` holding JSON text, (de)serialized as that JSON. Checked when
 /// written (a checkpoint's held events), never on the delivery path.
@@ -45,6 +62,7 @@ impl ReplayEvent {
             stream_id: stream_id.into(),
             event_id,
             line: raw(line),
+            timestamp_ms: None,
         }
     }
 
@@ -69,7 +87,15 @@ impl ReplayEvent {
             stream_id: stream_id.into(),
             event_id,
             line: text.into(),
+            timestamp_ms: None,
         }
+    }
+
+    /// The same event with its line's timestamp, read as the line was
+    /// decoded, kept so that [`ReplayEvent::timestamp_ms`] parses nothing.
+    pub(crate) fn with_timestamp(mut self, timestamp_ms: Option<i64>) -> Self {
+        self.timestamp_ms = timestamp_ms;
+        self
     }
 
     /// The event as one line of JSON text.
@@ -82,10 +108,12 @@ impl ReplayEvent {
         serde_json::from_str(&self.line)
     }
 
-    /// The event's `timestamp` (epoch ms), read from its line; `None` when
-    /// the line has none. Parsed on each call: only `--since` asks.
+    /// The event's `timestamp` (epoch ms); `None` when the line has none.
+    /// Kept from decoding when the replay is from a time, else parsed from
+    /// the line on each call.
     pub fn timestamp_ms(&self) -> Option<i64> {
-        evs_archive::Line::parse(&self.line).ok()?.timestamp_ms()
+        self.timestamp_ms
+            .or_else(|| evs_archive::Line::parse(&self.line).ok()?.timestamp_ms())
     }
 }
 

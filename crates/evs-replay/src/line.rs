@@ -35,15 +35,39 @@ pub fn event_from_line(text: &str) -> Result<ReplayEvent, LineError> {
 }
 
 /// Reads one archive line as the event it holds when its stream is in
-/// `partition`; `None` for another partition's stream, decided by the
+/// `keep`'s partition; `None` for another partition's stream, decided by the
 /// stream id before the event is built (the line is still checked to be a
 /// line).
-pub(crate) fn event_in(text: &str, partition: Partition) -> Result<Option<ReplayEvent>, LineError> {
+pub(crate) fn event_in(text: &str, keep: Keep) -> Result<Option<ReplayEvent>, LineError> {
     let line = Line::parse(text)?;
-    if !partition.contains(&line.stream_id.0) {
+    if !keep.partition.contains(&line.stream_id.0) {
         return Ok(None);
     }
-    convert(text, line).map(Some)
+    let timestamp_ms = if keep.timestamps {
+        line.timestamp_ms()
+    } else {
+        None
+    };
+    Ok(Some(convert(text, line)?.with_timestamp(timestamp_ms)))
+}
+
+/// What decoding an object keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Keep {
+    /// The events of this partition's streams (the others are dropped by
+    /// stream id, before the event is built).
+    pub partition: Partition,
+    /// Each event's timestamp, read from the line as it is decoded (a
+    /// replay from a time judges every event by it).
+    pub timestamps: bool,
+}
+
+impl Keep {
+    /// Every event, no timestamps.
+    pub(crate) const ALL: Keep = Keep {
+        partition: Partition::ALL,
+        timestamps: false,
+    };
 }
 
 /// The event a parsed line holds.

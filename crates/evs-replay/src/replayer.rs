@@ -423,7 +423,13 @@ impl Replayer {
         start: Option<String>,
     ) -> Self {
         let archive = Arc::new(archive);
-        let prefetch = Prefetch::new(Arc::clone(&archive), options.read_ahead, options.partition);
+        let keep = crate::line::Keep {
+            partition: options.partition,
+            // A replay from a time (new, or resumed from its checkpoint)
+            // judges every event by its timestamp.
+            timestamps: sequencer.since_ms().is_some(),
+        };
+        let prefetch = Prefetch::new(Arc::clone(&archive), options.read_ahead, keep);
         Self {
             archive,
             options,

@@ -523,7 +523,7 @@ pub async fn read_archive(
     };
     progress(&state);
     let archive = Arc::new(archive);
-    let mut prefetch = Prefetch::new(archive.clone(), read_ahead, crate::Partition::ALL);
+    let mut prefetch = Prefetch::new(archive.clone(), read_ahead, crate::line::Keep::ALL);
     prefetch.extend(keys.iter().cloned());
     while let Some(object) = prefetch.next().await {
         let object = object?;
@@ -537,7 +537,7 @@ pub async fn read_archive(
         progress(&state);
     }
     if let Some(mut recheck) = index.recheck() {
-        let mut prefetch = Prefetch::new(archive, read_ahead, crate::Partition::ALL);
+        let mut prefetch = Prefetch::new(archive, read_ahead, crate::line::Keep::ALL);
         prefetch.extend(keys);
         while let Some(object) = prefetch.next().await {
             for event in &object?.events {
