@@ -1,53 +1,50 @@
-//! The one algorithm every driver uses: a stream's events onto its stored
-//! state and version, each exactly once, in order, holes read from the table.
+//! The one algorithm every driver uses: events onto a projection's rows,
+//! each event exactly once, each stream in order, holes read from the table.
+//!
+//! Per batch: each stream's ledger is loaded (or taken from the cache); what
+//! it covers is skipped; a stream whose events do not follow on from its
+//! ledger is filled from the events table first, in bounded pages, each
+//! committed as it is read. The rest is folded in the order given, in
+//! *units* no larger than the store's commit limit: every row a unit's
+//! events touch is read (or cached), folded once, and written with the
+//! ledger of every stream whose events it holds, in one commit checked
+//! against the revisions and versions the fold started from. A lost race
+//! reloads what changed and folds again. An event the projection or the
+//! store refuses parks its stream in the same commit.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
-use evs_core::{EventStore, ReadRequest, RecordedEvent, StreamId};
-use futures_util::stream::{self, StreamExt};
+use evs_core::{Backoff, EventStore, ReadRequest, RecordedEvent, StreamId};
 
-use crate::projection::{Projection, Versioned};
-use crate::store::{Commit, StateStore, StoreError};
+use crate::projection::{Ledger, Parked, Projection, RowKey};
+use crate::store::{Commit, LedgerWrite, RowStore, RowWrite, StoreError, Stored, Unit};
 
-/// Why a stream's events were not (all) applied.
+/// Why a stream's events were not (all) applied. A refused event is not
+/// this: it parks its stream ([`StreamReport::parked`]).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DriveError {
-    /// The state store failed; what was not committed is not applied.
+    /// The store failed; what was not committed is not applied.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// The projection refused an event.
-    #[error("stream {stream:?}: event {event_id} cannot be applied: {source}")]
-    Apply {
-        /// The stream.
-        stream: String,
-        /// The event.
-        event_id: u64,
-        /// The projection's error.
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
     /// Events are missing before the ones delivered and there is no table to
     /// read them from.
-    #[error("stream {stream:?}: events {from}..={to} were not delivered and no events table is given to read them from")]
+    #[error("stream {stream:?}: events from {from} were not delivered and no events table is given to read them from")]
     NoTable {
         /// The stream.
         stream: String,
         /// The first missing event.
         from: u64,
-        /// The last missing event.
-        to: u64,
     },
     /// Reading missing events from the table failed.
-    #[error("stream {stream:?}: reading events {from}..={to} from the events table: {source}")]
+    #[error("stream {stream:?}: reading events from {from} from the events table: {source}")]
     Table {
         /// The stream.
         stream: String,
         /// The first missing event.
         from: u64,
-        /// The last missing event.
-        to: u64,
         /// The table's error.
         #[source]
         source: evs_core::Error,
@@ -63,10 +60,8 @@ pub enum DriveError {
         to: u64,
     },
     /// Other drivers committed first too many times in a row.
-    #[error("stream {stream:?}: {conflicts} commits in a row lost to other drivers")]
+    #[error("{conflicts} commits in a row lost to other drivers (rows or ledger changed under this one)")]
     Contended {
-        /// The stream.
-        stream: String,
         /// How many.
         conflicts: u32,
     },
@@ -74,15 +69,13 @@ pub enum DriveError {
 
 impl DriveError {
     /// Whether trying again later may succeed (the store or table was
-    /// unreachable or throttled, or other drivers were busy on the stream).
+    /// unreachable or throttled, or other drivers were busy on the rows).
     pub fn is_transient(&self) -> bool {
         match self {
             DriveError::Store(e) => e.is_transient(),
             DriveError::Table { source, .. } => source.is_transient(),
             DriveError::Contended { .. } => true,
-            DriveError::Apply { .. } | DriveError::NoTable { .. } | DriveError::Missing { .. } => {
-                false
-            }
+            DriveError::NoTable { .. } | DriveError::Missing { .. } => false,
         }
     }
 }
@@ -90,28 +83,39 @@ impl DriveError {
 /// How an [`Applier`] works.
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {
-    /// Streams committed at once within a batch.
-    pub concurrency: usize,
-    /// Commits in a row a stream may lose to other drivers before its
-    /// events are reported as failed (transient).
+    /// Commits in a row one unit may lose to other drivers before its
+    /// streams are reported as failed (transient).
     pub max_conflicts: u32,
-    /// Streams whose committed state is kept in memory, saving a load per
-    /// batch; past it the cache starts over.
-    pub cache_streams: usize,
+    /// The wait after a lost commit (jittered, doubling).
+    pub conflict_backoff: Backoff,
+    /// Events folded into one commit at most (the store's item limit may
+    /// cut a unit sooner).
+    pub unit_events: usize,
+    /// Events read from the table per page when filling a hole; each page
+    /// is committed before the next is read.
+    pub fill_page: usize,
+    /// Rows and ledger entries kept in memory between batches, saving a
+    /// load; past it the cache starts over.
+    pub cache_items: usize,
 }
 
 impl Default for ApplyOptions {
     fn default() -> Self {
         Self {
-            concurrency: 16,
             max_conflicts: 16,
-            cache_streams: 100_000,
+            conflict_backoff: Backoff {
+                initial: Duration::from_millis(10),
+                max: Duration::from_secs(1),
+            },
+            unit_events: 5_000,
+            fill_page: 1_000,
+            cache_items: 200_000,
         }
     }
 }
 
 /// What happened to one stream's events in a batch.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct StreamReport {
     /// The stream.
     pub stream: String,
@@ -121,10 +125,16 @@ pub struct StreamReport {
     pub filled: u64,
     /// Events skipped: already applied (a duplicate, or another driver's).
     pub skipped: u64,
-    /// The stream's version after the batch, as far as this driver knows.
+    /// Events not applied because the stream is parked (held until it is
+    /// resumed; nothing to retry).
+    pub held: u64,
+    /// The stream's ledger version after the batch, as far as this driver
+    /// knows.
     pub version: u64,
-    /// The first event not applied, and why; every event of the stream
-    /// before it is committed, none after it.
+    /// Set when this batch parked the stream: the refused event and why.
+    pub parked: Option<Parked>,
+    /// The first event not applied, and why, when the stream failed (every
+    /// event of it before is committed, none after it).
     pub failed: Option<(u64, DriveError)>,
 }
 
@@ -133,6 +143,10 @@ pub struct StreamReport {
 pub struct BatchReport {
     /// One report per stream of the batch.
     pub streams: Vec<StreamReport>,
+    /// Commits made.
+    pub commits: u64,
+    /// Commits lost to other drivers (and retried).
+    pub conflicts: u64,
 }
 
 impl BatchReport {
@@ -144,6 +158,18 @@ impl BatchReport {
     /// Events skipped as already applied.
     pub fn skipped(&self) -> u64 {
         self.streams.iter().map(|s| s.skipped).sum()
+    }
+
+    /// Events held by a parked stream.
+    pub fn held(&self) -> u64 {
+        self.streams.iter().map(|s| s.held).sum()
+    }
+
+    /// The streams this batch parked.
+    pub fn parked(&self) -> impl Iterator<Item = (&str, &Parked)> {
+        self.streams
+            .iter()
+            .filter_map(|s| s.parked.as_ref().map(|p| (s.stream.as_str(), p)))
     }
 
     /// The streams that failed: stream, first event not applied, why.
@@ -159,19 +185,47 @@ impl BatchReport {
     }
 }
 
-/// Applies events to a projection through its [`StateStore`], exactly once
-/// per event, each stream in order (see the crate docs). Events of one
-/// stream may come repeated, out of order or with holes; streams are
-/// independent and are committed concurrently.
+/// An event and the rows it touches (or why they cannot be named).
+type Keyed<'e> = (&'e RecordedEvent, Result<Vec<RowKey>, String>);
+
+/// Applies events to a projection through its [`RowStore`], exactly once
+/// per event, each stream in order (see the module docs). Events may come
+/// repeated, out of order within their stream or with holes.
 pub struct Applier<P: Projection, St> {
     projection: P,
     store: St,
     table: Option<Arc<dyn EventStore>>,
     options: ApplyOptions,
-    cache: HashMap<String, Versioned<P::State>>,
+    rows: HashMap<RowKey, Stored<P::Row>>,
+    ledger: HashMap<String, Ledger>,
+    clock: evs_core::Clock,
 }
 
-impl<P: Projection, St: StateStore<P::State>> Applier<P, St> {
+/// Per-stream counts of one fold.
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    applied: u64,
+    skipped: u64,
+    held: u64,
+}
+
+/// What a fold produced: the unit to commit and the counts it stands for.
+struct Folded<R> {
+    unit: Unit<R>,
+    counts: HashMap<String, Counts>,
+    /// Newly parked streams.
+    parked: Vec<(String, Parked)>,
+}
+
+/// Why a unit was not committed.
+enum UnitError {
+    /// Past the store's limit: a smaller unit may pass.
+    TooLarge(StoreError),
+    /// Failed: the unit's streams are failed from their first event in it.
+    Failed(DriveError),
+}
+
+impl<P: Projection, St: RowStore<P::Row>> Applier<P, St> {
     /// An applier without an events table: a hole in a stream's events is
     /// then a failure of that stream ([`DriveError::NoTable`]).
     pub fn new(projection: P, store: St) -> Self {
@@ -180,7 +234,9 @@ impl<P: Projection, St: StateStore<P::State>> Applier<P, St> {
             store,
             table: None,
             options: ApplyOptions::default(),
-            cache: HashMap::new(),
+            rows: HashMap::new(),
+            ledger: HashMap::new(),
+            clock: evs_core::system_clock(),
         }
     }
 
@@ -196,280 +252,775 @@ impl<P: Projection, St: StateStore<P::State>> Applier<P, St> {
         self
     }
 
+    /// The clock a parked stream's time is read from.
+    pub fn with_clock(mut self, clock: evs_core::Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
     /// The projection.
     pub fn projection(&self) -> &P {
         &self.projection
     }
 
-    /// The state store.
+    /// The store.
     pub fn store(&self) -> &St {
         &self.store
     }
 
-    /// Forgets what it knows of committed states, as a restarted driver
-    /// would: the next batch loads every stream from the store.
+    /// The events table, when given.
+    pub fn table(&self) -> Option<&Arc<dyn EventStore>> {
+        self.table.as_ref()
+    }
+
+    /// Forgets what it knows of committed rows and ledger, as a restarted
+    /// driver would: the next batch loads from the store.
     pub fn forget(&mut self) {
-        self.cache.clear();
+        self.rows.clear();
+        self.ledger.clear();
     }
 
     /// Applies `events` (any streams, each stream's in ascending order or
-    /// not): per stream, what is at or below its version is skipped, the
-    /// rest applied in order, holes read from the table first, and the
-    /// result committed with one conditional write. A stream that fails
-    /// keeps everything before its first failed event committed.
+    /// not, repeated or not): per stream, what its ledger covers is skipped,
+    /// holes are filled from the table, the rest folded in the order given
+    /// and committed in units. A stream that fails keeps everything before
+    /// its first failed event committed; a stream whose event is refused is
+    /// parked there.
     pub async fn apply_batch(&mut self, events: &[RecordedEvent]) -> BatchReport {
-        // each stream's events as positions in `events` (references would
-        // make the futures below not `Send` for every lifetime)
-        let mut streams: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-        for (index, event) in events.iter().enumerate() {
-            streams
-                .entry(event.stream_id.as_str().to_owned())
-                .or_default()
-                .push(index);
+        if self.rows.len() + self.ledger.len() > self.options.cache_items {
+            self.forget();
         }
-        if self.cache.len() + streams.len() > self.options.cache_streams {
-            self.cache.clear();
-        }
-        let work: Vec<_> = streams
+        let mut report = Reports::default();
+        let ordered = in_stream_order(events);
+        let streams: Vec<String> = ordered
+            .iter()
+            .map(|e| e.stream_id.as_str().to_owned())
+            .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
-            .map(|(stream, mut positions)| {
-                positions.sort_by_key(|&i| events.get(i).map(|e| e.event_id));
-                positions.dedup_by_key(|&mut i| events.get(i).map(|e| e.event_id));
-                let cached = self.cache.remove(&stream);
-                (stream, cached, positions)
-            })
             .collect();
-        let (projection, store, table) = (&self.projection, &self.store, self.table.as_deref());
-        let max_conflicts = self.options.max_conflicts;
-        let mut done: Vec<_> = stream::iter(work)
-            .map(|(stream, cached, positions)| {
-                let mine = positions.iter().filter_map(|&i| events.get(i)).collect();
-                apply_stream(
-                    projection,
-                    store,
-                    table,
-                    max_conflicts,
-                    stream,
-                    cached,
-                    mine,
-                )
-            })
-            .buffer_unordered(self.options.concurrency.max(1))
-            .collect()
-            .await;
-        done.sort_by(|a, b| a.1.stream.cmp(&b.1.stream));
-        let mut report = BatchReport::default();
-        for (committed, stream) in done {
-            if let Some(committed) = committed {
-                self.cache.insert(stream.stream.clone(), committed);
-            }
-            report.streams.push(stream);
+        for stream in &streams {
+            report.get(stream);
         }
-        report
-    }
-}
-
-/// Counts of one fold.
-#[derive(Debug, Default, Clone, Copy)]
-struct Counts {
-    applied: u64,
-    filled: u64,
-    skipped: u64,
-}
-
-/// A failed fold: the first event not folded, why, and whether the state
-/// may be half-changed by it (the projection failed inside `apply`).
-type Failure = (u64, DriveError, bool);
-
-async fn apply_stream<P: Projection, St: StateStore<P::State>>(
-    projection: &P,
-    store: &St,
-    table: Option<&dyn EventStore>,
-    max_conflicts: u32,
-    stream: String,
-    cached: Option<Versioned<P::State>>,
-    events: Vec<&RecordedEvent>,
-) -> (Option<Versioned<P::State>>, StreamReport) {
-    let mut report = StreamReport {
-        stream,
-        applied: 0,
-        filled: 0,
-        skipped: 0,
-        version: 0,
-        failed: None,
-    };
-    let first = events.first().map_or(1, |e| e.event_id);
-    let mut base = match cached {
-        Some(base) => base,
-        None => match store.load(&report.stream).await {
-            Ok(base) => base.unwrap_or_default(),
-            Err(e) => {
-                report.failed = Some((first, e.into()));
-                return (None, report);
+        if let Err(e) = self.load_ledger(&streams).await {
+            let first = first_ids(&ordered);
+            for stream in &streams {
+                let id = first.get(stream.as_str()).copied().unwrap_or(1);
+                report.fail(stream, id, DriveError::Store(clone_store_error(&e)));
             }
-        },
-    };
-    let mut conflicts = 0;
-    loop {
-        report.version = base.version;
-        let (next, counts, failure) = fold(projection, table, &report.stream, &base, &events).await;
-        report.skipped = counts.skipped;
-        if next.version == base.version {
-            report.failed = failure.map(|(id, e, _)| (id, e));
-            return (Some(base), report);
+            return report.finish();
         }
-        match store.commit(&report.stream, base.version, &next).await {
-            Ok(Commit::Done) => {
-                report.applied = counts.applied;
-                report.filled = counts.filled;
-                report.version = next.version;
-                report.failed = failure.map(|(id, e, _)| (id, e));
-                return (Some(next), report);
-            }
-            Ok(Commit::Conflict { .. }) => {
-                conflicts += 1;
-                if conflicts > max_conflicts {
-                    let stream = report.stream.clone();
-                    report.failed = Some((
-                        base.version + 1,
-                        DriveError::Contended { stream, conflicts },
-                    ));
-                    return (None, report);
+        // Holes: a stream whose events do not follow on from its ledger (or
+        // from each other) is filled from the table up to its last event.
+        let mut fill_to: BTreeMap<String, u64> = BTreeMap::new();
+        let mut expect: HashMap<&str, u64> = HashMap::new();
+        for event in &ordered {
+            let stream = event.stream_id.as_str();
+            let next = expect
+                .entry(stream)
+                .or_insert_with(|| self.version_of(stream) + 1);
+            if event.event_id >= *next {
+                if event.event_id > *next {
+                    fill_to.insert(stream.to_owned(), 0);
                 }
-                base = match store.load(&report.stream).await {
-                    Ok(base) => base.unwrap_or_default(),
-                    Err(e) => {
-                        report.failed = Some((base.version + 1, e.into()));
-                        return (None, report);
-                    }
-                };
+                *next = event.event_id + 1;
             }
-            // The outcome is unknown: the next batch loads the stream again.
+        }
+        for (stream, to) in fill_to.iter_mut() {
+            *to = expect.get(stream.as_str()).map_or(0, |n| n - 1);
+        }
+        for (stream, to) in &fill_to {
+            if self.parked(stream) {
+                report.get(stream).held += 1;
+                continue;
+            }
+            // every event of the stream in the batch is at or below `to`
+            self.fill(stream, Some(*to), &mut report).await;
+        }
+        let rest: Vec<&RecordedEvent> = ordered
+            .into_iter()
+            .filter(|e| !fill_to.contains_key(e.stream_id.as_str()))
+            .collect();
+        self.run(&rest, false, &mut report).await;
+        for stream in &streams {
+            let version = self.version_of(stream);
+            report.get(stream).version = version;
+        }
+        report.finish()
+    }
+
+    /// Applies `streams`' events from the table, from each one's ledger to
+    /// the table's end, in pages (a stream whose last events were never
+    /// delivered, as the reconciler finds them). Parked streams are left
+    /// as they are.
+    pub async fn catch_up(&mut self, streams: &[String]) -> BatchReport {
+        let mut report = Reports::default();
+        for stream in streams {
+            report.get(stream);
+        }
+        // fresh ledger entries: another driver may have moved them
+        for stream in streams {
+            self.ledger.remove(stream);
+        }
+        if let Err(e) = self.load_ledger(streams).await {
+            for stream in streams {
+                report.fail(stream, 1, DriveError::Store(clone_store_error(&e)));
+            }
+            return report.finish();
+        }
+        for stream in streams {
+            if !self.parked(stream) {
+                self.fill(stream, None, &mut report).await;
+            }
+            let version = self.version_of(stream);
+            report.get(stream).version = version;
+        }
+        report.finish()
+    }
+
+    /// Resumes a parked stream (after its projection or data was fixed):
+    /// clears the park and applies its events from the table, the refused
+    /// one first. `Ok(None)` when the stream was not parked.
+    pub async fn resume(&mut self, stream: &str) -> Result<Option<BatchReport>, DriveError> {
+        self.ledger.remove(stream);
+        let owned = [stream.to_owned()];
+        self.load_ledger(&owned).await?;
+        let Some(ledger) = self.ledger.get(stream).cloned() else {
+            return Ok(None);
+        };
+        if ledger.parked.is_none() {
+            return Ok(None);
+        }
+        let unit: Unit<P::Row> = Unit {
+            rows: Vec::new(),
+            ledger: vec![LedgerWrite {
+                stream: stream.to_owned(),
+                expected: ledger.version,
+                ledger: Ledger {
+                    version: ledger.version,
+                    parked: None,
+                },
+            }],
+        };
+        match self.store.commit(&unit).await {
+            Ok(Commit::Done) => {}
+            Ok(Commit::Conflict) => {
+                self.ledger.remove(stream);
+                return Err(DriveError::Contended { conflicts: 1 });
+            }
             Err(e) => {
-                report.failed = Some((base.version + 1, e.into()));
-                return (None, report);
+                self.ledger.remove(stream);
+                return Err(e.into());
             }
         }
+        self.ledger.insert(
+            stream.to_owned(),
+            Ledger {
+                version: ledger.version,
+                parked: None,
+            },
+        );
+        Ok(Some(self.catch_up(&owned).await))
     }
-}
 
-/// Folds `events` onto `base`; when the projection fails on an event, folds
-/// again up to the one before it, so the state is exactly the state after
-/// the events it counts (an `apply` that failed may have half-changed it).
-async fn fold<P: Projection>(
-    projection: &P,
-    table: Option<&dyn EventStore>,
-    stream: &str,
-    base: &Versioned<P::State>,
-    events: &[&RecordedEvent],
-) -> (Versioned<P::State>, Counts, Option<Failure>) {
-    let folded = fold_until(projection, table, stream, base, events, u64::MAX).await;
-    match folded {
-        (_, _, Some((event_id, error, true))) => {
-            let (next, counts, again) =
-                fold_until(projection, table, stream, base, events, event_id - 1).await;
-            (next, counts, again.or(Some((event_id, error, true))))
-        }
-        folded => folded,
+    fn version_of(&self, stream: &str) -> u64 {
+        self.ledger.get(stream).map_or(0, |l| l.version)
     }
-}
 
-/// Folds the events up to `limit` (an `EventId`) onto `base`.
-async fn fold_until<P: Projection>(
-    projection: &P,
-    table: Option<&dyn EventStore>,
-    stream: &str,
-    base: &Versioned<P::State>,
-    events: &[&RecordedEvent],
-    limit: u64,
-) -> (Versioned<P::State>, Counts, Option<Failure>) {
-    let mut next = base.clone();
-    let mut counts = Counts::default();
-    for event in events {
-        if event.event_id > limit {
-            break;
+    fn parked(&self, stream: &str) -> bool {
+        self.ledger
+            .get(stream)
+            .is_some_and(|l| l.parked.is_some())
+    }
+
+    /// Loads the ledger of the streams not cached, and again of the parked
+    /// ones (an operator may have resumed them).
+    async fn load_ledger(&mut self, streams: &[String]) -> Result<(), StoreError> {
+        let missing: Vec<String> = streams
+            .iter()
+            .filter(|s| self.ledger.get(s.as_str()).is_none_or(|l| l.parked.is_some()))
+            .cloned()
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
         }
-        if event.event_id <= next.version {
-            counts.skipped += 1;
-            continue;
+        let loaded = self.store.load_ledger(&missing).await?;
+        for (stream, ledger) in missing.into_iter().zip(loaded) {
+            self.ledger.insert(stream, ledger);
         }
-        if event.event_id > next.version + 1 {
-            let (from, to) = (next.version + 1, event.event_id - 1);
-            let missing = match read_range(table, &event.stream_id, from, to).await {
-                Ok(missing) => missing,
-                Err(e) => return (next, counts, Some((from, e, false))),
+        Ok(())
+    }
+
+    /// Fills `stream` from the table, from its ledger up to `to` (`None`: the
+    /// table's end), a page at a time, each committed before the next read.
+    async fn fill(&mut self, stream: &str, to: Option<u64>, report: &mut Reports) {
+        let page = self.options.fill_page.max(1) as u64;
+        loop {
+            if self.parked(stream) {
+                return;
+            }
+            let from = self.version_of(stream) + 1;
+            let page_to = match to {
+                Some(to) if from > to => return,
+                Some(to) => to.min(from + page - 1),
+                None => from + page - 1,
             };
-            for m in &missing {
-                if let Err(e) = projection.apply(&mut next.state, m) {
-                    return (
-                        next,
-                        counts,
-                        Some((m.event_id, apply_error(stream, m, e), true)),
-                    );
+            let events = match self.read_range(stream, from, page_to, to.is_some()).await {
+                Ok(events) => events,
+                Err(e) => {
+                    report.fail(stream, from, e);
+                    return;
                 }
-                next.version = m.event_id;
-                counts.filled += 1;
+            };
+            let done = (events.len() as u64) < page_to - from + 1;
+            let refs: Vec<&RecordedEvent> = events.iter().collect();
+            self.run(&refs, true, report).await;
+            if report.get(stream).failed.is_some() || done || events.is_empty() {
+                return;
             }
         }
-        if let Err(e) = projection.apply(&mut next.state, event) {
-            let error = apply_error(stream, event, e);
-            return (next, counts, Some((event.event_id, error, true)));
-        }
-        next.version = event.event_id;
-        counts.applied += 1;
     }
-    (next, counts, None)
-}
 
-fn apply_error<E: std::error::Error + Send + Sync + 'static>(
-    stream: &str,
-    event: &RecordedEvent,
-    error: E,
-) -> DriveError {
-    DriveError::Apply {
-        stream: stream.to_owned(),
-        event_id: event.event_id,
-        source: Box::new(error),
-    }
-}
-
-/// Events `from..=to` of `stream` from the table, checked to be exactly those.
-async fn read_range(
-    table: Option<&dyn EventStore>,
-    stream: &StreamId,
-    from: u64,
-    to: u64,
-) -> Result<Vec<RecordedEvent>, DriveError> {
-    let name = || stream.as_str().to_owned();
-    let Some(table) = table else {
-        return Err(DriveError::NoTable {
+    /// Events `from..=to` of `stream` from the table; `exact`: all of them
+    /// must be there (a later event was delivered), else what there is.
+    async fn read_range(
+        &self,
+        stream: &str,
+        from: u64,
+        to: u64,
+        exact: bool,
+    ) -> Result<Vec<RecordedEvent>, DriveError> {
+        let name = || stream.to_owned();
+        let Some(table) = self.table.as_deref() else {
+            return Err(DriveError::NoTable {
+                stream: name(),
+                from,
+            });
+        };
+        let id = StreamId::new(stream).map_err(|source| DriveError::Table {
             stream: name(),
             from,
-            to,
-        });
-    };
-    let request = ReadRequest {
-        limit: usize::try_from(to - from + 1).ok(),
-        ..ReadRequest::after(from - 1)
-    };
-    let events = table
-        .read(stream, request)
-        .await
-        .map_err(|source| DriveError::Table {
-            stream: name(),
-            from,
-            to,
             source,
         })?;
-    for (expected, event) in (from..=to).zip(events.iter().map(Some).chain(std::iter::repeat(None)))
-    {
-        if event.map(|e| e.event_id) != Some(expected) {
+        let request = ReadRequest {
+            limit: usize::try_from(to - from + 1).ok(),
+            ..ReadRequest::after(from - 1)
+        };
+        let events = table
+            .read(&id, request)
+            .await
+            .map_err(|source| DriveError::Table {
+                stream: name(),
+                from,
+                source,
+            })?;
+        for (expected, event) in (from..).zip(&events) {
+            if event.event_id != expected {
+                return Err(DriveError::Missing {
+                    stream: name(),
+                    missing: expected,
+                    to: to + 1,
+                });
+            }
+        }
+        let got = from + events.len() as u64;
+        if exact && got <= to {
             return Err(DriveError::Missing {
                 stream: name(),
-                missing: expected,
+                missing: got,
                 to: to + 1,
             });
         }
+        Ok(events)
     }
-    Ok(events)
+
+    /// Folds and commits `events` (each stream's in order, following on
+    /// from its ledger) in units; stops at the first unit that fails,
+    /// failing its streams and every later event's stream from there.
+    async fn run(&mut self, events: &[&RecordedEvent], filled: bool, report: &mut Reports) {
+        let keyed: Vec<Keyed<'_>> = events
+            .iter()
+            .filter(|e| !report.failed(e))
+            .map(|e| (*e, self.projection.keys(e).map_err(|err| err.to_string())))
+            .collect();
+        let max_items = self.store.max_items().max(2);
+        let max_events = self.options.unit_events.max(1);
+        let mut start = 0;
+        while start < keyed.len() {
+            let end = unit_end(&keyed[start..], max_items, max_events) + start;
+            let mut stack = vec![(start, end)];
+            while let Some((from, to)) = stack.pop() {
+                match self.commit_unit(&keyed[from..to], max_items, report, filled).await {
+                    Ok(()) => {}
+                    Err(UnitError::TooLarge(_)) if to - from > 1 => {
+                        let mid = from + (to - from) / 2;
+                        stack.push((mid, to));
+                        stack.push((from, mid));
+                    }
+                    Err(UnitError::TooLarge(e)) => {
+                        // one event's rows alone are past one commit
+                        self.park_alone(keyed[from].0, &e.to_string(), report).await;
+                    }
+                    Err(UnitError::Failed(e)) => {
+                        report.fail_from(&keyed[from..], e);
+                        return;
+                    }
+                }
+            }
+            start = end;
+        }
+    }
+
+    /// Parks the stream of `event` with nothing else in the commit (its
+    /// event cannot be committed by any unit).
+    async fn park_alone(&mut self, event: &RecordedEvent, reason: &str, report: &mut Reports) {
+        let stream = event.stream_id.as_str();
+        let version = self.version_of(stream);
+        if event.event_id != version + 1 {
+            return;
+        }
+        let parked = self.parked_for(event, reason.to_owned());
+        let unit: Unit<P::Row> = Unit {
+            rows: Vec::new(),
+            ledger: vec![LedgerWrite {
+                stream: stream.to_owned(),
+                expected: version,
+                ledger: Ledger {
+                    version,
+                    parked: Some(parked.clone()),
+                },
+            }],
+        };
+        match self.store.commit(&unit).await {
+            Ok(Commit::Done) => {
+                self.ledger.insert(
+                    stream.to_owned(),
+                    Ledger {
+                        version,
+                        parked: Some(parked.clone()),
+                    },
+                );
+                report.commits += 1;
+                let r = report.get(stream);
+                r.parked = Some(parked);
+            }
+            Ok(Commit::Conflict) => {
+                self.ledger.remove(stream);
+                report.fail(stream, event.event_id, DriveError::Contended { conflicts: 1 });
+            }
+            Err(e) => {
+                self.ledger.remove(stream);
+                report.fail(stream, event.event_id, e.into());
+            }
+        }
+    }
+
+    fn parked_for(&self, event: &RecordedEvent, reason: String) -> Parked {
+        Parked {
+            event_id: event.event_id,
+            event_name: event.name.clone(),
+            reason,
+            at_ms: (self.clock)(),
+        }
+    }
+
+    /// Folds and commits one unit, retrying lost races.
+    async fn commit_unit(
+        &mut self,
+        unit: &[Keyed<'_>],
+        max_items: usize,
+        report: &mut Reports,
+        filled: bool,
+    ) -> Result<(), UnitError> {
+        let mut conflicts = 0u32;
+        let mut refused: HashMap<String, (u64, String)> = HashMap::new();
+        let mut check_each = false;
+        loop {
+            self.load_unit(unit).await.map_err(UnitError::Failed)?;
+            let folded = match self.fold(unit, &mut refused, check_each) {
+                Ok(folded) => folded,
+                Err(()) => {
+                    check_each = true;
+                    continue;
+                }
+            };
+            if folded.unit.items() == 0 {
+                report.add(&folded.counts, filled);
+                return Ok(());
+            }
+            if folded.unit.items() > max_items {
+                return Err(UnitError::TooLarge(StoreError::UnitTooLarge {
+                    items: folded.unit.items(),
+                    reason: format!("at most {max_items} items"),
+                }));
+            }
+            match self.store.commit(&folded.unit).await {
+                Ok(Commit::Done) => {
+                    report.commits += 1;
+                    self.committed(folded.unit);
+                    report.add(&folded.counts, filled);
+                    for (stream, parked) in folded.parked {
+                        report.get(&stream).parked = Some(parked);
+                    }
+                    return Ok(());
+                }
+                Ok(Commit::Conflict) => {
+                    conflicts += 1;
+                    report.conflicts += 1;
+                    self.invalidate(&folded.unit);
+                    if conflicts > self.options.max_conflicts {
+                        return Err(UnitError::Failed(DriveError::Contended { conflicts }));
+                    }
+                    let wait = self.options.conflict_backoff.delay(conflicts);
+                    tokio::time::sleep(wait).await;
+                }
+                Err(e @ StoreError::UnitTooLarge { .. }) => return Err(UnitError::TooLarge(e)),
+                Err(StoreError::Row { .. }) if !check_each => check_each = true,
+                Err(e) => {
+                    self.invalidate(&folded.unit);
+                    return Err(UnitError::Failed(e.into()));
+                }
+            }
+        }
+    }
+
+    /// Loads what the unit needs and the cache lacks: ledger entries and rows.
+    async fn load_unit(&mut self, unit: &[Keyed<'_>]) -> Result<(), DriveError> {
+        let mut streams: Vec<String> = Vec::new();
+        let mut keys: Vec<RowKey> = Vec::new();
+        let mut seen_keys: HashSet<&RowKey> = HashSet::new();
+        let mut seen_streams: HashSet<&str> = HashSet::new();
+        for (event, rows) in unit {
+            let stream = event.stream_id.as_str();
+            if seen_streams.insert(stream) && !self.ledger.contains_key(stream) {
+                streams.push(stream.to_owned());
+            }
+            for key in rows.iter().flatten() {
+                if seen_keys.insert(key) && !self.rows.contains_key(key) {
+                    keys.push(key.clone());
+                }
+            }
+        }
+        if !streams.is_empty() {
+            let loaded = self.store.load_ledger(&streams).await?;
+            self.ledger.extend(streams.into_iter().zip(loaded));
+        }
+        if !keys.is_empty() {
+            let loaded = self.store.load_rows(&keys).await?;
+            self.rows.extend(keys.into_iter().zip(loaded));
+        }
+        Ok(())
+    }
+
+    /// Folds the unit's events onto the cached rows and ledger. A refused
+    /// event (by the projection, or by the store's row check when
+    /// `check_each`) is added to `refused` and the fold starts over without
+    /// it and its stream's later events; `Err(())` when a row the store would
+    /// refuse is found without `check_each` (fold again with it).
+    fn fold(
+        &self,
+        unit: &[Keyed<'_>],
+        refused: &mut HashMap<String, (u64, String)>,
+        check_each: bool,
+    ) -> Result<Folded<P::Row>, ()> {
+        'again: loop {
+            let mut rows: BTreeMap<&RowKey, Option<P::Row>> = BTreeMap::new();
+            let mut versions: HashMap<&str, u64> = HashMap::new();
+            let mut counts: HashMap<String, Counts> = HashMap::new();
+            for (event, keys) in unit {
+                let stream = event.stream_id.as_str();
+                let ledger = self.ledger.get(stream);
+                let count = counts.entry(stream.to_owned()).or_default();
+                if ledger.is_some_and(|l| l.parked.is_some()) {
+                    count.held += 1;
+                    continue;
+                }
+                let version = versions
+                    .entry(stream)
+                    .or_insert_with(|| ledger.map_or(0, |l| l.version));
+                if event.event_id <= *version {
+                    count.skipped += 1;
+                    continue;
+                }
+                if let Some((at, _)) = refused.get(stream) {
+                    if event.event_id >= *at {
+                        count.held += 1;
+                        continue;
+                    }
+                }
+                if event.event_id != *version + 1 {
+                    // cannot happen for events that follow on from the ledger
+                    count.held += 1;
+                    continue;
+                }
+                let keys = match keys {
+                    Ok(keys) => keys,
+                    Err(reason) => {
+                        refused.insert(stream.to_owned(), (event.event_id, reason.clone()));
+                        continue 'again;
+                    }
+                };
+                for key in keys {
+                    let row = rows.entry(key).or_insert_with(|| {
+                        self.rows.get(key).and_then(|s| s.row.clone())
+                    });
+                    let outcome = self
+                        .projection
+                        .apply(event, key, row)
+                        .map_err(|e| e.to_string())
+                        .and_then(|()| match (check_each, row.as_ref()) {
+                            (true, Some(r)) => {
+                                self.store.check_row(key, r).map_err(|e| e.to_string())
+                            }
+                            _ => Ok(()),
+                        });
+                    if let Err(reason) = outcome {
+                        refused.insert(stream.to_owned(), (event.event_id, reason));
+                        continue 'again;
+                    }
+                }
+                *version = event.event_id;
+                count.applied += 1;
+            }
+            if !check_each {
+                for (key, row) in &rows {
+                    if let Some(row) = row {
+                        if self.store.check_row(key, row).is_err() {
+                            return Err(());
+                        }
+                    }
+                }
+            }
+            return Ok(self.unit_of(rows, versions, counts, refused, unit));
+        }
+    }
+
+    /// The unit of a fold: its rows and the ledger entries that moved.
+    fn unit_of(
+        &self,
+        rows: BTreeMap<&RowKey, Option<P::Row>>,
+        versions: HashMap<&str, u64>,
+        counts: HashMap<String, Counts>,
+        refused: &HashMap<String, (u64, String)>,
+        unit: &[Keyed<'_>],
+    ) -> Folded<P::Row> {
+        let mut out = Unit::default();
+        for (key, row) in rows {
+            let expected = self.rows.get(key).map_or(0, |s| s.revision);
+            out.rows.push(RowWrite {
+                key: key.clone(),
+                expected,
+                row,
+            });
+        }
+        let mut parked = Vec::new();
+        let mut streams: Vec<&str> = versions.keys().copied().collect();
+        for stream in refused.keys() {
+            if !versions.contains_key(stream.as_str()) {
+                streams.push(stream);
+            }
+        }
+        streams.sort_unstable();
+        for stream in streams {
+            let old = self.version_of(stream);
+            let version = versions.get(stream).copied().unwrap_or(old);
+            let park = refused.get(stream).filter(|(at, _)| *at == version + 1);
+            let park = park.and_then(|(at, reason)| {
+                unit.iter()
+                    .find(|(e, _)| e.stream_id.as_str() == stream && e.event_id == *at)
+                    .map(|(e, _)| self.parked_for(e, reason.clone()))
+            });
+            if version == old && park.is_none() {
+                continue;
+            }
+            if let Some(p) = &park {
+                parked.push((stream.to_owned(), p.clone()));
+            }
+            out.ledger.push(LedgerWrite {
+                stream: stream.to_owned(),
+                expected: old,
+                ledger: Ledger {
+                    version,
+                    parked: park,
+                },
+            });
+        }
+        Folded {
+            unit: out,
+            counts,
+            parked,
+        }
+    }
+
+    /// Takes a committed unit into the cache.
+    fn committed(&mut self, unit: Unit<P::Row>) {
+        for write in unit.rows {
+            let stored = match write.row {
+                Some(row) => Stored {
+                    revision: write.expected + 1,
+                    row: Some(row),
+                },
+                None => Stored::default(),
+            };
+            self.rows.insert(write.key, stored);
+        }
+        for write in unit.ledger {
+            self.ledger.insert(write.stream, write.ledger);
+        }
+    }
+
+    /// Drops the unit's rows and streams from the cache (they changed, or
+    /// may have).
+    fn invalidate(&mut self, unit: &Unit<P::Row>) {
+        for write in &unit.rows {
+            self.rows.remove(&write.key);
+        }
+        for write in &unit.ledger {
+            self.ledger.remove(&write.stream);
+        }
+    }
+}
+
+/// The end (exclusive) of the unit starting at `keyed[0]`: as many events as
+/// fit `max_events` and, counting each distinct row and stream once,
+/// `max_items` (at least one event).
+fn unit_end(keyed: &[Keyed<'_>], max_items: usize, max_events: usize) -> usize {
+    let mut rows: HashSet<&RowKey> = HashSet::new();
+    let mut streams: HashSet<&str> = HashSet::new();
+    for (i, (event, keys)) in keyed.iter().enumerate() {
+        if i >= max_events {
+            return i;
+        }
+        let new_stream = usize::from(!streams.contains(event.stream_id.as_str()));
+        let new_rows = keys
+            .iter()
+            .flatten()
+            .filter(|k| !rows.contains(k))
+            .collect::<HashSet<_>>()
+            .len();
+        if i > 0 && rows.len() + streams.len() + new_stream + new_rows > max_items {
+            return i;
+        }
+        streams.insert(event.stream_id.as_str());
+        rows.extend(keys.iter().flatten());
+    }
+    keyed.len()
+}
+
+/// The events with each stream's events in ascending order and without
+/// repeats, in the order given otherwise: a stream's events fill the
+/// positions its events had, smallest first.
+fn in_stream_order(events: &[RecordedEvent]) -> Vec<&RecordedEvent> {
+    let mut by_stream: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, event) in events.iter().enumerate() {
+        by_stream
+            .entry(event.stream_id.as_str())
+            .or_default()
+            .push(i);
+    }
+    let mut slots: Vec<(usize, &RecordedEvent)> = Vec::with_capacity(events.len());
+    for positions in by_stream.values() {
+        let mut sorted: Vec<&RecordedEvent> = positions.iter().filter_map(|&i| events.get(i)).collect();
+        sorted.sort_by_key(|e| e.event_id);
+        sorted.dedup_by_key(|e| e.event_id);
+        slots.extend(positions.iter().copied().zip(sorted));
+    }
+    slots.sort_unstable_by_key(|(slot, _)| *slot);
+    slots.into_iter().map(|(_, e)| e).collect()
+}
+
+fn first_ids<'e>(events: &[&'e RecordedEvent]) -> HashMap<&'e str, u64> {
+    let mut first = HashMap::new();
+    for event in events {
+        first.entry(event.stream_id.as_str()).or_insert(event.event_id);
+    }
+    first
+}
+
+/// A store error for each of several streams (the error is not `Clone`):
+/// same wording and transience.
+fn clone_store_error(e: &StoreError) -> StoreError {
+    StoreError::Backend {
+        message: e.to_string(),
+        transient: e.is_transient(),
+        source: None,
+    }
+}
+
+/// The reports of a batch being built.
+#[derive(Default)]
+struct Reports {
+    streams: BTreeMap<String, StreamReport>,
+    commits: u64,
+    conflicts: u64,
+}
+
+impl Reports {
+    fn get(&mut self, stream: &str) -> &mut StreamReport {
+        self.streams
+            .entry(stream.to_owned())
+            .or_insert_with(|| StreamReport {
+                stream: stream.to_owned(),
+                ..StreamReport::default()
+            })
+    }
+
+    /// Whether `event`'s stream failed at or before it.
+    fn failed(&self, event: &RecordedEvent) -> bool {
+        self.streams
+            .get(event.stream_id.as_str())
+            .and_then(|r| r.failed.as_ref())
+            .is_some_and(|(id, _)| event.event_id >= *id)
+    }
+
+    fn fail(&mut self, stream: &str, event_id: u64, error: DriveError) {
+        let report = self.get(stream);
+        if report.failed.is_none() {
+            report.failed = Some((event_id, error));
+        }
+    }
+
+    /// Fails every stream of `events` from its first event there.
+    fn fail_from(&mut self, events: &[Keyed<'_>], error: DriveError) {
+        let mut first: Vec<(&str, u64)> = Vec::new();
+        let mut seen = HashSet::new();
+        for (event, _) in events {
+            if seen.insert(event.stream_id.as_str()) {
+                first.push((event.stream_id.as_str(), event.event_id));
+            }
+        }
+        let transient = error.is_transient();
+        let message = error.to_string();
+        let mut error = Some(error);
+        for (stream, id) in first {
+            let e = error.take().unwrap_or_else(|| {
+                DriveError::Store(StoreError::Backend {
+                    message: message.clone(),
+                    transient,
+                    source: None,
+                })
+            });
+            self.fail(stream, id, e);
+        }
+    }
+
+    fn add(&mut self, counts: &HashMap<String, Counts>, filled: bool) {
+        for (stream, c) in counts {
+            let report = self.get(stream);
+            if filled {
+                report.filled += c.applied;
+            } else {
+                report.applied += c.applied;
+            }
+            report.skipped += c.skipped;
+            report.held += c.held;
+        }
+    }
+
+    fn finish(self) -> BatchReport {
+        BatchReport {
+            streams: self.streams.into_values().collect(),
+            commits: self.commits,
+            conflicts: self.conflicts,
+        }
+    }
 }

@@ -12,7 +12,9 @@
 //! ([`Applier::apply_batch`]); a stream that fails is reported from its first
 //! record not applied (`batchItemFailures`, by `SequenceNumber`), so Lambda
 //! retries from there: order holds, and whatever is redelivered that was
-//! already applied is skipped by version.
+//! already applied is skipped by its stream's ledger. A stream whose event
+//! the projection refuses is parked (recorded in the store) and never
+//! retried: the rest of the shard goes on.
 
 use std::collections::HashMap;
 
@@ -25,7 +27,7 @@ use serde_json::{json, Value};
 
 use crate::apply::{Applier, BatchReport};
 use crate::projection::Projection;
-use crate::store::StateStore;
+use crate::store::RowStore;
 
 /// What a batch of stream records did.
 #[derive(Debug, Default)]
@@ -63,7 +65,9 @@ impl LiveReport {
     /// The batch as one CloudWatch Embedded Metric Format line in
     /// `namespace`: `RecordsIn`, `Applied`, `Skipped`, `DeadLettered`,
     /// `BatchItemFailures` and, when the batch holds events,
-    /// `OldestRecordAge` (the live driver's lag).
+    /// `OldestRecordAge` (the live driver's lag); `Parked` (streams this
+    /// batch parked) and `Held` (events of parked streams waiting) for an
+    /// alarm.
     pub fn emf_line(&self, namespace: &str, now_ms: i64) -> Value {
         let mut metrics = vec![
             json!({"Name": "RecordsIn", "Unit": "Count"}),
@@ -71,6 +75,10 @@ impl LiveReport {
             json!({"Name": "Skipped", "Unit": "Count"}),
             json!({"Name": "DeadLettered", "Unit": "Count"}),
             json!({"Name": "BatchItemFailures", "Unit": "Count"}),
+            json!({"Name": "Parked", "Unit": "Count"}),
+            json!({"Name": "Held", "Unit": "Count"}),
+            json!({"Name": "Commits", "Unit": "Count"}),
+            json!({"Name": "Conflicts", "Unit": "Count"}),
         ];
         let mut line = json!({
             "RecordsIn": self.records_in,
@@ -78,6 +86,10 @@ impl LiveReport {
             "Skipped": self.batch.skipped(),
             "DeadLettered": self.dead_letters.len(),
             "BatchItemFailures": self.retry.len(),
+            "Parked": self.batch.parked().count(),
+            "Held": self.batch.held(),
+            "Commits": self.batch.commits,
+            "Conflicts": self.batch.conflicts,
         });
         if let Some(age) = self.oldest_age_ms {
             metrics.push(json!({"Name": "OldestRecordAge", "Unit": "Milliseconds"}));
@@ -107,7 +119,7 @@ pub async fn apply_event<P, St>(
 ) -> Result<LiveReport, BatchError>
 where
     P: Projection,
-    St: StateStore<P::State>,
+    St: RowStore<P::Row>,
 {
     Ok(apply_classified(applier, parse_batch_json(event)?, now_ms).await)
 }
@@ -122,7 +134,7 @@ pub async fn apply_records<P, St>(
 ) -> LiveReport
 where
     P: Projection,
-    St: StateStore<P::State>,
+    St: RowStore<P::Row>,
 {
     apply_classified(applier, records.iter().map(classify).collect(), now_ms).await
 }
@@ -135,7 +147,7 @@ async fn apply_classified<P, St>(
 ) -> LiveReport
 where
     P: Projection,
-    St: StateStore<P::State>,
+    St: RowStore<P::Row>,
 {
     let mut report = LiveReport {
         records_in: records.len(),

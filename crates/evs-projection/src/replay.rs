@@ -15,7 +15,11 @@
 //! plus the archiver's lag, timeout and clock margin when it reads from
 //! `LATEST`. It follows the archive until its settled frontier passes that
 //! time (every object sealed before it is read), then stops. Both may apply
-//! the same events; versions make the overlap harmless.
+//! the same events; the ledger makes the overlap harmless.
+//!
+//! A rebuild applies events in the archive's order (across streams too);
+//! the live driver in each stream's order with streams interleaved as the
+//! shards deliver them (see [`Projection`]'s docs on order).
 
 use std::time::Duration;
 
@@ -25,7 +29,7 @@ use evs_replay::{Archive, ReplayError, ReplayEvent, ReplayOptions, Replayer, Ste
 
 use crate::apply::{Applier, DriveError};
 use crate::projection::Projection;
-use crate::store::{StateStore, StoreError};
+use crate::store::{RowStore, StoreError};
 
 /// How [`rebuild`] runs. The streams it applies are the replayer's
 /// ([`ReplayOptions::partition`]).
@@ -64,6 +68,9 @@ pub struct RebuildReport {
     /// Lines of other partitions' streams passed over (the replayer's
     /// [`evs_replay::ReplayStats::other_partitions`]).
     pub other_partitions: u64,
+    /// Streams this rebuild parked (an event the projection or the store
+    /// refused; listed by the store's `parked`).
+    pub parked: u64,
     /// Objects read.
     pub objects: u64,
     /// Objects skipped unread (see [`ReplayOptions::skip_unreadable`]).
@@ -93,15 +100,21 @@ pub enum RebuildError {
     /// The projection's versions could not be read.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The archive ended with streams whose next event never came (later
+    /// ones are held), and no events table to fill them from.
+    #[error("the archive ends with {} missing events in {}: {}; give the rebuild the events table to fill them from, or repair the archive (evs verify)", .gaps.len(), evs_core::plural(.gaps.len() as u64, "stream"), describe_gaps(.gaps))]
+    Gaps {
+        /// The streams, the event each waits for and the events held.
+        gaps: Vec<evs_replay::Gap>,
+    },
     /// A replayer that follows the archive with no `until_ms` never ends.
     #[error("a rebuild that follows the archive needs a time to stop at (until_ms)")]
     Endless,
 }
 
-/// A replayer over `archive` that starts from the projection's stored
-/// versions: everything the projection applied is a duplicate to it. With
+/// A replayer over `archive` that starts from the projection's ledger: everything the projection applied is a duplicate to it. With
 /// [`ReplayOptions::partition`], only that partition's streams.
-pub async fn replayer_for<S, St: StateStore<S>>(
+pub async fn replayer_for<R, St: RowStore<R>>(
     archive: Archive,
     options: ReplayOptions,
     clock: Clock,
@@ -123,7 +136,7 @@ pub async fn rebuild<P, St>(
 ) -> Result<RebuildReport, RebuildError>
 where
     P: Projection,
-    St: StateStore<P::State>,
+    St: RowStore<P::Row>,
 {
     let following = replayer.options().follow;
     if following && options.until_ms.is_none() {
@@ -170,6 +183,7 @@ where
             }
             Step::End => {
                 flush(applier, &mut pending, &mut report, options).await?;
+                fill_gaps(applier, replayer.gaps(), &mut report).await?;
                 progress(&report);
                 return Ok(report);
             }
@@ -179,6 +193,46 @@ where
             progress(&report);
         }
     }
+}
+
+/// At the archive's end, streams still waiting for an event: filled from
+/// the events table when the applier has it (each stream to the table's
+/// end), else the rebuild fails naming them (a success would leave them
+/// short without a word).
+async fn fill_gaps<P, St>(
+    applier: &mut Applier<P, St>,
+    gaps: Vec<evs_replay::Gap>,
+    report: &mut RebuildReport,
+) -> Result<(), RebuildError>
+where
+    P: Projection,
+    St: RowStore<P::Row>,
+{
+    if gaps.is_empty() {
+        return Ok(());
+    }
+    if applier.table().is_none() {
+        return Err(RebuildError::Gaps { gaps });
+    }
+    let streams: Vec<String> = gaps.iter().map(|g| g.stream_id.clone()).collect();
+    let filled = applier.catch_up(&streams).await;
+    report.applied += filled.applied();
+    match filled.streams.into_iter().find_map(|s| s.failed) {
+        Some((_, error)) => Err(error.into()),
+        None => Ok(()),
+    }
+}
+
+fn describe_gaps(gaps: &[evs_replay::Gap]) -> String {
+    let mut shown: Vec<String> = gaps
+        .iter()
+        .take(5)
+        .map(|g| format!("{} waits for event {} ({} held)", g.stream_id, g.expected, g.held))
+        .collect();
+    if gaps.len() > 5 {
+        shown.push(format!("and {} more", gaps.len() - 5));
+    }
+    shown.join(", ")
 }
 
 /// Adds `events` to the pending batch, as events.
@@ -210,13 +264,14 @@ async fn flush<P, St>(
 ) -> Result<(), RebuildError>
 where
     P: Projection,
-    St: StateStore<P::State>,
+    St: RowStore<P::Row>,
 {
     let mut failing = Failing::new(options.retry_for);
     let mut first_try = true;
     while !pending.is_empty() {
         let batch = applier.apply_batch(pending).await;
         report.applied += batch.applied();
+        report.parked += batch.parked().count() as u64;
         if first_try {
             report.skipped += batch.skipped();
         }

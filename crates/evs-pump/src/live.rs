@@ -7,7 +7,7 @@
 
 use evs_core::Streak;
 use evs_projection::live::{apply_records, LiveReport};
-use evs_projection::{Applier, Projection, StateStore};
+use evs_projection::{Applier, Projection, RowStore};
 
 use crate::{next_work, Next, Options, PumpError, Source, Stop};
 
@@ -47,7 +47,7 @@ pub async fn run_live<S, P, St>(
 where
     S: Source + ?Sized,
     P: Projection,
-    St: StateStore<P::State>,
+    St: RowStore<P::Row>,
 {
     options.validate()?;
     let mut summary = LiveSummary::default();

@@ -1,82 +1,159 @@
-//! [`MemoryStateStore`]: states and versions in memory.
+//! [`MemoryRowStore`]: rows and ledger in memory.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
-use super::{Commit, StateStore, StoreError};
-use crate::projection::Versioned;
+use super::{Commit, RowStore, StoreError, Stored, Unit};
+use crate::projection::{Ledger, RowKey};
 
-/// States and versions in memory, shared by its clones: for tests, demos and
-/// a projection whose state need not outlive the process.
 #[derive(Debug)]
-pub struct MemoryStateStore<S> {
-    streams: Arc<Mutex<BTreeMap<String, Versioned<S>>>>,
+struct Inner<R> {
+    rows: BTreeMap<RowKey, (u64, R)>,
+    ledger: BTreeMap<String, Ledger>,
 }
 
-impl<S> Clone for MemoryStateStore<S> {
+/// Rows and ledger in memory, shared by its clones: for tests, demos and a
+/// read model that need not outlive the process. No limit on a commit.
+#[derive(Debug)]
+pub struct MemoryRowStore<R> {
+    inner: Arc<Mutex<Inner<R>>>,
+}
+
+impl<R> Clone for MemoryRowStore<R> {
     fn clone(&self) -> Self {
         Self {
-            streams: Arc::clone(&self.streams),
+            inner: Arc::clone(&self.inner),
         }
     }
 }
 
-impl<S> Default for MemoryStateStore<S> {
+impl<R> Default for MemoryRowStore<R> {
     fn default() -> Self {
         Self {
-            streams: Arc::default(),
+            inner: Arc::new(Mutex::new(Inner {
+                rows: BTreeMap::new(),
+                ledger: BTreeMap::new(),
+            })),
         }
     }
 }
 
-impl<S: Clone> MemoryStateStore<S> {
+impl<R: Clone> MemoryRowStore<R> {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Every stream's state and version.
-    pub fn snapshot(&self) -> BTreeMap<String, Versioned<S>> {
-        self.lock().clone()
+    /// Every row, by model then key.
+    pub fn snapshot(&self) -> BTreeMap<RowKey, R> {
+        self.lock()
+            .rows
+            .iter()
+            .map(|(k, (_, r))| (k.clone(), r.clone()))
+            .collect()
     }
 
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Versioned<S>>> {
-        // A panic while the lock was held cannot leave a half-written
-        // entry (every write is one insert), so the data is sound.
-        self.streams.lock().unwrap_or_else(|e| e.into_inner())
+    /// Every stream's ledger entry.
+    pub fn ledger(&self) -> BTreeMap<String, Ledger> {
+        self.lock().ledger.clone()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner<R>> {
+        // A commit checks everything before it changes anything, and a
+        // change cannot panic halfway: the data is sound after a panic.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 #[async_trait]
-impl<S: Clone + Send + Sync> StateStore<S> for MemoryStateStore<S> {
-    async fn load(&self, stream: &str) -> Result<Option<Versioned<S>>, StoreError> {
-        Ok(self.lock().get(stream).cloned())
+impl<R: Clone + Send + Sync> RowStore<R> for MemoryRowStore<R> {
+    fn check_row(&self, key: &RowKey, _row: &R) -> Result<(), StoreError> {
+        key.check().map_err(|e| StoreError::Row {
+            key: key.clone(),
+            reason: e.to_string(),
+        })
     }
 
-    async fn commit(
-        &self,
-        stream: &str,
-        expected: u64,
-        next: &Versioned<S>,
-    ) -> Result<Commit, StoreError> {
-        let mut streams = self.lock();
-        let actual = streams.get(stream).map_or(0, |v| v.version);
-        if actual != expected {
-            return Ok(Commit::Conflict {
-                actual: Some(actual),
-            });
+    async fn load_ledger(&self, streams: &[String]) -> Result<Vec<Ledger>, StoreError> {
+        let inner = self.lock();
+        Ok(streams
+            .iter()
+            .map(|s| inner.ledger.get(s).cloned().unwrap_or_default())
+            .collect())
+    }
+
+    async fn load_rows(&self, keys: &[RowKey]) -> Result<Vec<Stored<R>>, StoreError> {
+        let inner = self.lock();
+        Ok(keys
+            .iter()
+            .map(|k| match inner.rows.get(k) {
+                Some((revision, row)) => Stored {
+                    revision: *revision,
+                    row: Some(row.clone()),
+                },
+                None => Stored::default(),
+            })
+            .collect())
+    }
+
+    async fn commit(&self, unit: &Unit<R>) -> Result<Commit, StoreError> {
+        for write in &unit.rows {
+            if let Some(row) = &write.row {
+                self.check_row(&write.key, row)?;
+            }
         }
-        streams.insert(stream.to_owned(), next.clone());
+        let mut inner = self.lock();
+        let rows_ok = unit.rows.iter().all(|w| {
+            inner.rows.get(&w.key).map_or(0, |(revision, _)| *revision) == w.expected
+        });
+        let ledger_ok = unit.ledger.iter().all(|w| {
+            inner.ledger.get(&w.stream).map_or(0, |l| l.version) == w.expected
+        });
+        if !rows_ok || !ledger_ok {
+            return Ok(Commit::Conflict);
+        }
+        for write in &unit.rows {
+            match &write.row {
+                Some(row) => {
+                    inner
+                        .rows
+                        .insert(write.key.clone(), (write.expected + 1, row.clone()));
+                }
+                None => {
+                    inner.rows.remove(&write.key);
+                }
+            }
+        }
+        for write in &unit.ledger {
+            inner
+                .ledger
+                .insert(write.stream.clone(), write.ledger.clone());
+        }
         Ok(Commit::Done)
     }
 
     async fn versions(&self) -> Result<Vec<(String, u64)>, StoreError> {
         Ok(self
             .lock()
+            .ledger
             .iter()
-            .map(|(stream, v)| (stream.clone(), v.version))
+            .map(|(s, l)| (s.clone(), l.version))
             .collect())
+    }
+
+    async fn parked(&self) -> Result<Vec<(String, Ledger)>, StoreError> {
+        Ok(self
+            .lock()
+            .ledger
+            .iter()
+            .filter(|(_, l)| l.parked.is_some())
+            .map(|(s, l)| (s.clone(), l.clone()))
+            .collect())
+    }
+
+    async fn rows(&self) -> Result<Vec<(RowKey, R)>, StoreError> {
+        Ok(self.snapshot().into_iter().collect())
     }
 }
