@@ -51,7 +51,7 @@ test: venv
 soak: venv
 	PROPTEST_CASES=$${PROPTEST_CASES:-100000} cargo test --release -p evs-replay --test simulation
 	PROPTEST_CASES=$${PROPTEST_CASES:-10000} cargo test --release -p evs-archiver -p evs-pump --lib
-	PROPTEST_CASES=$${PROPTEST_CASES:-100000} cargo test --release -p evs-projection --test simulation
+	PROPTEST_CASES=$${PROPTEST_CASES:-20000} cargo test --release -p evs-projection --test simulation
 	EVS_SOAK=$${EVS_SOAK:-10} EVS_MOTO_SERVER=$(abspath $(VENV))/bin/moto_server \
 	  cargo test --release -p evs-dynamodb --test suite exactly_once_under_lost_acknowledgements -- --nocapture
 	EVS_SOAK=$${EVS_SOAK:-10} EVS_MOTO_SERVER=$(abspath $(VENV))/bin/moto_server \

@@ -10,10 +10,10 @@
 //!    through `live::apply_records`; one batch in five is delivered again,
 //!    as Lambda does after a failure.
 //! 3. The replay driver rebuilds from the archive, starting from the
-//!    versions in the same state store, and follows it until its settled
+//!    ledger in the same store, and follows it until its settled
 //!    frontier passes the handoff time H = S + the archiver's lag + T + e.
 //! 4. Writers keep writing through the handoff, on new accounts too. Both
-//!    drivers apply some of the same events; versions make that harmless.
+//!    drivers apply some of the same events; the ledger makes that harmless.
 //!
 //! At the end every account's balance and version is checked against the
 //! table; the example exits non-zero if one differs.
@@ -32,7 +32,7 @@ use evs_balances::{Account, Balances};
 use evs_core::{EventStore, ExpectedVersion, MemoryStore, NewEvent, ReadRequest, StreamId};
 use evs_projection::live::apply_records;
 use evs_projection::replay::{rebuild, replayer_for, RebuildOptions, RebuildReport};
-use evs_projection::{Applier, MemoryStateStore, Projection};
+use evs_projection::{Applier, MemoryRowStore, Projection, RowKey};
 use evs_pump::{self as pump, MemorySource, PumpError, PumpSummary, Stop, StopHandle};
 use evs_replay::{Archive, Frontier, ReplayOptions};
 use serde_json::json;
@@ -116,7 +116,7 @@ async fn main() -> Result<(), AnyError> {
     let table = MemoryStore::new();
     let config = Config::local(dir.clone());
     let archive_dir = Arc::new(LocalDir::new(dir.clone()));
-    let states = MemoryStateStore::<Account>::new();
+    let states = MemoryRowStore::<Account>::new();
     let events_table: Arc<dyn EventStore> = Arc::new(table.clone());
     let mut rng = fastrand::Rng::with_seed(7);
     let accounts = Arc::new(AtomicU64::new(1));
@@ -134,7 +134,7 @@ async fn main() -> Result<(), AnyError> {
         live_start_ms + ARCHIVER_LAG_MS + WRITE_TIMEOUT.as_millis() as i64 + CLOCK_MARGIN_MS;
     let live = spawn_live(&table, &states, &events_table, history);
 
-    // 3. The replay driver, from the archive, with the store's versions.
+    // 3. The replay driver, from the archive, with the store's ledger.
     let replay = spawn_replay(&archive_dir, &config, &states, &events_table, handoff_ms);
 
     // 4. Writers go on through the handoff, opening accounts too.
@@ -218,7 +218,7 @@ fn spawn_archiver(table: &MemoryStore, archive_dir: &Arc<LocalDir>, config: &Con
 /// Starts the live driver on the change feed from record `history` on.
 fn spawn_live(
     table: &MemoryStore,
-    states: &MemoryStateStore<Account>,
+    states: &MemoryRowStore<Account>,
     events_table: &Arc<dyn EventStore>,
     history: usize,
 ) -> LiveDriver {
@@ -240,7 +240,7 @@ fn spawn_live(
 /// until the feed is drained after `stop` is raised.
 async fn drive_live(
     table: MemoryStore,
-    states: MemoryStateStore<Account>,
+    states: MemoryRowStore<Account>,
     events_table: Arc<dyn EventStore>,
     mut at: usize,
     stop: Arc<AtomicBool>,
@@ -275,12 +275,12 @@ async fn drive_live(
 }
 
 /// Starts the replay driver: rebuilds from the archive, starting from the
-/// store's versions, until its settled frontier passes `handoff_ms`; its
+/// store's ledger, until its settled frontier passes `handoff_ms`; its
 /// task returns the rebuild's report and when it stopped.
 fn spawn_replay(
     archive_dir: &Arc<LocalDir>,
     config: &Config,
-    states: &MemoryStateStore<Account>,
+    states: &MemoryRowStore<Account>,
     events_table: &Arc<dyn EventStore>,
     handoff_ms: i64,
 ) -> JoinHandle<Result<(RebuildReport, i64), AnyError>> {
@@ -317,21 +317,25 @@ fn spawn_replay(
 /// accounts the table has.
 async fn check_read_model(
     table: &MemoryStore,
-    states: &MemoryStateStore<Account>,
+    states: &MemoryRowStore<Account>,
 ) -> Result<(Vec<String>, usize), AnyError> {
     let snapshot = states.snapshot();
+    let ledger = states.ledger();
     let versions = table.last_versions();
     let mut wrong = Vec::new();
     for (stream, &version) in &versions {
         let events = table
             .read(&StreamId::new(stream.clone())?, ReadRequest::after(0))
             .await?;
-        let mut account = Account::default();
+        let key = RowKey::new(evs_balances::MODEL, stream.clone());
+        let mut account = None;
         for event in &events {
-            Balances.apply(&mut account, event)?;
+            Balances.apply(event, &key, &mut account)?;
         }
-        let balance = account.balance;
-        let got = snapshot.get(stream).map(|v| (v.version, v.state.balance));
+        let balance = account.map_or(0, |a| a.balance);
+        let got = ledger
+            .get(stream)
+            .map(|l| (l.version, snapshot.get(&key).map_or(0, |a| a.balance)));
         if got != Some((version, balance)) {
             wrong.push(format!(
                 "{stream}: table ({version}, {balance}), read model {got:?}"

@@ -11,7 +11,7 @@ use anyhow::Context;
 use evs_balances::{Balances, NAMESPACE};
 use evs_core::EventStore;
 use evs_dynamodb::DynamoStore;
-use evs_projection::{Applier, DynamoStateStore};
+use evs_projection::{Applier, DynamoLayout, DynamoRowStore};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::value::RawValue;
 use tokio::sync::Mutex;
@@ -24,7 +24,7 @@ async fn main() -> Result<(), Error> {
     let shared = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let client = aws_sdk_dynamodb::Client::new(&shared);
     let events: Arc<dyn EventStore> = Arc::new(DynamoStore::new(client.clone(), events_table));
-    let store = DynamoStateStore::new(client, balances_table);
+    let store = DynamoRowStore::new(client, balances_table, DynamoLayout::PerStream);
     tracing::info!(table = store.table(), "balances live driver ready");
     // One invocation at a time per process: the lock is never contended; it
     // keeps the applier's cache of committed states across invocations.
@@ -37,6 +37,9 @@ async fn main() -> Result<(), Error> {
                 .inspect_err(|err| tracing::error!(error = %err, "not a batch of stream records"))?;
             for (stream, event_id, error) in report.batch.failures() {
                 tracing::warn!(stream, event_id, error = %evs_core::describe_chain(error), "stream not applied; retried from here");
+            }
+            for (stream, parked) in report.batch.parked() {
+                tracing::error!(stream, event_id = parked.event_id, reason = %parked.reason, "stream parked: its later events wait until it is resumed");
             }
             for dead in &report.dead_letters {
                 tracing::warn!(reason = ?dead.reason, detail = %dead.detail, "record is not an event; skipped");

@@ -19,12 +19,12 @@ use evs_archive::store::LocalDir;
 use evs_archive::Prefix;
 use evs_core::RecordedEvent;
 use evs_projection::replay::{rebuild, replayer_for, RebuildOptions};
-use evs_projection::{Applier, MemoryStateStore, Partition, Projection};
+use evs_projection::{Applier, MemoryRowStore, Partition, Projection, RowKey};
 use evs_replay::{Archive, ReplayOptions};
 use serde_json::json;
 
-/// Counts each stream's events and sums their payload sizes: cheap, so the
-/// figure is the driver's own cost.
+/// Counts each stream's events and sums their payload sizes, one row per
+/// stream: cheap, so the figure is the driver's own cost.
 struct Counts;
 
 #[derive(Debug, thiserror::Error)]
@@ -32,10 +32,20 @@ struct Counts;
 struct Never;
 
 impl Projection for Counts {
-    type State = (u64, u64);
+    type Row = (u64, u64);
     type Error = Never;
 
-    fn apply(&self, state: &mut (u64, u64), event: &RecordedEvent) -> Result<(), Never> {
+    fn keys(&self, event: &RecordedEvent) -> Result<Vec<RowKey>, Never> {
+        Ok(vec![RowKey::of_stream("counts", event)])
+    }
+
+    fn apply(
+        &self,
+        event: &RecordedEvent,
+        _key: &RowKey,
+        row: &mut Option<(u64, u64)>,
+    ) -> Result<(), Never> {
+        let state = row.get_or_insert((0, 0));
         state.0 += 1;
         state.1 += event.payload.as_object().map_or(0, |o| o.len() as u64);
         Ok(())
@@ -56,7 +66,7 @@ async fn main() {
         Arc::new(LocalDir::new(dir)),
         Prefix::new("events/").unwrap(),
     );
-    let store = MemoryStateStore::new();
+    let store = MemoryRowStore::new();
     let clock = evs_core::system_clock();
     let replay_options = ReplayOptions {
         partition,
@@ -78,7 +88,7 @@ async fn main() {
             "partition": partition.to_string(),
             "applied": report.applied,
             "otherPartitions": report.other_partitions,
-            "streams": store.snapshot().len(),
+            "streams": store.ledger().len(),
             "objects": report.objects,
             "seconds": (seconds * 100.0).round() / 100.0,
             "eventsPerSecond": (report.applied as f64 / seconds).round(),

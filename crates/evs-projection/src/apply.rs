@@ -59,6 +59,18 @@ pub enum DriveError {
         /// The delivered event that implies it.
         to: u64,
     },
+    /// An event came that does not follow on from its stream's ledger
+    /// (another driver moved the ledger while this batch was read): tried
+    /// again, the hole is filled from the table.
+    #[error("stream {stream:?}: event {got} does not follow on from the applied event {version}")]
+    OutOfOrder {
+        /// The stream.
+        stream: String,
+        /// Its ledger.
+        version: u64,
+        /// The event.
+        got: u64,
+    },
     /// Other drivers committed first too many times in a row.
     #[error("{conflicts} commits in a row lost to other drivers (rows or ledger changed under this one)")]
     Contended {
@@ -74,7 +86,7 @@ impl DriveError {
         match self {
             DriveError::Store(e) => e.is_transient(),
             DriveError::Table { source, .. } => source.is_transient(),
-            DriveError::Contended { .. } => true,
+            DriveError::Contended { .. } | DriveError::OutOfOrder { .. } => true,
             DriveError::NoTable { .. } | DriveError::Missing { .. } => false,
         }
     }
@@ -215,14 +227,18 @@ struct Folded<R> {
     counts: HashMap<String, Counts>,
     /// Newly parked streams.
     parked: Vec<(String, Parked)>,
+    /// Streams whose next event in the unit does not follow on from their
+    /// ledger: (stream, ledger, event).
+    stuck: Vec<(String, u64, u64)>,
 }
 
 /// Why a unit was not committed.
 enum UnitError {
     /// Past the store's limit: a smaller unit may pass.
     TooLarge(StoreError),
-    /// Failed: the unit's streams are failed from their first event in it.
-    Failed(DriveError),
+    /// Failed: the unit's streams are failed from their first event in it
+    /// past their ledger (as it was before the attempt).
+    Failed(DriveError, HashMap<String, u64>),
 }
 
 impl<P: Projection, St: RowStore<P::Row>> Applier<P, St> {
@@ -560,8 +576,14 @@ impl<P: Projection, St: RowStore<P::Row>> Applier<P, St> {
                         // one event's rows alone are past one commit
                         self.park_alone(keyed[from].0, &e.to_string(), report).await;
                     }
-                    Err(UnitError::Failed(e)) => {
-                        report.fail_from(&keyed[from..], e);
+                    Err(UnitError::Failed(e, mut versions)) => {
+                        for (event, _) in &keyed[from..] {
+                            let stream = event.stream_id.as_str();
+                            if !versions.contains_key(stream) {
+                                versions.insert(stream.to_owned(), self.version_of(stream));
+                            }
+                        }
+                        report.fail_from(&keyed[from..], e, &versions);
                         return;
                     }
                 }
@@ -635,7 +657,9 @@ impl<P: Projection, St: RowStore<P::Row>> Applier<P, St> {
         let mut refused: HashMap<String, (u64, String)> = HashMap::new();
         let mut check_each = false;
         loop {
-            self.load_unit(unit).await.map_err(UnitError::Failed)?;
+            if let Err(e) = self.load_unit(unit).await {
+                return Err(UnitError::Failed(e, HashMap::new()));
+            }
             let folded = match self.fold(unit, &mut refused, check_each) {
                 Ok(folded) => folded,
                 Err(()) => {
@@ -643,6 +667,14 @@ impl<P: Projection, St: RowStore<P::Row>> Applier<P, St> {
                     continue;
                 }
             };
+            for (stream, version, got) in &folded.stuck {
+                let error = DriveError::OutOfOrder {
+                    stream: stream.clone(),
+                    version: *version,
+                    got: *got,
+                };
+                report.fail(stream, *got, error);
+            }
             if folded.unit.items() == 0 {
                 report.add(&folded.counts, filled);
                 return Ok(());
@@ -666,9 +698,15 @@ impl<P: Projection, St: RowStore<P::Row>> Applier<P, St> {
                 Ok(Commit::Conflict) => {
                     conflicts += 1;
                     report.conflicts += 1;
+                    // what was refused was refused on rows that changed:
+                    // fold again from what is stored now
+                    refused.clear();
+                    check_each = false;
+                    let versions = self.versions_of(&folded.unit);
                     self.invalidate(&folded.unit);
                     if conflicts > self.options.max_conflicts {
-                        return Err(UnitError::Failed(DriveError::Contended { conflicts }));
+                        let error = DriveError::Contended { conflicts };
+                        return Err(UnitError::Failed(error, versions));
                     }
                     let wait = self.options.conflict_backoff.delay(conflicts);
                     tokio::time::sleep(wait).await;
@@ -676,8 +714,9 @@ impl<P: Projection, St: RowStore<P::Row>> Applier<P, St> {
                 Err(e @ StoreError::UnitTooLarge { .. }) => return Err(UnitError::TooLarge(e)),
                 Err(StoreError::Row { .. }) if !check_each => check_each = true,
                 Err(e) => {
+                    let versions = self.versions_of(&folded.unit);
                     self.invalidate(&folded.unit);
-                    return Err(UnitError::Failed(e.into()));
+                    return Err(UnitError::Failed(e.into(), versions));
                 }
             }
         }
@@ -726,6 +765,7 @@ impl<P: Projection, St: RowStore<P::Row>> Applier<P, St> {
             let mut rows: BTreeMap<&RowKey, Option<P::Row>> = BTreeMap::new();
             let mut versions: HashMap<&str, u64> = HashMap::new();
             let mut counts: HashMap<String, Counts> = HashMap::new();
+            let mut stuck: Vec<(String, u64, u64)> = Vec::new();
             for (event, keys) in unit {
                 let stream = event.stream_id.as_str();
                 let ledger = self.ledger.get(stream);
@@ -748,8 +788,10 @@ impl<P: Projection, St: RowStore<P::Row>> Applier<P, St> {
                     }
                 }
                 if event.event_id != *version + 1 {
-                    // cannot happen for events that follow on from the ledger
-                    count.held += 1;
+                    // the stream's later events wait: reported as failed
+                    if !stuck.iter().any(|(s, _, _)| s == stream) {
+                        stuck.push((stream.to_owned(), *version, event.event_id));
+                    }
                     continue;
                 }
                 let keys = match keys {
@@ -790,7 +832,9 @@ impl<P: Projection, St: RowStore<P::Row>> Applier<P, St> {
                     }
                 }
             }
-            return Ok(self.unit_of(rows, versions, counts, refused, unit));
+            let mut folded = self.unit_of(rows, versions, counts, refused, unit);
+            folded.stuck = stuck;
+            return Ok(folded);
         }
     }
 
@@ -803,6 +847,20 @@ impl<P: Projection, St: RowStore<P::Row>> Applier<P, St> {
         refused: &HashMap<String, (u64, String)>,
         unit: &[Keyed<'_>],
     ) -> Folded<P::Row> {
+        let mut rows = rows;
+        // A refusal may depend on the rows the refused event saw: they go
+        // into the unit too (unchanged), so that the commit checks that
+        // they are still what the fold read; a stale copy is a conflict, not
+        // a stream parked for nothing.
+        for (stream, (at, _)) in refused {
+            let keys = unit.iter().find_map(|(e, keys)| {
+                (e.stream_id.as_str() == stream && e.event_id == *at).then_some(keys)
+            });
+            for key in keys.into_iter().flatten().flatten() {
+                rows.entry(key)
+                    .or_insert_with(|| self.rows.get(key).and_then(|s| s.row.clone()));
+            }
+        }
         let mut out = Unit::default();
         for (key, row) in rows {
             let expected = self.rows.get(key).map_or(0, |s| s.revision);
@@ -848,6 +906,7 @@ impl<P: Projection, St: RowStore<P::Row>> Applier<P, St> {
             unit: out,
             counts,
             parked,
+            stuck: Vec::new(),
         }
     }
 
@@ -866,6 +925,14 @@ impl<P: Projection, St: RowStore<P::Row>> Applier<P, St> {
         for write in unit.ledger {
             self.ledger.insert(write.stream, write.ledger);
         }
+    }
+
+    /// The cached versions of the unit's streams.
+    fn versions_of(&self, unit: &Unit<P::Row>) -> HashMap<String, u64> {
+        unit.ledger
+            .iter()
+            .map(|w| (w.stream.clone(), self.version_of(&w.stream)))
+            .collect()
     }
 
     /// Drops the unit's rows and streams from the cache (they changed, or
@@ -979,13 +1046,21 @@ impl Reports {
         }
     }
 
-    /// Fails every stream of `events` from its first event there.
-    fn fail_from(&mut self, events: &[Keyed<'_>], error: DriveError) {
+    /// Fails every stream of `events` from its first event there past its
+    /// version in `versions` (what was committed before).
+    fn fail_from(
+        &mut self,
+        events: &[Keyed<'_>],
+        error: DriveError,
+        versions: &HashMap<String, u64>,
+    ) {
         let mut first: Vec<(&str, u64)> = Vec::new();
         let mut seen = HashSet::new();
         for (event, _) in events {
-            if seen.insert(event.stream_id.as_str()) {
-                first.push((event.stream_id.as_str(), event.event_id));
+            let stream = event.stream_id.as_str();
+            let version = versions.get(stream).copied().unwrap_or(0);
+            if event.event_id > version && seen.insert(stream) {
+                first.push((stream, event.event_id));
             }
         }
         let transient = error.is_transient();
