@@ -443,9 +443,7 @@ impl<P: Projection, St: RowStore<P::Row>> Applier<P, St> {
     }
 
     fn parked(&self, stream: &str) -> bool {
-        self.ledger
-            .get(stream)
-            .is_some_and(|l| l.parked.is_some())
+        self.ledger.get(stream).is_some_and(|l| l.parked.is_some())
     }
 
     /// Loads the ledger of the streams not cached, and again of the parked
@@ -453,7 +451,11 @@ impl<P: Projection, St: RowStore<P::Row>> Applier<P, St> {
     async fn load_ledger(&mut self, streams: &[String]) -> Result<(), StoreError> {
         let missing: Vec<String> = streams
             .iter()
-            .filter(|s| self.ledger.get(s.as_str()).is_none_or(|l| l.parked.is_some()))
+            .filter(|s| {
+                self.ledger
+                    .get(s.as_str())
+                    .is_none_or(|l| l.parked.is_some())
+            })
             .cloned()
             .collect();
         if missing.is_empty() {
@@ -565,7 +567,10 @@ impl<P: Projection, St: RowStore<P::Row>> Applier<P, St> {
             let end = unit_end(&keyed[start..], max_items, max_events) + start;
             let mut stack = vec![(start, end)];
             while let Some((from, to)) = stack.pop() {
-                match self.commit_unit(&keyed[from..to], max_items, report, filled).await {
+                match self
+                    .commit_unit(&keyed[from..to], max_items, report, filled)
+                    .await
+                {
                     Ok(()) => {}
                     Err(UnitError::TooLarge(_)) if to - from > 1 => {
                         let mid = from + (to - from) / 2;
@@ -627,7 +632,11 @@ impl<P: Projection, St: RowStore<P::Row>> Applier<P, St> {
             }
             Ok(Commit::Conflict) => {
                 self.ledger.remove(stream);
-                report.fail(stream, event.event_id, DriveError::Contended { conflicts: 1 });
+                report.fail(
+                    stream,
+                    event.event_id,
+                    DriveError::Contended { conflicts: 1 },
+                );
             }
             Err(e) => {
                 self.ledger.remove(stream);
@@ -802,9 +811,9 @@ impl<P: Projection, St: RowStore<P::Row>> Applier<P, St> {
                     }
                 };
                 for key in keys {
-                    let row = rows.entry(key).or_insert_with(|| {
-                        self.rows.get(key).and_then(|s| s.row.clone())
-                    });
+                    let row = rows
+                        .entry(key)
+                        .or_insert_with(|| self.rows.get(key).and_then(|s| s.row.clone()));
                     let outcome = self
                         .projection
                         .apply(event, key, row)
@@ -986,7 +995,8 @@ fn in_stream_order(events: &[RecordedEvent]) -> Vec<&RecordedEvent> {
     }
     let mut slots: Vec<(usize, &RecordedEvent)> = Vec::with_capacity(events.len());
     for positions in by_stream.values() {
-        let mut sorted: Vec<&RecordedEvent> = positions.iter().filter_map(|&i| events.get(i)).collect();
+        let mut sorted: Vec<&RecordedEvent> =
+            positions.iter().filter_map(|&i| events.get(i)).collect();
         sorted.sort_by_key(|e| e.event_id);
         sorted.dedup_by_key(|e| e.event_id);
         slots.extend(positions.iter().copied().zip(sorted));
@@ -998,7 +1008,9 @@ fn in_stream_order(events: &[RecordedEvent]) -> Vec<&RecordedEvent> {
 fn first_ids<'e>(events: &[&'e RecordedEvent]) -> HashMap<&'e str, u64> {
     let mut first = HashMap::new();
     for event in events {
-        first.entry(event.stream_id.as_str()).or_insert(event.event_id);
+        first
+            .entry(event.stream_id.as_str())
+            .or_insert(event.event_id);
     }
     first
 }

@@ -227,7 +227,12 @@ fn describe_gaps(gaps: &[evs_replay::Gap]) -> String {
     let mut shown: Vec<String> = gaps
         .iter()
         .take(5)
-        .map(|g| format!("{} waits for event {} ({} held)", g.stream_id, g.expected, g.held))
+        .map(|g| {
+            format!(
+                "{} waits for event {} ({} held)",
+                g.stream_id, g.expected, g.held
+            )
+        })
         .collect();
     if gaps.len() > 5 {
         shown.push(format!("and {} more", gaps.len() - 5));

@@ -28,8 +28,8 @@ use async_trait::async_trait;
 use evs_core::{EventStore, ExpectedVersion, MemoryStore, NewEvent, RecordedEvent, StreamId};
 use evs_projection::live::apply_records;
 use evs_projection::{
-    stream_hash, Applier, Commit, Ledger, MemoryRowStore, Projection, RowKey, RowStore,
-    StoreError, Stored, Unit,
+    stream_hash, Applier, Commit, Ledger, MemoryRowStore, Projection, RowKey, RowStore, StoreError,
+    Stored, Unit,
 };
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -322,7 +322,11 @@ async fn run(plan: Plan) -> Result<(), TestCaseError> {
         if steps == 150 {
             // the faults stop; every driver drains
             for replay in &replays {
-                replay.applier.store().faults.store(false, Ordering::Relaxed);
+                replay
+                    .applier
+                    .store()
+                    .faults
+                    .store(false, Ordering::Relaxed);
             }
             live.store().faults.store(false, Ordering::Relaxed);
             quiet = true;
@@ -358,7 +362,10 @@ async fn run(plan: Plan) -> Result<(), TestCaseError> {
                 return Ok(());
             }
             let end = (replay.at + replay_size).min(replay.events.len());
-            let report = replay.applier.apply_batch(&replay.events[replay.at..end]).await;
+            let report = replay
+                .applier
+                .apply_batch(&replay.events[replay.at..end])
+                .await;
             for (stream, id, error) in report.failures() {
                 prop_assert!(error.is_transient(), "{stream} {id}: {error}");
             }
@@ -430,7 +437,13 @@ async fn check(
     prop_assert_eq!(&got, &expected, "{:?}", plan);
     let ledger = store.ledger();
     for (stream, version) in &versions {
-        prop_assert_eq!(ledger.get(stream).map(|l| l.version), Some(*version), "{} {:?}", stream, plan);
+        prop_assert_eq!(
+            ledger.get(stream).map(|l| l.version),
+            Some(*version),
+            "{} {:?}",
+            stream,
+            plan
+        );
     }
     let got_parked: BTreeMap<String, u64> = ledger
         .iter()

@@ -30,12 +30,20 @@ pub struct DynamoRowStore {
 impl DynamoRowStore {
     /// A store on `table`.
     pub fn new(client: Client, table: impl Into<String>, layout: DynamoLayout) -> Self {
-        Self { client, table: table.into(), layout }
+        Self {
+            client,
+            table: table.into(),
+            layout,
+        }
     }
 }
 
 fn unbuilt() -> StoreError {
-    StoreError::Backend { message: "not built yet".into(), transient: false, source: None }
+    StoreError::Backend {
+        message: "not built yet".into(),
+        transient: false,
+        source: None,
+    }
 }
 
 #[async_trait]

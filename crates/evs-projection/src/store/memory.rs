@@ -105,12 +105,14 @@ impl<R: Clone + Send + Sync> RowStore<R> for MemoryRowStore<R> {
             }
         }
         let mut inner = self.lock();
-        let rows_ok = unit.rows.iter().all(|w| {
-            inner.rows.get(&w.key).map_or(0, |(revision, _)| *revision) == w.expected
-        });
-        let ledger_ok = unit.ledger.iter().all(|w| {
-            inner.ledger.get(&w.stream).map_or(0, |l| l.version) == w.expected
-        });
+        let rows_ok = unit
+            .rows
+            .iter()
+            .all(|w| inner.rows.get(&w.key).map_or(0, |(revision, _)| *revision) == w.expected);
+        let ledger_ok = unit
+            .ledger
+            .iter()
+            .all(|w| inner.ledger.get(&w.stream).map_or(0, |l| l.version) == w.expected);
         if !rows_ok || !ledger_ok {
             return Ok(Commit::Conflict);
         }
