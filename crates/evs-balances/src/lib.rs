@@ -216,7 +216,10 @@ mod tests {
         assert_eq!(parked.len(), 1, "{parked:?}");
         let (stream, ledger) = &parked[0];
         let why = ledger.parked.as_ref().unwrap();
-        assert_eq!((stream.as_str(), ledger.version, why.event_id), ("acct-2", 0, 1));
+        assert_eq!(
+            (stream.as_str(), ledger.version, why.event_id),
+            ("acct-2", 0, 1)
+        );
         assert!(why.reason.contains("no whole amount"), "{why:?}");
         assert_eq!(report.emf_line(NAMESPACE, 0)["Parked"], 1);
     }

@@ -71,6 +71,10 @@ pub struct RebuildReport {
     /// Streams this rebuild parked (an event the projection or the store
     /// refused; listed by the store's `parked`).
     pub parked: u64,
+    /// Commits made (each a unit of many events: one transaction).
+    pub commits: u64,
+    /// Commits lost to another driver and folded again.
+    pub conflicts: u64,
     /// Objects read.
     pub objects: u64,
     /// Objects skipped unread (see [`ReplayOptions::skip_unreadable`]).
@@ -277,6 +281,8 @@ where
         let batch = applier.apply_batch(pending).await;
         report.applied += batch.applied();
         report.parked += batch.parked().count() as u64;
+        report.commits += batch.commits;
+        report.conflicts += batch.conflicts;
         if first_try {
             report.skipped += batch.skipped();
         }

@@ -10,7 +10,9 @@
 //! the exact shape Lambda delivers (`{"Records": [...]}`: `Keys`, `NewImage`
 //! with `StreamId`, `EventId`, `EventName`, a `Payload` map with numbers (a
 //! 23-digit integer, decimals), unicode strings, a list and a nested map,
-//! `Timestamp`, `EventUuid`, `Metadata`, an extra `Tenant`; increasing
+//! `Timestamp`, `EventUuid`, `Metadata`, an extra `Tenant`; order streams'
+//! events carry the orders example's `customerId` and `totalCents` or
+//! `amountCents`; increasing
 //! 25-digit `SequenceNumber`s; `ApproximateCreationDateTime`). Each batch goes
 //! through the **real** archiver handler (`evs_archiver::handler::handle`)
 //! into a `LocalDir`, sealed at a test clock that only moves forward, so the
@@ -235,6 +237,12 @@ impl Generator {
                 if first { "OrderPlaced" } else { "OrderPaid" },
                 m([
                     ("orderId", s(stream_id)),
+                    // the fields of the orders example (crates/evs-orders)
+                    ("customerId", s(format!("c-{}", self.rng.u16(..2000)))),
+                    (
+                        if first { "totalCents" } else { "amountCents" },
+                        n(self.rng.u32(100..1_000_000)),
+                    ),
                     ("amount", n(self.decimal(9_999))),
                     ("currency", s(pick(&mut self.rng, CURRENCIES))),
                     ("ledgerMicros", n(big)),
