@@ -1,5 +1,6 @@
 //! The projection guarantee under simulation: replay drivers (one, or one
-//! per partition) and a live driver run at once over one store, their
+//! per partition) and two copies of the live driver (the second applying
+//! batches the first was already given) run at once over one store, their
 //! store calls interleaved at random (each call yields first), any call
 //! failing before or after its effect (a lost acknowledgement) and the
 //! driver then crashing at random (its memory lost); the live driver gets
@@ -315,6 +316,9 @@ async fn run(plan: Plan) -> Result<(), TestCaseError> {
         shards[shard].records.push(record);
     }
     let mut live = Applier::new(Groups, faulty(&mut rng)).with_table(Arc::clone(&table));
+    // a second copy of the live driver (a duplicate invocation, a zombie
+    // container) applying batches the first was given, at the same time
+    let mut copy = Applier::new(Groups, faulty(&mut rng)).with_table(Arc::clone(&table));
     let mut steps = 0;
     let mut quiet = false;
     loop {
@@ -329,6 +333,7 @@ async fn run(plan: Plan) -> Result<(), TestCaseError> {
                     .store(false, Ordering::Relaxed);
             }
             live.store().faults.store(false, Ordering::Relaxed);
+            copy.store().faults.store(false, Ordering::Relaxed);
             quiet = true;
         }
         prop_assert!(steps < 5_000, "no progress: {plan:?}");
@@ -356,6 +361,12 @@ async fn run(plan: Plan) -> Result<(), TestCaseError> {
             .filter(|&i| shards[i].position < shards[i].records.len())
             .collect();
         let shard = (!open.is_empty()).then(|| open[rng.usize(0..open.len())]);
+        let copied = {
+            let s = &shards[rng.usize(0..shards.len())];
+            let from = rng.usize(0..=s.position);
+            let to = (from + rng.usize(1..=6)).min(s.position);
+            (rng.u32(0..3) == 0 && from < to).then(|| s.records[from..to].to_vec())
+        };
         // both drivers at once: their store calls interleave
         let replay_step = async {
             if replay.done() {
@@ -389,9 +400,18 @@ async fn run(plan: Plan) -> Result<(), TestCaseError> {
             }
             Ok(())
         };
-        let (a, b) = tokio::join!(replay_step, live_step);
+        let copy_step = async {
+            let Some(batch) = copied else { return Ok(()) };
+            let report = apply_records(&mut copy, &batch, 0).await;
+            for (stream, id, error) in report.batch.failures() {
+                prop_assert!(error.is_transient(), "{stream} {id}: {error}");
+            }
+            Ok(())
+        };
+        let (a, b, c) = tokio::join!(replay_step, live_step, copy_step);
         a?;
         b?;
+        c?;
     }
     check(&store, &written, &plan).await
 }
