@@ -1009,7 +1009,10 @@ fn order_with(customer: &str, amount: i64, n: usize) -> Value {
 }
 
 /// The rows and versions `Shop` folds `events` to.
-fn shop_fold(events: &[RecordedEvent]) -> (Vec<(RowKey, Value)>, Vec<(String, u64)>) {
+/// Rows by key, versions by stream: what `rows()` and `versions()` list.
+type Folded = (Vec<(RowKey, Value)>, Vec<(String, u64)>);
+
+fn shop_fold(events: &[RecordedEvent]) -> Folded {
     let mut rows: BTreeMap<RowKey, Option<Value>> = BTreeMap::new();
     let mut versions: BTreeMap<String, u64> = BTreeMap::new();
     for event in events {

@@ -565,7 +565,7 @@ impl DynamoRowStore {
     /// Every item of the table (or those `filter` keeps), consistent.
     async fn scan(
         &self,
-        filter: Option<(&str, &[(&str, &str)], &[(&str, &str)])>,
+        filter: Option<Filter<'_>>,
         doing: &str,
     ) -> Result<Vec<HashMap<String, AttributeValue>>, StoreError> {
         let mut items = Vec::new();
@@ -577,7 +577,12 @@ impl DynamoRowStore {
                 .table_name(&self.table)
                 .consistent_read(true)
                 .set_exclusive_start_key(start.take());
-            if let Some((expression, names, values)) = filter {
+            if let Some(Filter {
+                expression,
+                names,
+                values,
+            }) = filter
+            {
                 request = request.filter_expression(expression);
                 for (name, value) in names {
                     request = request.expression_attribute_names(*name, *value);
@@ -601,11 +606,11 @@ impl DynamoRowStore {
         let items = match self.layout {
             DynamoLayout::Rows => {
                 self.scan(
-                    Some((
-                        "begins_with(#id, :ledger)",
-                        &[("#id", ID)],
-                        &[(":ledger", LEDGER_PREFIX)],
-                    )),
+                    Some(Filter {
+                        expression: "begins_with(#id, :ledger)",
+                        names: &[("#id", ID)],
+                        values: &[(":ledger", LEDGER_PREFIX)],
+                    }),
                     "scanning the ledger",
                 )
                 .await?
@@ -748,6 +753,14 @@ impl DynamoRowStore {
         }
         Err(error)
     }
+}
+
+/// A scan's filter: its expression, names and (string) values.
+#[derive(Clone, Copy)]
+struct Filter<'a> {
+    expression: &'a str,
+    names: &'a [(&'a str, &'a str)],
+    values: &'a [(&'a str, &'a str)],
 }
 
 /// The `Id` of row `key` in the rows layout.
@@ -1013,18 +1026,22 @@ where
         let items = match self.layout {
             DynamoLayout::Rows => {
                 self.scan(
-                    Some((
-                        "NOT begins_with(#id, :ledger)",
-                        &[("#id", ID)],
-                        &[(":ledger", LEDGER_PREFIX)],
-                    )),
+                    Some(Filter {
+                        expression: "NOT begins_with(#id, :ledger)",
+                        names: &[("#id", ID)],
+                        values: &[(":ledger", LEDGER_PREFIX)],
+                    }),
                     "scanning the rows",
                 )
                 .await?
             }
             DynamoLayout::PerStream => {
                 self.scan(
-                    Some(("attribute_exists(#s)", &[("#s", STATE)], &[])),
+                    Some(Filter {
+                        expression: "attribute_exists(#s)",
+                        names: &[("#s", STATE)],
+                        values: &[],
+                    }),
                     "scanning the rows",
                 )
                 .await?
