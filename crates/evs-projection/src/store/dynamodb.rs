@@ -717,41 +717,64 @@ impl DynamoRowStore {
                 .collect(),
             _ => Vec::new(),
         };
-        if reasons
-            .iter()
-            .any(|r| r == "ConditionalCheckFailed" || r == "TransactionConflict")
-            || err.code() == Some("TransactionConflictException")
-        {
-            return Ok(Commit::Conflict);
-        }
-        let transient_reason = reasons
-            .iter()
-            .any(|r| r == "ThrottlingError" || r == "ProvisionedThroughputExceeded");
         let code = err.code().map(str::to_owned);
+        let failure = match classify(code.as_deref(), &reasons) {
+            Failure::Conflict => return Ok(Commit::Conflict),
+            Failure::Transient(note) => Some(note),
+            Failure::AsIs => None,
+        };
         let mut error = self.sdk_error("committing rows and ledger", err);
-        if let StoreError::Backend {
-            message, transient, ..
-        } = &mut error
+        if let (
+            StoreError::Backend {
+                message, transient, ..
+            },
+            Some(note),
+        ) = (&mut error, failure)
         {
-            match code.as_deref() {
-                // Our own earlier attempt with this token is still running:
-                // its outcome is unknown until it ends.
-                Some("TransactionInProgressException") => {
-                    *transient = true;
-                    message.push_str(" (an earlier attempt of this commit is still in progress)");
-                }
-                // A different request used this token within 10 minutes (a
-                // hash collision): nothing was written; it heals once the
-                // token expires.
-                Some("IdempotentParameterMismatchException") => {
-                    *transient = true;
-                    message.push_str(" (another commit used the same request token in the last 10 minutes; nothing was written)");
-                }
-                _ if transient_reason => *transient = true,
-                _ => {}
-            }
+            *transient = true;
+            message.push_str(note);
         }
         Err(error)
+    }
+}
+
+/// What a failed `TransactWriteItems` means.
+#[derive(Debug, PartialEq, Eq)]
+enum Failure {
+    /// Nothing written: a condition failed or another transaction held an
+    /// item.
+    Conflict,
+    /// Waiting may heal it (with a note for the message).
+    Transient(&'static str),
+    /// As the SDK error's code says (`evs_dynamodb::sdk_error`).
+    AsIs,
+}
+
+/// Classifies a failed `TransactWriteItems` by its error code and, when
+/// cancelled, the cancellation reasons' codes.
+fn classify(code: Option<&str>, reasons: &[String]) -> Failure {
+    let any = |codes: &[&str]| reasons.iter().any(|r| codes.contains(&r.as_str()));
+    if any(&["ConditionalCheckFailed", "TransactionConflict"])
+        || code == Some("TransactionConflictException")
+    {
+        return Failure::Conflict;
+    }
+    match code {
+        // An earlier attempt with this token (this very commit) is still
+        // running: its outcome is unknown until it ends.
+        Some("TransactionInProgressException") => {
+            Failure::Transient(" (an earlier attempt of this commit is still in progress)")
+        }
+        // Another request used this token in the last 10 minutes (the hash
+        // of different content collided): nothing was written, and the
+        // token expires.
+        Some("IdempotentParameterMismatchException") => Failure::Transient(
+            " (another commit used the same request token in the last 10 minutes; nothing was written)",
+        ),
+        _ if any(&["ThrottlingError", "ProvisionedThroughputExceeded"]) => {
+            Failure::Transient(" (throttled)")
+        }
+        _ => Failure::AsIs,
     }
 }
 
@@ -1073,5 +1096,99 @@ where
         }
         rows.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reasons(codes: &[&str]) -> Vec<String> {
+        codes.iter().map(|c| (*c).to_owned()).collect()
+    }
+
+    #[test]
+    fn failed_transactions_are_classified() {
+        let cancelled = Some("TransactionCanceledException");
+        for codes in [
+            &["None", "ConditionalCheckFailed"][..],
+            &["TransactionConflict", "None"],
+            &["ThrottlingError", "ConditionalCheckFailed"],
+        ] {
+            assert_eq!(
+                classify(cancelled, &reasons(codes)),
+                Failure::Conflict,
+                "{codes:?}"
+            );
+        }
+        assert_eq!(
+            classify(Some("TransactionConflictException"), &[]),
+            Failure::Conflict
+        );
+        assert!(matches!(
+            classify(cancelled, &reasons(&["None", "ThrottlingError"])),
+            Failure::Transient(_)
+        ));
+        assert!(matches!(
+            classify(Some("TransactionInProgressException"), &[]),
+            Failure::Transient(_)
+        ));
+        assert!(matches!(
+            classify(Some("IdempotentParameterMismatchException"), &[]),
+            Failure::Transient(_)
+        ));
+        for (code, codes) in [
+            (cancelled, &["None", "ValidationError"][..]),
+            (cancelled, &["ItemCollectionSizeLimitExceeded"]),
+            (Some("ValidationException"), &[]),
+            (Some("InternalServerError"), &[]),
+        ] {
+            assert_eq!(classify(code, &reasons(codes)), Failure::AsIs, "{code:?}");
+        }
+    }
+
+    fn put(version: u64, expected: u64, stream: &str) -> Op {
+        Op {
+            kind: OpKind::Put(Item::from([
+                (
+                    ID.to_owned(),
+                    AttrValue::S(format!("{LEDGER_PREFIX}{stream}")),
+                ),
+                (VERSION.to_owned(), AttrValue::N(version.to_string())),
+            ])),
+            checked: VERSION,
+            expected,
+        }
+    }
+
+    #[test]
+    fn the_request_token_is_a_hash_of_the_content_when_a_ledger_moves() {
+        let token = request_token("t", &[put(3, 1, "a"), put(2, 0, "b")]).unwrap();
+        assert_eq!(token.len(), 32);
+        assert!(token.len() <= 36);
+        assert_eq!(
+            request_token("t", &[put(3, 1, "a"), put(2, 0, "b")]),
+            Some(token.clone())
+        );
+        for other in [
+            request_token("u", &[put(3, 1, "a"), put(2, 0, "b")]),
+            request_token("t", &[put(3, 2, "a"), put(2, 0, "b")]),
+            request_token("t", &[put(4, 1, "a"), put(2, 0, "b")]),
+            request_token("t", &[put(3, 1, "a")]),
+        ] {
+            assert_ne!(other, Some(token.clone()));
+        }
+        // parking or resuming at the same version can recur: no token
+        assert_eq!(request_token("t", &[put(3, 3, "a")]), None);
+        let resume = Op {
+            kind: OpKind::Ledger {
+                key: Item::new(),
+                version: 3,
+                parked: None,
+            },
+            checked: VERSION,
+            expected: 3,
+        };
+        assert_eq!(request_token("t", &[resume]), None);
     }
 }
