@@ -1117,3 +1117,47 @@ async fn exactly_once_under_lost_acknowledgements() {
 async fn exactly_once_under_errors_and_drops() {
     exactly_once_through(r#"{"error": 0.15, "drop": 0.05, "drop_after": 0.05, "seed": 12}"#).await;
 }
+
+/// Keys past DynamoDB's 2048 bytes: a row key is refused as a row (the
+/// applier parks its stream), a stream id too long for the rows layout's
+/// ledger is a clear error; loads of either find nothing, without failing
+/// the other keys read with them.
+#[tokio::test]
+async fn keys_past_dynamodbs_limit_are_refused_clearly() {
+    let Some(moto) = Moto::shared() else { return };
+    let store: Store = Arc::new(dynamo(moto, DynamoLayout::Rows).await);
+    store
+        .commit(&stream_unit("s", 0, 0, 1, Some(json!({"n": 1}))))
+        .await
+        .unwrap();
+    let long_row = key("m", &"k".repeat(2047));
+    assert!(matches!(
+        store.check_row(&long_row, &json!({})),
+        Err(StoreError::Row { .. })
+    ));
+    let err = store
+        .commit(&unit(
+            vec![row(long_row.clone(), 0, Some(json!({})))],
+            vec![],
+        ))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Row { .. }), "{err}");
+    let loaded = store.load_rows(&[long_row, key("m", "s")]).await.unwrap();
+    assert_eq!(loaded[0], Stored::default());
+    assert_eq!(loaded[1].row, Some(json!({"n": 1})));
+
+    let long_stream = "s".repeat(2045);
+    let err = store
+        .commit(&unit(vec![], vec![ledger(&long_stream, 0, 1)]))
+        .await
+        .unwrap_err();
+    assert!(!err.is_transient(), "{err}");
+    assert!(err.to_string().contains("2048"), "{err}");
+    let ledgers = store
+        .load_ledger(&[long_stream, "s".to_owned()])
+        .await
+        .unwrap();
+    assert_eq!(ledgers[0], Ledger::default());
+    assert_eq!(ledgers[1].version, 1);
+}

@@ -87,6 +87,8 @@ const PARKED_AT: &str = "At";
 /// The attributes of a row item of the rows layout that are not the row's.
 const RESERVED: [&str; 4] = [ID, MODEL, KEY, REVISION];
 
+/// DynamoDB's limit on a partition key's value, in bytes.
+const MAX_KEY_BYTES: usize = 2048;
 /// DynamoDB's limit on the keys of one `BatchGetItem`.
 const MAX_BATCH_GET: usize = 100;
 /// Attempts at the keys a `BatchGetItem` leaves unprocessed.
@@ -259,27 +261,69 @@ impl DynamoRowStore {
         backend(evs_dynamodb::sdk_error(&self.table, doing, err))
     }
 
-    /// The key of stream `stream`'s ledger entry.
-    fn ledger_key(&self, stream: &str) -> Item {
-        match self.layout {
-            DynamoLayout::Rows => Item::from([(
-                ID.to_owned(),
-                AttrValue::S(format!("{LEDGER_PREFIX}{stream}")),
-            )]),
-            DynamoLayout::PerStream => {
-                Item::from([(STREAM_ID.to_owned(), AttrValue::S(stream.to_owned()))])
-            }
+    /// The key of stream `stream`'s ledger entry; an error when it is past
+    /// DynamoDB's limit on a key.
+    fn ledger_key(&self, stream: &str) -> Result<Item, StoreError> {
+        let id = self.ledger_id(stream);
+        if id.len() > MAX_KEY_BYTES {
+            return Err(StoreError::Backend {
+                message: format!(
+                    "stream {:?}… ({} bytes) has no ledger entry in the {:?} layout of table {}: its key would be {} bytes, past DynamoDB's {MAX_KEY_BYTES}",
+                    stream.chars().take(40).collect::<String>(),
+                    stream.len(),
+                    self.layout,
+                    self.table,
+                    id.len()
+                ),
+                transient: false,
+                source: None,
+            });
         }
+        Ok(Item::from([(
+            self.layout.key_attr().to_owned(),
+            AttrValue::S(id),
+        )]))
+    }
+
+    /// The partition-key value of stream `stream`'s ledger entry.
+    fn ledger_id(&self, stream: &str) -> String {
+        match self.layout {
+            DynamoLayout::Rows => format!("{LEDGER_PREFIX}{stream}"),
+            DynamoLayout::PerStream => stream.to_owned(),
+        }
+    }
+
+    /// The partition-key value of row `key`.
+    fn row_id(&self, key: &RowKey) -> String {
+        match self.layout {
+            DynamoLayout::Rows => row_id(key),
+            DynamoLayout::PerStream => key.key.clone(),
+        }
+    }
+
+    /// Checks that row `key` can be stored: its model and key, and the
+    /// length of its item's key.
+    fn check_key(&self, key: &RowKey) -> Result<(), StoreError> {
+        key.check().map_err(|e| row_error(key, e.to_string()))?;
+        let id = self.row_id(key);
+        if id.len() > MAX_KEY_BYTES {
+            return Err(row_error(
+                key,
+                format!(
+                    "its item's key would be {} bytes, past DynamoDB's {MAX_KEY_BYTES}",
+                    id.len()
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// The key of row `key`.
     fn row_key(&self, key: &RowKey) -> Item {
-        match self.layout {
-            DynamoLayout::Rows => Item::from([(ID.to_owned(), AttrValue::S(row_id(key)))]),
-            DynamoLayout::PerStream => {
-                Item::from([(STREAM_ID.to_owned(), AttrValue::S(key.key.clone()))])
-            }
-        }
+        Item::from([(
+            self.layout.key_attr().to_owned(),
+            AttrValue::S(self.row_id(key)),
+        )])
     }
 
     /// The row item (rows layout) or the item without its ledger attributes
@@ -290,7 +334,7 @@ impl DynamoRowStore {
         row: &R,
         revision: u64,
     ) -> Result<Item, StoreError> {
-        key.check().map_err(|e| row_error(key, e.to_string()))?;
+        self.check_key(key)?;
         let json = serde_json::to_value(row)
             .map_err(|e| row_error(key, format!("does not serialize: {e}")))?;
         let mut item = self.row_key(key);
@@ -342,10 +386,7 @@ impl DynamoRowStore {
     fn rows_ops<R: Serialize>(&self, unit: &Unit<R>) -> Result<Vec<Op>, StoreError> {
         let mut ops = Vec::with_capacity(unit.items());
         for write in &unit.rows {
-            write
-                .key
-                .check()
-                .map_err(|e| row_error(&write.key, e.to_string()))?;
+            self.check_key(&write.key)?;
             let kind = match &write.row {
                 Some(row) => OpKind::Put(self.row_item(&write.key, row, write.expected + 1)?),
                 None => OpKind::Delete(self.row_key(&write.key)),
@@ -357,7 +398,7 @@ impl DynamoRowStore {
             });
         }
         for write in &unit.ledger {
-            let mut item = self.ledger_key(&write.stream);
+            let mut item = self.ledger_key(&write.stream)?;
             item.insert(STREAM.to_owned(), AttrValue::S(write.stream.clone()));
             item.insert(
                 VERSION.to_owned(),
@@ -379,7 +420,7 @@ impl DynamoRowStore {
         let mut rows: BTreeMap<&str, &super::RowWrite<R>> = BTreeMap::new();
         for write in &unit.rows {
             let key = &write.key;
-            key.check().map_err(|e| row_error(key, e.to_string()))?;
+            self.check_key(key)?;
             if !unit.ledger.iter().any(|l| l.stream == key.key) {
                 return Err(row_error(
                     key,
@@ -402,7 +443,7 @@ impl DynamoRowStore {
                     let mut item = match &row.row {
                         Some(state) => self.row_item(&row.key, state, version)?,
                         None => {
-                            let mut item = self.ledger_key(&write.stream);
+                            let mut item = self.ledger_key(&write.stream)?;
                             item.insert(MODEL.to_owned(), AttrValue::S(row.key.model.clone()));
                             item.insert(VERSION.to_owned(), AttrValue::N(version.to_string()));
                             item
@@ -415,7 +456,7 @@ impl DynamoRowStore {
                     OpKind::Put(item)
                 }
                 None => OpKind::Ledger {
-                    key: self.ledger_key(&write.stream),
+                    key: self.ledger_key(&write.stream)?,
                     version,
                     parked,
                 },
@@ -499,7 +540,12 @@ impl DynamoRowStore {
         keys: Vec<String>,
     ) -> Result<HashMap<String, HashMap<String, AttributeValue>>, StoreError> {
         let key_attr = self.layout.key_attr();
-        let mut unique = keys;
+        // a key past DynamoDB's limit cannot be stored: absent (asking
+        // would fail the whole batch)
+        let mut unique: Vec<String> = keys
+            .into_iter()
+            .filter(|k| k.len() <= MAX_KEY_BYTES)
+            .collect();
         unique.sort_unstable();
         unique.dedup();
         let mut found = HashMap::with_capacity(unique.len());
@@ -969,16 +1015,12 @@ where
     }
 
     async fn load_ledger(&self, streams: &[String]) -> Result<Vec<Ledger>, StoreError> {
-        let id = |stream: &str| match self.layout {
-            DynamoLayout::Rows => format!("{LEDGER_PREFIX}{stream}"),
-            DynamoLayout::PerStream => stream.to_owned(),
-        };
         let found = self
-            .batch_get(streams.iter().map(|s| id(s)).collect())
+            .batch_get(streams.iter().map(|s| self.ledger_id(s)).collect())
             .await?;
         streams
             .iter()
-            .map(|stream| match found.get(&id(stream)) {
+            .map(|stream| match found.get(&self.ledger_id(stream)) {
                 Some(item) => ledger_of(stream, item),
                 None => Ok(Ledger::default()),
             })
@@ -986,16 +1028,14 @@ where
     }
 
     async fn load_rows(&self, keys: &[RowKey]) -> Result<Vec<Stored<R>>, StoreError> {
-        let id = |key: &RowKey| match self.layout {
-            DynamoLayout::Rows => row_id(key),
-            DynamoLayout::PerStream => key.key.clone(),
-        };
         for key in keys {
             key.check().map_err(|e| row_error(key, e.to_string()))?;
         }
-        let found = self.batch_get(keys.iter().map(id).collect()).await?;
+        let found = self
+            .batch_get(keys.iter().map(|k| self.row_id(k)).collect())
+            .await?;
         keys.iter()
-            .map(|key| match found.get(&id(key)) {
+            .map(|key| match found.get(&self.row_id(key)) {
                 Some(item) => self.stored_of(key, item),
                 None => Ok(Stored::default()),
             })
