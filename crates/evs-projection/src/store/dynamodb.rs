@@ -31,13 +31,16 @@
 //! `Parked` for a per-stream ledger entry without its row), each on the
 //! revision or version the unit expects; expecting 0 accepts an absent item
 //! or one at 0. A failed condition or a transaction conflict is
-//! [`Commit::Conflict`]. The request carries a `ClientRequestToken` hashed
-//! from its content, so a retry of a commit whose answer was lost is
+//! [`Commit::Conflict`]. A request that moves a stream's ledger forward
+//! carries a `ClientRequestToken` hashed from its content, so a retry of a commit whose answer was lost is
 //! recognised by DynamoDB (for 10 minutes) instead of conflicting; the
 //! applier does not depend on it (a conflict reloads and skips by ledger).
 //! Loads are strongly consistent `BatchGetItem`s; [`RowStore::versions`],
 //! [`RowStore::parked`] and [`RowStore::rows`] are consistent, paginated
-//! `Scan`s of the whole table.
+//! `Scan`s of the whole table. A partition key is at most 2048 bytes: a row
+//! whose `Id` would be longer is refused as a row, a stream whose ledger key
+//! would be longer (a stream id of over 2040 bytes, rows layout) is an
+//! error; loads find neither.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
