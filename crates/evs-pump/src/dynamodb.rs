@@ -211,7 +211,10 @@ pub fn record_to_json(record: &Record, stream_arn: &str) -> Value {
     Value::Object(out)
 }
 
-fn streams_error<E>(doing: impl Into<String>, err: SdkError<E, HttpResponse>) -> SourceError
+pub(crate) fn streams_error<E>(
+    doing: impl Into<String>,
+    err: SdkError<E, HttpResponse>,
+) -> SourceError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
