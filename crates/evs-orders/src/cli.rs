@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use evs_archiver::config::Location;
 use evs_cli::Usage;
 use evs_core::EventStore;
-use evs_dynamodb::{DynamoStore, KeyType, ScalarAttributeType, TableStatus};
+use evs_dynamodb::{DynamoStore, TableStatus};
 use evs_orders::{dump_line, Orders, OrdersRow, ReadModel};
 use evs_projection::replay::{rebuild, replayer_for, RebuildOptions, RebuildReport};
 use evs_projection::{Applier, DynamoLayout, DynamoRowStore, MemoryRowStore, Partition, RowStore};
@@ -200,15 +200,11 @@ async fn init(model: ReadModel) -> Result<()> {
         println!("memory: needs no setup");
         return Ok(());
     };
-    let client = evs_cli::aws::dynamodb().await?;
-    let status = evs_dynamodb::create_table(
-        &client,
-        &table,
-        &[("Id", ScalarAttributeType::S, KeyType::Hash)],
-        None,
-    )
-    .await
-    .with_context(|| format!("cannot create the read model's table {table}"))?;
+    let store = DynamoRowStore::new(evs_cli::aws::dynamodb().await?, &table, DynamoLayout::Rows);
+    let status = store
+        .create_table()
+        .await
+        .with_context(|| format!("cannot create the read model's table {table}"))?;
     match status {
         TableStatus::Created => println!("created table {table}"),
         TableStatus::AlreadyExists => println!("table {table} exists already; nothing changed"),
