@@ -1,5 +1,5 @@
 //! A [`Source`] on a table's DynamoDB stream, read the way the Lambda event
-//! source mapping reads it. Only this module talks to the DynamoDB Streams SDK.
+//! source mapping reads it. Only this module and `range` talk to the DynamoDB Streams SDK.
 //!
 //! * `DescribeStream` (paginated) lists the shards; it is repeated when a
 //!   shard ends (its children may appear) and every minute.
