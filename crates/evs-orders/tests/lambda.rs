@@ -1,8 +1,10 @@
 //! The built `evs-orders` binary driven as Lambda drives it, through the
 //! Lambda Runtime API (a small HTTP server here), on the emulator: batches
 //! of the events table's stream records delivered once, again, and split in
-//! two overlapping halves; every answer has no `batchItemFailures`, and
-//! `evs-orders dump` equals the fold of the table, each event once.
+//! two overlapping halves, then an on-failure message to the reconciler;
+//! every answer has no `batchItemFailures`, `evs-orders dump` equals the
+//! fold of the table, each event once, and `parked`/`resume` see the stream
+//! whose event the projection refused.
 
 // Test code: unwrap, expect and panic are how it fails.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -172,7 +174,10 @@ async fn fold(table: &DynamoStore, streams: &[String]) -> Vec<String> {
     let report = Applier::new(Orders, store.clone())
         .apply_batch(&events)
         .await;
-    assert_eq!(report.applied(), events.len() as u64);
+    assert_eq!(
+        report.applied() + report.parked().count() as u64,
+        events.len() as u64
+    );
     store
         .snapshot()
         .iter()
@@ -228,8 +233,20 @@ async fn the_binary_answers_as_lambda_and_applies_each_event_once() {
             .await
             .unwrap();
     }
+    // an event the projection refuses: its stream is parked, the others go on
+    events_table
+        .append(
+            &StreamId::new("order-bad").unwrap(),
+            ExpectedVersion::Any,
+            &[NewEvent::new(
+                "OrderPaid",
+                json!({"customerId": 7, "amountCents": 1}),
+            )],
+        )
+        .await
+        .unwrap();
     let records = stream_records(moto, &arn).await;
-    assert_eq!(records.len(), 40);
+    assert_eq!(records.len(), 41);
 
     let api = RuntimeApi::start();
     let mut command = Command::new(env!("CARGO_BIN_EXE_evs-orders"));
@@ -265,12 +282,60 @@ async fn the_binary_answers_as_lambda_and_applies_each_event_once() {
     let on_failure = json!({"DDBStreamBatchInfo": {
         "shardId": shard,
         "startSequenceNumber": seq(&records[0]),
-        "endSequenceNumber": seq(&records[39]),
-        "batchSize": 40,
+        "endSequenceNumber": seq(&records[40]),
+        "batchSize": 41,
         "streamArn": arn,
     }});
     let sqs = json!({"Records": [{"messageId": "m-1", "body": on_failure.to_string(), "eventSource": "aws:sqs"}]});
     assert_eq!(api.invoke("5", &sqs), none, "the reconciler");
+
+    let cli = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_evs-orders"))
+            .envs(moto.env())
+            .args(args)
+            .args(["--read-model", &format!("dynamodb:{read_model}")])
+            .env("EVS_EVENTS_TABLE", events_table.table())
+            .output()
+            .unwrap()
+    };
+    // the parked stream is listed, and a resume with the data unchanged parks it again
+    let parked = cli(&["parked"]);
+    assert!(
+        parked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&parked.stderr)
+    );
+    let parked: Vec<Value> = String::from_utf8(parked.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(parked.len(), 1, "{parked:?}");
+    assert_eq!(
+        (
+            &parked[0]["stream"],
+            &parked[0]["eventId"],
+            &parked[0]["eventName"]
+        ),
+        (&json!("order-bad"), &json!(1), &json!("OrderPaid"))
+    );
+    assert!(
+        parked[0]["reason"].as_str().unwrap().contains("customerId"),
+        "{parked:?}"
+    );
+    let resumed = cli(&["resume", "order-bad"]);
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert_eq!(resumed.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("order-bad parked again at event 1"),
+        "{stderr}"
+    );
+    let not_parked = cli(&["resume", "order-0"]);
+    assert!(not_parked.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&not_parked.stdout),
+        "order-0 is not parked; nothing changed\n"
+    );
 
     let dump = Command::new(env!("CARGO_BIN_EXE_evs-orders"))
         .envs(moto.env())
@@ -287,7 +352,9 @@ async fn the_binary_answers_as_lambda_and_applies_each_event_once() {
         .lines()
         .map(str::to_owned)
         .collect();
-    let want = fold(&events_table, &streams).await;
+    let mut all_streams = streams.clone();
+    all_streams.push("order-bad".into());
+    let want = fold(&events_table, &all_streams).await;
     assert!(!want.is_empty());
     assert_eq!(got, want);
 }
