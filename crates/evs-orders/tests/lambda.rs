@@ -20,7 +20,7 @@ use std::time::Duration;
 use evs_core::{EventStore, ExpectedVersion, NewEvent, ReadRequest, StreamId};
 use evs_dynamodb::DynamoStore;
 use evs_orders::{dump_line, Orders, OrdersRow};
-use evs_projection::{Applier, DynamoLayout, DynamoRowStore, MemoryRowStore};
+use evs_projection::{Applier, MemoryRowStore};
 use evs_pump::range::{read_range, ShardRange};
 use evs_testkit::{unique_name, Moto};
 use serde_json::{json, Value};
@@ -202,10 +202,29 @@ async fn the_binary_answers_as_lambda_and_applies_each_event_once() {
     events_table.create_table().await.unwrap();
     let arn = events_table.stream_arn().await.unwrap().unwrap();
     let read_model = unique_name("orders");
-    DynamoRowStore::new(client.clone(), &read_model, DynamoLayout::Rows)
-        .create_table()
+    // `evs-orders init` creates the table; run again, it changes nothing
+    for said in ["created table", "exists already; nothing changed"] {
+        let init = Command::new(env!("CARGO_BIN_EXE_evs-orders"))
+            .envs(moto.env())
+            .args(["init", "--read-model", &format!("dynamodb:{read_model}")])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&init.stdout);
+        assert!(
+            init.status.success(),
+            "{}",
+            String::from_utf8_lossy(&init.stderr)
+        );
+        assert!(stdout.contains(said), "{stdout}");
+    }
+    let described = client
+        .describe_table()
+        .table_name(&read_model)
+        .send()
         .await
         .unwrap();
+    let key = described.table().unwrap().key_schema();
+    assert_eq!((key.len(), key[0].attribute_name()), (1, "Id"));
     let mut rng = fastrand::Rng::with_seed(21);
     println!("seed 21");
     let streams: Vec<String> = (0..6).map(|n| format!("order-{n}")).collect();
