@@ -58,6 +58,8 @@ soak: venv
 	  cargo test --release -p evs-dynamodb --test suite exactly_once_under_lost_acknowledgements -- --nocapture
 	EVS_SOAK=$${EVS_SOAK:-10} EVS_MOTO_SERVER=$(abspath $(VENV))/bin/moto_server \
 	  cargo test --release -p evs --test it -- --nocapture under_s3_faults killed_at_random_moments
+	EVS_SOAK=$${EVS_SOAK:-10} EVS_MOTO_SERVER=$(abspath $(VENV))/bin/moto_server \
+	  cargo test --release -p evs-projection --test store exactly_once_under -- --nocapture
 
 ## lint: formatting, clippy and the SAM template, as CI runs them
 lint: lint-template

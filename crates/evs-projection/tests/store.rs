@@ -965,3 +965,199 @@ async fn loads_past_one_batch() {
         assert_eq!(l.version, if i < 250 { i as u64 + 1 } else { 0 });
     }
 }
+
+// ---- faults ----
+
+/// The events of `streams` streams appended to an events table in a random
+/// interleaving: orders of a few customers.
+async fn written_orders(
+    table: &evs_core::MemoryStore,
+    rng: &mut fastrand::Rng,
+    count: usize,
+    streams: usize,
+) -> Vec<RecordedEvent> {
+    use evs_core::{EventStore, ExpectedVersion, NewEvent, ReadRequest};
+    let mut order = Vec::new();
+    for n in 0..count {
+        let stream = StreamId::new(format!("order-{}", rng.usize(0..streams))).unwrap();
+        let payload = order_with(&format!("c{}", rng.usize(0..6)), rng.i64(-20..50), n);
+        table
+            .append(
+                &stream,
+                ExpectedVersion::Any,
+                &[NewEvent::new("Ordered", payload)],
+            )
+            .await
+            .unwrap();
+        order.push(stream);
+    }
+    let mut by_stream: BTreeMap<StreamId, std::vec::IntoIter<RecordedEvent>> = BTreeMap::new();
+    for stream in &order {
+        if !by_stream.contains_key(stream) {
+            let events = table.read(stream, ReadRequest::after(0)).await.unwrap();
+            by_stream.insert(stream.clone(), events.into_iter());
+        }
+    }
+    order
+        .iter()
+        .map(|s| by_stream.get_mut(s).unwrap().next().unwrap())
+        .collect()
+}
+
+fn order_with(customer: &str, amount: i64, n: usize) -> Value {
+    json!({"customer": customer, "amount": amount, "n": n})
+}
+
+/// The rows and versions `Shop` folds `events` to.
+/// Rows by key, versions by stream: what `rows()` and `versions()` list.
+type Folded = (Vec<(RowKey, Value)>, Vec<(String, u64)>);
+
+fn shop_fold(events: &[RecordedEvent]) -> Folded {
+    let mut rows: BTreeMap<RowKey, Option<Value>> = BTreeMap::new();
+    let mut versions: BTreeMap<String, u64> = BTreeMap::new();
+    for event in events {
+        for k in Shop.keys(event).unwrap() {
+            Shop.apply(event, &k, rows.entry(k.clone()).or_default())
+                .unwrap();
+        }
+        versions.insert(event.stream_id.to_string(), event.event_id);
+    }
+    (
+        rows.into_iter()
+            .filter_map(|(k, r)| Some((k, r?)))
+            .collect(),
+        versions.into_iter().collect(),
+    )
+}
+
+/// Feeds `written` to `applier` in batches with duplicates and left-out
+/// events (filled from the events table), retrying what failed as a driver
+/// does; the number of batches.
+async fn drive(
+    mut applier: Applier<Shop, DynamoRowStore>,
+    written: &[RecordedEvent],
+    mut rng: fastrand::Rng,
+) -> usize {
+    let (mut at, mut rounds) = (0, 0);
+    while at < written.len() {
+        rounds += 1;
+        assert!(rounds < 10_000, "no progress");
+        let end = (at + 1 + rng.usize(0..25)).min(written.len());
+        let mut batch: Vec<RecordedEvent> = Vec::new();
+        for event in &written[at..end] {
+            match rng.u32(0..10) {
+                0 => {}
+                1 | 2 => batch.extend([event.clone(), event.clone()]),
+                _ => batch.push(event.clone()),
+            }
+        }
+        let report = applier.apply_batch(&batch).await;
+        for (stream, id, error) in report.failures() {
+            assert!(error.is_transient(), "{stream} {id}: {error}");
+        }
+        if report.failures().next().is_none() {
+            at = end;
+        } else if rng.bool() {
+            applier.forget();
+        }
+    }
+    rounds
+}
+
+/// Two [`Applier`]s (a rebuild and a live driver, say) on the rows layout
+/// through a proxy that injects `faults`, each fed every event in its own
+/// batches: the rows are the fold of every event once, and each stream's
+/// ledger is its last event.
+async fn exactly_once_through(faults: &str) {
+    let Some(moto) = Moto::shared() else { return };
+    let Some(proxy) = evs_testkit::FaultProxy::start(moto, faults) else {
+        return;
+    };
+    let seed = fastrand::u64(..);
+    eprintln!("faults {faults}, seed {seed}");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let direct = dynamo(moto, DynamoLayout::Rows).await;
+    let faulty = DynamoRowStore::new(proxy.dynamodb().await, direct.table(), DynamoLayout::Rows);
+    let table = evs_core::MemoryStore::new();
+    let written = written_orders(&table, &mut rng, 150 * evs_testkit::soak(), 10).await;
+    let table: Arc<dyn evs_core::EventStore> = Arc::new(table);
+    let applier = || {
+        let options = evs_projection::ApplyOptions {
+            max_conflicts: 1_000,
+            ..evs_projection::ApplyOptions::default()
+        };
+        Applier::new(Shop, faulty.clone())
+            .with_table(Arc::clone(&table))
+            .with_options(options)
+    };
+    let (a, b) = futures_util::future::join(
+        drive(applier(), &written, rng.fork()),
+        drive(applier(), &written, rng.fork()),
+    )
+    .await;
+    let (rows, versions) = shop_fold(&written);
+    // streams whose last events were left out are completed by a last pass
+    let streams: Vec<String> = versions.iter().map(|(s, _)| s.clone()).collect();
+    let mut last = Applier::new(Shop, direct.clone()).with_table(table);
+    let report = last.catch_up(&streams).await;
+    assert!(report.failures().next().is_none(), "{report:?}");
+    let direct: Store = Arc::new(direct);
+    assert_eq!(direct.versions().await.unwrap(), versions, "seed {seed}");
+    assert_eq!(direct.rows().await.unwrap(), rows, "seed {seed}");
+    assert!(direct.parked().await.unwrap().is_empty());
+    eprintln!("{a} and {b} batches; faults: {}", proxy.report());
+}
+
+#[tokio::test]
+async fn exactly_once_under_lost_acknowledgements() {
+    exactly_once_through(r#"{"lost_ack": 0.2, "seed": 11}"#).await;
+}
+
+#[tokio::test]
+async fn exactly_once_under_errors_and_drops() {
+    exactly_once_through(r#"{"error": 0.15, "drop": 0.05, "drop_after": 0.05, "seed": 12}"#).await;
+}
+
+/// Keys past DynamoDB's 2048 bytes: a row key is refused as a row (the
+/// applier parks its stream), a stream id too long for the rows layout's
+/// ledger is a clear error; loads of either find nothing, without failing
+/// the other keys read with them.
+#[tokio::test]
+async fn keys_past_dynamodbs_limit_are_refused_clearly() {
+    let Some(moto) = Moto::shared() else { return };
+    let store: Store = Arc::new(dynamo(moto, DynamoLayout::Rows).await);
+    store
+        .commit(&stream_unit("s", 0, 0, 1, Some(json!({"n": 1}))))
+        .await
+        .unwrap();
+    let long_row = key("m", &"k".repeat(2047));
+    assert!(matches!(
+        store.check_row(&long_row, &json!({})),
+        Err(StoreError::Row { .. })
+    ));
+    let err = store
+        .commit(&unit(
+            vec![row(long_row.clone(), 0, Some(json!({})))],
+            vec![],
+        ))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Row { .. }), "{err}");
+    let loaded = store.load_rows(&[long_row, key("m", "s")]).await.unwrap();
+    assert_eq!(loaded[0], Stored::default());
+    assert_eq!(loaded[1].row, Some(json!({"n": 1})));
+
+    let long_stream = "s".repeat(2045);
+    let err = store
+        .commit(&unit(vec![], vec![ledger(&long_stream, 0, 1)]))
+        .await
+        .unwrap_err();
+    assert!(!err.is_transient(), "{err}");
+    assert!(err.to_string().contains("2048"), "{err}");
+    let ledgers = store
+        .load_ledger(&[long_stream, "s".to_owned()])
+        .await
+        .unwrap();
+    assert_eq!(ledgers[0], Ledger::default());
+    assert_eq!(ledgers[1].version, 1);
+}

@@ -3,7 +3,8 @@
 //!
 //! 1. Throughput: one batch of `LIVE_BENCH_RECORDS` (default 1,000) stream
 //!    records over 100 streams, applied by `evs_projection::live` into a
-//!    DynamoDB read model (per-stream conditional commits, 16 at once),
+//!    DynamoDB read model (a row per stream, the per-stream layout; each
+//!    commit one `TransactWriteItems` of up to 100 rows and ledger entries),
 //!    against the loop a user would write: one `UpdateItem ADD` per record
 //!    (which double-counts on every retry).
 //! 2. Latency: appends one at a time while `evs_pump::run_live` follows the
@@ -23,7 +24,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use evs_core::{EventStore, ExpectedVersion, NewEvent, RecordedEvent, StreamId};
 use evs_dynamodb::DynamoStore;
 use evs_projection::live::apply_records;
-use evs_projection::{Applier, DynamoStateStore, Projection, StateStore};
+use evs_projection::{Applier, DynamoLayout, DynamoRowStore, Projection, RowKey, RowStore};
 use evs_pump::{DynamoDbSource, Options, Source, Stop};
 use evs_testkit::{unique_name, Moto};
 use serde_json::json;
@@ -35,11 +36,20 @@ struct Sums;
 struct NoAmount;
 
 impl Projection for Sums {
-    type State = i64;
+    type Row = i64;
     type Error = NoAmount;
 
-    fn apply(&self, sum: &mut i64, event: &RecordedEvent) -> Result<(), NoAmount> {
-        *sum += event.payload["amount"].as_i64().ok_or(NoAmount)?;
+    fn keys(&self, event: &RecordedEvent) -> Result<Vec<RowKey>, NoAmount> {
+        Ok(vec![RowKey::of_stream("sums", event)])
+    }
+
+    fn apply(
+        &self,
+        event: &RecordedEvent,
+        _: &RowKey,
+        sum: &mut Option<i64>,
+    ) -> Result<(), NoAmount> {
+        *sum = Some(sum.unwrap_or(0) + event.payload["amount"].as_i64().ok_or(NoAmount)?);
         Ok(())
     }
 }
@@ -83,7 +93,7 @@ async fn main() {
 
     // 1. Throughput.
     let table: Arc<dyn EventStore> = Arc::new(events.clone());
-    let store = DynamoStateStore::new(client.clone(), unique_name("sums"));
+    let store = DynamoRowStore::new(client.clone(), unique_name("sums"), DynamoLayout::PerStream);
     store.create_table().await.unwrap();
     let mut applier = Applier::new(Sums, store.clone()).with_table(Arc::clone(&table));
     let started = Instant::now();
@@ -139,7 +149,11 @@ async fn main() {
     let arn = events.stream_arn().await.unwrap().unwrap();
     let table: Arc<dyn EventStore> = Arc::new(events.clone());
     let mut source = DynamoDbSource::open(streams, &arn, None).unwrap();
-    let latency_store = DynamoStateStore::new(client.clone(), unique_name("latency"));
+    let latency_store = DynamoRowStore::new(
+        client.clone(),
+        unique_name("latency"),
+        DynamoLayout::PerStream,
+    );
     latency_store.create_table().await.unwrap();
     let (stop_handle, stop) = Stop::channel();
     let driver = {
@@ -168,10 +182,11 @@ async fn main() {
             .unwrap();
         let acked = Instant::now();
         loop {
-            let state = StateStore::<i64>::load(&latency_store, stream.as_str())
-                .await
-                .unwrap();
-            if state.is_some_and(|s| s.version >= outcome.version) {
+            let ledger =
+                RowStore::<i64>::load_ledger(&latency_store, &[stream.as_str().to_owned()])
+                    .await
+                    .unwrap();
+            if ledger[0].version >= outcome.version {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(2)).await;

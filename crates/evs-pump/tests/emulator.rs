@@ -14,6 +14,7 @@ use evs_archive::{decode_events, Compression};
 use evs_archiver::config::{Config, Location};
 use evs_core::{EventStore, ExpectedVersion, NewEvent, StreamId};
 use evs_dynamodb::DynamoStore;
+use evs_projection::RowKey;
 use evs_pump::{self as pump, BatchReport, DynamoDbSource, Options, PumpSummary, Stop};
 use evs_testkit::{unique_name, Moto};
 use serde_json::json;
@@ -235,8 +236,13 @@ async fn follow_mode_archives_appends_as_they_come_and_stops_cleanly() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A projection for the live driver's test: each stream's sum and count.
-struct Sums;
+/// A projection for the live driver's tests: each stream's sum and count
+/// (a row keyed by the stream) and, when `global`, the sum and count of
+/// every event in one row that every stream's events touch.
+#[derive(Clone, Copy)]
+struct Sums {
+    global: bool,
+}
 
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 struct Sum {
@@ -249,12 +255,26 @@ struct Sum {
 struct NoAmount;
 
 impl evs_projection::Projection for Sums {
-    type State = Sum;
+    type Row = Sum;
     type Error = NoAmount;
 
-    fn apply(&self, state: &mut Sum, event: &evs_core::RecordedEvent) -> Result<(), NoAmount> {
-        state.sum += event.payload["amount"].as_i64().ok_or(NoAmount)?;
-        state.count += 1;
+    fn keys(&self, event: &evs_core::RecordedEvent) -> Result<Vec<RowKey>, NoAmount> {
+        let mut keys = vec![RowKey::of_stream("sums", event)];
+        if self.global {
+            keys.push(RowKey::new("total", "all"));
+        }
+        Ok(keys)
+    }
+
+    fn apply(
+        &self,
+        event: &evs_core::RecordedEvent,
+        _: &RowKey,
+        row: &mut Option<Sum>,
+    ) -> Result<(), NoAmount> {
+        let sum = row.get_or_insert_with(Sum::default);
+        sum.sum += event.payload["amount"].as_i64().ok_or(NoAmount)?;
+        sum.count += 1;
         Ok(())
     }
 }
@@ -289,7 +309,7 @@ async fn live_with_kills(
     moto: &Moto,
     arn: &str,
     checkpoint: &Path,
-    applier: impl Fn() -> evs_projection::Applier<Sums, evs_projection::DynamoStateStore>,
+    applier: impl Fn() -> evs_projection::Applier<Sums, evs_projection::DynamoRowStore>,
     writer: &tokio::task::JoinHandle<()>,
     seed: u64,
 ) -> (usize, u64) {
@@ -326,11 +346,17 @@ async fn live_with_kills(
     }
 }
 
-/// Every stream's state is the fold of its events in the table, each once.
+/// Every stream's row is the fold of its events in the table, each once,
+/// and its ledger its last event; so is the global row when `global`.
 /// Returns the number of streams.
-async fn assert_folds(events: &DynamoStore, states: &evs_projection::DynamoStateStore) -> usize {
-    use evs_projection::{StateStore, Versioned};
+async fn assert_folds(
+    events: &DynamoStore,
+    states: &evs_projection::DynamoRowStore,
+    global: bool,
+) -> usize {
+    use evs_projection::{RowStore, Stored};
 
+    let mut total = Sum::default();
     let versions = events.last_versions(1, &|_| {}).await.unwrap();
     for (stream, version) in &versions {
         let stored = events
@@ -344,48 +370,65 @@ async fn assert_folds(events: &DynamoStore, states: &evs_projection::DynamoState
             .iter()
             .map(|e| e.payload["amount"].as_i64().unwrap())
             .sum();
-        let got: Option<Versioned<Sum>> = states.load(stream).await.unwrap();
-        let expected = Versioned {
-            version: *version,
-            state: Sum {
-                sum,
-                count: *version,
-            },
+        let key = RowKey::new("sums", stream.as_str());
+        let got: Vec<Stored<Sum>> = states.load_rows(&[key]).await.unwrap();
+        let expected = Sum {
+            sum,
+            count: *version,
         };
-        assert_eq!(got, Some(expected), "{stream}");
+        assert_eq!(got[0].row, Some(expected), "{stream}");
+        let ledger = RowStore::<Sum>::load_ledger(states, std::slice::from_ref(stream))
+            .await
+            .unwrap();
+        assert_eq!(ledger[0].version, *version, "{stream}");
+        total.sum += sum;
+        total.count += *version;
+    }
+    if global {
+        let got: Vec<Stored<Sum>> = states
+            .load_rows(&[RowKey::new("total", "all")])
+            .await
+            .unwrap();
+        assert_eq!(got[0].row, Some(total));
     }
     versions.len()
 }
 
 /// The live projection driver through the stream reader, end to end:
 /// writers on many streams (some opened while it runs) → the table's
-/// DynamoDB stream → `run_live` → a read model in DynamoDB. The driver is
-/// killed (its future dropped, a commit perhaps in flight) at random moments
-/// and restarted from its checkpoint; at the end every stream's state is the
-/// fold of its events in the table, each counted once.
+/// DynamoDB stream → `run_live` → a read model in DynamoDB (the per-stream
+/// layout). The driver is killed (its future dropped, a commit perhaps in
+/// flight) at random moments and restarted from its checkpoint; at the end
+/// every stream's row is the fold of its events in the table, each counted
+/// once.
 #[tokio::test]
 async fn the_live_driver_applies_the_stream_exactly_once_across_kills() {
     use std::sync::Arc;
 
-    use evs_projection::{Applier, DynamoStateStore};
+    use evs_projection::{Applier, DynamoLayout, DynamoRowStore};
 
     let Some(moto) = Moto::shared() else { return };
     let events = DynamoStore::new(moto.dynamodb().await, unique_name("live"));
     events.create_table().await.unwrap();
     let arn = events.stream_arn().await.unwrap().unwrap();
-    let states = DynamoStateStore::new(moto.dynamodb().await, unique_name("sums"));
+    let states = DynamoRowStore::new(
+        moto.dynamodb().await,
+        unique_name("sums"),
+        DynamoLayout::PerStream,
+    );
     states.create_table().await.unwrap();
     let dir = temp_dir();
     std::fs::create_dir_all(&dir).unwrap();
     let table: Arc<dyn EventStore> = Arc::new(events.clone());
     let writes = 60 * evs_testkit::soak();
     let writer = spawn_writer(&events, writes, 3);
-    let applier = || Applier::new(Sums, states.clone()).with_table(Arc::clone(&table));
+    let sums = Sums { global: false };
+    let applier = || Applier::new(sums, states.clone()).with_table(Arc::clone(&table));
     let checkpoint = dir.join("live-checkpoint.json");
     let (kills, applied) = live_with_kills(moto, &arn, &checkpoint, applier, &writer, 4).await;
     writer.await.unwrap();
     assert!(kills > 2, "{kills} kills");
-    let streams = assert_folds(&events, &states).await;
+    let streams = assert_folds(&events, &states, false).await;
     eprintln!(
         "{writes} events on {streams} streams; the driver was killed {kills} times; the last run applied {applied}"
     );
@@ -395,27 +438,33 @@ async fn the_live_driver_applies_the_stream_exactly_once_across_kills() {
 /// Both drivers at once, both killed at random moments, on the emulator:
 /// writers → the table → the pump archives the history into a local
 /// archive → the replay driver rebuilds the read model (a DynamoDB table)
-/// from it, killed and restarted with the store's versions as its only
-/// checkpoint, while the live driver runs from the stream's start (killed
-/// and restarted too) and the writers go on, opening new streams. At the
-/// end every stream's state is the fold of the table's events, each once.
+/// from it (the rows layout, with a row every event touches), killed and
+/// restarted with the store's versions as its only checkpoint, while the
+/// live driver runs from the stream's start (killed and restarted too) and
+/// the writers go on, opening new streams. At the end every stream's row
+/// and the global row are the fold of the table's events, each once.
 #[tokio::test]
 async fn replay_and_live_drivers_overlap_exactly_once_across_kills() {
     use std::sync::Arc;
 
     use evs_projection::replay::{rebuild, replayer_for, RebuildOptions};
-    use evs_projection::{Applier, DynamoStateStore};
+    use evs_projection::{Applier, DynamoLayout, DynamoRowStore};
     use evs_replay::{Archive, ReplayOptions};
 
     let Some(moto) = Moto::shared() else { return };
     let events = DynamoStore::new(moto.dynamodb().await, unique_name("handoff"));
     events.create_table().await.unwrap();
     let arn = events.stream_arn().await.unwrap().unwrap();
-    let states = DynamoStateStore::new(moto.dynamodb().await, unique_name("sums"));
+    let states = DynamoRowStore::new(
+        moto.dynamodb().await,
+        unique_name("sums"),
+        DynamoLayout::Rows,
+    );
     states.create_table().await.unwrap();
     let dir = temp_dir();
     std::fs::create_dir_all(&dir).unwrap();
     let table: Arc<dyn EventStore> = Arc::new(events.clone());
+    let sums = Sums { global: true };
 
     // The history, archived.
     let history = 120 * evs_testkit::soak();
@@ -443,7 +492,7 @@ async fn replay_and_live_drivers_overlap_exactly_once_across_kills() {
                 )
                 .await
                 .unwrap();
-                let mut applier = Applier::new(Sums, states.clone()).with_table(Arc::clone(&table));
+                let mut applier = Applier::new(sums, states.clone()).with_table(Arc::clone(&table));
                 let options = RebuildOptions {
                     batch_events: 16,
                     ..RebuildOptions::default()
@@ -459,7 +508,7 @@ async fn replay_and_live_drivers_overlap_exactly_once_across_kills() {
             unreachable!()
         })
     };
-    let applier = || Applier::new(Sums, states.clone()).with_table(Arc::clone(&table));
+    let applier = || Applier::new(sums, states.clone()).with_table(Arc::clone(&table));
     let checkpoint = dir.join("live-checkpoint.json");
     let (live_kills, _) = live_with_kills(moto, &arn, &checkpoint, applier, &writer, 8).await;
     writer.await.unwrap();
@@ -468,7 +517,7 @@ async fn replay_and_live_drivers_overlap_exactly_once_across_kills() {
         replay_kills > 0 && live_kills > 0,
         "{replay_kills} / {live_kills} kills"
     );
-    let streams = assert_folds(&events, &states).await;
+    let streams = assert_folds(&events, &states, true).await;
     eprintln!(
         "{history} archived events, then more on {streams} streams in all; the replay driver was \
          killed {replay_kills} times (its last run applied {} and skipped {}), the live driver \

@@ -31,13 +31,16 @@
 //! `Parked` for a per-stream ledger entry without its row), each on the
 //! revision or version the unit expects; expecting 0 accepts an absent item
 //! or one at 0. A failed condition or a transaction conflict is
-//! [`Commit::Conflict`]. The request carries a `ClientRequestToken` hashed
-//! from its content, so a retry of a commit whose answer was lost is
+//! [`Commit::Conflict`]. A request that moves a stream's ledger forward
+//! carries a `ClientRequestToken` hashed from its content, so a retry of a commit whose answer was lost is
 //! recognised by DynamoDB (for 10 minutes) instead of conflicting; the
 //! applier does not depend on it (a conflict reloads and skips by ledger).
 //! Loads are strongly consistent `BatchGetItem`s; [`RowStore::versions`],
 //! [`RowStore::parked`] and [`RowStore::rows`] are consistent, paginated
-//! `Scan`s of the whole table.
+//! `Scan`s of the whole table. A partition key is at most 2048 bytes: a row
+//! whose `Id` would be longer is refused as a row, a stream whose ledger key
+//! would be longer (a stream id of over 2040 bytes, rows layout) is an
+//! error; loads find neither.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -87,6 +90,8 @@ const PARKED_AT: &str = "At";
 /// The attributes of a row item of the rows layout that are not the row's.
 const RESERVED: [&str; 4] = [ID, MODEL, KEY, REVISION];
 
+/// DynamoDB's limit on a partition key's value, in bytes.
+const MAX_KEY_BYTES: usize = 2048;
 /// DynamoDB's limit on the keys of one `BatchGetItem`.
 const MAX_BATCH_GET: usize = 100;
 /// Attempts at the keys a `BatchGetItem` leaves unprocessed.
@@ -259,27 +264,69 @@ impl DynamoRowStore {
         backend(evs_dynamodb::sdk_error(&self.table, doing, err))
     }
 
-    /// The key of stream `stream`'s ledger entry.
-    fn ledger_key(&self, stream: &str) -> Item {
-        match self.layout {
-            DynamoLayout::Rows => Item::from([(
-                ID.to_owned(),
-                AttrValue::S(format!("{LEDGER_PREFIX}{stream}")),
-            )]),
-            DynamoLayout::PerStream => {
-                Item::from([(STREAM_ID.to_owned(), AttrValue::S(stream.to_owned()))])
-            }
+    /// The key of stream `stream`'s ledger entry; an error when it is past
+    /// DynamoDB's limit on a key.
+    fn ledger_key(&self, stream: &str) -> Result<Item, StoreError> {
+        let id = self.ledger_id(stream);
+        if id.len() > MAX_KEY_BYTES {
+            return Err(StoreError::Backend {
+                message: format!(
+                    "stream {:?}… ({} bytes) has no ledger entry in the {:?} layout of table {}: its key would be {} bytes, past DynamoDB's {MAX_KEY_BYTES}",
+                    stream.chars().take(40).collect::<String>(),
+                    stream.len(),
+                    self.layout,
+                    self.table,
+                    id.len()
+                ),
+                transient: false,
+                source: None,
+            });
         }
+        Ok(Item::from([(
+            self.layout.key_attr().to_owned(),
+            AttrValue::S(id),
+        )]))
+    }
+
+    /// The partition-key value of stream `stream`'s ledger entry.
+    fn ledger_id(&self, stream: &str) -> String {
+        match self.layout {
+            DynamoLayout::Rows => format!("{LEDGER_PREFIX}{stream}"),
+            DynamoLayout::PerStream => stream.to_owned(),
+        }
+    }
+
+    /// The partition-key value of row `key`.
+    fn row_id(&self, key: &RowKey) -> String {
+        match self.layout {
+            DynamoLayout::Rows => row_id(key),
+            DynamoLayout::PerStream => key.key.clone(),
+        }
+    }
+
+    /// Checks that row `key` can be stored: its model and key, and the
+    /// length of its item's key.
+    fn check_key(&self, key: &RowKey) -> Result<(), StoreError> {
+        key.check().map_err(|e| row_error(key, e.to_string()))?;
+        let id = self.row_id(key);
+        if id.len() > MAX_KEY_BYTES {
+            return Err(row_error(
+                key,
+                format!(
+                    "its item's key would be {} bytes, past DynamoDB's {MAX_KEY_BYTES}",
+                    id.len()
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// The key of row `key`.
     fn row_key(&self, key: &RowKey) -> Item {
-        match self.layout {
-            DynamoLayout::Rows => Item::from([(ID.to_owned(), AttrValue::S(row_id(key)))]),
-            DynamoLayout::PerStream => {
-                Item::from([(STREAM_ID.to_owned(), AttrValue::S(key.key.clone()))])
-            }
-        }
+        Item::from([(
+            self.layout.key_attr().to_owned(),
+            AttrValue::S(self.row_id(key)),
+        )])
     }
 
     /// The row item (rows layout) or the item without its ledger attributes
@@ -290,7 +337,7 @@ impl DynamoRowStore {
         row: &R,
         revision: u64,
     ) -> Result<Item, StoreError> {
-        key.check().map_err(|e| row_error(key, e.to_string()))?;
+        self.check_key(key)?;
         let json = serde_json::to_value(row)
             .map_err(|e| row_error(key, format!("does not serialize: {e}")))?;
         let mut item = self.row_key(key);
@@ -342,10 +389,7 @@ impl DynamoRowStore {
     fn rows_ops<R: Serialize>(&self, unit: &Unit<R>) -> Result<Vec<Op>, StoreError> {
         let mut ops = Vec::with_capacity(unit.items());
         for write in &unit.rows {
-            write
-                .key
-                .check()
-                .map_err(|e| row_error(&write.key, e.to_string()))?;
+            self.check_key(&write.key)?;
             let kind = match &write.row {
                 Some(row) => OpKind::Put(self.row_item(&write.key, row, write.expected + 1)?),
                 None => OpKind::Delete(self.row_key(&write.key)),
@@ -357,7 +401,7 @@ impl DynamoRowStore {
             });
         }
         for write in &unit.ledger {
-            let mut item = self.ledger_key(&write.stream);
+            let mut item = self.ledger_key(&write.stream)?;
             item.insert(STREAM.to_owned(), AttrValue::S(write.stream.clone()));
             item.insert(
                 VERSION.to_owned(),
@@ -379,7 +423,7 @@ impl DynamoRowStore {
         let mut rows: BTreeMap<&str, &super::RowWrite<R>> = BTreeMap::new();
         for write in &unit.rows {
             let key = &write.key;
-            key.check().map_err(|e| row_error(key, e.to_string()))?;
+            self.check_key(key)?;
             if !unit.ledger.iter().any(|l| l.stream == key.key) {
                 return Err(row_error(
                     key,
@@ -402,7 +446,7 @@ impl DynamoRowStore {
                     let mut item = match &row.row {
                         Some(state) => self.row_item(&row.key, state, version)?,
                         None => {
-                            let mut item = self.ledger_key(&write.stream);
+                            let mut item = self.ledger_key(&write.stream)?;
                             item.insert(MODEL.to_owned(), AttrValue::S(row.key.model.clone()));
                             item.insert(VERSION.to_owned(), AttrValue::N(version.to_string()));
                             item
@@ -415,7 +459,7 @@ impl DynamoRowStore {
                     OpKind::Put(item)
                 }
                 None => OpKind::Ledger {
-                    key: self.ledger_key(&write.stream),
+                    key: self.ledger_key(&write.stream)?,
                     version,
                     parked,
                 },
@@ -499,7 +543,12 @@ impl DynamoRowStore {
         keys: Vec<String>,
     ) -> Result<HashMap<String, HashMap<String, AttributeValue>>, StoreError> {
         let key_attr = self.layout.key_attr();
-        let mut unique = keys;
+        // a key past DynamoDB's limit cannot be stored: absent (asking
+        // would fail the whole batch)
+        let mut unique: Vec<String> = keys
+            .into_iter()
+            .filter(|k| k.len() <= MAX_KEY_BYTES)
+            .collect();
         unique.sort_unstable();
         unique.dedup();
         let mut found = HashMap::with_capacity(unique.len());
@@ -565,7 +614,7 @@ impl DynamoRowStore {
     /// Every item of the table (or those `filter` keeps), consistent.
     async fn scan(
         &self,
-        filter: Option<(&str, &[(&str, &str)], &[(&str, &str)])>,
+        filter: Option<Filter<'_>>,
         doing: &str,
     ) -> Result<Vec<HashMap<String, AttributeValue>>, StoreError> {
         let mut items = Vec::new();
@@ -577,7 +626,12 @@ impl DynamoRowStore {
                 .table_name(&self.table)
                 .consistent_read(true)
                 .set_exclusive_start_key(start.take());
-            if let Some((expression, names, values)) = filter {
+            if let Some(Filter {
+                expression,
+                names,
+                values,
+            }) = filter
+            {
                 request = request.filter_expression(expression);
                 for (name, value) in names {
                     request = request.expression_attribute_names(*name, *value);
@@ -601,11 +655,11 @@ impl DynamoRowStore {
         let items = match self.layout {
             DynamoLayout::Rows => {
                 self.scan(
-                    Some((
-                        "begins_with(#id, :ledger)",
-                        &[("#id", ID)],
-                        &[(":ledger", LEDGER_PREFIX)],
-                    )),
+                    Some(Filter {
+                        expression: "begins_with(#id, :ledger)",
+                        names: &[("#id", ID)],
+                        values: &[(":ledger", LEDGER_PREFIX)],
+                    }),
                     "scanning the ledger",
                 )
                 .await?
@@ -712,42 +766,73 @@ impl DynamoRowStore {
                 .collect(),
             _ => Vec::new(),
         };
-        if reasons
-            .iter()
-            .any(|r| r == "ConditionalCheckFailed" || r == "TransactionConflict")
-            || err.code() == Some("TransactionConflictException")
-        {
-            return Ok(Commit::Conflict);
-        }
-        let transient_reason = reasons
-            .iter()
-            .any(|r| r == "ThrottlingError" || r == "ProvisionedThroughputExceeded");
         let code = err.code().map(str::to_owned);
+        let failure = match classify(code.as_deref(), &reasons) {
+            Failure::Conflict => return Ok(Commit::Conflict),
+            Failure::Transient(note) => Some(note),
+            Failure::AsIs => None,
+        };
         let mut error = self.sdk_error("committing rows and ledger", err);
-        if let StoreError::Backend {
-            message, transient, ..
-        } = &mut error
+        if let (
+            StoreError::Backend {
+                message, transient, ..
+            },
+            Some(note),
+        ) = (&mut error, failure)
         {
-            match code.as_deref() {
-                // Our own earlier attempt with this token is still running:
-                // its outcome is unknown until it ends.
-                Some("TransactionInProgressException") => {
-                    *transient = true;
-                    message.push_str(" (an earlier attempt of this commit is still in progress)");
-                }
-                // A different request used this token within 10 minutes (a
-                // hash collision): nothing was written; it heals once the
-                // token expires.
-                Some("IdempotentParameterMismatchException") => {
-                    *transient = true;
-                    message.push_str(" (another commit used the same request token in the last 10 minutes; nothing was written)");
-                }
-                _ if transient_reason => *transient = true,
-                _ => {}
-            }
+            *transient = true;
+            message.push_str(note);
         }
         Err(error)
     }
+}
+
+/// What a failed `TransactWriteItems` means.
+#[derive(Debug, PartialEq, Eq)]
+enum Failure {
+    /// Nothing written: a condition failed or another transaction held an
+    /// item.
+    Conflict,
+    /// Waiting may heal it (with a note for the message).
+    Transient(&'static str),
+    /// As the SDK error's code says (`evs_dynamodb::sdk_error`).
+    AsIs,
+}
+
+/// Classifies a failed `TransactWriteItems` by its error code and, when
+/// cancelled, the cancellation reasons' codes.
+fn classify(code: Option<&str>, reasons: &[String]) -> Failure {
+    let any = |codes: &[&str]| reasons.iter().any(|r| codes.contains(&r.as_str()));
+    if any(&["ConditionalCheckFailed", "TransactionConflict"])
+        || code == Some("TransactionConflictException")
+    {
+        return Failure::Conflict;
+    }
+    match code {
+        // An earlier attempt with this token (this very commit) is still
+        // running: its outcome is unknown until it ends.
+        Some("TransactionInProgressException") => {
+            Failure::Transient(" (an earlier attempt of this commit is still in progress)")
+        }
+        // Another request used this token in the last 10 minutes (the hash
+        // of different content collided): nothing was written, and the
+        // token expires.
+        Some("IdempotentParameterMismatchException") => Failure::Transient(
+            " (another commit used the same request token in the last 10 minutes; nothing was written)",
+        ),
+        _ if any(&["ThrottlingError", "ProvisionedThroughputExceeded"]) => {
+            Failure::Transient(" (throttled)")
+        }
+        _ => Failure::AsIs,
+    }
+}
+
+/// A scan's filter: its expression, names and (string) values.
+#[derive(Clone, Copy)]
+struct Filter<'a> {
+    expression: &'a str,
+    names: &'a [(&'a str, &'a str)],
+    values: &'a [(&'a str, &'a str)],
 }
 
 /// The `Id` of row `key` in the rows layout.
@@ -933,16 +1018,12 @@ where
     }
 
     async fn load_ledger(&self, streams: &[String]) -> Result<Vec<Ledger>, StoreError> {
-        let id = |stream: &str| match self.layout {
-            DynamoLayout::Rows => format!("{LEDGER_PREFIX}{stream}"),
-            DynamoLayout::PerStream => stream.to_owned(),
-        };
         let found = self
-            .batch_get(streams.iter().map(|s| id(s)).collect())
+            .batch_get(streams.iter().map(|s| self.ledger_id(s)).collect())
             .await?;
         streams
             .iter()
-            .map(|stream| match found.get(&id(stream)) {
+            .map(|stream| match found.get(&self.ledger_id(stream)) {
                 Some(item) => ledger_of(stream, item),
                 None => Ok(Ledger::default()),
             })
@@ -950,16 +1031,14 @@ where
     }
 
     async fn load_rows(&self, keys: &[RowKey]) -> Result<Vec<Stored<R>>, StoreError> {
-        let id = |key: &RowKey| match self.layout {
-            DynamoLayout::Rows => row_id(key),
-            DynamoLayout::PerStream => key.key.clone(),
-        };
         for key in keys {
             key.check().map_err(|e| row_error(key, e.to_string()))?;
         }
-        let found = self.batch_get(keys.iter().map(id).collect()).await?;
+        let found = self
+            .batch_get(keys.iter().map(|k| self.row_id(k)).collect())
+            .await?;
         keys.iter()
-            .map(|key| match found.get(&id(key)) {
+            .map(|key| match found.get(&self.row_id(key)) {
                 Some(item) => self.stored_of(key, item),
                 None => Ok(Stored::default()),
             })
@@ -1013,18 +1092,22 @@ where
         let items = match self.layout {
             DynamoLayout::Rows => {
                 self.scan(
-                    Some((
-                        "NOT begins_with(#id, :ledger)",
-                        &[("#id", ID)],
-                        &[(":ledger", LEDGER_PREFIX)],
-                    )),
+                    Some(Filter {
+                        expression: "NOT begins_with(#id, :ledger)",
+                        names: &[("#id", ID)],
+                        values: &[(":ledger", LEDGER_PREFIX)],
+                    }),
                     "scanning the rows",
                 )
                 .await?
             }
             DynamoLayout::PerStream => {
                 self.scan(
-                    Some(("attribute_exists(#s)", &[("#s", STATE)], &[])),
+                    Some(Filter {
+                        expression: "attribute_exists(#s)",
+                        names: &[("#s", STATE)],
+                        values: &[],
+                    }),
                     "scanning the rows",
                 )
                 .await?
@@ -1056,5 +1139,99 @@ where
         }
         rows.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reasons(codes: &[&str]) -> Vec<String> {
+        codes.iter().map(|c| (*c).to_owned()).collect()
+    }
+
+    #[test]
+    fn failed_transactions_are_classified() {
+        let cancelled = Some("TransactionCanceledException");
+        for codes in [
+            &["None", "ConditionalCheckFailed"][..],
+            &["TransactionConflict", "None"],
+            &["ThrottlingError", "ConditionalCheckFailed"],
+        ] {
+            assert_eq!(
+                classify(cancelled, &reasons(codes)),
+                Failure::Conflict,
+                "{codes:?}"
+            );
+        }
+        assert_eq!(
+            classify(Some("TransactionConflictException"), &[]),
+            Failure::Conflict
+        );
+        assert!(matches!(
+            classify(cancelled, &reasons(&["None", "ThrottlingError"])),
+            Failure::Transient(_)
+        ));
+        assert!(matches!(
+            classify(Some("TransactionInProgressException"), &[]),
+            Failure::Transient(_)
+        ));
+        assert!(matches!(
+            classify(Some("IdempotentParameterMismatchException"), &[]),
+            Failure::Transient(_)
+        ));
+        for (code, codes) in [
+            (cancelled, &["None", "ValidationError"][..]),
+            (cancelled, &["ItemCollectionSizeLimitExceeded"]),
+            (Some("ValidationException"), &[]),
+            (Some("InternalServerError"), &[]),
+        ] {
+            assert_eq!(classify(code, &reasons(codes)), Failure::AsIs, "{code:?}");
+        }
+    }
+
+    fn put(version: u64, expected: u64, stream: &str) -> Op {
+        Op {
+            kind: OpKind::Put(Item::from([
+                (
+                    ID.to_owned(),
+                    AttrValue::S(format!("{LEDGER_PREFIX}{stream}")),
+                ),
+                (VERSION.to_owned(), AttrValue::N(version.to_string())),
+            ])),
+            checked: VERSION,
+            expected,
+        }
+    }
+
+    #[test]
+    fn the_request_token_is_a_hash_of_the_content_when_a_ledger_moves() {
+        let token = request_token("t", &[put(3, 1, "a"), put(2, 0, "b")]).unwrap();
+        assert_eq!(token.len(), 32);
+        assert!(token.len() <= 36);
+        assert_eq!(
+            request_token("t", &[put(3, 1, "a"), put(2, 0, "b")]),
+            Some(token.clone())
+        );
+        for other in [
+            request_token("u", &[put(3, 1, "a"), put(2, 0, "b")]),
+            request_token("t", &[put(3, 2, "a"), put(2, 0, "b")]),
+            request_token("t", &[put(4, 1, "a"), put(2, 0, "b")]),
+            request_token("t", &[put(3, 1, "a")]),
+        ] {
+            assert_ne!(other, Some(token.clone()));
+        }
+        // parking or resuming at the same version can recur: no token
+        assert_eq!(request_token("t", &[put(3, 3, "a")]), None);
+        let resume = Op {
+            kind: OpKind::Ledger {
+                key: Item::new(),
+                version: 3,
+                parked: None,
+            },
+            checked: VERSION,
+            expected: 3,
+        };
+        assert_eq!(request_token("t", &[resume]), None);
     }
 }
