@@ -35,10 +35,12 @@ $(MOTO_STAMP):
 	touch $@
 
 ## run: the offline demos (no AWS, no emulator): writers -> change feed -> archiver -> local archive -> live replay -> verify;
-## then the projection handoff: a balances read model rebuilt from the archive and kept live from the change feed
+## then the projection handoffs: a balances read model and the orders example's cross-stream read model, each rebuilt
+## from the archive and kept live from the change feed
 run:
 	cargo run -q -p evs-replay --example demo
 	cargo run -q -p evs-balances --example handoff
+	cargo run -q -p evs-orders --example handoff
 
 ## test: every test of the workspace; emulator-backed tests start their own moto server
 test: venv
@@ -64,13 +66,14 @@ lint: lint-template
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
-## lint-template: cfn-lint, checkov's security scan and `sam validate --lint` on template.yaml and the balances example's; each must report nothing (a check that
+## lint-template: cfn-lint, checkov's security scan and `sam validate --lint` on template.yaml and the balances and orders examples'; each must report nothing (a check that
 ## does not fit is skipped on its resource with the reason; the Events values are tested by tests/template.rs)
 lint-template: $(CFN_LINT_STAMP) $(CHECKOV_STAMP) $(SAM_STAMP)
-	$(VENV)/bin/cfn-lint template.yaml crates/evs-balances/template.yaml
-	$(CHECKOV_VENV)/bin/checkov -f template.yaml -f crates/evs-balances/template.yaml --framework cloudformation --quiet --compact --skip-download
+	$(VENV)/bin/cfn-lint template.yaml crates/evs-balances/template.yaml crates/evs-orders/template.yaml
+	$(CHECKOV_VENV)/bin/checkov -f template.yaml -f crates/evs-balances/template.yaml -f crates/evs-orders/template.yaml --framework cloudformation --quiet --compact --skip-download
 	SAM_CLI_TELEMETRY=0 AWS_REGION=us-east-1 $(SAM_VENV)/bin/sam validate --lint -t template.yaml
 	SAM_CLI_TELEMETRY=0 AWS_REGION=us-east-1 $(SAM_VENV)/bin/sam validate --lint -t crates/evs-balances/template.yaml
+	SAM_CLI_TELEMETRY=0 AWS_REGION=us-east-1 $(SAM_VENV)/bin/sam validate --lint -t crates/evs-orders/template.yaml
 
 $(SAM_STAMP):
 	$(PYTHON) -m venv $(SAM_VENV)
@@ -143,6 +146,7 @@ $(LAMBDA_STAMP): $(MOTO_STAMP)
 build:
 	bash build/arm64.sh evs-archiver
 	bash build/arm64.sh evs-balances
+	bash build/arm64.sh evs-orders
 
 # `sam build` of template.yaml (BuildMethod: makefile) runs this with ARTIFACTS_DIR set: the function's
 # artifacts are its bootstrap alone. The paths are this Makefile's, so that it works from any directory.
@@ -151,13 +155,15 @@ build-ArchiverFunction:
 	bash $(ROOT)/build/arm64.sh evs-archiver
 	cp $(ROOT)/target/lambda/evs-archiver/bootstrap "$(ARTIFACTS_DIR)/bootstrap"
 
-## package: `sam build` of both stacks (.aws-sam/build/ArchiverFunction/bootstrap here and
-## crates/evs-balances/.aws-sam/build/BalancesFunction/bootstrap), each through its Makefile's
+## package: `sam build` of the stacks (.aws-sam/build/ArchiverFunction/bootstrap here,
+## crates/evs-balances/.aws-sam/build/BalancesFunction/bootstrap and the orders example's two functions in
+## crates/evs-orders/.aws-sam/build), each through its Makefile's
 ## build-<LogicalId> target, in the source tree (--build-in-source: no copy of the repository and target/)
 SAM := SAM_CLI_TELEMETRY=0 $(abspath $(SAM_VENV))/bin/sam
 package: $(SAM_STAMP)
 	$(SAM) build --build-in-source
 	cd crates/evs-balances && $(SAM) build --build-in-source
+	cd crates/evs-orders && $(SAM) build --build-in-source
 
 ## deploy: make package, then sam deploy --guided of the main stack (needs AWS credentials, see README
 ## "Deploying"; the balances stack: `sam deploy --guided` in crates/evs-balances); not part of CI

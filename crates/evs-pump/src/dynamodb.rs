@@ -1,5 +1,5 @@
 //! A [`Source`] on a table's DynamoDB stream, read the way the Lambda event
-//! source mapping reads it. Only this module talks to the DynamoDB Streams SDK.
+//! source mapping reads it. Only this module and `range` talk to the DynamoDB Streams SDK.
 //!
 //! * `DescribeStream` (paginated) lists the shards; it is repeated when a
 //!   shard ends (its children may appear) and every minute.
@@ -211,7 +211,10 @@ pub fn record_to_json(record: &Record, stream_arn: &str) -> Value {
     Value::Object(out)
 }
 
-fn streams_error<E>(doing: impl Into<String>, err: SdkError<E, HttpResponse>) -> SourceError
+pub(crate) fn streams_error<E>(
+    doing: impl Into<String>,
+    err: SdkError<E, HttpResponse>,
+) -> SourceError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {

@@ -18,6 +18,8 @@
 //!   rest; after [`Options::max_attempts`] failures in a row it gives up with
 //!   a [`PumpError`].
 //! * [`Stop`]: a clean stop between batches (the CLI wires Ctrl-C to it).
+//! * [`range::read_range`]: one range of a shard read again, as a Lambda
+//!   on-failure record names it (a projection's reconciler).
 //!
 //! The contract between the loop and a source: [`Source::next_batch`] is
 //! called again only once the previous batch was committed in full (or the
@@ -40,6 +42,7 @@ mod checkpoint;
 pub mod dynamodb;
 mod live;
 mod memory;
+pub mod range;
 
 pub use checkpoint::{Checkpoint, CheckpointError, ShardCheckpoint, VERSION as CHECKPOINT_VERSION};
 pub use dynamodb::DynamoDbSource;

@@ -1,0 +1,555 @@
+//! A worked example of a **cross-stream** read model: orders, counted per
+//! customer and per day, from the events of every `order-<id>` stream. It
+//! is rebuilt from the archive (`evs-orders rebuild`) and kept live from the
+//! events table's DynamoDB stream by a Lambda (the same binary), with a
+//! second function, the *reconciler*, for the batches the live one gave up
+//! on (`template.yaml`).
+//!
+//! **Events** (payload fields):
+//! `OrderPlaced {"customerId": S, "totalCents": N}`,
+//! `OrderPaid {"customerId": S, "amountCents": N}`,
+//! `OrderCancelled {"customerId": S}`. Any other event name is ignored: it
+//! touches no row, and its stream's ledger still advances.
+//!
+//! **Read models** ([`OrdersRow`]):
+//! * `customers`, one row per `customerId`: `placed` (OrderPlaced
+//!   events), `cancelled` (OrderCancelled events), `paidCents` (the sum of
+//!   OrderPaid `amountCents`);
+//! * `daily`, one row per UTC day of the event's timestamp (`YYYY-MM-DD`):
+//!   `orders` (OrderPlaced events that day), `revenueCents` (OrderPaid
+//!   `amountCents` that day). Every stream touches it: the hot row.
+//!
+//! **Refusals.** An order event with a missing or ill-typed field
+//! (`customerId` not a non-empty string, an amount not a whole number) is
+//! refused by the projection ([`Orders`]): its stream is *parked* (recorded
+//! with the reason; its later events wait) while every other stream goes
+//! on. `evs-orders parked` lists parked streams, `evs-orders resume STREAM`
+//! applies one again from the events table once the cause is fixed.
+//!
+//! **Order.** A rebuild applies events in the archive's order; the live
+//! driver in each stream's order, with streams interleaved as the shards
+//! deliver them. Every field here is a count or a sum, so the rows are the
+//! same whichever way the streams interleave.
+//!
+//! **The reconciler.** The live function's event source mapping sends a
+//! batch it gave up on (retries or record age exhausted) to an SQS queue as
+//! Lambda's on-failure record, which names the batch (`DDBStreamBatchInfo`:
+//! shard, first and last `SequenceNumber`) but not its records. The
+//! reconciler ([`reconcile`]) reads that range from the stream again
+//! (`evs_pump::range::read_range`), collects the stream ids of its records
+//! and applies each of those streams from the events table to its end
+//! (`Applier::catch_up`). A range the stream no longer holds (trimmed after
+//! 24 hours) fails its message, which the queue's own redrive policy moves
+//! to its dead-letter queue, with a log line: the streams it held cannot be
+//! named, and the read model needs `evs-orders rebuild` (which skips every
+//! event already applied).
+//!
+//! [`dump_line`] is the stable line format of `evs-orders dump`.
+
+use std::collections::BTreeSet;
+
+use async_trait::async_trait;
+use evs_archiver::record::{classify, Classified};
+use evs_core::RecordedEvent;
+use evs_projection::live::{apply_event, BatchError, LiveReport};
+use evs_projection::{Applier, Projection, RowKey, RowStore};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+pub mod read_model;
+
+pub use read_model::{ReadModel, ReadModelError};
+
+/// The CloudWatch metrics namespace of both functions.
+pub const NAMESPACE: &str = "evs/orders";
+/// The `customers` read model.
+pub const CUSTOMERS: &str = "customers";
+/// The `daily` read model.
+pub const DAILY: &str = "daily";
+
+/// A customer's row in `customers`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Customer {
+    /// OrderPlaced events.
+    pub placed: u64,
+    /// OrderCancelled events.
+    pub cancelled: u64,
+    /// The sum of OrderPaid `amountCents`.
+    pub paid_cents: i64,
+}
+
+/// A day's row in `daily`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Daily {
+    /// OrderPlaced events that day.
+    pub orders: u64,
+    /// The sum of OrderPaid `amountCents` that day.
+    pub revenue_cents: i64,
+}
+
+/// A row of either read model; stored as its fields alone (untagged), the
+/// model being part of the row's key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum OrdersRow {
+    /// A `customers` row.
+    Customer(Customer),
+    /// A `daily` row.
+    Day(Daily),
+}
+
+/// The projection (see the crate docs).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Orders;
+
+/// Why the projection refuses an event (its stream is parked).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refused {
+    /// A payload field is missing or of the wrong type.
+    #[error("{name} event {event_id}: payload field {field:?} {problem}")]
+    Field {
+        /// The event's name.
+        name: String,
+        /// Its `EventId`.
+        event_id: u64,
+        /// The field.
+        field: &'static str,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
+    /// The event's timestamp is not a day between years 0 and 9999.
+    #[error(
+        "{name} event {event_id}: its timestamp {timestamp_ms} ms is not a day of years 0 to 9999"
+    )]
+    Day {
+        /// The event's name.
+        name: String,
+        /// Its `EventId`.
+        event_id: u64,
+        /// The timestamp.
+        timestamp_ms: i64,
+    },
+    /// A sum or count would overflow.
+    #[error("{name} event {event_id}: row {key} would overflow")]
+    Overflow {
+        /// The event's name.
+        name: String,
+        /// Its `EventId`.
+        event_id: u64,
+        /// The row.
+        key: RowKey,
+    },
+    /// A stored row is of the other model's kind.
+    #[error("row {0} holds another model's fields")]
+    WrongRow(RowKey),
+}
+
+/// An order event, its fields checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Order<'e> {
+    Placed { customer: &'e str },
+    Paid { customer: &'e str, amount: i64 },
+    Cancelled { customer: &'e str },
+}
+
+impl<'e> Order<'e> {
+    /// The order event `event` is, `None` for any other name.
+    fn of(event: &'e RecordedEvent) -> Result<Option<Order<'e>>, Refused> {
+        let field = |field: &'static str, problem: &'static str| Refused::Field {
+            name: event.name.clone(),
+            event_id: event.event_id,
+            field,
+            problem,
+        };
+        let customer = || match event.payload.get("customerId") {
+            None => Err(field("customerId", "is missing")),
+            Some(Value::String(s)) if s.is_empty() => Err(field("customerId", "is empty")),
+            Some(Value::String(s)) => Ok(s.as_str()),
+            Some(_) => Err(field("customerId", "is not a string")),
+        };
+        let whole = |name: &'static str| match event.payload.get(name) {
+            None => Err(field(name, "is missing")),
+            Some(v) => v
+                .as_i64()
+                .ok_or_else(|| field(name, "is not a whole number of cents")),
+        };
+        Ok(Some(match event.name.as_str() {
+            "OrderPlaced" => {
+                let customer = customer()?;
+                whole("totalCents")?;
+                Order::Placed { customer }
+            }
+            "OrderPaid" => Order::Paid {
+                customer: customer()?,
+                amount: whole("amountCents")?,
+            },
+            "OrderCancelled" => Order::Cancelled {
+                customer: customer()?,
+            },
+            _ => return Ok(None),
+        }))
+    }
+}
+
+/// The UTC day (`YYYY-MM-DD`) of epoch milliseconds, `None` outside years
+/// 0 to 9999.
+pub fn utc_day(timestamp_ms: i64) -> Option<String> {
+    // Howard Hinnant's days-to-civil algorithm.
+    let days = timestamp_ms.div_euclid(86_400_000);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (0..=9999)
+        .contains(&year)
+        .then(|| format!("{year:04}-{month:02}-{day:02}"))
+}
+
+fn day_of(event: &RecordedEvent) -> Result<String, Refused> {
+    utc_day(event.timestamp_ms).ok_or_else(|| Refused::Day {
+        name: event.name.clone(),
+        event_id: event.event_id,
+        timestamp_ms: event.timestamp_ms,
+    })
+}
+
+impl Projection for Orders {
+    type Row = OrdersRow;
+    type Error = Refused;
+
+    fn keys(&self, event: &RecordedEvent) -> Result<Vec<RowKey>, Refused> {
+        let Some(order) = Order::of(event)? else {
+            return Ok(Vec::new());
+        };
+        Ok(match order {
+            Order::Placed { customer } | Order::Paid { customer, .. } => vec![
+                RowKey::new(CUSTOMERS, customer),
+                RowKey::new(DAILY, day_of(event)?),
+            ],
+            Order::Cancelled { customer } => vec![RowKey::new(CUSTOMERS, customer)],
+        })
+    }
+
+    fn apply(
+        &self,
+        event: &RecordedEvent,
+        key: &RowKey,
+        row: &mut Option<OrdersRow>,
+    ) -> Result<(), Refused> {
+        let Some(order) = Order::of(event)? else {
+            return Ok(());
+        };
+        let overflow = || Refused::Overflow {
+            name: event.name.clone(),
+            event_id: event.event_id,
+            key: key.clone(),
+        };
+        let add = |to: &mut u64| to.checked_add(1).map(|n| *to = n).ok_or_else(overflow);
+        let sum = |to: &mut i64, n: i64| to.checked_add(n).map(|s| *to = s).ok_or_else(overflow);
+        match key.model.as_str() {
+            CUSTOMERS => {
+                let mut c = match row.take() {
+                    None => Customer::default(),
+                    Some(OrdersRow::Customer(c)) => c,
+                    Some(OrdersRow::Day(_)) => return Err(Refused::WrongRow(key.clone())),
+                };
+                match order {
+                    Order::Placed { .. } => add(&mut c.placed)?,
+                    Order::Paid { amount, .. } => sum(&mut c.paid_cents, amount)?,
+                    Order::Cancelled { .. } => add(&mut c.cancelled)?,
+                }
+                *row = Some(OrdersRow::Customer(c));
+            }
+            DAILY => {
+                let mut d = match row.take() {
+                    None => Daily::default(),
+                    Some(OrdersRow::Day(d)) => d,
+                    Some(OrdersRow::Customer(_)) => return Err(Refused::WrongRow(key.clone())),
+                };
+                match order {
+                    Order::Placed { .. } => add(&mut d.orders)?,
+                    Order::Paid { amount, .. } => sum(&mut d.revenue_cents, amount)?,
+                    Order::Cancelled { .. } => {}
+                }
+                *row = Some(OrdersRow::Day(d));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// One row as a line of `evs-orders dump`, a stable format: a JSON object
+/// with `model` and `key` first, then the row's fields in this order:
+/// `{"model":"customers","key":"c-17","placed":3,"cancelled":1,"paidCents":4200}`,
+/// `{"model":"daily","key":"2026-12-07","orders":9,"revenueCents":123400}`.
+pub fn dump_line(key: &RowKey, row: &OrdersRow) -> String {
+    #[derive(Serialize)]
+    struct Line<'a> {
+        model: &'a str,
+        key: &'a str,
+        #[serde(flatten)]
+        row: &'a OrdersRow,
+    }
+    let line = Line {
+        model: &key.model,
+        key: &key.key,
+        row,
+    };
+    // A struct of strings and integers always serializes.
+    serde_json::to_string(&line).unwrap_or_default()
+}
+
+/// What a Lambda invocation carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Invocation {
+    /// DynamoDB stream records: the live driver.
+    Stream,
+    /// SQS messages from the on-failure queue: the reconciler.
+    Queue,
+}
+
+/// Which function an invocation is for: SQS messages (the first record's
+/// `eventSource` is `aws:sqs`) go to the reconciler, anything else to the
+/// live driver (which refuses what is not a batch of stream records).
+pub fn invocation(event: &str) -> Invocation {
+    #[derive(Deserialize)]
+    struct Probe {
+        #[serde(rename = "Records")]
+        records: Vec<ProbeRecord>,
+    }
+    #[derive(Deserialize)]
+    struct ProbeRecord {
+        #[serde(rename = "eventSource")]
+        event_source: Option<String>,
+    }
+    match serde_json::from_str::<Probe>(event) {
+        Ok(p) if p.records.first().and_then(|r| r.event_source.as_deref()) == Some("aws:sqs") => {
+            Invocation::Queue
+        }
+        _ => Invocation::Stream,
+    }
+}
+
+/// The live driver's handler: applies one Lambda DynamoDB Streams event
+/// (its JSON text); the report's [`LiveReport::response`] is the answer
+/// (`batchItemFailures`) and [`LiveReport::emf_line`] its metrics.
+pub async fn handle_stream<St: RowStore<OrdersRow>>(
+    applier: &mut Applier<Orders, St>,
+    event: &str,
+    now_ms: i64,
+) -> Result<LiveReport, BatchError> {
+    apply_event(applier, event, now_ms).await
+}
+
+/// The batch an on-failure record names (its `DDBStreamBatchInfo`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchInfo {
+    /// The shard.
+    pub shard_id: String,
+    /// The first record's `SequenceNumber`.
+    pub start_sequence_number: String,
+    /// The last record's `SequenceNumber`.
+    pub end_sequence_number: String,
+    /// The stream's ARN.
+    pub stream_arn: String,
+}
+
+/// Why a range of the stream could not be read again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RangeFailure {
+    /// The stream no longer holds it (trimmed): only a rebuild recovers.
+    Gone(String),
+    /// Reading failed otherwise (retried with the message).
+    Failed(String),
+}
+
+/// Reads a range of the events table's stream again (on AWS,
+/// `evs_pump::range::read_range`): the records, in the shape of a Lambda
+/// event's records.
+#[async_trait]
+pub trait RangeReader: Send + Sync {
+    /// The records of `batch`'s range.
+    async fn read(&self, batch: &BatchInfo) -> Result<Vec<Value>, RangeFailure>;
+}
+
+/// What became of one SQS message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessageOutcome {
+    /// Every stream of the range applied to the table's end (parked ones
+    /// left as they are).
+    Done {
+        /// The streams caught up.
+        streams: Vec<String>,
+        /// Events applied.
+        applied: u64,
+        /// Streams parked on the way.
+        parked: u64,
+    },
+    /// The range is gone from the stream: a rebuild is needed.
+    Gone(String),
+    /// Failed; the message comes back.
+    Failed(String),
+}
+
+/// What a batch of on-failure messages did.
+#[derive(Debug, Default)]
+pub struct ReconcileReport {
+    /// Each message's id and outcome, in order.
+    pub messages: Vec<(String, MessageOutcome)>,
+}
+
+impl ReconcileReport {
+    /// The SQS answer: `{"batchItemFailures": [{"itemIdentifier": messageId}]}`
+    /// for every message not done (it comes back, and after the queue's
+    /// `maxReceiveCount` goes to its dead-letter queue).
+    pub fn response(&self) -> Value {
+        let failures: Vec<Value> = self
+            .messages
+            .iter()
+            .filter(|(_, o)| !matches!(o, MessageOutcome::Done { .. }))
+            .map(|(id, _)| json!({ "itemIdentifier": id }))
+            .collect();
+        json!({ "batchItemFailures": failures })
+    }
+
+    /// The metrics as one CloudWatch EMF line in `namespace`: `Messages`,
+    /// `MessagesFailed`, `RangesGone`, `StreamsCaughtUp`, `Applied`, `Parked`.
+    pub fn emf_line(&self, namespace: &str, now_ms: i64) -> Value {
+        let mut failed = 0;
+        let mut gone = 0;
+        let (mut streams, mut applied, mut parked) = (0, 0, 0);
+        for (_, outcome) in &self.messages {
+            match outcome {
+                MessageOutcome::Done {
+                    streams: s,
+                    applied: a,
+                    parked: p,
+                } => {
+                    streams += s.len();
+                    applied += a;
+                    parked += p;
+                }
+                MessageOutcome::Gone(_) => gone += 1,
+                MessageOutcome::Failed(_) => failed += 1,
+            }
+        }
+        let names = [
+            "Messages",
+            "MessagesFailed",
+            "RangesGone",
+            "StreamsCaughtUp",
+            "Applied",
+            "Parked",
+        ];
+        let metrics: Vec<Value> = names
+            .iter()
+            .map(|n| json!({"Name": n, "Unit": "Count"}))
+            .collect();
+        json!({
+            "Messages": self.messages.len(),
+            "MessagesFailed": failed + gone,
+            "RangesGone": gone,
+            "StreamsCaughtUp": streams,
+            "Applied": applied,
+            "Parked": parked,
+            "_aws": {
+                "Timestamp": now_ms,
+                "CloudWatchMetrics": [{
+                    "Namespace": namespace,
+                    "Dimensions": [[]],
+                    "Metrics": metrics,
+                }],
+            },
+        })
+    }
+}
+
+/// Why an SQS event cannot be read at all (the invocation fails).
+#[derive(Debug, thiserror::Error)]
+#[error("not an SQS event: {0}")]
+pub struct NotSqs(#[from] serde_json::Error);
+
+/// The reconciler's handler: for each SQS message (a Lambda on-failure
+/// record), reads its range of the stream again, and applies each stream of
+/// its records from the events table to its end (see the crate docs).
+pub async fn reconcile<St: RowStore<OrdersRow>>(
+    applier: &mut Applier<Orders, St>,
+    reader: &dyn RangeReader,
+    event: &str,
+) -> Result<ReconcileReport, NotSqs> {
+    #[derive(Deserialize)]
+    struct Sqs {
+        #[serde(rename = "Records")]
+        records: Vec<Message>,
+    }
+    #[derive(Deserialize)]
+    struct Message {
+        #[serde(rename = "messageId")]
+        message_id: String,
+        body: String,
+    }
+    #[derive(Deserialize)]
+    struct OnFailure {
+        #[serde(rename = "DDBStreamBatchInfo")]
+        info: BatchInfo,
+    }
+    let sqs: Sqs = serde_json::from_str(event)?;
+    let mut report = ReconcileReport::default();
+    for message in sqs.records {
+        let outcome = match serde_json::from_str::<OnFailure>(&message.body) {
+            Ok(record) => reconcile_range(applier, reader, &record.info).await,
+            Err(e) => MessageOutcome::Failed(format!(
+                "the message is not a DynamoDB stream on-failure record: {e}"
+            )),
+        };
+        report.messages.push((message.message_id, outcome));
+    }
+    Ok(report)
+}
+
+/// One range: read again, its streams caught up.
+async fn reconcile_range<St: RowStore<OrdersRow>>(
+    applier: &mut Applier<Orders, St>,
+    reader: &dyn RangeReader,
+    info: &BatchInfo,
+) -> MessageOutcome {
+    let records = match reader.read(info).await {
+        Ok(records) => records,
+        Err(RangeFailure::Gone(reason)) => return MessageOutcome::Gone(reason),
+        Err(RangeFailure::Failed(reason)) => return MessageOutcome::Failed(reason),
+    };
+    let streams: Vec<String> = records
+        .iter()
+        .filter_map(|r| match classify(r) {
+            Classified::Event(e) => Some(e.event.stream_id.as_str().to_owned()),
+            Classified::DeadLetter(_) => None,
+        })
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let report = applier.catch_up(&streams).await;
+    if let Some((stream, event_id, error)) = report.failures().next() {
+        return MessageOutcome::Failed(format!(
+            "stream {stream:?} from event {event_id}: {}",
+            evs_core::describe_chain(error)
+        ));
+    }
+    MessageOutcome::Done {
+        streams,
+        applied: report.applied(),
+        parked: report.parked().count() as u64,
+    }
+}
+
+#[cfg(test)]
+mod tests;
