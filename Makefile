@@ -40,7 +40,7 @@ $(MOTO_STAMP):
 run:
 	cargo run -q -p evs-replay --example demo
 	cargo run -q -p evs-balances --example handoff
-	cargo run -q -p evs-orders --example handoff
+	cargo run -q -p evs-orders --example orders_handoff
 
 ## test: every test of the workspace; emulator-backed tests start their own moto server
 test: venv

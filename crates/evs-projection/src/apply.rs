@@ -197,6 +197,9 @@ impl BatchReport {
     }
 }
 
+/// The longest reason a parked stream keeps (bytes; cut at a character).
+const MAX_REASON_BYTES: usize = 2_000;
+
 /// An event and the rows it touches (or why they cannot be named).
 type Keyed<'e> = (&'e RecordedEvent, Result<Vec<RowKey>, String>);
 
@@ -646,6 +649,16 @@ impl<P: Projection, St: RowStore<P::Row>> Applier<P, St> {
     }
 
     fn parked_for(&self, event: &RecordedEvent, reason: String) -> Parked {
+        // kept short: it is stored in the ledger entry
+        let mut reason = reason;
+        if reason.len() > MAX_REASON_BYTES {
+            let mut cut = MAX_REASON_BYTES;
+            while !reason.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            reason.truncate(cut);
+            reason.push('…');
+        }
         Parked {
             event_id: event.event_id,
             event_name: event.name.clone(),
@@ -664,12 +677,14 @@ impl<P: Projection, St: RowStore<P::Row>> Applier<P, St> {
     ) -> Result<(), UnitError> {
         let mut conflicts = 0u32;
         let mut refused: HashMap<String, (u64, String)> = HashMap::new();
+        // rows the store refused in a way its row check cannot foresee
+        let mut unstorable: HashSet<RowKey> = HashSet::new();
         let mut check_each = false;
         loop {
             if let Err(e) = self.load_unit(unit).await {
                 return Err(UnitError::Failed(e, HashMap::new()));
             }
-            let folded = match self.fold(unit, &mut refused, check_each) {
+            let folded = match self.fold(unit, &mut refused, &unstorable, check_each) {
                 Ok(folded) => folded,
                 Err(()) => {
                     check_each = true;
@@ -722,6 +737,30 @@ impl<P: Projection, St: RowStore<P::Row>> Applier<P, St> {
                 }
                 Err(e @ StoreError::UnitTooLarge { .. }) => return Err(UnitError::TooLarge(e)),
                 Err(StoreError::Row { .. }) if !check_each => check_each = true,
+                Err(StoreError::Row { key, reason }) => {
+                    // refused although every row passed the row check (the
+                    // layout's rules, or the ledger item beside it): the
+                    // first event that writes the row is refused, parking
+                    // its stream; a row that cannot be named fails the unit
+                    let first = unit.iter().find(|(event, keys)| {
+                        let stream = event.stream_id.as_str();
+                        keys.as_ref().is_ok_and(|k| k.contains(&key))
+                            && event.event_id > self.version_of(stream)
+                            && !refused.contains_key(stream)
+                    });
+                    let Some((event, _)) = first else {
+                        let versions = self.versions_of(&folded.unit);
+                        self.invalidate(&folded.unit);
+                        let error = StoreError::Row { key, reason };
+                        return Err(UnitError::Failed(error.into(), versions));
+                    };
+                    let reason = format!("row {key} cannot be stored: {reason}");
+                    refused.insert(
+                        event.stream_id.as_str().to_owned(),
+                        (event.event_id, reason),
+                    );
+                    unstorable.insert(key);
+                }
                 Err(e) => {
                     let versions = self.versions_of(&folded.unit);
                     self.invalidate(&folded.unit);
@@ -768,6 +807,7 @@ impl<P: Projection, St: RowStore<P::Row>> Applier<P, St> {
         &self,
         unit: &[Keyed<'_>],
         refused: &mut HashMap<String, (u64, String)>,
+        unstorable: &HashSet<RowKey>,
         check_each: bool,
     ) -> Result<Folded<P::Row>, ()> {
         'again: loop {
@@ -841,7 +881,7 @@ impl<P: Projection, St: RowStore<P::Row>> Applier<P, St> {
                     }
                 }
             }
-            let mut folded = self.unit_of(rows, versions, counts, refused, unit);
+            let mut folded = self.unit_of(rows, versions, counts, refused, unstorable, unit);
             folded.stuck = stuck;
             return Ok(folded);
         }
@@ -854,6 +894,7 @@ impl<P: Projection, St: RowStore<P::Row>> Applier<P, St> {
         versions: HashMap<&str, u64>,
         counts: HashMap<String, Counts>,
         refused: &HashMap<String, (u64, String)>,
+        unstorable: &HashSet<RowKey>,
         unit: &[Keyed<'_>],
     ) -> Folded<P::Row> {
         let mut rows = rows;
@@ -866,6 +907,9 @@ impl<P: Projection, St: RowStore<P::Row>> Applier<P, St> {
                 (e.stream_id.as_str() == stream && e.event_id == *at).then_some(keys)
             });
             for key in keys.into_iter().flatten().flatten() {
+                if unstorable.contains(key) {
+                    continue;
+                }
                 rows.entry(key)
                     .or_insert_with(|| self.rows.get(key).and_then(|s| s.row.clone()));
             }

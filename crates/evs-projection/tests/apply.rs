@@ -421,3 +421,93 @@ async fn rebuild_live_and_the_fold_of_the_table_agree() {
     assert_eq!(rebuilt_store.snapshot(), expected);
     assert_eq!(live_store.snapshot(), expected);
 }
+
+/// A store that refuses one row at commit although its row check passes it
+/// (as DynamoDB's per-stream layout refuses a row keyed by another stream).
+struct Picky {
+    inner: MemoryRowStore<Total>,
+    refused: RowKey,
+}
+
+#[async_trait]
+impl RowStore<Total> for Picky {
+    fn check_row(&self, key: &RowKey, row: &Total) -> Result<(), evs_projection::StoreError> {
+        self.inner.check_row(key, row)
+    }
+    async fn load_ledger(
+        &self,
+        streams: &[String],
+    ) -> Result<Vec<evs_projection::Ledger>, evs_projection::StoreError> {
+        self.inner.load_ledger(streams).await
+    }
+    async fn load_rows(
+        &self,
+        keys: &[RowKey],
+    ) -> Result<Vec<evs_projection::Stored<Total>>, evs_projection::StoreError> {
+        self.inner.load_rows(keys).await
+    }
+    async fn commit(
+        &self,
+        unit: &evs_projection::Unit<Total>,
+    ) -> Result<evs_projection::Commit, evs_projection::StoreError> {
+        if unit.rows.iter().any(|w| w.key == self.refused) {
+            return Err(evs_projection::StoreError::Row {
+                key: self.refused.clone(),
+                reason: "not in this layout".into(),
+            });
+        }
+        self.inner.commit(unit).await
+    }
+    async fn versions(&self) -> Result<Vec<(String, u64)>, evs_projection::StoreError> {
+        self.inner.versions().await
+    }
+    async fn parked(
+        &self,
+    ) -> Result<Vec<(String, evs_projection::Ledger)>, evs_projection::StoreError> {
+        self.inner.parked().await
+    }
+    async fn rows(&self) -> Result<Vec<(RowKey, Total)>, evs_projection::StoreError> {
+        self.inner.rows().await
+    }
+}
+
+#[tokio::test]
+async fn a_row_the_store_refuses_at_commit_parks_the_stream_that_writes_it() {
+    let table = MemoryStore::new();
+    append(&table, "order-1", json!({"customer": "c1", "amount": 5})).await;
+    append(
+        &table,
+        "order-2",
+        json!({"customer": "cursed", "amount": 7}),
+    )
+    .await;
+    append(&table, "order-3", json!({"customer": "c3", "amount": 1})).await;
+    let (records, _) = table.changes(0, usize::MAX);
+    let inner = MemoryRowStore::new();
+    let picky = Picky {
+        inner: inner.clone(),
+        refused: RowKey::new("customers", "cursed"),
+    };
+    let mut applier = Applier::new(Totals::default(), picky);
+    let report = apply_records(&mut applier, &records, 0).await;
+    assert!(report.retry.is_empty(), "{report:?}");
+    let parked: Vec<_> = report
+        .batch
+        .parked()
+        .map(|(s, p)| (s.to_owned(), p.reason.clone()))
+        .collect();
+    assert_eq!(parked.len(), 1, "{parked:?}");
+    assert_eq!(parked[0].0, "order-2");
+    assert!(
+        parked[0]
+            .1
+            .contains("customers/cursed cannot be stored: not in this layout"),
+        "{parked:?}"
+    );
+    let ledger = inner.ledger();
+    assert_eq!(
+        (ledger["order-1"].version, ledger["order-3"].version),
+        (1, 1)
+    );
+    assert_eq!(inner.snapshot()[&RowKey::new("all", "total")].count, 2);
+}
