@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# `make bench`: the orders example's rebuild (crates/evs-orders: rows per customer and per day, the
+# day rows touched by every order stream) against the raw replay of the same archive, in the same run.
+#
+# 1. builds `evs`, `evs-orders` and the archive generator (release);
+# 2. generates a local archive of ORDERS_EVENTS events (default 1,000,000, 10,000 streams; about a
+#    third of the streams are order streams, whose events carry the example's fields), cached in
+#    <target>/bench-orders-<N> (kept once complete; delete it to regenerate);
+# 3. times, ORDERS_RUNS times each (default 3, the best run counts), with /usr/bin/time (wall, peak RSS):
+#      evs replay --archive DIR --quiet > /dev/null
+#      evs-orders rebuild --archive DIR --read-model memory: --quiet > /dev/null
+#      the same rebuild as two processes at once, --partition 0/2 and 1/2 (the wall time of the pair)
+# 4. prints each as events/s and as a ratio to the replay's rate.
+#
+# Usage: bash bench/orders.sh [N]   (or ORDERS_EVENTS=N; ORDERS_RUNS=R)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+EVENTS=${1:-${ORDERS_EVENTS:-1000000}}
+RUNS=${ORDERS_RUNS:-3}
+TARGET=$(cargo metadata --format-version 1 --no-deps |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+cargo build -q --release -p evs -p evs-orders
+cargo build -q --release -p evs-replay --example gen_archive
+EVS=$TARGET/release/evs
+ORDERS=$TARGET/release/evs-orders
+ARCHIVE=$TARGET/bench-orders-$EVENTS
+if [[ ! -f $ARCHIVE/gen_archive.json ]]; then
+    rm -rf "$ARCHIVE"
+    mkdir -p "$ARCHIVE"
+    "$TARGET/release/examples/gen_archive" --dir "$ARCHIVE" --events "$EVENTS" > "$ARCHIVE/gen_archive.tmp"
+    mv "$ARCHIVE/gen_archive.tmp" "$ARCHIVE/gen_archive.json"
+fi
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+
+# best wall time (s) and its peak RSS (kB) of RUNS runs of a command
+best() {
+    local best_s="" best_kb=""
+    for _ in $(seq "$RUNS"); do
+        /usr/bin/time -f "%e %M" -o "$WORK/time" "$@" > /dev/null 2> "$WORK/err" || {
+            cat "$WORK/err" >&2
+            return 1
+        }
+        read -r s kb < "$WORK/time"
+        if [[ -z $best_s ]] || python3 -c "import sys; sys.exit(0 if $s < $best_s else 1)"; then
+            best_s=$s best_kb=$kb
+        fi
+    done
+    echo "$best_s $best_kb"
+}
+
+# the pair of partitions at once: best wall time of RUNS runs
+pair() {
+    local best_s=""
+    for _ in $(seq "$RUNS"); do
+        local start end
+        start=$(date +%s%N)
+        "$ORDERS" rebuild --archive "$ARCHIVE" --read-model memory: --quiet --partition 0/2 > /dev/null &
+        local a=$!
+        "$ORDERS" rebuild --archive "$ARCHIVE" --read-model memory: --quiet --partition 1/2 > /dev/null &
+        local b=$!
+        wait "$a" "$b"
+        end=$(date +%s%N)
+        local s
+        s=$(python3 -c "print(round(($end - $start) / 1e9, 2))")
+        if [[ -z $best_s ]] || python3 -c "import sys; sys.exit(0 if $s < $best_s else 1)"; then
+            best_s=$s
+        fi
+    done
+    echo "$best_s"
+}
+
+read -r replay_s replay_kb < <(best "$EVS" replay --archive "$ARCHIVE" --quiet)
+read -r rebuild_s rebuild_kb < <(best "$ORDERS" rebuild --archive "$ARCHIVE" --read-model memory: --quiet)
+pair_s=$(pair)
+
+python3 - "$EVENTS" "$replay_s" "$replay_kb" "$rebuild_s" "$rebuild_kb" "$pair_s" <<'EOF'
+import sys
+events = int(sys.argv[1])
+replay_s, replay_kb, rebuild_s, rebuild_kb, pair_s = map(float, sys.argv[2:])
+rate = lambda s: events / s
+print(f"orders rebuild, {events:,} events (best of the runs; ratio = events/s over evs replay --quiet's)")
+print(f"{'':<44}{'wall s':>8}{'events/s':>12}{'ratio':>8}{'peak RSS MB':>13}")
+rows = [
+    ("evs replay --quiet", replay_s, replay_kb),
+    ("evs-orders rebuild --read-model memory:", rebuild_s, rebuild_kb),
+    ("the same, --partition 0/2 + 1/2 at once", pair_s, None),
+]
+for name, s, kb in rows:
+    mb = f"{kb / 1024:.0f}" if kb else "-"
+    print(f"{name:<44}{s:>8.2f}{rate(s):>12,.0f}{rate(s) / rate(replay_s):>8.2f}{mb:>13}")
+EOF
