@@ -85,6 +85,8 @@ async fn write(
 /// The archiver's task and the handle that stops it.
 struct Archiver {
     stop: StopHandle,
+    /// Records of the feed the archiver has committed.
+    committed: Arc<AtomicU64>,
     task: JoinHandle<Result<PumpSummary, PumpError>>,
 }
 
@@ -127,6 +129,13 @@ async fn main() -> Result<(), AnyError> {
     // 1. History.
     write(&table, &mut rng, &accounts, 3_000, 150).await?;
     let history = table.changes(0, usize::MAX).1;
+    // The handoff time below counts on the archiver lagging the table by at
+    // most ARCHIVER_LAG_MS (in production: its measured iterator age); a
+    // slow (debug) build archiving the history's burst can lag more, so the
+    // live driver starts once it has caught up.
+    while archiver.committed.load(Ordering::SeqCst) < history as u64 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 
     // 2. The live driver, from the feed's end (LATEST) at time S.
     let live_start_ms = evs_core::now_ms();
@@ -193,6 +202,8 @@ async fn main() -> Result<(), AnyError> {
 /// Starts the archiver, outside Lambda: the pump on the table's change feed.
 fn spawn_archiver(table: &MemoryStore, archive_dir: &Arc<LocalDir>, config: &Config) -> Archiver {
     let (stop, pump_stop) = Stop::channel();
+    let committed = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&committed);
     let (table, archive_dir, config) = (table.clone(), Arc::clone(archive_dir), config.clone());
     let task = tokio::spawn(async move {
         let options = pump::Options {
@@ -208,11 +219,17 @@ fn spawn_archiver(table: &MemoryStore, archive_dir: &Arc<LocalDir>, config: &Con
             &config,
             &options,
             pump_stop,
-            &mut |_| {},
+            &mut |report| {
+                counter.fetch_add(report.committed as u64, Ordering::SeqCst);
+            },
         )
         .await
     });
-    Archiver { stop, task }
+    Archiver {
+        stop,
+        committed,
+        task,
+    }
 }
 
 /// Starts the live driver on the change feed from record `history` on.
