@@ -124,7 +124,8 @@ invoke-test: $(LAMBDA_STAMP)
 ## then replay throughput from a local archive of BENCH_EVENTS events side by side with zcat | jq;
 ## then the live projection driver on the emulator (records/s against a per-record UpdateItem loop, latency p50/p99),
 ## and the replay driver's rebuild into memory, whole and as --partition 0/2 + 1/2 in two processes;
-## the orders example's rebuild against evs replay --quiet on the same archive (bench/orders.sh);
+## the orders example's rebuild against evs replay --quiet on the same archive (bench/orders.sh); the DynamoDB row
+## store on the emulator (events a commit, commits/s, a hot row under 8 concurrent live batches);
 ## then what acknowledged delivery to a consumer process costs (bench/consumer.sh)
 BENCH_EVENTS ?= 1000000
 bench: venv
@@ -133,6 +134,7 @@ bench: venv
 	EVS_MOTO_SERVER=$(abspath $(VENV))/bin/moto_server cargo run -q --release -p evs-pump --example live_bench
 	bash bench/rebuild.sh
 	bash bench/orders.sh
+	EVS_MOTO_SERVER=$(abspath $(VENV))/bin/moto_server cargo run -q --release -p evs-projection --example dynamo_bench
 	bash bench/consumer.sh
 
 ## lambda-tools: cargo-lambda and zig in the venv (for `cargo lambda watch` and `make invoke-test`; `make build`

@@ -390,6 +390,20 @@ fn summary(r: &RebuildReport, took: Duration) -> String {
             r.other_partitions
         ));
     }
+    if r.commits > 0 {
+        line.push_str(&format!(
+            ", {} ({} events a commit",
+            evs_core::plural(r.commits, "commit"),
+            (r.applied + r.commits / 2) / r.commits
+        ));
+        if r.conflicts > 0 {
+            line.push_str(&format!(
+                ", {} lost to another driver and retried",
+                r.conflicts
+            ));
+        }
+        line.push(')');
+    }
     if r.parked > 0 {
         line.push_str(&format!(
             ", {} parked (see `evs-orders parked`)",
