@@ -19,7 +19,9 @@
 //!   a [`PumpError`].
 //! * [`Stop`]: a clean stop between batches (the CLI wires Ctrl-C to it).
 //! * [`range::read_range`]: one range of a shard read again, as a Lambda
-//!   on-failure record names it (a projection's reconciler).
+//!   on-failure record names it; [`reconcile`]: the reconciler of a
+//!   projection's on-failure queue, for any projection (it reads each
+//!   failed range again and catches its streams up from the events table).
 //!
 //! The contract between the loop and a source: [`Source::next_batch`] is
 //! called again only once the previous batch was committed in full (or the
@@ -43,6 +45,7 @@ pub mod dynamodb;
 mod live;
 mod memory;
 pub mod range;
+pub mod reconcile;
 
 pub use checkpoint::{Checkpoint, CheckpointError, ShardCheckpoint, VERSION as CHECKPOINT_VERSION};
 pub use dynamodb::DynamoDbSource;
