@@ -116,7 +116,7 @@ async fn reconcile(
     let report = evs_orders::reconcile(applier, streams, text)
         .await
         .inspect_err(|err| tracing::error!(error = %err, "not a batch of SQS messages"))?;
-    report.log("`evs-orders rebuild`");
+    report.log("run `evs-orders rebuild` (it skips every event already applied)");
     println!("{}", report.emf_line(NAMESPACE, evs_core::now_ms()));
     Ok(report.response())
 }

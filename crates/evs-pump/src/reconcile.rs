@@ -205,8 +205,8 @@ impl ReconcileReport {
     }
 
     /// Logs each message's outcome (`tracing`): caught up (info), gone
-    /// (error, saying to run `rebuild`, the read model's rebuild command)
-    /// or failed (warn: the message comes back).
+    /// (error, ending with `rebuild`: what the operator runs to rebuild the
+    /// read model) or failed (warn: the message comes back).
     pub fn log(&self, rebuild: &str) {
         for (message_id, outcome) in &self.messages {
             match outcome {
@@ -224,7 +224,7 @@ impl ReconcileReport {
                 MessageOutcome::Gone(reason) => tracing::error!(
                     message_id,
                     %reason,
-                    "the streams of this batch need a rebuild: the stream no longer holds its records, so they cannot be named; run {rebuild} (it skips every event already applied)"
+                    "the streams of this batch need a rebuild: the stream no longer holds its records, so they cannot be named; {rebuild}"
                 ),
                 MessageOutcome::Failed(reason) => {
                     tracing::warn!(message_id, %reason, "batch not reconciled; the message comes back")
