@@ -1,7 +1,7 @@
 //! The pump: the archiver outside Lambda (`evs pump`, the end-to-end tests,
 //! a container). It reads a change feed itself and hands each batch to the
 //! very same [`handler::handle`] the Lambda runs. A crate of its own so that
-//! the Lambda does not compile the DynamoDB Streams SDK.
+//! the archiver's Lambda does not compile the DynamoDB Streams SDK.
 //!
 //! * [`Source`]: where batches come from. A batch is a list of records in the
 //!   exact JSON shape of a DynamoDB Streams Lambda event's `Records`, plus a
