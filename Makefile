@@ -160,7 +160,7 @@ build-ArchiverFunction:
 	cp $(ROOT)/target/lambda/evs-archiver/bootstrap "$(ARTIFACTS_DIR)/bootstrap"
 
 ## package: `sam build` of the stacks (.aws-sam/build/ArchiverFunction/bootstrap here,
-## crates/evs-balances/.aws-sam/build/BalancesFunction/bootstrap and the orders example's two functions in
+## the balances and the orders examples' two functions each in crates/evs-balances/.aws-sam/build and
 ## crates/evs-orders/.aws-sam/build), each through its Makefile's
 ## build-<LogicalId> target, in the source tree (--build-in-source: no copy of the repository and target/)
 SAM := SAM_CLI_TELEMETRY=0 $(abspath $(SAM_VENV))/bin/sam

@@ -13,13 +13,29 @@
 //! balance as it is. An event without a whole amount parks its account. [`handle`] is the Lambda's handler as a plain function
 //! (the main wires the runtime to it); `examples/handoff.rs` runs the
 //! handoff offline (`make run`).
+//!
+//! **The reconciler.** A batch the live driver gives up on (retries or
+//! record age exhausted) goes to its on-failure queue as Lambda's record of
+//! the batch's shard and sequence range. The same binary, invoked with SQS
+//! messages ([`invocation`]), is the reconciler of that queue:
+//! `evs_pump::reconcile`, re-exported here ([`reconcile`], ...), reads each
+//! range from the stream again, and applies each account stream of its
+//! records from the events table to its end. A range the stream no longer
+//! holds (older than 24 hours) fails its message into the queue's
+//! dead-letter queue (alarmed): those accounts need a rebuild from the
+//! archive.
 
 use evs_core::RecordedEvent;
 use evs_projection::live::{apply_event, BatchError, LiveReport};
 use evs_projection::{Applier, Projection, RowKey, RowStore};
 use serde::{Deserialize, Serialize};
 
-/// The CloudWatch metrics namespace of the live driver.
+pub use evs_pump::reconcile::{
+    invocation, reconcile, BatchInfo, Invocation, MessageOutcome, NotSqs, RangeFailure,
+    RangeReader, ReconcileReport, StreamRanges,
+};
+
+/// The CloudWatch metrics namespace of both functions.
 pub const NAMESPACE: &str = "evs/balances";
 
 /// The read model's name (the model of every row).
@@ -322,6 +338,78 @@ mod tests {
             rows(&inner).await,
             vec![("acct-1".into(), 1, 5), ("acct-2".into(), 2, 3)]
         );
+    }
+
+    /// The stream's records, served by sequence number range.
+    struct Ranges(Vec<serde_json::Value>);
+
+    #[async_trait]
+    impl RangeReader for Ranges {
+        async fn read(&self, batch: &BatchInfo) -> Result<Vec<serde_json::Value>, RangeFailure> {
+            let seq = |r: &serde_json::Value| {
+                r["dynamodb"]["SequenceNumber"]
+                    .as_str()
+                    .unwrap()
+                    .parse::<u128>()
+                    .unwrap()
+            };
+            let (from, to) = (
+                batch.start_sequence_number.parse::<u128>().unwrap(),
+                batch.end_sequence_number.parse::<u128>().unwrap(),
+            );
+            Ok(self
+                .0
+                .iter()
+                .filter(|r| (from..=to).contains(&seq(r)))
+                .cloned()
+                .collect())
+        }
+    }
+
+    #[tokio::test]
+    async fn the_reconciler_catches_up_the_accounts_of_a_batch_given_up_on() {
+        let table = table_with(&[
+            ("acct-1", "Deposited", amount(100)),
+            ("acct-2", "Deposited", amount(7)),
+            ("acct-1", "Withdrawn", amount(30)),
+            ("acct-3", "Deposited", amount(1)),
+        ])
+        .await;
+        let (records, _) = table.changes(0, usize::MAX);
+        let store = MemoryRowStore::new();
+        let events: Arc<dyn EventStore> = Arc::new(table);
+        let mut applier = Applier::new(Balances, store.clone()).with_table(events);
+        // the live driver applied the first record and gave up on the next two
+        handle(&mut applier, &event_text(&records[..1]), 0)
+            .await
+            .unwrap();
+        let seq = |i: usize| records[i]["dynamodb"]["SequenceNumber"].clone();
+        let body = json!({"DDBStreamBatchInfo": {
+            "shardId": "s",
+            "startSequenceNumber": seq(1),
+            "endSequenceNumber": seq(2),
+            "streamArn": "arn:aws:dynamodb:eu-west-1:123456789012:table/events/stream/x",
+        }});
+        let sqs = json!({"Records": [
+            {"messageId": "m-1", "body": body.to_string(), "eventSource": "aws:sqs"},
+        ]})
+        .to_string();
+        assert_eq!(invocation(&sqs), Invocation::Queue);
+        assert_eq!(invocation(&event_text(&records)), Invocation::Stream);
+        let report = reconcile(&mut applier, &Ranges(records), &sqs)
+            .await
+            .unwrap();
+        assert_eq!(report.response(), json!({ "batchItemFailures": [] }));
+        assert!(
+            matches!(&report.messages[0].1, MessageOutcome::Done { streams, applied: 2, parked: 0 } if streams == &["acct-1", "acct-2"]),
+            "{report:?}"
+        );
+        // acct-3 was in no range given up on: it waits for the live driver
+        assert_eq!(
+            rows(&store).await,
+            vec![("acct-1".into(), 2, 70), ("acct-2".into(), 1, 7)]
+        );
+        assert_eq!(report.emf_line(NAMESPACE, 0)["Applied"], 2);
     }
 
     #[test]

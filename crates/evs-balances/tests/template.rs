@@ -1,6 +1,7 @@
-//! The values of `template.yaml` (the live driver's stack) that `cfn-lint`
-//! does not check (`make lint-template` checks the rest): the event source
-//! mapping that keeps the read model exact, and the role's least privilege.
+//! The values of `template.yaml` (the balances stack) that `cfn-lint` does
+//! not check (`make lint-template` checks the rest): the event source
+//! mapping that keeps the read model exact, the reconciler's queue and its
+//! dead-letter queue, the alarms, and the roles' least privilege.
 
 // Test code: unwrap, expect and panic are how it fails (clippy.toml lets
 // #[test] functions use them, not the helpers around them).
@@ -88,9 +89,68 @@ fn the_function_runs_this_crates_binary_on_the_events_stream() {
 }
 
 #[test]
-fn the_role_is_least_privilege() {
+fn the_reconciler_consumes_the_failure_queue_which_has_a_dead_letter_queue() {
     let t = template();
-    let statements = t["Resources"]["BalancesRole"]["Properties"]["Policies"][0]["PolicyDocument"]
+    let f = &t["Resources"]["ReconcileFunction"];
+    // the same binary: an invocation of SQS messages is the reconciler's
+    assert_eq!(f["Metadata"]["BuildMethod"], "makefile");
+    assert_eq!(f["Properties"]["CodeUri"], ".");
+    assert_makefile_builds("ReconcileFunction", env!("CARGO_PKG_NAME"));
+    assert_eq!(f["Properties"]["Architectures"][0], "arm64");
+    assert_eq!(f["Properties"]["Runtime"], "provided.al2023");
+    let vars = &f["Properties"]["Environment"]["Variables"];
+    assert_eq!(vars["EVS_BALANCES_TABLE"]["Ref"], "BalancesTable");
+    assert_eq!(vars["EVS_EVENTS_TABLE"]["Ref"], "EventsTableName");
+    let mapping = &f["Properties"]["Events"]["FailedBatches"];
+    assert_eq!(mapping["Type"], "SQS");
+    assert_eq!(
+        mapping["Properties"]["Queue"]["Fn::GetAtt"][0],
+        "BalancesFailureQueue"
+    );
+    assert_eq!(
+        strings(&mapping["Properties"]["FunctionResponseTypes"]),
+        ["ReportBatchItemFailures"]
+    );
+    let queue = &t["Resources"]["BalancesFailureQueue"]["Properties"];
+    let redrive = &queue["RedrivePolicy"];
+    assert_eq!(
+        redrive["deadLetterTargetArn"]["Fn::GetAtt"][0],
+        "BalancesFailureDeadLetterQueue"
+    );
+    assert!(redrive["maxReceiveCount"].as_u64().unwrap() >= 2);
+    let timeout = f["Properties"]["Timeout"].as_u64().unwrap();
+    assert!(queue["VisibilityTimeout"].as_u64().unwrap() >= timeout);
+}
+
+#[test]
+fn the_alarms() {
+    let t = template();
+    let alarm = |id: &str| t["Resources"][id]["Properties"].clone();
+    let age = alarm("FailureQueueAgeAlarm");
+    assert_eq!(age["MetricName"], "ApproximateAgeOfOldestMessage");
+    assert_eq!(
+        age["Dimensions"][0]["Value"]["Fn::GetAtt"][0],
+        "BalancesFailureQueue"
+    );
+    let dlq = alarm("FailureDeadLetterAlarm");
+    assert_eq!(dlq["Namespace"], "AWS/SQS");
+    assert_eq!(dlq["MetricName"], "ApproximateNumberOfMessagesVisible");
+    assert_eq!(
+        dlq["Dimensions"][0]["Value"]["Fn::GetAtt"][0],
+        "BalancesFailureDeadLetterQueue"
+    );
+    assert_eq!(dlq["Threshold"], 0);
+    let parked = alarm("ParkedAlarm");
+    assert_eq!(parked["Namespace"], evs_balances::NAMESPACE);
+    assert_eq!(parked["MetricName"], "Parked");
+    for a in [&age, &dlq, &parked] {
+        assert_eq!(a["ComparisonOperator"], "GreaterThanThreshold");
+    }
+}
+
+/// The actions `role` grants, sorted; none on `*`.
+fn actions<'t>(t: &'t Value, role: &str) -> Vec<&'t str> {
+    let statements = t["Resources"][role]["Properties"]["Policies"][0]["PolicyDocument"]
         ["Statement"]
         .as_sequence()
         .unwrap();
@@ -103,18 +163,47 @@ fn the_role_is_least_privilege() {
         actions.extend(strings(&s["Action"]));
     }
     actions.sort_unstable();
+    actions
+}
+
+#[test]
+fn the_roles_are_least_privilege() {
+    let t = template();
+    // The per-stream store loads with BatchGetItem (GetItem does not grant
+    // it) and commits one TransactWriteItems, which needs the action of
+    // each of its writes: PutItem for a row with its ledger, UpdateItem for
+    // a ledger alone (an account parked on its first pending event).
     assert_eq!(
-        actions,
+        actions(&t, "BalancesRole"),
         [
+            "dynamodb:BatchGetItem",
             "dynamodb:DescribeStream",
-            "dynamodb:GetItem",
             "dynamodb:GetRecords",
             "dynamodb:GetShardIterator",
             "dynamodb:PutItem",
             "dynamodb:Query",
+            "dynamodb:UpdateItem",
             "logs:CreateLogStream",
             "logs:PutLogEvents",
             "sqs:SendMessage",
+        ]
+    );
+    assert_eq!(
+        actions(&t, "ReconcileRole"),
+        [
+            "dynamodb:BatchGetItem",
+            "dynamodb:DescribeStream",
+            "dynamodb:GetRecords",
+            "dynamodb:GetShardIterator",
+            "dynamodb:PutItem",
+            "dynamodb:Query",
+            "dynamodb:UpdateItem",
+            "logs:CreateLogStream",
+            "logs:PutLogEvents",
+            "sqs:ChangeMessageVisibility",
+            "sqs:DeleteMessage",
+            "sqs:GetQueueAttributes",
+            "sqs:ReceiveMessage",
         ]
     );
     let table = &t["Resources"]["BalancesTable"]["Properties"];

@@ -10,15 +10,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context};
-use async_trait::async_trait;
 use evs_core::EventStore;
 use evs_dynamodb::DynamoStore;
-use evs_orders::{
-    invocation, BatchInfo, Invocation, MessageOutcome, Orders, RangeFailure, RangeReader,
-    ReadModel, NAMESPACE,
-};
+use evs_orders::{invocation, Invocation, Orders, ReadModel, StreamRanges, NAMESPACE};
 use evs_projection::{Applier, DynamoLayout, DynamoRowStore};
-use evs_pump::range::{read_range, RangeError, ShardRange};
 use lambda_runtime::{service_fn, LambdaEvent};
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -45,25 +40,6 @@ pub(crate) fn main() -> ExitCode {
     }
 }
 
-/// The stream ranges of the on-failure records, read again from DynamoDB Streams.
-struct Streams(evs_pump::dynamodb::Client);
-
-#[async_trait]
-impl RangeReader for Streams {
-    async fn read(&self, batch: &BatchInfo) -> Result<Vec<Value>, RangeFailure> {
-        let range = ShardRange {
-            stream_arn: batch.stream_arn.clone(),
-            shard_id: batch.shard_id.clone(),
-            start: batch.start_sequence_number.clone(),
-            end: batch.end_sequence_number.clone(),
-        };
-        read_range(&self.0, &range).await.map_err(|e| match e {
-            e @ RangeError::Gone { .. } => RangeFailure::Gone(e.to_string()),
-            e => RangeFailure::Failed(evs_core::describe_chain(&e)),
-        })
-    }
-}
-
 type Store = Arc<DynamoRowStore>;
 
 async fn run() -> Result<(), lambda_runtime::Error> {
@@ -84,7 +60,7 @@ async fn run() -> Result<(), lambda_runtime::Error> {
         table.clone(),
         DynamoLayout::Rows,
     ));
-    let streams = Streams(evs_pump::dynamodb::client_for(&shared));
+    let streams = StreamRanges(evs_pump::dynamodb::client_for(&shared));
     tracing::info!(table, "orders functions ready");
     // One invocation at a time per process: the lock is never contended; it
     // keeps the applier's cache of committed rows and ledger across invocations.
@@ -134,35 +110,13 @@ async fn live(
 /// The reconciler: one batch of on-failure messages.
 async fn reconcile(
     applier: &mut Applier<Orders, Store>,
-    streams: &Streams,
+    streams: &StreamRanges,
     text: &str,
 ) -> Result<Value, lambda_runtime::Error> {
     let report = evs_orders::reconcile(applier, streams, text)
         .await
         .inspect_err(|err| tracing::error!(error = %err, "not a batch of SQS messages"))?;
-    for (message_id, outcome) in &report.messages {
-        match outcome {
-            MessageOutcome::Done {
-                streams,
-                applied,
-                parked,
-            } => tracing::info!(
-                message_id,
-                streams = streams.len(),
-                applied,
-                parked,
-                "streams of a failed batch caught up from the events table"
-            ),
-            MessageOutcome::Gone(reason) => tracing::error!(
-                message_id,
-                %reason,
-                "the streams of this batch need a rebuild: the stream no longer holds its records, so they cannot be named; run `evs-orders rebuild` (it skips every event already applied)"
-            ),
-            MessageOutcome::Failed(reason) => {
-                tracing::warn!(message_id, %reason, "batch not reconciled; the message comes back")
-            }
-        }
-    }
+    report.log("run `evs-orders rebuild` (it skips every event already applied)");
     println!("{}", report.emf_line(NAMESPACE, evs_core::now_ms()));
     Ok(report.response())
 }

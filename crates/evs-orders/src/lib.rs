@@ -35,7 +35,8 @@
 //! batch it gave up on (retries or record age exhausted) to an SQS queue as
 //! Lambda's on-failure record, which names the batch (`DDBStreamBatchInfo`:
 //! shard, first and last `SequenceNumber`) but not its records. The
-//! reconciler ([`reconcile`]) reads that range from the stream again
+//! reconciler is `evs_pump::reconcile`, re-exported here ([`reconcile`],
+//! [`invocation`], ...): it reads that range from the stream again
 //! (`evs_pump::range::read_range`), collects the stream ids of its records
 //! and applies each of those streams from the events table to its end
 //! (`Applier::catch_up`). A range the stream no longer holds (trimmed after
@@ -46,18 +47,18 @@
 //!
 //! [`dump_line`] is the stable line format of `evs-orders dump`.
 
-use std::collections::BTreeSet;
-
-use async_trait::async_trait;
-use evs_archiver::record::{classify, Classified};
 use evs_core::RecordedEvent;
 use evs_projection::live::{apply_event, BatchError, LiveReport};
 use evs_projection::{Applier, Projection, RowKey, RowStore};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 pub mod read_model;
 
+pub use evs_pump::reconcile::{
+    invocation, reconcile, BatchInfo, Invocation, MessageOutcome, NotSqs, RangeFailure,
+    RangeReader, ReconcileReport, StreamRanges,
+};
 pub use read_model::{ReadModel, ReadModelError};
 
 /// The CloudWatch metrics namespace of both functions.
@@ -308,37 +309,6 @@ pub fn dump_line(key: &RowKey, row: &OrdersRow) -> String {
     serde_json::to_string(&line).unwrap_or_default()
 }
 
-/// What a Lambda invocation carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Invocation {
-    /// DynamoDB stream records: the live driver.
-    Stream,
-    /// SQS messages from the on-failure queue: the reconciler.
-    Queue,
-}
-
-/// Which function an invocation is for: SQS messages (the first record's
-/// `eventSource` is `aws:sqs`) go to the reconciler, anything else to the
-/// live driver (which refuses what is not a batch of stream records).
-pub fn invocation(event: &str) -> Invocation {
-    #[derive(Deserialize)]
-    struct Probe {
-        #[serde(rename = "Records")]
-        records: Vec<ProbeRecord>,
-    }
-    #[derive(Deserialize)]
-    struct ProbeRecord {
-        #[serde(rename = "eventSource")]
-        event_source: Option<String>,
-    }
-    match serde_json::from_str::<Probe>(event) {
-        Ok(p) if p.records.first().and_then(|r| r.event_source.as_deref()) == Some("aws:sqs") => {
-            Invocation::Queue
-        }
-        _ => Invocation::Stream,
-    }
-}
-
 /// The live driver's handler: applies one Lambda DynamoDB Streams event
 /// (its JSON text); the report's [`LiveReport::response`] is the answer
 /// (`batchItemFailures`) and [`LiveReport::emf_line`] its metrics.
@@ -348,207 +318,6 @@ pub async fn handle_stream<St: RowStore<OrdersRow>>(
     now_ms: i64,
 ) -> Result<LiveReport, BatchError> {
     apply_event(applier, event, now_ms).await
-}
-
-/// The batch an on-failure record names (its `DDBStreamBatchInfo`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct BatchInfo {
-    /// The shard.
-    pub shard_id: String,
-    /// The first record's `SequenceNumber`.
-    pub start_sequence_number: String,
-    /// The last record's `SequenceNumber`.
-    pub end_sequence_number: String,
-    /// The stream's ARN.
-    pub stream_arn: String,
-}
-
-/// Why a range of the stream could not be read again.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RangeFailure {
-    /// The stream no longer holds it (trimmed): only a rebuild recovers.
-    Gone(String),
-    /// Reading failed otherwise (retried with the message).
-    Failed(String),
-}
-
-/// Reads a range of the events table's stream again (on AWS,
-/// `evs_pump::range::read_range`): the records, in the shape of a Lambda
-/// event's records.
-#[async_trait]
-pub trait RangeReader: Send + Sync {
-    /// The records of `batch`'s range.
-    async fn read(&self, batch: &BatchInfo) -> Result<Vec<Value>, RangeFailure>;
-}
-
-/// What became of one SQS message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MessageOutcome {
-    /// Every stream of the range applied to the table's end (parked ones
-    /// left as they are).
-    Done {
-        /// The streams caught up.
-        streams: Vec<String>,
-        /// Events applied.
-        applied: u64,
-        /// Streams parked on the way.
-        parked: u64,
-    },
-    /// The range is gone from the stream: a rebuild is needed.
-    Gone(String),
-    /// Failed; the message comes back.
-    Failed(String),
-}
-
-/// What a batch of on-failure messages did.
-#[derive(Debug, Default)]
-pub struct ReconcileReport {
-    /// Each message's id and outcome, in order.
-    pub messages: Vec<(String, MessageOutcome)>,
-}
-
-impl ReconcileReport {
-    /// The SQS answer: `{"batchItemFailures": [{"itemIdentifier": messageId}]}`
-    /// for every message not done (it comes back, and after the queue's
-    /// `maxReceiveCount` goes to its dead-letter queue).
-    pub fn response(&self) -> Value {
-        let failures: Vec<Value> = self
-            .messages
-            .iter()
-            .filter(|(_, o)| !matches!(o, MessageOutcome::Done { .. }))
-            .map(|(id, _)| json!({ "itemIdentifier": id }))
-            .collect();
-        json!({ "batchItemFailures": failures })
-    }
-
-    /// The metrics as one CloudWatch EMF line in `namespace`: `Messages`,
-    /// `MessagesFailed`, `RangesGone`, `StreamsCaughtUp`, `Applied`, `Parked`.
-    pub fn emf_line(&self, namespace: &str, now_ms: i64) -> Value {
-        let mut failed = 0;
-        let mut gone = 0;
-        let (mut streams, mut applied, mut parked) = (0, 0, 0);
-        for (_, outcome) in &self.messages {
-            match outcome {
-                MessageOutcome::Done {
-                    streams: s,
-                    applied: a,
-                    parked: p,
-                } => {
-                    streams += s.len();
-                    applied += a;
-                    parked += p;
-                }
-                MessageOutcome::Gone(_) => gone += 1,
-                MessageOutcome::Failed(_) => failed += 1,
-            }
-        }
-        let names = [
-            "Messages",
-            "MessagesFailed",
-            "RangesGone",
-            "StreamsCaughtUp",
-            "Applied",
-            "Parked",
-        ];
-        let metrics: Vec<Value> = names
-            .iter()
-            .map(|n| json!({"Name": n, "Unit": "Count"}))
-            .collect();
-        json!({
-            "Messages": self.messages.len(),
-            "MessagesFailed": failed + gone,
-            "RangesGone": gone,
-            "StreamsCaughtUp": streams,
-            "Applied": applied,
-            "Parked": parked,
-            "_aws": {
-                "Timestamp": now_ms,
-                "CloudWatchMetrics": [{
-                    "Namespace": namespace,
-                    "Dimensions": [[]],
-                    "Metrics": metrics,
-                }],
-            },
-        })
-    }
-}
-
-/// Why an SQS event cannot be read at all (the invocation fails).
-#[derive(Debug, thiserror::Error)]
-#[error("not an SQS event: {0}")]
-pub struct NotSqs(#[from] serde_json::Error);
-
-/// The reconciler's handler: for each SQS message (a Lambda on-failure
-/// record), reads its range of the stream again, and applies each stream of
-/// its records from the events table to its end (see the crate docs).
-pub async fn reconcile<St: RowStore<OrdersRow>>(
-    applier: &mut Applier<Orders, St>,
-    reader: &dyn RangeReader,
-    event: &str,
-) -> Result<ReconcileReport, NotSqs> {
-    #[derive(Deserialize)]
-    struct Sqs {
-        #[serde(rename = "Records")]
-        records: Vec<Message>,
-    }
-    #[derive(Deserialize)]
-    struct Message {
-        #[serde(rename = "messageId")]
-        message_id: String,
-        body: String,
-    }
-    #[derive(Deserialize)]
-    struct OnFailure {
-        #[serde(rename = "DDBStreamBatchInfo")]
-        info: BatchInfo,
-    }
-    let sqs: Sqs = serde_json::from_str(event)?;
-    let mut report = ReconcileReport::default();
-    for message in sqs.records {
-        let outcome = match serde_json::from_str::<OnFailure>(&message.body) {
-            Ok(record) => reconcile_range(applier, reader, &record.info).await,
-            Err(e) => MessageOutcome::Failed(format!(
-                "the message is not a DynamoDB stream on-failure record: {e}"
-            )),
-        };
-        report.messages.push((message.message_id, outcome));
-    }
-    Ok(report)
-}
-
-/// One range: read again, its streams caught up.
-async fn reconcile_range<St: RowStore<OrdersRow>>(
-    applier: &mut Applier<Orders, St>,
-    reader: &dyn RangeReader,
-    info: &BatchInfo,
-) -> MessageOutcome {
-    let records = match reader.read(info).await {
-        Ok(records) => records,
-        Err(RangeFailure::Gone(reason)) => return MessageOutcome::Gone(reason),
-        Err(RangeFailure::Failed(reason)) => return MessageOutcome::Failed(reason),
-    };
-    let streams: Vec<String> = records
-        .iter()
-        .filter_map(|r| match classify(r) {
-            Classified::Event(e) => Some(e.event.stream_id.as_str().to_owned()),
-            Classified::DeadLetter(_) => None,
-        })
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let report = applier.catch_up(&streams).await;
-    if let Some((stream, event_id, error)) = report.failures().next() {
-        return MessageOutcome::Failed(format!(
-            "stream {stream:?} from event {event_id}: {}",
-            evs_core::describe_chain(error)
-        ));
-    }
-    MessageOutcome::Done {
-        streams,
-        applied: report.applied(),
-        parked: report.parked().count() as u64,
-    }
 }
 
 #[cfg(test)]

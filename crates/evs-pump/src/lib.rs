@@ -1,7 +1,7 @@
 //! The pump: the archiver outside Lambda (`evs pump`, the end-to-end tests,
 //! a container). It reads a change feed itself and hands each batch to the
 //! very same [`handler::handle`] the Lambda runs. A crate of its own so that
-//! the Lambda does not compile the DynamoDB Streams SDK.
+//! the archiver's Lambda does not compile the DynamoDB Streams SDK.
 //!
 //! * [`Source`]: where batches come from. A batch is a list of records in the
 //!   exact JSON shape of a DynamoDB Streams Lambda event's `Records`, plus a
@@ -19,7 +19,9 @@
 //!   a [`PumpError`].
 //! * [`Stop`]: a clean stop between batches (the CLI wires Ctrl-C to it).
 //! * [`range::read_range`]: one range of a shard read again, as a Lambda
-//!   on-failure record names it (a projection's reconciler).
+//!   on-failure record names it; [`reconcile`]: the reconciler of a
+//!   projection's on-failure queue, for any projection (it reads each
+//!   failed range again and catches its streams up from the events table).
 //!
 //! The contract between the loop and a source: [`Source::next_batch`] is
 //! called again only once the previous batch was committed in full (or the
@@ -43,6 +45,7 @@ pub mod dynamodb;
 mod live;
 mod memory;
 pub mod range;
+pub mod reconcile;
 
 pub use checkpoint::{Checkpoint, CheckpointError, ShardCheckpoint, VERSION as CHECKPOINT_VERSION};
 pub use dynamodb::DynamoDbSource;
