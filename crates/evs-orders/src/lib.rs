@@ -255,7 +255,7 @@ impl Projection for Orders {
         };
         let add = |to: &mut u64| to.checked_add(1).map(|n| *to = n).ok_or_else(overflow);
         let sum = |to: &mut i64, n: i64| to.checked_add(n).map(|s| *to = s).ok_or_else(overflow);
-        match key.model.as_str() {
+        match key.model.as_ref() {
             CUSTOMERS => {
                 let mut c = match row.take() {
                     None => Customer::default(),

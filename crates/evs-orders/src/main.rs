@@ -9,6 +9,11 @@ use std::process::ExitCode;
 mod cli;
 mod lambda;
 
+// A rebuild allocates an event, its rows' keys and its payload per line:
+// mimalloc, as the archiver's Lambda.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
         return lambda::main();

@@ -1,5 +1,6 @@
 //! What the user writes: which rows an event touches, and how each changes.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use evs_core::RecordedEvent;
@@ -12,8 +13,9 @@ use evs_core::RecordedEvent;
 /// text. Stores check both before they write ([`RowKey::check`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RowKey {
-    /// The read model.
-    pub model: String,
+    /// The read model (a name the projection's code spells borrows it: no
+    /// allocation per event).
+    pub model: Cow<'static, str>,
     /// The row's key within it.
     pub key: String,
 }
@@ -32,7 +34,7 @@ pub enum RowKeyError {
 
 impl RowKey {
     /// The row `key` of `model`.
-    pub fn new(model: impl Into<String>, key: impl Into<String>) -> Self {
+    pub fn new(model: impl Into<Cow<'static, str>>, key: impl Into<String>) -> Self {
         Self {
             model: model.into(),
             key: key.into(),
@@ -41,7 +43,7 @@ impl RowKey {
 
     /// The row of `model` keyed by the event's stream: a per-stream read
     /// model (one row per stream).
-    pub fn of_stream(model: impl Into<String>, event: &RecordedEvent) -> Self {
+    pub fn of_stream(model: impl Into<Cow<'static, str>>, event: &RecordedEvent) -> Self {
         Self::new(model, event.stream_id.as_str())
     }
 
@@ -53,10 +55,10 @@ impl RowKey {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
         if !model_ok {
-            return Err(RowKeyError::Model(self.model.clone()));
+            return Err(RowKeyError::Model(self.model.to_string()));
         }
         if self.key.is_empty() {
-            return Err(RowKeyError::EmptyKey(self.model.clone()));
+            return Err(RowKeyError::EmptyKey(self.model.to_string()));
         }
         Ok(())
     }

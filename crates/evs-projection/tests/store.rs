@@ -64,7 +64,7 @@ macro_rules! on_stores {
 }
 
 fn key(model: &str, key: &str) -> RowKey {
-    RowKey::new(model, key)
+    RowKey::new(model.to_owned(), key)
 }
 
 fn row(key: RowKey, expected: u64, row: Option<Value>) -> RowWrite<Value> {

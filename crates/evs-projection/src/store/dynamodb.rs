@@ -363,14 +363,14 @@ impl DynamoRowStore {
                         .map_err(|e| row_error(key, format!("field {name:?}: {e}")))?;
                     item.insert(name.clone(), value);
                 }
-                item.insert(MODEL.to_owned(), AttrValue::S(key.model.clone()));
+                item.insert(MODEL.to_owned(), AttrValue::S(key.model.to_string()));
                 item.insert(KEY.to_owned(), AttrValue::S(key.key.clone()));
                 item.insert(REVISION.to_owned(), AttrValue::N(revision.to_string()));
             }
             DynamoLayout::PerStream => {
                 let state = attr::from_json(&json).map_err(|e| row_error(key, e.to_string()))?;
                 item.insert(STATE.to_owned(), state);
-                item.insert(MODEL.to_owned(), AttrValue::S(key.model.clone()));
+                item.insert(MODEL.to_owned(), AttrValue::S(key.model.to_string()));
                 item.insert(VERSION.to_owned(), AttrValue::N(revision.to_string()));
             }
         }
@@ -447,7 +447,7 @@ impl DynamoRowStore {
                         Some(state) => self.row_item(&row.key, state, version)?,
                         None => {
                             let mut item = self.ledger_key(&write.stream)?;
-                            item.insert(MODEL.to_owned(), AttrValue::S(row.key.model.clone()));
+                            item.insert(MODEL.to_owned(), AttrValue::S(row.key.model.to_string()));
                             item.insert(VERSION.to_owned(), AttrValue::N(version.to_string()));
                             item
                         }
