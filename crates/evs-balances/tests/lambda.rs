@@ -9,126 +9,16 @@
 // Test code: unwrap, expect and panic are how it fails.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use evs_balances::{balances, Account, Balances};
 use evs_core::{EventStore, ExpectedVersion, NewEvent, ReadRequest, StreamId};
 use evs_dynamodb::DynamoStore;
 use evs_projection::{Applier, DynamoLayout, DynamoRowStore, MemoryRowStore};
 use evs_pump::range::{read_range, ShardRange};
+use evs_testkit::lambda::RuntimeApi;
 use evs_testkit::{unique_name, Moto};
 use serde_json::{json, Value};
-
-/// The Runtime API: hands out the queued events one per `next`, collects
-/// each `response` (or `error`) as (request id, body).
-struct RuntimeApi {
-    port: u16,
-    queue: Arc<Mutex<VecDeque<(String, String)>>>,
-    answers: mpsc::Receiver<(String, String)>,
-}
-
-impl RuntimeApi {
-    fn start() -> RuntimeApi {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let queue: Arc<Mutex<VecDeque<(String, String)>>> = Arc::default();
-        let (tx, answers) = mpsc::channel();
-        let q = Arc::clone(&queue);
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(conn) = conn else { return };
-                let (q, tx) = (Arc::clone(&q), tx.clone());
-                std::thread::spawn(move || serve(conn, &q, &tx));
-            }
-        });
-        RuntimeApi {
-            port,
-            queue,
-            answers,
-        }
-    }
-
-    /// Delivers `event` and waits for the function's answer.
-    fn invoke(&self, id: &str, event: &Value) -> Value {
-        self.queue
-            .lock()
-            .unwrap()
-            .push_back((id.to_owned(), event.to_string()));
-        let (got, body) = self.answers.recv_timeout(Duration::from_secs(120)).unwrap();
-        assert_eq!(got, id, "answer to another invocation: {body}");
-        serde_json::from_str(&body).unwrap()
-    }
-}
-
-/// One connection: requests until it closes.
-fn serve(
-    conn: TcpStream,
-    queue: &Mutex<VecDeque<(String, String)>>,
-    tx: &mpsc::Sender<(String, String)>,
-) {
-    let mut reader = BufReader::new(conn.try_clone().unwrap());
-    let mut out = conn;
-    loop {
-        let mut request = String::new();
-        if reader.read_line(&mut request).unwrap_or(0) == 0 {
-            return;
-        }
-        let mut length = 0;
-        loop {
-            let mut header = String::new();
-            reader.read_line(&mut header).unwrap();
-            let header = header.trim_end();
-            if header.is_empty() {
-                break;
-            }
-            if let Some((name, value)) = header.split_once(':') {
-                if name.eq_ignore_ascii_case("content-length") {
-                    length = value.trim().parse().unwrap();
-                }
-            }
-        }
-        let mut body = vec![0; length];
-        reader.read_exact(&mut body).unwrap();
-        let path = request.split_whitespace().nth(1).unwrap_or("").to_owned();
-        if path.ends_with("/invocation/next") {
-            let (id, event) = loop {
-                if let Some(next) = queue.lock().unwrap().pop_front() {
-                    break next;
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            };
-            let deadline = evs_core::now_ms() + 60_000;
-            write!(
-                out,
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nLambda-Runtime-Aws-Request-Id: {id}\r\n\
-                 Lambda-Runtime-Deadline-Ms: {deadline}\r\n\
-                 Lambda-Runtime-Invoked-Function-Arn: arn:aws:lambda:us-east-1:123456789012:function:balances\r\n\
-                 Content-Length: {}\r\n\r\n{event}",
-                event.len()
-            )
-            .unwrap();
-        } else {
-            let parts: Vec<&str> = path.split('/').collect();
-            let id = parts.get(4).copied().unwrap_or("").to_owned();
-            let kind = parts.get(5).copied().unwrap_or("");
-            let body = String::from_utf8_lossy(&body).into_owned();
-            let body = if kind == "response" {
-                body
-            } else {
-                json!({ "error": body }).to_string()
-            };
-            tx.send((id, body)).unwrap();
-            write!(out, "HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n").unwrap();
-        }
-        out.flush().unwrap();
-    }
-}
 
 /// Every record of the stream, in each shard's order.
 async fn stream_records(moto: &Moto, arn: &str) -> Vec<Value> {
@@ -217,7 +107,10 @@ async fn the_binary_reconciles_a_batch_the_live_driver_gave_up_on() {
     let mut command = Command::new(env!("CARGO_BIN_EXE_evs-balances"));
     command
         .envs(moto.env())
-        .env("AWS_LAMBDA_RUNTIME_API", format!("127.0.0.1:{}", api.port))
+        .env(
+            "AWS_LAMBDA_RUNTIME_API",
+            format!("127.0.0.1:{}", api.port()),
+        )
         .env("AWS_LAMBDA_FUNCTION_NAME", "balances")
         .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
         .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")

@@ -29,6 +29,8 @@
 //! `python` next to it. When they are missing the tests that need them fail
 //! under `CI=true` and are skipped with a loud message elsewhere.
 
+pub mod lambda;
+
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
