@@ -125,6 +125,11 @@ pub async fn replayer_for<R, St: RowStore<R>>(
     store: &St,
 ) -> Result<Replayer, StoreError> {
     let versions = store.versions().await?;
+    // the events as the table holds them, built as each line is decoded
+    let options = ReplayOptions {
+        events: true,
+        ..options
+    };
     Ok(Replayer::with_versions(archive, options, clock, versions))
 }
 
@@ -244,12 +249,18 @@ fn describe_gaps(gaps: &[evs_replay::Gap]) -> String {
     shown.join(", ")
 }
 
-/// Adds `events` to the pending batch, as events.
+/// Adds `events` to the pending batch, as events: built as the lines were
+/// decoded (see [`replayer_for`]), or read from the line (an event read from
+/// the table to fill a gap).
 fn take(
     pending: &mut Vec<evs_core::RecordedEvent>,
     events: Vec<ReplayEvent>,
 ) -> Result<(), RebuildError> {
-    for event in events {
+    for mut event in events {
+        if let Some(recorded) = event.take_recorded() {
+            pending.push(recorded);
+            continue;
+        }
         let recorded = Line::parse(event.line())
             .map_err(evs_archive::LineError::from)
             .and_then(|line| line.to_event())

@@ -22,6 +22,12 @@ pub struct ReplayEvent {
     /// [`ReplayEvent::timestamp_ms`] reads it from the line.
     #[serde(skip)]
     timestamp_ms: Option<i64>,
+    /// The event as the table holds it, built as the line was decoded when
+    /// the replay was asked to ([`crate::ReplayOptions::events`]: a
+    /// projection's rebuild, on the read-ahead workers); never part of a
+    /// checkpoint.
+    #[serde(skip)]
+    recorded: Option<Box<evs_core::RecordedEvent>>,
 }
 
 /// Events are equal when their stream, number and line are: the timestamp
@@ -63,6 +69,7 @@ impl ReplayEvent {
             event_id,
             line: raw(line),
             timestamp_ms: None,
+            recorded: None,
         }
     }
 
@@ -88,7 +95,21 @@ impl ReplayEvent {
             event_id,
             line: text.into(),
             timestamp_ms: None,
+            recorded: None,
         }
+    }
+
+    /// The same event with the event it holds as the table holds it.
+    pub(crate) fn with_recorded(mut self, recorded: Option<evs_core::RecordedEvent>) -> Self {
+        self.recorded = recorded.map(Box::new);
+        self
+    }
+
+    /// Takes the event as the table holds it, when it was built as the line
+    /// was decoded ([`crate::ReplayOptions::events`]); `None` otherwise (and
+    /// after it was taken): read it from [`ReplayEvent::line`] then.
+    pub fn take_recorded(&mut self) -> Option<evs_core::RecordedEvent> {
+        self.recorded.take().map(|e| *e)
     }
 
     /// The same event with its line's timestamp, read as the line was

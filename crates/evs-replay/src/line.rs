@@ -48,7 +48,21 @@ pub(crate) fn event_in(text: &str, keep: Keep) -> Result<Option<ReplayEvent>, Li
     } else {
         None
     };
-    Ok(Some(convert(text, line)?.with_timestamp(timestamp_ms)))
+    // a line the event cannot be built from is left to its reader, which
+    // reads it again and says why
+    let recorded = if keep.events && !line.needs_decoding() {
+        line.to_event().ok()
+    } else {
+        None
+    };
+    if keep.events && line.needs_decoding() {
+        return Ok(Some(decoded_with_event(text)?.with_timestamp(timestamp_ms)));
+    }
+    Ok(Some(
+        convert(text, line)?
+            .with_timestamp(timestamp_ms)
+            .with_recorded(recorded),
+    ))
 }
 
 /// What decoding an object keeps.
@@ -60,6 +74,9 @@ pub(crate) struct Keep {
     /// Each event's timestamp, read from the line as it is decoded (a
     /// replay from a time judges every event by it).
     pub timestamps: bool,
+    /// Each event as the table holds it, built from the parsed line (a
+    /// projection's rebuild takes it: no second parse).
+    pub events: bool,
 }
 
 impl Keep {
@@ -67,6 +84,7 @@ impl Keep {
     pub(crate) const ALL: Keep = Keep {
         partition: Partition::ALL,
         timestamps: false,
+        events: false,
     };
 }
 
@@ -79,6 +97,14 @@ fn convert(text: &str, line: Line<'_>) -> Result<ReplayEvent, LineError> {
     let (stream_id, event_id) = (line.stream_id.0.into_owned(), line.event_id);
     // Every piece is JSON the parse just checked: no second parse.
     Ok(ReplayEvent::from_json_text(stream_id, event_id, out))
+}
+
+/// The general path, keeping the event the decoder built.
+fn decoded_with_event(text: &str) -> Result<ReplayEvent, LineError> {
+    let event = ArchivedEvent::from_line(text)?.into_table_event()?;
+    let out = serde_json::to_string(&event_line(&event))?;
+    let (stream_id, event_id) = (event.stream_id.to_string(), event.event_id);
+    Ok(ReplayEvent::from_json_text(stream_id, event_id, out).with_recorded(Some(event)))
 }
 
 /// The general path: the archive's decoder, then the event's line.
@@ -105,6 +131,16 @@ pub(crate) mod tests {
     fn check(line: serde_json::Value) {
         let text = line.to_string();
         let fast = event_from_line(&text).unwrap();
+        // the event built as the line is decoded is the one its delivered
+        // line holds
+        let keep = Keep {
+            events: true,
+            ..Keep::ALL
+        };
+        let mut typed = event_in(&text, keep).unwrap().unwrap();
+        let built = typed.take_recorded().expect("built as decoded");
+        let delivered = Line::parse(fast.line()).unwrap().to_event().unwrap();
+        assert_eq!(built, delivered, "line {text}");
         assert_eq!(fast.line(), read_shape(&text), "line {text}");
         let parsed: serde_json::Value = serde_json::from_str(fast.line()).unwrap();
         assert_eq!(parsed["streamId"], json!(fast.stream_id));
@@ -173,6 +209,13 @@ pub(crate) mod tests {
         );
         assert!(!event.line().contains("payloadEncoding"));
         assert!(!event.line().contains("sequenceNumber"));
+        let keep = Keep {
+            events: true,
+            ..Keep::ALL
+        };
+        let built = event_in(&text, keep).unwrap().unwrap().take_recorded();
+        let delivered = Line::parse(event.line()).unwrap().to_event().unwrap();
+        assert_eq!(built, Some(delivered));
     }
 
     #[test]

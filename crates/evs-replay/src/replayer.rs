@@ -115,6 +115,11 @@ pub struct ReplayOptions {
     pub skip_keys: BTreeSet<String>,
     /// The streams to replay ([`Partition::ALL`]: every stream).
     pub partition: Partition,
+    /// Build each event as the table holds it (`RecordedEvent`) as its
+    /// line is decoded, on the read-ahead workers
+    /// ([`ReplayEvent::take_recorded`]): for a projection's rebuild, which
+    /// would otherwise parse every delivered line again.
+    pub events: bool,
 }
 
 impl Default for ReplayOptions {
@@ -132,6 +137,7 @@ impl Default for ReplayOptions {
             skip_unreadable: false,
             skip_keys: BTreeSet::new(),
             partition: Partition::ALL,
+            events: false,
         }
     }
 }
@@ -428,6 +434,7 @@ impl Replayer {
             // A replay from a time (new, or resumed from its checkpoint)
             // judges every event by its timestamp.
             timestamps: sequencer.since_ms().is_some(),
+            events: options.events,
         };
         let prefetch = Prefetch::new(Arc::clone(&archive), options.read_ahead, keep);
         Self {
