@@ -261,10 +261,14 @@ async fn resume(args: ResumeArgs) -> Result<()> {
     let client = evs_cli::aws::dynamodb().await?;
     let events: Arc<dyn EventStore> = Arc::new(DynamoStore::new(client.clone(), events_table));
     let mut applier = Applier::new(Orders, dynamo_store(client, &table)).with_table(events);
-    let Some(report) = applier.resume(&args.stream).await? else {
-        println!("{} is not parked; nothing changed", args.stream);
+    let (was_parked, report) = applier.resume(&args.stream).await?;
+    if !was_parked && report.failures().next().is_none() && report.applied() == 0 {
+        println!(
+            "{} is not parked and has every event of the table applied; nothing changed",
+            args.stream
+        );
         return Ok(());
-    };
+    }
     if let Some((_, event_id, error)) = report.failures().next() {
         anyhow::bail!(
             "{} resumed, but applying from event {event_id} failed: {}; run resume again",
@@ -282,8 +286,13 @@ async fn resume(args: ResumeArgs) -> Result<()> {
         Some(line) => Err(anyhow::anyhow!(line)),
         None => {
             let version = report.streams.first().map_or(0, |s| s.version);
+            let what = if was_parked {
+                "resumed"
+            } else {
+                "was not parked; caught up"
+            };
             println!(
-                "{} resumed: {} events applied, now at event {version}",
+                "{} {what}: {} events applied, now at event {version}",
                 args.stream,
                 report.applied()
             );

@@ -246,7 +246,7 @@ async fn the_binary_answers_as_lambda_and_applies_each_event_once() {
     assert!(not_parked.status.success());
     assert_eq!(
         String::from_utf8_lossy(&not_parked.stdout),
-        "order-0 is not parked; nothing changed\n"
+        "order-0 is not parked and has every event of the table applied; nothing changed\n"
     );
 
     let dump = Command::new(env!("CARGO_BIN_EXE_evs-orders"))

@@ -399,49 +399,43 @@ impl<P: Projection, St: RowStore<P::Row>> Applier<P, St> {
         report.finish()
     }
 
-    /// Resumes a parked stream (after its projection or data was fixed):
-    /// clears the park and applies its events from the table, the refused
-    /// one first. `Ok(None)` when the stream was not parked.
-    pub async fn resume(&mut self, stream: &str) -> Result<Option<BatchReport>, DriveError> {
+    /// Resumes a stream (after its projection or data was fixed): clears its
+    /// park, if it is parked, and applies its events from the table to its
+    /// end, the refused one first. A stream that is not parked is caught up
+    /// all the same, so that a resume whose catch-up failed (its park
+    /// already cleared) can simply be run again. Returns whether the stream
+    /// was parked, and what the catch-up did.
+    pub async fn resume(&mut self, stream: &str) -> Result<(bool, BatchReport), DriveError> {
         self.ledger.remove(stream);
         let owned = [stream.to_owned()];
         self.load_ledger(&owned).await?;
-        let Some(ledger) = self.ledger.get(stream).cloned() else {
-            return Ok(None);
-        };
-        if ledger.parked.is_none() {
-            return Ok(None);
-        }
-        let unit: Unit<P::Row> = Unit {
-            rows: Vec::new(),
-            ledger: vec![LedgerWrite {
-                stream: stream.to_owned(),
-                expected: ledger.version,
-                ledger: Ledger {
-                    version: ledger.version,
-                    parked: None,
-                },
-            }],
-        };
-        match self.store.commit(&unit).await {
-            Ok(Commit::Done) => {}
-            Ok(Commit::Conflict) => {
-                self.ledger.remove(stream);
-                return Err(DriveError::Contended { conflicts: 1 });
-            }
-            Err(e) => {
-                self.ledger.remove(stream);
-                return Err(e.into());
+        let ledger = self.ledger.get(stream).cloned().unwrap_or_default();
+        let was_parked = ledger.parked.is_some();
+        if was_parked {
+            let unit: Unit<P::Row> = Unit {
+                rows: Vec::new(),
+                ledger: vec![LedgerWrite {
+                    stream: stream.to_owned(),
+                    expected: ledger.version,
+                    ledger: Ledger {
+                        version: ledger.version,
+                        parked: None,
+                    },
+                }],
+            };
+            match self.store.commit(&unit).await {
+                Ok(Commit::Done) => {}
+                Ok(Commit::Conflict) => {
+                    self.ledger.remove(stream);
+                    return Err(DriveError::Contended { conflicts: 1 });
+                }
+                Err(e) => {
+                    self.ledger.remove(stream);
+                    return Err(e.into());
+                }
             }
         }
-        self.ledger.insert(
-            stream.to_owned(),
-            Ledger {
-                version: ledger.version,
-                parked: None,
-            },
-        );
-        Ok(Some(self.catch_up(&owned).await))
+        Ok((was_parked, self.catch_up(&owned).await))
     }
 
     fn version_of(&self, stream: &str) -> u64 {
@@ -970,13 +964,15 @@ impl<P: Projection, St: RowStore<P::Row>> Applier<P, St> {
 
     /// Takes a committed unit into the cache.
     fn committed(&mut self, unit: Unit<P::Row>) {
-        for write in unit.rows {
-            let stored = match write.row {
-                Some(row) => Stored {
-                    revision: write.expected + 1,
-                    row: Some(row),
-                },
-                None => Stored::default(),
+        let revisions: Vec<u64> = unit
+            .rows
+            .iter()
+            .map(|write| self.store.revision_after(write, &unit))
+            .collect();
+        for (write, revision) in unit.rows.into_iter().zip(revisions) {
+            let stored = Stored {
+                revision,
+                row: write.row,
             };
             self.rows.insert(write.key, stored);
         }

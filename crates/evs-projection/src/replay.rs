@@ -183,6 +183,9 @@ where
                 progress(&report);
                 if let Some(until) = options.until_ms {
                     if frontier.settled(clock()) >= until {
+                        // streams still waiting at the handoff are filled
+                        // (or named): the live driver may never see them
+                        fill_gaps(applier, replayer.gaps(), &mut report).await?;
                         return Ok(report);
                     }
                 }

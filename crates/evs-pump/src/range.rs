@@ -56,6 +56,20 @@ pub enum RangeError {
         /// What the stream said.
         reason: String,
     },
+    /// The stream gave no record at or past the range's end (it answered
+    /// empty pages, or the shard ended first): the range may not be read
+    /// whole yet; try again later.
+    #[error("records {start} to {end} of shard {shard}: the stream gave {read} records and none at or past the end; try again later")]
+    Incomplete {
+        /// The shard.
+        shard: String,
+        /// The range's first `SequenceNumber`.
+        start: String,
+        /// The range's last `SequenceNumber`.
+        end: String,
+        /// Records read.
+        read: usize,
+    },
     /// A DynamoDB Streams call failed otherwise.
     #[error(transparent)]
     Streams(#[from] SourceError),
@@ -66,6 +80,7 @@ impl RangeError {
     pub fn is_transient(&self) -> bool {
         match self {
             RangeError::Gone { .. } => false,
+            RangeError::Incomplete { .. } => true,
             RangeError::Streams(e) => e.is_transient(),
         }
     }
@@ -78,7 +93,15 @@ pub fn sequence_after(a: &str, b: &str) -> bool {
 }
 
 /// Reads the records of `range`, in stream order (see the module docs).
+/// Records after the range's end are not read; a range whose end the shard
+/// does not (yet) reach gives what there is ([`read_whole_range`] refuses
+/// that).
 pub async fn read_range(client: &Client, range: &ShardRange) -> Result<Vec<Value>, RangeError> {
+    Ok(read(client, range).await?.0)
+}
+
+/// The records of `range` and whether a record at or past its end was read.
+async fn read(client: &Client, range: &ShardRange) -> Result<(Vec<Value>, bool), RangeError> {
     let gone = |reason: String| RangeError::Gone {
         shard: range.shard_id.clone(),
         start: range.start.clone(),
@@ -141,7 +164,11 @@ pub async fn read_range(client: &Client, range: &ShardRange) -> Result<Vec<Value
         for record in page {
             let json = record_to_json(record, &range.stream_arn);
             match sequence_number_of(&json) {
-                Some(seq) if sequence_after(seq, &range.end) => return Ok(records),
+                Some(seq) if sequence_after(seq, &range.end) => return Ok((records, true)),
+                Some(seq) if seq == range.end => {
+                    records.push(json);
+                    return Ok((records, true));
+                }
                 _ => records.push(json),
             }
         }
@@ -150,7 +177,25 @@ pub async fn read_range(client: &Client, range: &ShardRange) -> Result<Vec<Value
         }
         iterator = out.next_shard_iterator().map(str::to_owned);
     }
-    Ok(records)
+    Ok((records, false))
+}
+
+/// Reads `range` whole, as the reconciler must (its streams are caught up
+/// from what it read): as [`read_range`], but a range whose end was not
+/// reached is [`RangeError::Incomplete`], never a shorter list.
+pub async fn read_whole_range(
+    client: &Client,
+    range: &ShardRange,
+) -> Result<Vec<Value>, RangeError> {
+    match read(client, range).await? {
+        (records, true) => Ok(records),
+        (records, false) => Err(RangeError::Incomplete {
+            shard: range.shard_id.clone(),
+            start: range.start.clone(),
+            end: range.end.clone(),
+            read: records.len(),
+        }),
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 //! batch ([`BatchInfo`], its `DDBStreamBatchInfo`: shard, first and last
 //! `SequenceNumber`) but not its records. The reconciler ([`reconcile`])
 //! reads that range from the stream again (a [`RangeReader`]; on AWS
-//! [`StreamRanges`], that is [`read_range`]), collects the stream ids of its
+//! [`StreamRanges`], that is [`read_whole_range`]), collects the stream ids of its
 //! records and applies each of those streams from the events table to its
 //! end ([`Applier::catch_up`]). A range the stream no longer holds (trimmed
 //! after 24 hours) fails its message, which the queue's own redrive policy
@@ -28,7 +28,7 @@ use evs_projection::{Applier, Projection, RowStore};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::range::{read_range, RangeError, ShardRange};
+use crate::range::{read_whole_range, RangeError, ShardRange};
 
 /// What a Lambda invocation carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,7 +93,8 @@ pub trait RangeReader: Send + Sync {
 }
 
 /// The ranges of on-failure records read again from DynamoDB Streams
-/// ([`read_range`]).
+/// ([`read_whole_range`]: a range not read to its end fails the message, to
+/// be tried again).
 #[derive(Debug, Clone)]
 pub struct StreamRanges(pub crate::dynamodb::Client);
 
@@ -106,10 +107,12 @@ impl RangeReader for StreamRanges {
             start: batch.start_sequence_number.clone(),
             end: batch.end_sequence_number.clone(),
         };
-        read_range(&self.0, &range).await.map_err(|e| match e {
-            e @ RangeError::Gone { .. } => RangeFailure::Gone(e.to_string()),
-            e => RangeFailure::Failed(evs_core::describe_chain(&e)),
-        })
+        read_whole_range(&self.0, &range)
+            .await
+            .map_err(|e| match e {
+                e @ RangeError::Gone { .. } => RangeFailure::Gone(e.to_string()),
+                e => RangeFailure::Failed(evs_core::describe_chain(&e)),
+            })
     }
 }
 

@@ -6,7 +6,7 @@
 
 use evs_core::{EventStore, ExpectedVersion, NewEvent, StreamId};
 use evs_dynamodb::DynamoStore;
-use evs_pump::range::{read_range, ShardRange};
+use evs_pump::range::{read_range, read_whole_range, RangeError, ShardRange};
 use evs_pump::sequence_number_of;
 use evs_testkit::{unique_name, Moto};
 use serde_json::{json, Value};
@@ -94,6 +94,17 @@ async fn a_range_is_read_again_from_its_start_to_its_end() {
         ..range.clone()
     };
     assert_eq!(read_range(&client, &one).await.unwrap(), want[..1].to_vec());
+    // the reconciler's read: whole, or not at all
+    assert_eq!(read_whole_range(&client, &range).await.unwrap(), want);
+    let beyond = ShardRange {
+        end: format!("{}0", seq(7)),
+        ..range.clone()
+    };
+    let err = read_whole_range(&client, &beyond).await.unwrap_err();
+    assert!(
+        matches!(err, RangeError::Incomplete { .. }) && err.is_transient(),
+        "{err}"
+    );
     // (A range the stream no longer holds is RangeError::Gone on AWS
     // (TrimmedDataAccessException, ResourceNotFoundException); the emulator
     // answers an unknown shard with a bare HTTP 500, so that is not tested here.)

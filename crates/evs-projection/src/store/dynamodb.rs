@@ -26,8 +26,11 @@
 //!   [`RowStore::rows`] under [`DynamoRowStore::PER_STREAM_UNNAMED_MODEL`].
 //!
 //! A commit is one `TransactWriteItems` (at most 100 items and 4 MB,
-//! checked before the call): a `Put` per row and ledger entry (a `Delete`
-//! for a deleted row of the rows layout; an `Update` of `Version` and
+//! checked before the call): a `Put` per row and ledger entry (for a
+//! deleted row of the rows layout, a `Put` of its key, its next `Revision`
+//! and `Deleted`: a row's revision never goes back, so a copy read before
+//! a delete cannot pass the check after the row is created again; `rows`
+//! and loads read such an item as no row; an `Update` of `Version` and
 //! `Parked` for a per-stream ledger entry without its row), each on the
 //! revision or version the unit expects; expecting 0 accepts an absent item
 //! or one at 0. A failed condition or a transaction conflict is
@@ -48,9 +51,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{
-    AttributeValue, Delete, KeysAndAttributes, Put, TransactWriteItem, Update,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, TransactWriteItem, Update};
 use aws_sdk_dynamodb::Client;
 use evs_core::attr::{self, AttrValue, Item};
 use evs_core::Backoff;
@@ -82,13 +83,17 @@ const STATE: &str = "State";
 const VERSION: &str = "Version";
 /// Both layouts: why the stream is parked.
 const PARKED: &str = "Parked";
+/// Rows layout: set on a deleted row's item, which keeps its `Revision` (a
+/// row deleted and created again must not come back at a revision a stale
+/// copy still holds).
+const DELETED: &str = "Deleted";
 const PARKED_EVENT_ID: &str = "EventId";
 const PARKED_EVENT_NAME: &str = "EventName";
 const PARKED_REASON: &str = "Reason";
 const PARKED_AT: &str = "At";
 
 /// The attributes of a row item of the rows layout that are not the row's.
-const RESERVED: [&str; 4] = [ID, MODEL, KEY, REVISION];
+const RESERVED: [&str; 5] = [ID, MODEL, KEY, REVISION, DELETED];
 
 /// DynamoDB's limit on a partition key's value, in bytes.
 const MAX_KEY_BYTES: usize = 2048;
@@ -148,7 +153,6 @@ struct Op {
 #[derive(Debug)]
 enum OpKind {
     Put(Item),
-    Delete(Item),
     /// Sets `Version` and sets (or removes) `Parked` of a per-stream item.
     Ledger {
         key: Item,
@@ -161,7 +165,7 @@ impl OpKind {
     /// The bytes DynamoDB counts towards the 4 MB of a transaction.
     fn size(&self) -> usize {
         match self {
-            OpKind::Put(item) | OpKind::Delete(item) => attr::item_size(item),
+            OpKind::Put(item) => attr::item_size(item),
             OpKind::Ledger { key, parked, .. } => {
                 attr::item_size(key)
                     + VERSION.len()
@@ -392,7 +396,15 @@ impl DynamoRowStore {
             self.check_key(&write.key)?;
             let kind = match &write.row {
                 Some(row) => OpKind::Put(self.row_item(&write.key, row, write.expected + 1)?),
-                None => OpKind::Delete(self.row_key(&write.key)),
+                None => {
+                    let mut item = self.row_key(&write.key);
+                    item.insert(MODEL.to_owned(), AttrValue::S(write.key.model.to_string()));
+                    item.insert(KEY.to_owned(), AttrValue::S(write.key.key.clone()));
+                    let revision = (write.expected + 1).to_string();
+                    item.insert(REVISION.to_owned(), AttrValue::N(revision));
+                    item.insert(DELETED.to_owned(), AttrValue::Bool(true));
+                    OpKind::Put(item)
+                }
             };
             ops.push(Op {
                 kind,
@@ -495,14 +507,6 @@ impl DynamoRowStore {
                 .set_expression_attribute_values(Some(values))
                 .build()
                 .map(|put| TransactWriteItem::builder().put(put).build()),
-            OpKind::Delete(key) => Delete::builder()
-                .table_name(&self.table)
-                .set_key(Some(to_sdk_item(key)))
-                .condition_expression(condition)
-                .set_expression_attribute_names(Some(names))
-                .set_expression_attribute_values(Some(values))
-                .build()
-                .map(|delete| TransactWriteItem::builder().delete(delete).build()),
             OpKind::Ledger {
                 key,
                 version,
@@ -694,6 +698,12 @@ impl DynamoRowStore {
             DynamoLayout::Rows => {
                 let revision = number(item, REVISION)
                     .ok_or_else(|| corrupt(format!("row {key}"), ItemError::Missing(REVISION)))?;
+                if item.contains_key(DELETED) {
+                    return Ok(Stored {
+                        revision,
+                        row: None,
+                    });
+                }
                 let mut fields = serde_json::Map::new();
                 for (name, value) in item {
                     if RESERVED.contains(&name.as_str()) {
@@ -958,6 +968,8 @@ fn ledger_of(stream: &str, item: &HashMap<String, AttributeValue>) -> Result<Led
 /// recognised. `None` when no stream's ledger moves forward: such a request
 /// (parking or resuming a stream at its version) can recur with the same
 /// content after it took effect, and must then be checked, not recognised.
+///
+/// (The per-stream layout's own rule is below, [`stale_per_stream_row`].)
 fn request_token(table: &str, ops: &[Op]) -> Option<String> {
     let moves = ops.iter().any(|op| {
         op.checked == VERSION
@@ -966,7 +978,6 @@ fn request_token(table: &str, ops: &[Op]) -> Option<String> {
                     matches!(item.get(VERSION), Some(AttrValue::N(v)) if v.parse::<u64>().is_ok_and(|v| v > op.expected))
                 }
                 OpKind::Ledger { version, .. } => *version > op.expected,
-                OpKind::Delete(_) => false,
             }
     });
     if !moves {
@@ -981,7 +992,6 @@ fn request_token(table: &str, ops: &[Op]) -> Option<String> {
     for op in ops {
         let (tag, items): (&[u8], Vec<&Item>) = match &op.kind {
             OpKind::Put(item) => (b"put", vec![item]),
-            OpKind::Delete(key) => (b"delete", vec![key]),
             OpKind::Ledger { key, .. } => (b"ledger", vec![key]),
         };
         feed(tag);
@@ -1004,6 +1014,21 @@ fn request_token(table: &str, ops: &[Op]) -> Option<String> {
     Some(digest.iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// Per-stream layout: one item holds a stream's row and ledger, and the
+/// condition checks only `Version`. A row copy read at another version than
+/// the ledger entry the unit expects (a driver that reloaded the ledger but
+/// kept an older copy of the row) would pass that condition and overwrite
+/// the events applied in between: it is a conflict, refused before the call
+/// (the driver reloads both).
+fn stale_per_stream_row<R>(unit: &Unit<R>) -> bool {
+    unit.rows.iter().any(|row| {
+        unit.ledger
+            .iter()
+            .find(|l| l.stream == row.key.key)
+            .is_some_and(|l| l.expected != row.expected)
+    })
+}
+
 #[async_trait]
 impl<R> RowStore<R> for DynamoRowStore
 where
@@ -1015,6 +1040,15 @@ where
 
     fn check_row(&self, key: &RowKey, row: &R) -> Result<(), StoreError> {
         self.row_item(key, row, u64::MAX).map(|_| ())
+    }
+
+    fn revision_after(&self, write: &super::RowWrite<R>, unit: &Unit<R>) -> u64 {
+        // per-stream: a row's revision is its stream's ledger version
+        let ledger = unit.ledger.iter().find(|l| l.stream == write.key.key);
+        match (self.layout, ledger) {
+            (DynamoLayout::PerStream, Some(l)) => l.ledger.version,
+            _ => write.expected + 1,
+        }
     }
 
     async fn load_ledger(&self, streams: &[String]) -> Result<Vec<Ledger>, StoreError> {
@@ -1046,6 +1080,9 @@ where
     }
 
     async fn commit(&self, unit: &Unit<R>) -> Result<Commit, StoreError> {
+        if self.layout == DynamoLayout::PerStream && stale_per_stream_row(unit) {
+            return Ok(Commit::Conflict);
+        }
         let ops = self.ops(unit)?;
         if ops.is_empty() {
             return Ok(Commit::Done);
@@ -1145,6 +1182,32 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A per-stream commit whose row copy was read at another version than
+    /// the ledger entry it expects overwrites the events in between: refused
+    /// as a conflict (a driver that reloaded the ledger but kept an older
+    /// row, e.g. after a catch-up or a resume).
+    #[test]
+    fn a_per_stream_row_older_than_its_ledger_is_a_conflict() {
+        let unit = |row_at: u64, ledger_at: u64| Unit {
+            rows: vec![super::super::RowWrite {
+                key: RowKey::new("balances", "acct-1"),
+                expected: row_at,
+                row: Some(1u64),
+            }],
+            ledger: vec![super::super::LedgerWrite {
+                stream: "acct-1".into(),
+                expected: ledger_at,
+                ledger: Ledger {
+                    version: ledger_at + 1,
+                    parked: None,
+                },
+            }],
+        };
+        assert!(stale_per_stream_row(&unit(5, 7)));
+        assert!(!stale_per_stream_row(&unit(7, 7)));
+        assert!(!stale_per_stream_row(&unit(0, 0)));
+    }
 
     fn reasons(codes: &[&str]) -> Vec<String> {
         codes.iter().map(|c| (*c).to_owned()).collect()

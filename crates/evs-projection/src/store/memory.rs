@@ -10,7 +10,8 @@ use crate::projection::{Ledger, RowKey};
 
 #[derive(Debug)]
 struct Inner<R> {
-    rows: BTreeMap<RowKey, (u64, R)>,
+    /// Each row's revision and state (`None`: deleted; the revision stays).
+    rows: BTreeMap<RowKey, (u64, Option<R>)>,
     ledger: BTreeMap<String, Ledger>,
 }
 
@@ -51,7 +52,7 @@ impl<R: Clone> MemoryRowStore<R> {
         self.lock()
             .rows
             .iter()
-            .map(|(k, (_, r))| (k.clone(), r.clone()))
+            .filter_map(|(k, (_, r))| r.clone().map(|r| (k.clone(), r)))
             .collect()
     }
 
@@ -91,7 +92,7 @@ impl<R: Clone + Send + Sync> RowStore<R> for MemoryRowStore<R> {
             .map(|k| match inner.rows.get(k) {
                 Some((revision, row)) => Stored {
                     revision: *revision,
-                    row: Some(row.clone()),
+                    row: row.clone(),
                 },
                 None => Stored::default(),
             })
@@ -117,16 +118,11 @@ impl<R: Clone + Send + Sync> RowStore<R> for MemoryRowStore<R> {
             return Ok(Commit::Conflict);
         }
         for write in &unit.rows {
-            match &write.row {
-                Some(row) => {
-                    inner
-                        .rows
-                        .insert(write.key.clone(), (write.expected + 1, row.clone()));
-                }
-                None => {
-                    inner.rows.remove(&write.key);
-                }
-            }
+            // a deleted row keeps its revision: one read before the delete
+            // never matches the row created after it
+            inner
+                .rows
+                .insert(write.key.clone(), (write.expected + 1, write.row.clone()));
         }
         for write in &unit.ledger {
             inner

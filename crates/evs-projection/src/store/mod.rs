@@ -13,8 +13,9 @@ pub use memory::MemoryRowStore;
 
 /// A row as stored: its state (`None`: absent) and its revision, which the
 /// store uses to refuse a commit made from a stale copy. Revision 0 is a row
-/// never written (or deleted); a commit of a row at revision `r` leaves it
-/// at `r + 1`. A store may keep its own notion of revision (the per-stream
+/// never written; a commit of a row at revision `r` leaves it at `r + 1`,
+/// a delete too (the store keeps the revision of a deleted row, so that a
+/// copy read before the delete never matches the row created after it). A store may keep its own notion of revision (the per-stream
 /// layout of [`DynamoRowStore`] checks the stream's ledger instead): the
 /// applier only hands back what it loaded, or `r + 1` after its own commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,6 +179,14 @@ pub trait RowStore<R>: Send + Sync {
     /// Checks that `row` can be stored under `key` (its size, its fields).
     fn check_row(&self, key: &RowKey, row: &R) -> Result<(), StoreError>;
 
+    /// The revision `write` leaves its row at once `unit` is committed:
+    /// `expected + 1` (a deleted row too: revisions never go back), unless
+    /// the store counts revisions its own way.
+    fn revision_after(&self, write: &RowWrite<R>, unit: &Unit<R>) -> u64 {
+        let _ = unit;
+        write.expected + 1
+    }
+
     /// The ledger entries of `streams`, in order (the default entry for a
     /// stream with none).
     async fn load_ledger(&self, streams: &[String]) -> Result<Vec<Ledger>, StoreError>;
@@ -210,6 +219,9 @@ where
     }
     fn check_row(&self, key: &RowKey, row: &R) -> Result<(), StoreError> {
         (**self).check_row(key, row)
+    }
+    fn revision_after(&self, write: &RowWrite<R>, unit: &Unit<R>) -> u64 {
+        (**self).revision_after(write, unit)
     }
     async fn load_ledger(&self, streams: &[String]) -> Result<Vec<Ledger>, StoreError> {
         (**self).load_ledger(streams).await
