@@ -522,7 +522,7 @@ impl Projection for OpenOrders {
     type Row = Vec<String>;
     type Error = Bad;
 
-    fn keys(&self, event: &RecordedEvent) -> Result<Vec<RowKey>, Bad> {
+    fn keys(&self, _event: &RecordedEvent) -> Result<Vec<RowKey>, Bad> {
         Ok(vec![RowKey::new("open", "c1")])
     }
 
