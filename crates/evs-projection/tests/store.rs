@@ -373,6 +373,44 @@ async fn parked_round_trip(store: Store, _: Kind) {
 }
 on_stores!(parked, parked_round_trip, [Memory, Rows, PerStream]);
 
+/// A driver that has not seen a park must not move the stream on (clearing
+/// the park by writing over it): a ledger write that applies events to a
+/// parked stream is a conflict; the park and the resume themselves pass.
+async fn a_parked_stream_is_not_moved_on_by_a_driver_that_missed_the_park(store: Store, _: Kind) {
+    let park = LedgerWrite {
+        stream: "q".into(),
+        expected: 0,
+        ledger: Ledger {
+            version: 0,
+            parked: Some(parked(1)),
+        },
+    };
+    let applied = stream_unit("q", 0, 0, 1, Some(json!({"n": 1})));
+    assert_eq!(
+        store.commit(&unit(vec![], vec![park])).await.unwrap(),
+        Commit::Done
+    );
+    assert_eq!(store.commit(&applied).await.unwrap(), Commit::Conflict);
+    let listed = store.parked().await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(version(&store, "q").await, 0);
+    // resumed (version unchanged, no park): then the events apply
+    assert_eq!(
+        store
+            .commit(&unit(vec![], vec![ledger("q", 0, 0)]))
+            .await
+            .unwrap(),
+        Commit::Done
+    );
+    assert_eq!(store.commit(&applied).await.unwrap(), Commit::Done);
+    assert_eq!(version(&store, "q").await, 1);
+}
+on_stores!(
+    missed_park,
+    a_parked_stream_is_not_moved_on_by_a_driver_that_missed_the_park,
+    [Memory, Rows, PerStream]
+);
+
 /// `versions()` by stream, `rows()` by model then key.
 async fn listings_are_sorted(store: Store, kind: Kind) {
     let streams = ["b", "a", "c/\u{1f600}", "A", "a#b"];

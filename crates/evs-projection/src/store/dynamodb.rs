@@ -148,6 +148,9 @@ struct Op {
     checked: &'static str,
     /// The value it must have (0: or the item is absent).
     expected: u64,
+    /// A ledger entry moved on by applied events: only if the stream is not
+    /// parked (a driver that has not seen a park must not clear it).
+    not_parked: bool,
 }
 
 #[derive(Debug)]
@@ -410,6 +413,7 @@ impl DynamoRowStore {
                 kind,
                 checked: REVISION,
                 expected: write.expected,
+                not_parked: false,
             });
         }
         for write in &unit.ledger {
@@ -426,6 +430,7 @@ impl DynamoRowStore {
                 kind: OpKind::Put(item),
                 checked: VERSION,
                 expected: write.expected,
+                not_parked: moves_unparked(write),
             });
         }
         Ok(ops)
@@ -480,6 +485,7 @@ impl DynamoRowStore {
                 kind,
                 checked: VERSION,
                 expected: write.expected,
+                not_parked: moves_unparked(write),
             });
         }
         Ok(ops)
@@ -497,6 +503,12 @@ impl DynamoRowStore {
             "attribute_not_exists(#k) OR #c = :e"
         } else {
             "#c = :e"
+        };
+        let condition = if op.not_parked {
+            names.insert("#np".to_owned(), PARKED.to_owned());
+            format!("({condition}) AND attribute_not_exists(#np)")
+        } else {
+            condition.to_owned()
         };
         let built = match &op.kind {
             OpKind::Put(item) => Put::builder()
@@ -1014,6 +1026,12 @@ fn request_token(table: &str, ops: &[Op]) -> Option<String> {
     Some(digest.iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// Whether a ledger write moves its stream on by applied events (neither
+/// parks nor resumes it): it must then find the stream not parked.
+fn moves_unparked(write: &super::LedgerWrite) -> bool {
+    write.ledger.parked.is_none() && write.ledger.version > write.expected
+}
+
 /// Per-stream layout: one item holds a stream's row and ledger, and the
 /// condition checks only `Version`. A row copy read at another version than
 /// the ledger entry the unit expects (a driver that reloaded the ledger but
@@ -1264,6 +1282,7 @@ mod tests {
             ])),
             checked: VERSION,
             expected,
+            not_parked: false,
         }
     }
 
@@ -1294,6 +1313,7 @@ mod tests {
             },
             checked: VERSION,
             expected: 3,
+            not_parked: false,
         };
         assert_eq!(request_token("t", &[resume]), None);
     }

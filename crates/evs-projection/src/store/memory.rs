@@ -110,10 +110,13 @@ impl<R: Clone + Send + Sync> RowStore<R> for MemoryRowStore<R> {
             .rows
             .iter()
             .all(|w| inner.rows.get(&w.key).map_or(0, |(revision, _)| *revision) == w.expected);
-        let ledger_ok = unit
-            .ledger
-            .iter()
-            .all(|w| inner.ledger.get(&w.stream).map_or(0, |l| l.version) == w.expected);
+        let ledger_ok = unit.ledger.iter().all(|w| {
+            let current = inner.ledger.get(&w.stream);
+            // applied events move a stream on only while it is not parked
+            let moves = w.ledger.parked.is_none() && w.ledger.version > w.expected;
+            current.map_or(0, |l| l.version) == w.expected
+                && !(moves && current.is_some_and(|l| l.parked.is_some()))
+        });
         if !rows_ok || !ledger_ok {
             return Ok(Commit::Conflict);
         }
