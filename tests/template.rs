@@ -18,9 +18,7 @@ fn root() -> &'static Path {
 }
 
 fn template() -> Value {
-    let path = root().join("template.yaml");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    evs_testkit::template::load(&root().join("template.yaml"))
 }
 
 fn resources(t: &Value) -> &serde_yaml_ng::Mapping {
@@ -74,46 +72,13 @@ fn list(v: &Value) -> Vec<&Value> {
     }
 }
 
-/// The recipe lines of `target:` in a Makefile (the tab-indented lines after it).
-fn make_recipe<'a>(makefile: &'a str, target: &str) -> Vec<&'a str> {
-    let rule = format!("{target}:");
-    let mut lines = makefile.lines();
-    assert!(
-        lines.any(|l| l.starts_with(&rule)),
-        "no rule {rule} in the Makefile"
-    );
-    lines
-        .take_while(|l| l.starts_with('\t'))
-        .map(str::trim)
-        .collect()
-}
-
-/// The bootstrap that `sam build` (BuildMethod: makefile) makes for the function `id` with the Makefile
-/// of its CodeUri: `build-<id>` builds `binary` with build/arm64.sh and copies it into the artifacts.
-fn assert_makefile_builds(makefile: &str, id: &str, binary: &str) {
-    let recipe = make_recipe(makefile, &format!("build-{id}"));
-    assert!(
-        recipe
-            .iter()
-            .any(|l| l.starts_with("bash ") && l.ends_with(&format!("build/arm64.sh {binary}"))),
-        "build-{id} does not run build/arm64.sh {binary}: {recipe:?}"
-    );
-    assert!(
-        recipe.iter().any(|l| l.starts_with("cp ")
-            && l.contains(&format!("target/lambda/{binary}/bootstrap "))
-            && l.ends_with("\"$(ARTIFACTS_DIR)/bootstrap\"")),
-        "build-{id} does not copy {binary}'s bootstrap into $(ARTIFACTS_DIR): {recipe:?}"
-    );
-}
-
 /// The archiver function: the serverless function whose `sam build` (the root Makefile's
 /// `build-<LogicalId>` target) builds the root package's binary.
 fn archiver(t: &Value) -> (&str, &Value) {
     let (id, f) = only(t, "AWS::Serverless::Function");
     assert_eq!(f["Metadata"]["BuildMethod"].as_str(), Some("makefile"));
     assert_eq!(f["Properties"]["CodeUri"].as_str(), Some("."));
-    let makefile = std::fs::read_to_string(root().join("Makefile")).expect("the root Makefile");
-    assert_makefile_builds(&makefile, id, ARCHIVER_BINARY);
+    evs_testkit::template::assert_makefile_builds(&root().join("Makefile"), id, ARCHIVER_BINARY);
     (id, f)
 }
 

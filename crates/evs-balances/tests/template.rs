@@ -7,48 +7,17 @@
 // #[test] functions use them, not the helpers around them).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use serde_yaml_ng::Value;
+use std::path::Path;
+
+use evs_testkit::template::{load, strings, Value};
 
 fn template() -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/template.yaml");
-    let text = std::fs::read_to_string(path).unwrap();
-    serde_yaml_ng::from_str(&text).unwrap()
+    load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("template.yaml"))
 }
 
-/// `build-<id>` of this crate's Makefile (what `sam build` runs for the function `id`): it builds
-/// `binary` with the repository's build/arm64.sh and copies the bootstrap into `$(ARTIFACTS_DIR)`.
 fn assert_makefile_builds(id: &str, binary: &str) {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/Makefile");
-    let makefile = std::fs::read_to_string(path).unwrap();
-    let rule = format!("build-{id}:");
-    let mut lines = makefile.lines();
-    assert!(
-        lines.any(|l| l.starts_with(&rule)),
-        "no rule {rule} in {path}"
-    );
-    let recipe: Vec<&str> = lines
-        .take_while(|l| l.starts_with('\t'))
-        .map(str::trim)
-        .collect();
-    assert!(
-        recipe
-            .iter()
-            .any(|l| l.starts_with("bash ") && l.ends_with(&format!("/build/arm64.sh {binary}"))),
-        "{rule} does not run build/arm64.sh {binary}: {recipe:?}"
-    );
-    assert!(
-        recipe.iter().any(|l| l.starts_with("cp ")
-            && l.contains(&format!("/target/lambda/{binary}/bootstrap "))
-            && l.ends_with("\"$(ARTIFACTS_DIR)/bootstrap\"")),
-        "{rule} does not copy {binary}'s bootstrap into $(ARTIFACTS_DIR): {recipe:?}"
-    );
-}
-
-fn strings(v: &Value) -> Vec<&str> {
-    match v {
-        Value::Sequence(s) => s.iter().filter_map(Value::as_str).collect(),
-        other => other.as_str().into_iter().collect(),
-    }
+    let makefile = Path::new(env!("CARGO_MANIFEST_DIR")).join("Makefile");
+    evs_testkit::template::assert_makefile_builds(&makefile, id, binary);
 }
 
 #[test]

@@ -30,6 +30,7 @@
 //! under `CI=true` and are skipped with a loud message elsewhere.
 
 pub mod lambda;
+pub mod template;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
