@@ -127,6 +127,17 @@ pub enum StoreError {
         /// Why, as one line.
         reason: String,
     },
+    /// The database holds the read model of another projection: its ledger
+    /// would be read as this one's, so nothing is read or written.
+    #[error("read model store: {location} holds the read model of projection {found:?}, not {expected:?}; give another database, or drop it to rebuild")]
+    OtherProjection {
+        /// The database (a file or a server and schema, without secrets).
+        location: String,
+        /// The projection whose read model it holds.
+        found: String,
+        /// The projection that opened it.
+        expected: String,
+    },
     /// The unit is past the store's limit for one commit (bytes or items):
     /// refused before anything was sent; a smaller unit may pass.
     #[error("read model store: a commit of {items} items is past the store's limit: {reason}")]
