@@ -35,7 +35,13 @@ pub use apply::{Applier, ApplyOptions, BatchReport, DriveError, StreamReport};
 /// filters them before ordering) and kept here for this crate's users.
 pub use evs_replay::{stream_hash, Partition, PartitionError};
 pub use projection::{Ledger, Parked, Projection, RowKey, RowKeyError};
+/// The SQLite driver the SQLite store uses (its `Transaction` is what a
+/// projection's own tables are written with).
+#[cfg(feature = "sqlite")]
+pub use rusqlite;
 pub use store::{
     Commit, DynamoLayout, DynamoRowStore, LedgerWrite, MemoryRowStore, RowStore, RowWrite,
     StoreError, Stored, Unit,
 };
+#[cfg(feature = "sqlite")]
+pub use store::{NoTables, SqliteRowStore, SqliteSchema, SqliteTables};

@@ -16,9 +16,9 @@ use evs_core::{RecordedEvent, StreamId};
 use evs_dynamodb::TableStatus;
 use evs_projection::{
     Applier, Commit, DynamoLayout, DynamoRowStore, Ledger, LedgerWrite, MemoryRowStore, Parked,
-    Projection, RowKey, RowStore, RowWrite, StoreError, Stored, Unit,
+    Projection, RowKey, RowStore, RowWrite, SqliteRowStore, StoreError, Stored, Unit,
 };
-use evs_testkit::{unique_name, Moto};
+use evs_testkit::{unique_name, Moto, TempDir};
 use serde_json::{json, Value};
 
 /// The stores under test.
@@ -27,6 +27,7 @@ enum Kind {
     Memory,
     Rows,
     PerStream,
+    Sqlite,
 }
 
 type Store = Arc<dyn RowStore<Value>>;
@@ -37,12 +38,24 @@ async fn dynamo(moto: &Moto, layout: DynamoLayout) -> DynamoRowStore {
     store
 }
 
-/// A fresh store of `kind`; `None` when the emulator is missing (outside CI).
-async fn store(kind: Kind) -> Option<Store> {
+/// A fresh store of `kind` (and the folder of a file store); `None` when
+/// its server is missing (outside CI).
+async fn store(kind: Kind) -> Option<(Store, Option<TempDir>)> {
     Some(match kind {
-        Kind::Memory => Arc::new(MemoryRowStore::<Value>::new()),
-        Kind::Rows => Arc::new(dynamo(Moto::shared()?, DynamoLayout::Rows).await),
-        Kind::PerStream => Arc::new(dynamo(Moto::shared()?, DynamoLayout::PerStream).await),
+        Kind::Memory => (Arc::new(MemoryRowStore::<Value>::new()), None),
+        Kind::Rows => (
+            Arc::new(dynamo(Moto::shared()?, DynamoLayout::Rows).await),
+            None,
+        ),
+        Kind::PerStream => (
+            Arc::new(dynamo(Moto::shared()?, DynamoLayout::PerStream).await),
+            None,
+        ),
+        Kind::Sqlite => {
+            let dir = TempDir::new("rows");
+            let store = SqliteRowStore::open(dir.join("rows.db"), "suite").unwrap();
+            (Arc::new(store), Some(dir))
+        }
     })
 }
 
@@ -55,7 +68,7 @@ macro_rules! on_stores {
                 #[tokio::test]
                 #[allow(non_snake_case)]
                 async fn $kind() {
-                    let Some(store) = store(Kind::$kind).await else { return };
+                    let Some((store, _dir)) = store(Kind::$kind).await else { return };
                     $case(store, Kind::$kind).await;
                 }
             )*
@@ -123,7 +136,7 @@ async fn absent_loads(store: Store, _: Kind) {
     assert!(store.parked().await.unwrap().is_empty());
     assert!(store.rows().await.unwrap().is_empty());
 }
-on_stores!(absent, absent_loads, [Memory, Rows, PerStream]);
+on_stores!(absent, absent_loads, [Memory, Rows, PerStream, Sqlite]);
 
 /// Create, update, delete, with exact values (numbers past 64 bits, nested
 /// values, odd keys).
@@ -176,7 +189,11 @@ async fn create_update_delete(store: Store, _: Kind) {
     );
     assert_eq!(load(&store, &k).await.row, Some(json!({"n": 3})));
 }
-on_stores!(crud, create_update_delete, [Memory, Rows, PerStream]);
+on_stores!(
+    crud,
+    create_update_delete,
+    [Memory, Rows, PerStream, Sqlite]
+);
 
 /// A stale ledger version anywhere in a unit of many items: nothing of it
 /// is written.
@@ -229,7 +246,7 @@ async fn stale_ledger_writes_nothing(store: Store, _: Kind) {
 on_stores!(
     stale_ledger,
     stale_ledger_writes_nothing,
-    [Memory, Rows, PerStream]
+    [Memory, Rows, PerStream, Sqlite]
 );
 
 /// A stale row revision anywhere in a unit of many items: nothing of it is
@@ -274,8 +291,18 @@ async fn stale_row_writes_nothing(store: Store, _: Kind) {
     let again = unit(vec![row(keys[3].clone(), 0, Some(json!({"n": 9})))], vec![]);
     assert_eq!(store.commit(&again).await.unwrap(), Commit::Conflict);
     assert_eq!(store.load_rows(&keys).await.unwrap(), loaded);
+    // a copy one revision behind (read before the last commit) conflicts
+    let r = loaded[1].revision;
+    let next = unit(
+        vec![row(keys[1].clone(), r, Some(json!({"n": 3})))],
+        vec![ledger("s", 1, 2)],
+    );
+    assert_eq!(store.commit(&next).await.unwrap(), Commit::Done);
+    let behind = unit(vec![row(keys[1].clone(), r, Some(json!({"n": 4})))], vec![]);
+    assert_eq!(store.commit(&behind).await.unwrap(), Commit::Conflict);
+    assert_eq!(load(&store, &keys[1]).await.row, Some(json!({"n": 3})));
 }
-on_stores!(stale_row, stale_row_writes_nothing, [Memory, Rows]);
+on_stores!(stale_row, stale_row_writes_nothing, [Memory, Rows, Sqlite]);
 
 fn parked(event_id: u64) -> Parked {
     Parked {
@@ -371,7 +398,7 @@ async fn parked_round_trip(store: Store, _: Kind) {
     );
     assert_eq!(version(&store, "p").await, 4);
 }
-on_stores!(parked, parked_round_trip, [Memory, Rows, PerStream]);
+on_stores!(parked, parked_round_trip, [Memory, Rows, PerStream, Sqlite]);
 
 /// A driver that has not seen a park must not move the stream on (clearing
 /// the park by writing over it): a ledger write that applies events to a
@@ -408,7 +435,7 @@ async fn a_parked_stream_is_not_moved_on_by_a_driver_that_missed_the_park(store:
 on_stores!(
     missed_park,
     a_parked_stream_is_not_moved_on_by_a_driver_that_missed_the_park,
-    [Memory, Rows, PerStream]
+    [Memory, Rows, PerStream, Sqlite]
 );
 
 /// `versions()` by stream, `rows()` by model then key.
@@ -455,7 +482,11 @@ async fn listings_are_sorted(store: Store, kind: Kind) {
     assert_eq!(rows, want);
     assert_eq!(rows.len(), if kind == Kind::PerStream { 5 } else { 9 });
 }
-on_stores!(sorted, listings_are_sorted, [Memory, Rows, PerStream]);
+on_stores!(
+    sorted,
+    listings_are_sorted,
+    [Memory, Rows, PerStream, Sqlite]
+);
 
 /// What a DynamoDB store cannot hold is refused before anything is written.
 async fn refused_before_any_write(store: Store, kind: Kind) {
@@ -731,7 +762,11 @@ async fn applier_end_to_end(store: Store, kind: Kind) {
         ]
     );
 }
-on_stores!(end_to_end, applier_end_to_end, [Memory, Rows, PerStream]);
+on_stores!(
+    end_to_end,
+    applier_end_to_end,
+    [Memory, Rows, PerStream, Sqlite]
+);
 
 /// Counts every event on one global row.
 struct Counter;
@@ -795,7 +830,7 @@ async fn hot_row_race(store: Store, _: Kind) {
         )]
     );
 }
-on_stores!(hot_row, hot_row_race, [Memory, Rows]);
+on_stores!(hot_row, hot_row_race, [Memory, Rows, Sqlite]);
 
 // ---- DynamoDB only ----
 

@@ -30,7 +30,10 @@
 //! under `CI=true` and are skipped with a loud message elsewhere.
 
 pub mod lambda;
+mod temp;
 pub mod template;
+
+pub use temp::TempDir;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -7,9 +7,13 @@ use crate::projection::{Ledger, RowKey};
 
 mod dynamodb;
 mod memory;
+#[cfg(feature = "sqlite")]
+mod sqlite;
 
 pub use dynamodb::{DynamoLayout, DynamoRowStore};
 pub use memory::MemoryRowStore;
+#[cfg(feature = "sqlite")]
+pub use sqlite::{NoTables, SqliteRowStore, SqliteSchema, SqliteTables};
 
 /// A row as stored: its state (`None`: absent) and its revision, which the
 /// store uses to refuse a commit made from a stale copy. Revision 0 is a row
