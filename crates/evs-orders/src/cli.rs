@@ -13,9 +13,11 @@ use evs_archiver::config::Location;
 use evs_cli::Usage;
 use evs_core::EventStore;
 use evs_dynamodb::{DynamoStore, TableStatus};
-use evs_orders::{dump_line, Orders, OrdersRow, ReadModel};
+use evs_orders::{dump_line, Orders, OrdersRow, OrdersTables, ReadModel};
 use evs_projection::replay::{rebuild, replayer_for, RebuildOptions, RebuildReport};
-use evs_projection::{Applier, DynamoLayout, DynamoRowStore, MemoryRowStore, Partition, RowStore};
+use evs_projection::{
+    Applier, DynamoLayout, DynamoRowStore, MemoryRowStore, Partition, RowStore, SqliteRowStore,
+};
 use evs_replay::{Archive, Frontier, ReplayOptions};
 
 const NAME: &str = "evs-orders";
@@ -27,9 +29,11 @@ const NAME: &str = "evs-orders";
 /// The same binary is both Lambda functions of the example's stack (the
 /// live driver and the reconciler) when AWS_LAMBDA_RUNTIME_API is set.
 ///
-/// The read model is `dynamodb:TABLE` (one item per row, partition key
-/// `Id`) or `memory:` (for `rebuild` only: the rows are printed at the
-/// end). AWS settings come from the standard environment (AWS_REGION,
+/// The read model is `sqlite:FILE` (the default, `sqlite:./orders.db`:
+/// tables `customers` and `daily`, read them with `sqlite3`),
+/// `postgres:URL` (the same tables in PostgreSQL), `dynamodb:TABLE` (one
+/// item per row, partition key `Id`) or `memory:` (for `rebuild` only: the
+/// rows are printed at the end). AWS settings come from the standard environment (AWS_REGION,
 /// AWS_ENDPOINT_URL, AWS_PROFILE, credentials).
 #[derive(Debug, Parser)]
 #[command(name = "evs-orders", version, max_term_width = 100)]
@@ -54,7 +58,8 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Create what the read model's store needs (a DynamoDB table: on-demand,
-    /// partition key `Id`); running it again changes nothing.
+    /// partition key `Id`; a SQLite file or PostgreSQL database: its tables);
+    /// running it again changes nothing.
     Init(Store),
     /// Rebuild the read model from the archive, skipping every event it has
     /// applied already; safe beside the live Lambda and other partitions.
@@ -74,7 +79,8 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct Store {
-    /// The read model: `dynamodb:TABLE` or `memory:`.
+    /// The read model: `sqlite:FILE`, `postgres:URL`, `dynamodb:TABLE` or
+    /// `memory:` [default: sqlite:./orders.db].
     #[arg(long, env = "EVS_READ_MODEL", value_name = "SCHEME:NAME")]
     read_model: Option<String>,
 }
@@ -158,27 +164,50 @@ async fn run(command: Command) -> Result<()> {
     }
 }
 
-/// The read model `--read-model` names, or a usage error.
+/// The read model `--read-model` names (by default `sqlite:./orders.db`),
+/// or a usage error.
 fn read_model(store: &Store) -> Result<ReadModel> {
-    let Some(text) = &store.read_model else {
-        return Err(Usage(
-            "no read model given: pass --read-model dynamodb:TABLE (or memory:) or set EVS_READ_MODEL".into(),
-        )
-        .into());
-    };
+    let text = store
+        .read_model
+        .as_deref()
+        .unwrap_or(evs_orders::read_model::DEFAULT);
     text.parse()
         .map_err(|e: evs_orders::ReadModelError| Usage(e.to_string()).into())
 }
 
-/// The table of a read model that must outlive the command.
-fn stored(model: ReadModel, command: &str) -> Result<String> {
+/// A read model that must outlive the command.
+fn stored(model: ReadModel, command: &str) -> Result<ReadModel> {
     match model {
-        ReadModel::DynamoDb(table) => Ok(table),
         ReadModel::Memory => Err(Usage(format!(
-            "{command}: a memory: read model lives only within one `rebuild` (which prints it): give dynamodb:TABLE"
+            "{command}: a memory: read model lives only within one `rebuild` (which prints it): give sqlite:FILE, postgres:URL or dynamodb:TABLE"
         ))
         .into()),
+        model => Ok(model),
     }
+}
+
+/// The store of a read model, and the DynamoDB client when it made one.
+/// A SQLite file is created when absent (its folder must exist).
+async fn open(
+    model: &ReadModel,
+    memory: &MemoryRowStore<OrdersRow>,
+) -> Result<(
+    Arc<dyn RowStore<OrdersRow>>,
+    Option<aws_sdk_dynamodb::Client>,
+)> {
+    Ok(match model {
+        ReadModel::Memory => (Arc::new(memory.clone()), None),
+        ReadModel::DynamoDb(table) => {
+            let client = evs_cli::aws::dynamodb().await?;
+            (dynamo_store(client.clone(), table), Some(client))
+        }
+        ReadModel::Sqlite(path) => {
+            let store = SqliteRowStore::open(path, evs_orders::PROJECTION)
+                .and_then(|s| s.with_tables(OrdersTables))?;
+            (Arc::new(store), None)
+        }
+        ReadModel::Postgres(url) => (postgres_store(url).await?, None),
+    })
 }
 
 fn events_table(table: Option<String>, what: &str) -> Result<String> {
@@ -196,28 +225,37 @@ fn dynamo_store(client: aws_sdk_dynamodb::Client, table: &str) -> Arc<dyn RowSto
 }
 
 async fn init(model: ReadModel) -> Result<()> {
-    let ReadModel::DynamoDb(table) = model else {
-        println!("memory: needs no setup");
-        return Ok(());
-    };
-    let store = DynamoRowStore::new(evs_cli::aws::dynamodb().await?, &table, DynamoLayout::Rows);
-    let status = store
-        .create_table()
-        .await
-        .with_context(|| format!("cannot create the read model's table {table}"))?;
-    match status {
-        TableStatus::Created => println!("created table {table}"),
-        TableStatus::AlreadyExists => println!("table {table} exists already; nothing changed"),
+    match &model {
+        ReadModel::Memory => println!("memory: needs no setup"),
+        ReadModel::DynamoDb(table) => {
+            let client = evs_cli::aws::dynamodb().await?;
+            let store = DynamoRowStore::new(client, table, DynamoLayout::Rows);
+            let status = store
+                .create_table()
+                .await
+                .with_context(|| format!("cannot create the read model's table {table}"))?;
+            match status {
+                TableStatus::Created => println!("created table {table}"),
+                TableStatus::AlreadyExists => {
+                    println!("table {table} exists already; nothing changed")
+                }
+            }
+        }
+        ReadModel::Sqlite(_) | ReadModel::Postgres(_) => {
+            // opening creates what is missing
+            open(&model, &MemoryRowStore::new()).await?;
+            println!("{model}: tables ready (customers, daily, and the ledger)");
+        }
     }
     Ok(())
 }
 
-async fn dump(table: String) -> Result<()> {
-    let store = dynamo_store(evs_cli::aws::dynamodb().await?, &table);
+async fn dump(model: ReadModel) -> Result<()> {
+    let (store, _) = open(&model, &MemoryRowStore::new()).await?;
     let rows = store
         .rows()
         .await
-        .with_context(|| format!("cannot read the rows of {table}"))?;
+        .with_context(|| format!("cannot read the rows of {model}"))?;
     print_rows(&rows)
 }
 
@@ -230,12 +268,12 @@ fn print_rows(rows: &[(evs_projection::RowKey, OrdersRow)]) -> Result<()> {
     Ok(())
 }
 
-async fn parked(table: String) -> Result<()> {
-    let store = dynamo_store(evs_cli::aws::dynamodb().await?, &table);
+async fn parked(model: ReadModel) -> Result<()> {
+    let (store, _) = open(&model, &MemoryRowStore::new()).await?;
     let parked = store
         .parked()
         .await
-        .with_context(|| format!("cannot read the ledger of {table}"))?;
+        .with_context(|| format!("cannot read the ledger of {model}"))?;
     let mut out = std::io::stdout().lock();
     for (stream, ledger) in &parked {
         if let Some(p) = &ledger.parked {
@@ -256,11 +294,15 @@ async fn parked(table: String) -> Result<()> {
 }
 
 async fn resume(args: ResumeArgs) -> Result<()> {
-    let table = stored(read_model(&args.store)?, "resume")?;
+    let model = stored(read_model(&args.store)?, "resume")?;
     let events_table = events_table(args.events_table, "resume")?;
-    let client = evs_cli::aws::dynamodb().await?;
-    let events: Arc<dyn EventStore> = Arc::new(DynamoStore::new(client.clone(), events_table));
-    let mut applier = Applier::new(Orders, dynamo_store(client, &table)).with_table(events);
+    let (store, client) = open(&model, &MemoryRowStore::new()).await?;
+    let client = match client {
+        Some(c) => c,
+        None => evs_cli::aws::dynamodb().await?,
+    };
+    let events: Arc<dyn EventStore> = Arc::new(DynamoStore::new(client, events_table));
+    let mut applier = Applier::new(Orders, store).with_table(events);
     let (was_parked, report) = applier.resume(&args.stream).await?;
     if !was_parked && report.failures().next().is_none() && report.applied() == 0 {
         println!(
@@ -305,13 +347,7 @@ async fn run_rebuild(args: RebuildArgs) -> Result<()> {
     let model = read_model(&args.store)?;
     let archive = open_archive(args.archive.clone()).await?;
     let memory = MemoryRowStore::<OrdersRow>::new();
-    let (store, client): (Arc<dyn RowStore<OrdersRow>>, _) = match &model {
-        ReadModel::Memory => (Arc::new(memory.clone()), None),
-        ReadModel::DynamoDb(table) => {
-            let client = evs_cli::aws::dynamodb().await?;
-            (dynamo_store(client.clone(), table), Some(client))
-        }
-    };
+    let (store, client) = open(&model, &memory).await?;
     let mut applier = Applier::new(Orders, Arc::clone(&store));
     if let Some(table) = args.events_table.filter(|t| !t.is_empty()) {
         let client = match client {
@@ -447,4 +483,10 @@ fn rfc3339_ms(text: &str) -> Result<i64, String> {
         .map_err(|_| format!("{text:?} is not an RFC 3339 time such as 2026-11-24T08:00:00Z"))?;
     i64::try_from(t.unix_timestamp_nanos() / 1_000_000)
         .map_err(|_| format!("{text:?} is out of range"))
+}
+
+/// The PostgreSQL store of a read model.
+async fn postgres_store(url: &str) -> Result<Arc<dyn RowStore<OrdersRow>>> {
+    let _ = url;
+    anyhow::bail!("PostgreSQL read models are being wired in")
 }

@@ -54,13 +54,18 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub mod read_model;
+pub mod tables;
 
 pub use evs_pump::reconcile::{
     invocation, reconcile, BatchInfo, Invocation, MessageOutcome, NotSqs, RangeFailure,
     RangeReader, ReconcileReport, StreamRanges,
 };
 pub use read_model::{ReadModel, ReadModelError};
+pub use tables::OrdersTables;
 
+/// The projection's name, kept in a SQL read model's `evs_meta` (a
+/// database holding another projection's read model is refused).
+pub const PROJECTION: &str = "orders";
 /// The CloudWatch metrics namespace of both functions.
 pub const NAMESPACE: &str = "evs/orders";
 /// The `customers` read model.

@@ -258,18 +258,43 @@ fn the_dump_line_is_stable() {
 
 #[test]
 fn read_models_are_named_by_scheme() {
+    use std::path::PathBuf;
     assert_eq!("memory:".parse(), Ok(ReadModel::Memory));
     assert_eq!("dynamodb:t".parse(), Ok(ReadModel::DynamoDb("t".into())));
+    assert_eq!(
+        "sqlite:./x.db".parse(),
+        Ok(ReadModel::Sqlite(PathBuf::from("./x.db")))
+    );
+    for url in ["postgres://u@h:5432/db", "postgresql://h/db"] {
+        assert_eq!(url.parse(), Ok(ReadModel::Postgres(url.into())), "{url}");
+        let prefixed = format!("postgres:{url}");
+        assert_eq!(prefixed.parse(), Ok(ReadModel::Postgres(url.into())));
+    }
+    assert_eq!(
+        "postgres:host=h dbname=d".parse(),
+        Ok(ReadModel::Postgres("host=h dbname=d".into()))
+    );
     for (text, want) in [
-        ("dynamodb:", ReadModelError::NoTable),
+        ("dynamodb:", ReadModelError::Missing("dynamodb:", "TABLE")),
         ("t", ReadModelError::NoScheme("t".into())),
         ("s3:x", ReadModelError::UnknownScheme("s3".into())),
-        ("sqlite:x.db", ReadModelError::NotYet("sqlite".into())),
-        ("postgres:", ReadModelError::NotYet("postgres".into())),
+        ("sqlite:", ReadModelError::Missing("sqlite:", "FILE")),
+        ("postgres:", ReadModelError::Missing("postgres:", "URL")),
         ("memory:x", ReadModelError::MemoryWithName("x".into())),
     ] {
         assert_eq!(text.parse::<ReadModel>(), Err(want), "{text}");
     }
+}
+
+#[test]
+fn a_read_model_is_shown_without_its_password() {
+    let model: ReadModel = "postgres://evs:s3cret@db.internal:5432/orders"
+        .parse()
+        .unwrap();
+    let shown = model.to_string();
+    assert_eq!(shown, "postgres:postgres://evs:***@db.internal:5432/orders");
+    let plain: ReadModel = "postgres://evs@h/db".parse().unwrap();
+    assert_eq!(plain.to_string(), "postgres:postgres://evs@h/db");
 }
 
 async fn table_with(events: &[(&str, &str, Value)]) -> MemoryStore {

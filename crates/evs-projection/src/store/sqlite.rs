@@ -265,23 +265,34 @@ fn check_owner(conn: &Connection, shown: &str, projection: &str) -> Result<(), S
     }
 }
 
-/// A failed SQLite call, as one line naming the file.
+/// A failed SQLite call, as one line naming the file (SQLite's own words
+/// only where its code says nothing more).
 fn backend(shown: &str, what: &str, e: rusqlite::Error) -> StoreError {
-    let code = e.sqlite_error_code();
-    let (what, transient) = match code {
-        Some(ErrorCode::NotADatabase) => ("is not a SQLite database", false),
-        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
-            ("is busy: another process holds its write lock", true)
+    let known = match e.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase) => Some(("is not a SQLite database", false)),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => Some((
+            "is busy: another process held its write lock past the busy timeout",
+            true,
+        )),
+        Some(ErrorCode::CannotOpen) => Some(("cannot be opened (does its folder exist?)", false)),
+        Some(ErrorCode::ReadOnly | ErrorCode::PermissionDenied) => {
+            Some(("cannot be written: it or its folder is read-only", false))
         }
-        Some(ErrorCode::CannotOpen) => ("cannot be opened (does its folder exist?)", false),
-        Some(ErrorCode::ReadOnly | ErrorCode::PermissionDenied) => ("is read-only", false),
-        Some(ErrorCode::DiskFull) => ("cannot grow: the disk is full", true),
-        _ => (what, false),
+        Some(ErrorCode::DiskFull) => Some(("cannot grow: the disk is full", true)),
+        _ => None,
     };
-    StoreError::Backend {
-        message: format!("{shown} {what}: {e}"),
-        transient,
-        source: Some(Box::new(e)),
+    match known {
+        // the code says it all: SQLite's words would repeat it
+        Some((what, transient)) => StoreError::Backend {
+            message: format!("{shown} {what}"),
+            transient,
+            source: None,
+        },
+        None => StoreError::Backend {
+            message: format!("{shown} {what}"),
+            transient: false,
+            source: Some(Box::new(e)),
+        },
     }
 }
 
