@@ -36,7 +36,8 @@ $(MOTO_STAMP):
 
 ## run: the offline demos (no AWS, no emulator): writers -> change feed -> archiver -> local archive -> live replay -> verify;
 ## then the projection handoffs: a balances read model and the orders example's cross-stream read model, each rebuilt
-## from the archive and kept live from the change feed
+## from the archive and kept live from the change feed; the orders read model is left in ./orders.db (SQLite), with a
+## query to run against it
 run:
 	cargo run -q -p evs-replay --example demo
 	cargo run -q -p evs-balances --example handoff

@@ -18,8 +18,12 @@
 //!    drivers apply some of the same events; the ledger makes that harmless.
 //!    Every stream touches the day's row: the hot row both drivers race on.
 //!
-//! At the end every row is checked against a fold of the table (each event
-//! once); the example exits non-zero if one differs.
+//! The read model is a SQLite file, `orders.db` in the current folder
+//! (`EVS_ORDERS_DB` to change it; an earlier demo's file is replaced): rows,
+//! ledger, and the projection's own tables `customers` and `daily`. At the
+//! end every row is checked against a fold of the table (each event once),
+//! the example exits non-zero if one differs, and it prints a query to run
+//! with `sqlite3`, and its answer.
 
 // An example: it stops with a message where a program would handle the error.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -32,16 +36,38 @@ use std::time::{Duration, Instant};
 use evs_archive::store::LocalDir;
 use evs_archiver::config::Config;
 use evs_core::{EventStore, ExpectedVersion, MemoryStore, NewEvent, ReadRequest, StreamId};
-use evs_orders::{dump_line, Orders, OrdersRow};
+use evs_orders::{dump_line, Orders, OrdersRow, OrdersTables};
 use evs_projection::live::apply_records;
 use evs_projection::replay::{rebuild, replayer_for, RebuildOptions, RebuildReport};
-use evs_projection::{Applier, MemoryRowStore};
+use evs_projection::{Applier, MemoryRowStore, RowStore, SqliteRowStore};
 use evs_pump::{self as pump, MemorySource, PumpError, PumpSummary, Stop, StopHandle};
 use evs_replay::{Archive, Frontier, ReplayOptions};
 use serde_json::json;
 use tokio::task::JoinHandle;
 
 type AnyError = Box<dyn Error + Send + Sync>;
+
+/// The read model both drivers share: one SQLite file.
+type States = Arc<SqliteRowStore<OrdersTables>>;
+
+/// The query the demo prints, and runs.
+const QUERY: &str = "select customer_id, placed, cancelled, paid_cents from customers order by paid_cents desc limit 3";
+
+/// Opens a new read model at `path`, replacing an earlier demo's (a file
+/// that is not an orders read model is left alone: an error).
+fn fresh_read_model(path: &std::path::Path) -> Result<States, AnyError> {
+    if path.exists() {
+        drop(SqliteRowStore::open(path, evs_orders::PROJECTION)?);
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = path.as_os_str().to_owned();
+            file.push(suffix);
+            let _ = std::fs::remove_file(file);
+        }
+    }
+    Ok(Arc::new(
+        SqliteRowStore::open(path, evs_orders::PROJECTION)?.with_tables(OrdersTables)?,
+    ))
+}
 
 /// The archiver's hard deadline per write: the `T` of the settled frontier.
 const WRITE_TIMEOUT: Duration = Duration::from_millis(200);
@@ -128,7 +154,10 @@ async fn main() -> Result<(), AnyError> {
     let table = MemoryStore::new();
     let config = Config::local(dir.clone());
     let archive_dir = Arc::new(LocalDir::new(dir.clone()));
-    let states = MemoryRowStore::<OrdersRow>::new();
+    let db = std::path::PathBuf::from(
+        std::env::var("EVS_ORDERS_DB").unwrap_or_else(|_| "orders.db".to_owned()),
+    );
+    let states = fresh_read_model(&db)?;
     let events_table: Arc<dyn EventStore> = Arc::new(table.clone());
     let mut rng = fastrand::Rng::with_seed(7);
     let orders = Arc::new(AtomicU64::new(0));
@@ -197,21 +226,22 @@ async fn main() -> Result<(), AnyError> {
         "read model: {} of {checked} rows equal the fold of the table; {applied} events applied once each by the two drivers together ({written} written)",
         checked - wrong.len(),
     );
-    for (key, row) in states
-        .snapshot()
+    let rows = states.rows().await?;
+    for (key, row) in rows
         .iter()
         .filter(|(k, _)| k.model == "daily")
-        .chain(states.snapshot().iter().take(3))
+        .chain(rows.iter().take(3))
     {
         println!("  {}", dump_line(key, row));
     }
     println!("done in {:.1} s", started.elapsed().as_secs_f64());
     let _ = std::fs::remove_dir_all(&dir);
-    let ledger = states.ledger();
+    let ledger: std::collections::HashMap<String, u64> =
+        states.versions().await?.into_iter().collect();
     let short: Vec<String> = table
         .last_versions()
         .iter()
-        .filter(|(s, v)| ledger.get(*s).map_or(0, |l| l.version) != **v)
+        .filter(|(s, v)| ledger.get(*s).copied().unwrap_or(0) != **v)
         .map(|(s, v)| format!("{s}: table at {v}, ledger {:?}", ledger.get(s)))
         .collect();
     for line in short.iter().take(5) {
@@ -225,6 +255,31 @@ async fn main() -> Result<(), AnyError> {
             eprintln!("mismatch: {line}");
         }
         return Err("the read model does not equal the table (see above)".into());
+    }
+    show_query(&db)?;
+    Ok(())
+}
+
+/// Prints the query to run against the read model, and its answer.
+fn show_query(db: &std::path::Path) -> Result<(), AnyError> {
+    println!(
+        "read model: {} (SQLite; tables customers and daily), e.g.",
+        db.display()
+    );
+    println!("  sqlite3 {} '{QUERY}'", db.display());
+    let conn = evs_projection::rusqlite::Connection::open(db)?;
+    let mut stmt = conn.prepare(QUERY)?;
+    let rows = stmt.query_map([], |r| {
+        Ok(format!(
+            "  {}|{}|{}|{}",
+            r.get::<_, String>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, i64>(3)?
+        ))
+    })?;
+    for row in rows {
+        println!("{}", row?);
     }
     Ok(())
 }
@@ -265,12 +320,12 @@ fn spawn_archiver(table: &MemoryStore, archive_dir: &Arc<LocalDir>, config: &Con
 /// Starts the live driver on the change feed from record `history` on.
 fn spawn_live(
     table: &MemoryStore,
-    states: &MemoryRowStore<OrdersRow>,
+    states: &States,
     events_table: &Arc<dyn EventStore>,
     history: usize,
 ) -> LiveDriver {
     let stop = Arc::new(AtomicBool::new(false));
-    let (table, states) = (table.clone(), states.clone());
+    let (table, states) = (table.clone(), Arc::clone(states));
     let events_table = Arc::clone(events_table);
     let task = tokio::spawn(drive_live(
         table,
@@ -287,7 +342,7 @@ fn spawn_live(
 /// until the feed is drained after `stop` is raised.
 async fn drive_live(
     table: MemoryStore,
-    states: MemoryRowStore<OrdersRow>,
+    states: States,
     events_table: Arc<dyn EventStore>,
     mut at: usize,
     stop: Arc<AtomicBool>,
@@ -327,12 +382,12 @@ async fn drive_live(
 fn spawn_replay(
     archive_dir: &Arc<LocalDir>,
     config: &Config,
-    states: &MemoryRowStore<OrdersRow>,
+    states: &States,
     events_table: &Arc<dyn EventStore>,
     handoff_ms: i64,
 ) -> JoinHandle<Result<(RebuildReport, i64), AnyError>> {
     let archive = Archive::new(archive_dir.clone(), config.prefix.clone());
-    let (states, events_table) = (states.clone(), Arc::clone(events_table));
+    let (states, events_table) = (Arc::clone(states), Arc::clone(events_table));
     tokio::spawn(async move {
         let options = ReplayOptions {
             follow: true,
@@ -364,7 +419,7 @@ fn spawn_replay(
 /// fold has.
 async fn check_read_model(
     table: &MemoryStore,
-    states: &MemoryRowStore<OrdersRow>,
+    states: &States,
 ) -> Result<(Vec<String>, usize), AnyError> {
     let mut events = Vec::new();
     for stream in table.last_versions().keys() {
@@ -381,7 +436,8 @@ async fn check_read_model(
     if let Some((stream, id, error)) = report.failures().next() {
         return Err(format!("fold: {stream} event {id}: {error}").into());
     }
-    let (want, got) = (folded.snapshot(), states.snapshot());
+    let want = folded.snapshot();
+    let got: std::collections::BTreeMap<_, _> = states.rows().await?.into_iter().collect();
     let mut wrong = Vec::new();
     for key in want
         .keys()
