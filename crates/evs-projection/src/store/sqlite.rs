@@ -421,21 +421,28 @@ fn write_unit(tx: &Transaction<'_>, unit: &Encoded<'_>) -> rusqlite::Result<bool
             }
         }
     }
-    let mut read =
-        tx.prepare_cached("select version, parked is not null from evs_ledger where stream = ?1")?;
-    let mut put = tx.prepare_cached(
+    // one statement per stream, changing one entry only where the unit
+    // expects it (and, for a write that moves the stream on, only while it
+    // is not parked): no entry changed is a conflict. Expecting 0 inserts
+    // an absent entry or updates one at 0.
+    let mut create = tx.prepare_cached(
         "insert into evs_ledger (stream, version, parked) values (?1, ?2, ?3)
-         on conflict (stream) do update set version = excluded.version, parked = excluded.parked",
+         on conflict (stream) do update set version = excluded.version, parked = excluded.parked
+         where evs_ledger.version = 0 and not (?4 and evs_ledger.parked is not null)",
+    )?;
+    let mut update = tx.prepare_cached(
+        "update evs_ledger set version = ?2, parked = ?3
+         where stream = ?1 and version = ?5 and not (?4 and parked is not null)",
     )?;
     for (stream, expected, version, parked, moves) in &unit.ledger {
-        let current: Option<(i64, bool)> = read
-            .query_row(params![stream], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-        let (at, is_parked) = current.unwrap_or((0, false));
-        if at != *expected || (*moves && is_parked) {
+        let changed = if *expected == 0 {
+            create.execute(params![stream, version, parked, moves])?
+        } else {
+            update.execute(params![stream, version, parked, moves, expected])?
+        };
+        if changed != 1 {
             return Ok(false);
         }
-        put.execute(params![stream, version, parked])?;
     }
     Ok(true)
 }
