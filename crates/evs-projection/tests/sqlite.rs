@@ -218,7 +218,7 @@ async fn the_projections_own_tables_commit_and_roll_back_with_the_rows() {
 async fn drivers_on_their_own_connections_to_one_file_apply_each_event_once() {
     let dir = TempDir::new("sqlite");
     let db = dir.join("race.db");
-    let all = events(12, 8 * evs_testkit::soak() as u64);
+    let all = events(12, 100 * evs_testkit::soak() as u64);
     let mut tasks = Vec::new();
     for d in 0..4u64 {
         let store = SqliteRowStore::open(&db, "groups").unwrap();
@@ -239,6 +239,8 @@ async fn drivers_on_their_own_connections_to_one_file_apply_each_event_once() {
                     }
                     assert!(report.only_transient_failures(), "{report:?}");
                 }
+                // let the other drivers in between batches
+                tokio::task::yield_now().await;
             }
         }));
     }
