@@ -408,6 +408,14 @@ impl Replayer {
             checkpoint
                 .held
                 .retain(|held| partition.contains(&held.event.stream_id));
+            if let Some(since) = checkpoint.since.as_mut() {
+                since
+                    .assumed_starts
+                    .retain(|stream, _| partition.contains(stream));
+                since
+                    .passed_over
+                    .retain(|stream| partition.contains(stream));
+            }
         }
         if let Some(cursor) = &checkpoint.cursor {
             if !cursor.starts_with(archive.prefix().as_str()) {

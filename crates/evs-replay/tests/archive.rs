@@ -1430,6 +1430,42 @@ async fn an_older_partition_checkpoint_with_every_stream_resumes_only_its_own() 
 }
 
 #[tokio::test]
+async fn a_since_checkpoint_of_every_stream_resumes_one_partition() {
+    // A replay from a time of every stream assumed where two streams start
+    // and passed over a third's last event; one partition resumes from its
+    // checkpoint, keeping only its own streams' entries.
+    let fx = Fixture::memory();
+    let (mine, theirs) = (stream_in("mine", 0, 2), stream_in("theirs", 1, 2));
+    let passed = stream_in("passed", 1, 2);
+    let json = json!({
+        "format": evs_replay::PASSED_OVER_FORMAT,
+        "since": {
+            "atMs": SINCE,
+            "assumedStarts": {&mine: 3, &theirs: 3},
+            "passedOver": [&passed],
+        },
+        "cursor": null,
+        "lastDelivered": {&mine: 4, &theirs: 3, &passed: 2},
+        "held": [],
+    });
+    let checkpoint = Checkpoint::from_json(&json.to_string()).unwrap();
+    let now = Arc::new(AtomicI64::new(T0 + 86_400_000));
+    let opts = ReplayOptions {
+        partition: evs_replay::Partition::new(0, 2).unwrap(),
+        ..options()
+    };
+    let resumed = Replayer::resume(fx.archive_handle(), checkpoint, opts, clock_at(&now)).unwrap();
+    let checkpoint = resumed.checkpoint().unwrap();
+    let since = checkpoint.since.unwrap();
+    assert_eq!(since.assumed_starts.keys().collect::<Vec<_>>(), [&mine]);
+    assert!(since.passed_over.is_empty());
+    assert_eq!(
+        checkpoint.last_delivered.keys().collect::<Vec<_>>(),
+        [&mine]
+    );
+}
+
+#[tokio::test]
 async fn a_back_fill_that_reveals_the_next_hole_fills_it_too() {
     // a/2 and a/4 never reached the archive: filling a/2 releases a/3 and
     // leaves a/4 missing, a hole of its own, also read from the table.
