@@ -1,6 +1,6 @@
 //! The sequencer's persisted state.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -20,8 +20,14 @@ pub const PARTITIONED_FORMAT: u32 = 2;
 /// event seen as a stream's start refuses it.
 pub const SINCE_FORMAT: u32 = 3;
 
+/// The format of a checkpoint of a replay from a time that names streams
+/// passed over ([`Since::passed_over`]): raised so that a reader that does
+/// not know them refuses it instead of taking those streams' last events as
+/// delivered (a hole after one would then wait for ever).
+pub const PASSED_OVER_FORMAT: u32 = 4;
+
 /// The newest format this crate reads; it reads every older one.
-pub const NEWEST_FORMAT: u32 = SINCE_FORMAT;
+pub const NEWEST_FORMAT: u32 = PASSED_OVER_FORMAT;
 
 /// A held-back event: ahead of its stream's next event, waiting for it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,6 +52,15 @@ pub struct Since {
     /// time, found later, stops the replay instead of being dropped.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub assumed_starts: BTreeMap<String, u64>,
+    /// Streams whose last event ([`Checkpoint::last_delivered`]) was passed
+    /// over as written before the time, none delivered after it: a later
+    /// event found with a hole below it leaves the stream's start unknown
+    /// (the missing events may have been written before the time, in objects
+    /// sealed before the replay's first one) rather than make a gap that
+    /// never closes ([`PASSED_OVER_FORMAT`]). A checkpoint of format 3 has
+    /// none: its streams' last events are taken as delivered.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub passed_over: BTreeSet<String>,
 }
 
 /// Everything a replayer needs to continue exactly where it stopped
@@ -60,7 +75,8 @@ pub struct Since {
 /// ```
 ///
 /// A partition's adds `"partition":"i/N"` (format 2); a replay from a time
-/// adds `"since":{"atMs":…,"assumedStarts":{…}}` (format 3).
+/// adds `"since":{"atMs":…,"assumedStarts":{…}}` (format 3), and format 4
+/// when it names streams passed over (`"passedOver":[…]`).
 ///
 /// `lastDelivered` is the bulk: one number per stream (for a replay from a
 /// time, the last event delivered or passed over as written before it). A projection that
@@ -70,7 +86,8 @@ pub struct Since {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Checkpoint {
-    /// [`CHECKPOINT_FORMAT`], [`PARTITIONED_FORMAT`] or [`SINCE_FORMAT`].
+    /// [`CHECKPOINT_FORMAT`], [`PARTITIONED_FORMAT`], [`SINCE_FORMAT`] or
+    /// [`PASSED_OVER_FORMAT`].
     pub format: u32,
     /// A replay from the middle of the archive by the rule of formats 1
     /// and 2: streams start at their first event seen
@@ -78,7 +95,7 @@ pub struct Checkpoint {
     /// replay from a time now writes [`Checkpoint::since`] instead.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub start_at_first_seen: bool,
-    /// A replay from a time ([`SINCE_FORMAT`]).
+    /// A replay from a time ([`SINCE_FORMAT`], [`PASSED_OVER_FORMAT`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<Since>,
     /// The last fully consumed key; `None` before the first object.
@@ -219,7 +236,7 @@ mod tests {
         #[test]
         fn a_mutated_since_checkpoint_resumes_or_is_refused(bytes in evs_testkit::mutated(
             concat!(
-                r#"{"format":3,"since":{"atMs":1795471652123,"assumedStarts":{"order-1":3}},"#,
+                r#"{"format":4,"since":{"atMs":1795471652123,"assumedStarts":{"order-1":3},"passedOver":["order-2"]},"#,
                 r#""cursor":"archive/x.ndjson.gz","lastDelivered":{"order-1":3,"order-2":1},"#,
                 r#""held":[{"event":{"streamId":"order-3","eventId":3,"line":{"streamId":"order-3","eventId":3,"timestamp":"2026-11-23T22:07:32.123Z"}},"#,
                 r#""readAt":null}],"partition":"1/4"}"#,

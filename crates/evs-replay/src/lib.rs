@@ -77,7 +77,7 @@ pub mod verify;
 pub use archive::{decode_object, Archive, ArchiveError, ArchiveObject, Listed, Listing};
 pub use checkpoint::{
     Checkpoint, CheckpointError, HeldEvent, Since, CHECKPOINT_FORMAT, NEWEST_FORMAT,
-    PARTITIONED_FORMAT, SINCE_FORMAT,
+    PARTITIONED_FORMAT, PASSED_OVER_FORMAT, SINCE_FORMAT,
 };
 pub use event::{ArchivePosition, ReplayEvent};
 pub use frontier::{Frontier, DEFAULT_MARGIN_MS, MAX_BOUND_MS};

@@ -43,7 +43,8 @@
 //! archive and delivers the events written at or after the time, judged by
 //! their timestamps ([`SequencerConfig::since_ms`]). A stream first found at
 //! an event after its first, written after the time, has an unknown start
-//! (its earlier events may be older than the time, or still to come): once
+//! (its earlier events may be older than the time, or still to come), and
+//! so has one found only before the time so far, then after a hole: once
 //! that has been visible for the gap bound (following or not), or at the
 //! end, the table is read backwards to the stream's last event before the
 //! time; without a table the start is assumed there, and a contradiction
@@ -407,6 +408,14 @@ impl Replayer {
             checkpoint
                 .held
                 .retain(|held| partition.contains(&held.event.stream_id));
+            if let Some(since) = checkpoint.since.as_mut() {
+                since
+                    .assumed_starts
+                    .retain(|stream, _| partition.contains(stream));
+                since
+                    .passed_over
+                    .retain(|stream| partition.contains(stream));
+            }
         }
         if let Some(cursor) = &checkpoint.cursor {
             if !cursor.starts_with(archive.prefix().as_str()) {

@@ -1,14 +1,16 @@
 //! Archive order in, exactly-once per-stream order out (`docs/design.md` §4).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// The per-stream maps of the hot path (a lookup or two per event delivered)
 /// hash with foldhash, seeded per process, instead of SipHash: stream ids
 /// come from the user's own table, and SipHash was 4% of a replay.
 type StreamMap<V> = HashMap<String, V, foldhash::fast::RandomState>;
+type StreamSet = HashSet<String, foldhash::fast::RandomState>;
 
 use crate::checkpoint::{
-    Checkpoint, CheckpointError, HeldEvent, Since, CHECKPOINT_FORMAT, NEWEST_FORMAT, SINCE_FORMAT,
+    Checkpoint, CheckpointError, HeldEvent, Since, CHECKPOINT_FORMAT, NEWEST_FORMAT,
+    PASSED_OVER_FORMAT, SINCE_FORMAT,
 };
 use crate::event::{ArchivePosition, ReplayEvent};
 
@@ -36,10 +38,12 @@ pub struct SequencerConfig {
     /// is before it is not delivered ([`Offer::BeforeStart`]), nor is any
     /// earlier event of its stream; every event written at or after it is,
     /// each stream from the first such event. A stream first offered at an
-    /// event after its first, written at or after the time, waits (its
-    /// start is unknown, [`Sequencer::start_unknown`]) for an earlier event,
-    /// a back-fill from the table, or [`Sequencer::assume_start`]. Takes
-    /// precedence over `start_at_first_seen`.
+    /// event after its first, written at or after the time (or whose events
+    /// offered so far were all written before it, and the next offered is
+    /// not the next in the stream), waits (its start is unknown,
+    /// [`Sequencer::start_unknown`]) for an earlier event, a back-fill from
+    /// the table, or [`Sequencer::assume_start`]. Takes precedence over
+    /// `start_at_first_seen`.
     pub since_ms: Option<i64>,
 }
 
@@ -188,6 +192,11 @@ pub struct Sequencer {
     starts: StreamMap<u64>,
     /// With `since_ms`: the streams whose start was assumed, and where.
     assumed: StreamMap<u64>,
+    /// With `since_ms`: the streams whose last event (in `delivered`) was
+    /// passed over as written before the time, not delivered: what follows
+    /// it up to the next event found may have been written before the time
+    /// too, so a hole there leaves the stream's start unknown.
+    passed_over: StreamSet,
     before_start: u64,
 }
 
@@ -223,6 +232,7 @@ impl Sequencer {
             held: BTreeMap::new(),
             starts: StreamMap::default(),
             assumed: StreamMap::default(),
+            passed_over: StreamSet::default(),
             before_start: 0,
         }
     }
@@ -378,6 +388,9 @@ impl Sequencer {
             return Ok(Offer::Held);
         }
         // The stream's next event: deliver it and every held successor.
+        if !self.passed_over.is_empty() {
+            self.passed_over.remove(&event.stream_id);
+        }
         if !self.held.contains_key(&event.stream_id) {
             // The common case: nothing held, a known stream.
             if let Some(last) = self.delivered.get_mut(&event.stream_id) {
@@ -489,18 +502,25 @@ impl Sequencer {
             return Ok(None);
         }
         self.before_start += 1;
-        self.release(event.stream_id.clone(), id, out);
+        if self.release(event.stream_id.clone(), id, out) == 0 {
+            // Nothing of the stream delivered at or after the time yet.
+            self.passed_over.insert(event.stream_id.clone());
+        } else {
+            self.passed_over.remove(&event.stream_id);
+        }
         Ok(Some(Offer::BeforeStart))
     }
 
     /// With [`SequencerConfig::since_ms`]: whether `stream_id` has held
-    /// events and nothing known below them: whether its earlier events were
-    /// written before the time (and need not be delivered) is unknown until
-    /// one of them is found, read from the table, or the start is assumed.
+    /// events and below them nothing known, or only events passed over as
+    /// written before the time (with a hole between them and the held ones):
+    /// whether the missing events were written before the time (and need
+    /// not be delivered) is unknown until one of them is found, read from
+    /// the table, or the start is assumed.
     pub fn start_unknown(&self, stream_id: &str) -> bool {
         self.config.since_ms.is_some()
-            && !self.delivered.contains_key(stream_id)
             && self.held.contains_key(stream_id)
+            && (!self.delivered.contains_key(stream_id) || self.passed_over.contains(stream_id))
     }
 
     /// With [`SequencerConfig::since_ms`] and no table to read from: assumes
@@ -522,6 +542,7 @@ impl Sequencer {
             return false;
         };
         self.assumed.insert(stream_id.to_owned(), first);
+        self.passed_over.remove(stream_id);
         self.release(stream_id.to_owned(), first.saturating_sub(1), out);
         true
     }
@@ -584,12 +605,13 @@ impl Sequencer {
         let since = self.config.since_ms.map(|at_ms| Since {
             at_ms,
             assumed_starts: self.assumed.iter().map(|(s, &v)| (s.clone(), v)).collect(),
+            passed_over: self.passed_over.iter().cloned().collect(),
         });
         Checkpoint {
-            format: if since.is_some() {
-                SINCE_FORMAT
-            } else {
-                CHECKPOINT_FORMAT
+            format: match &since {
+                Some(since) if !since.passed_over.is_empty() => PASSED_OVER_FORMAT,
+                Some(_) => SINCE_FORMAT,
+                None => CHECKPOINT_FORMAT,
             },
             start_at_first_seen: self.config.start_at_first_seen && since.is_none(),
             since,
@@ -634,7 +656,17 @@ impl Sequencer {
         };
         let mut sequencer =
             Self::with_versions(config, checkpoint.cursor, checkpoint.last_delivered);
-        for (stream_id, start) in checkpoint.since.into_iter().flat_map(|s| s.assumed_starts) {
+        let (assumed_starts, passed_over) = checkpoint
+            .since
+            .map(|s| (s.assumed_starts, s.passed_over))
+            .unwrap_or_default();
+        // A stream with no last event: nothing known of it, its start is
+        // unknown anyway.
+        sequencer.passed_over = passed_over
+            .into_iter()
+            .filter(|s| sequencer.delivered.contains_key(s))
+            .collect();
+        for (stream_id, start) in assumed_starts {
             if start < 2 || start > sequencer.last_delivered(&stream_id) {
                 return Err(CheckpointError::InvalidStart {
                     stream_id,
@@ -972,6 +1004,75 @@ mod tests {
     }
 
     #[test]
+    fn since_a_passed_over_event_below_a_hole_leaves_the_start_unknown() {
+        // a/1, written before the time, is found; a/2 is not (its object was
+        // sealed before the replay's first one, or is late); a/3, written
+        // after, is. Whether a/2 was written before the time is unknown, as
+        // for a stream first found at a/3: the start waits to be settled (by
+        // a/2, the table or an assumption), it is not a gap that never closes.
+        let config = SequencerConfig {
+            since_ms: Some(100),
+            ..SequencerConfig::default()
+        };
+        let mut seq = Sequencer::with_config(config);
+        let mut out = Vec::new();
+        let k = at("k1");
+        for stream in ["a", "b"] {
+            assert_eq!(
+                seq.push(&k, ev_at(stream, 1, 50), &mut out),
+                Ok(Offer::BeforeStart)
+            );
+        }
+        // Through a checkpoint: that a/1 was passed over, not delivered, is kept.
+        let checkpoint = seq.checkpoint();
+        assert_eq!(checkpoint.format, PASSED_OVER_FORMAT);
+        let json = checkpoint.to_json().unwrap();
+        let mut seq = Sequencer::resume(Checkpoint::from_json(&json).unwrap()).unwrap();
+        // The other order: found after a later event, it does not settle it.
+        assert_eq!(seq.push(&k, ev_at("c", 4, 150), &mut out), Ok(Offer::Held));
+        assert_eq!(
+            seq.push(&k, ev_at("c", 1, 50), &mut out),
+            Ok(Offer::BeforeStart)
+        );
+        for stream in ["a", "b"] {
+            assert_eq!(
+                seq.push(&k, ev_at(stream, 3, 150), &mut out),
+                Ok(Offer::Held)
+            );
+        }
+        for stream in ["a", "b", "c"] {
+            assert!(seq.start_unknown(stream), "{stream}");
+            assert!(seq.assume_start(stream, &mut out), "{stream}");
+        }
+        assert_eq!(
+            ids(&out),
+            [("a".into(), 3), ("b".into(), 3), ("c".into(), 4)]
+        );
+        // As for any assumed start: confirmed by its predecessor written
+        // before the time, the replay stops for one written after it.
+        assert_eq!(
+            seq.push(&k, ev_at("b", 2, 90), &mut out),
+            Ok(Offer::BeforeStart)
+        );
+        assert_eq!(
+            seq.push(&k, ev_at("a", 2, 120), &mut out),
+            Err(SequenceError::SinceStartMissed {
+                stream_id: "a".into(),
+                event_id: 2,
+                assumed_start: 3
+            })
+        );
+        // Once an event of the stream was delivered, a later hole is a gap.
+        let mut out = Vec::new();
+        seq.push(&k, ev_at("d", 1, 50), &mut out).unwrap();
+        seq.push(&k, ev_at("d", 2, 150), &mut out).unwrap();
+        assert_eq!(seq.push(&k, ev_at("d", 4, 170), &mut out), Ok(Offer::Held));
+        assert!(!seq.start_unknown("d"));
+        assert!(!seq.assume_start("d", &mut out));
+        assert_eq!(ids(&out), [("d".into(), 2)]);
+    }
+
+    #[test]
     fn checkpoints_of_every_format_are_read() {
         let legacy = r#"{"format":2,"startAtFirstSeen":true,"cursor":"k1","lastDelivered":{"a":4},"held":[],"partition":"0/2"}"#;
         let mut seq = Sequencer::resume(Checkpoint::from_json(legacy).unwrap()).unwrap();
@@ -985,12 +1086,16 @@ mod tests {
         let mut out = Vec::new();
         seq.push(&at("k2"), ev_at("b", 3, 150), &mut out).unwrap();
         assert!(out.is_empty() && seq.start_unknown("b"));
-        let newer = since.replace(r#""format":3"#, r#""format":4"#);
+        let passed = r#"{"format":4,"since":{"atMs":100,"passedOver":["a"]},"cursor":"k1","lastDelivered":{"a":4},"held":[]}"#;
+        let mut seq = Sequencer::resume(Checkpoint::from_json(passed).unwrap()).unwrap();
+        seq.push(&at("k2"), ev_at("a", 6, 150), &mut out).unwrap();
+        assert!(out.is_empty() && seq.start_unknown("a"));
+        let newer = passed.replace(r#""format":4"#, r#""format":5"#);
         assert!(matches!(
             Sequencer::resume(Checkpoint::from_json(&newer).unwrap()),
             Err(CheckpointError::UnsupportedFormat {
-                found: 4,
-                supported: 3
+                found: 5,
+                supported: 4
             })
         ));
     }

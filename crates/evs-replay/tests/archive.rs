@@ -693,6 +693,64 @@ async fn since_resumed_at_every_step_loses_nothing() {
 }
 
 #[tokio::test]
+async fn since_a_stream_found_before_it_then_after_a_hole_is_not_held_for_ever() {
+    // p/1 and p/2 written before --since, p/3 after. p/2's object was sealed
+    // long before the time (not read), p/1's after it (a slow shard): the
+    // replay passes over p/1, then finds p/3, and whether p/2 was written
+    // before the time is unknown. Without a table p is taken to start at
+    // p/3; with one, p/2 is read from it. Either way p/3 is delivered, not
+    // held behind a hole nothing closes; resumed at every step too.
+    let written = Arc::new(AtomicI64::new(T0));
+    let mut fx = Fixture::memory_at(&written);
+    fx.append("p", 2).await;
+    let (p1, p2) = (fx.take(1), fx.take(1));
+    fx.archive(&p2, T0 + 1_000).await.unwrap();
+    fx.archive(&p1, SINCE + 1_000).await.unwrap();
+    written.store(SINCE + 10_000, Ordering::SeqCst);
+    fx.append("p", 1).await;
+    let p3 = fx.take(1);
+    fx.archive(&p3, SINCE + 11_000).await.unwrap();
+    let now = Arc::new(AtomicI64::new(T0 + 86_400_000));
+    let opts = ReplayOptions {
+        since_ms: Some(SINCE),
+        ..options()
+    };
+    for table in [
+        None,
+        Some(Arc::new(fx.store.clone()) as Arc<dyn EventStore>),
+    ] {
+        let with_table = |r: Replayer| match &table {
+            Some(t) => r.with_table(Arc::clone(t)),
+            None => r,
+        };
+        let mut replayer = with_table(Replayer::new(
+            fx.archive_handle(),
+            opts.clone(),
+            clock_at(&now),
+        ));
+        let mut got = Vec::new();
+        let mut assumed = 0;
+        loop {
+            match replayer.next().await.unwrap() {
+                Step::Object { events, .. } | Step::Backfill { events, .. } => got.extend(events),
+                Step::End => break,
+                other => panic!("unexpected {other:?}"),
+            }
+            assumed += replayer.stats().assumed_starts;
+            let json = replayer.checkpoint().unwrap().to_json().unwrap();
+            let checkpoint = Checkpoint::from_json(&json).unwrap();
+            replayer = with_table(
+                Replayer::resume(fx.archive_handle(), checkpoint, options(), clock_at(&now))
+                    .unwrap(),
+            );
+        }
+        assert_eq!(per_stream(&got), expect(&[("p", &[3])]));
+        assert!(replayer.gaps().is_empty());
+        assert_eq!(assumed, u64::from(table.is_none()));
+    }
+}
+
+#[tokio::test]
 async fn since_without_a_table_stops_when_an_assumed_start_turns_out_wrong() {
     // n/2 is found, then for longer than the gap bound (by the archive's
     // clock) nothing earlier of n: without a table, n is taken to start at
@@ -1369,6 +1427,42 @@ async fn an_older_partition_checkpoint_with_every_stream_resumes_only_its_own() 
         [&mine]
     );
     assert!(checkpoint.held.is_empty());
+}
+
+#[tokio::test]
+async fn a_since_checkpoint_of_every_stream_resumes_one_partition() {
+    // A replay from a time of every stream assumed where two streams start
+    // and passed over a third's last event; one partition resumes from its
+    // checkpoint, keeping only its own streams' entries.
+    let fx = Fixture::memory();
+    let (mine, theirs) = (stream_in("mine", 0, 2), stream_in("theirs", 1, 2));
+    let passed = stream_in("passed", 1, 2);
+    let json = json!({
+        "format": evs_replay::PASSED_OVER_FORMAT,
+        "since": {
+            "atMs": SINCE,
+            "assumedStarts": {&mine: 3, &theirs: 3},
+            "passedOver": [&passed],
+        },
+        "cursor": null,
+        "lastDelivered": {&mine: 4, &theirs: 3, &passed: 2},
+        "held": [],
+    });
+    let checkpoint = Checkpoint::from_json(&json.to_string()).unwrap();
+    let now = Arc::new(AtomicI64::new(T0 + 86_400_000));
+    let opts = ReplayOptions {
+        partition: evs_replay::Partition::new(0, 2).unwrap(),
+        ..options()
+    };
+    let resumed = Replayer::resume(fx.archive_handle(), checkpoint, opts, clock_at(&now)).unwrap();
+    let checkpoint = resumed.checkpoint().unwrap();
+    let since = checkpoint.since.unwrap();
+    assert_eq!(since.assumed_starts.keys().collect::<Vec<_>>(), [&mine]);
+    assert!(since.passed_over.is_empty());
+    assert_eq!(
+        checkpoint.last_delivered.keys().collect::<Vec<_>>(),
+        [&mine]
+    );
 }
 
 #[tokio::test]
