@@ -7,9 +7,13 @@ use crate::projection::{Ledger, RowKey};
 
 mod dynamodb;
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
 
 pub use dynamodb::{DynamoLayout, DynamoRowStore};
 pub use memory::MemoryRowStore;
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresRowStore;
 
 /// A row as stored: its state (`None`: absent) and its revision, which the
 /// store uses to refuse a commit made from a stale copy. Revision 0 is a row
