@@ -1,8 +1,10 @@
-//! One behaviour suite for every [`RowStore`]: the memory store and the
+//! One behaviour suite for every [`RowStore`]: the memory store, the
 //! DynamoDB store in both layouts (on the emulator, see `evs_testkit`; under
-//! CI a missing emulator fails), plus what only concerns DynamoDB: the item
-//! a read model exposes, the old per-stream format, the table's key, and
-//! [`Applier`]s racing on one row.
+//! CI a missing emulator fails) and the PostgreSQL store (on a throwaway
+//! cluster, `evs_testkit::postgres`), plus what only concerns DynamoDB: the
+//! item a read model exposes, the old per-stream format, the table's key,
+//! and [`Applier`]s racing on one row; and what only concerns PostgreSQL
+//! (`store/postgres.rs`).
 
 // Test code: unwrap, expect and panic are how it fails (clippy.toml lets
 // #[test] functions use them, not the helpers around them).
@@ -27,6 +29,7 @@ enum Kind {
     Memory,
     Rows,
     PerStream,
+    Postgres,
 }
 
 type Store = Arc<dyn RowStore<Value>>;
@@ -43,7 +46,20 @@ async fn store(kind: Kind) -> Option<Store> {
         Kind::Memory => Arc::new(MemoryRowStore::<Value>::new()),
         Kind::Rows => Arc::new(dynamo(Moto::shared()?, DynamoLayout::Rows).await),
         Kind::PerStream => Arc::new(dynamo(Moto::shared()?, DynamoLayout::PerStream).await),
+        Kind::Postgres => postgres::store().await?,
     })
+}
+
+#[cfg(feature = "postgres")]
+#[path = "store/postgres.rs"]
+mod postgres;
+
+#[cfg(not(feature = "postgres"))]
+mod postgres {
+    pub(crate) async fn store() -> Option<super::Store> {
+        eprintln!("SKIPPED: evs-projection is built without its postgres feature");
+        None
+    }
 }
 
 /// Runs `case` on every store of `kinds`.
@@ -123,7 +139,7 @@ async fn absent_loads(store: Store, _: Kind) {
     assert!(store.parked().await.unwrap().is_empty());
     assert!(store.rows().await.unwrap().is_empty());
 }
-on_stores!(absent, absent_loads, [Memory, Rows, PerStream]);
+on_stores!(absent, absent_loads, [Memory, Rows, PerStream, Postgres]);
 
 /// Create, update, delete, with exact values (numbers past 64 bits, nested
 /// values, odd keys).
@@ -176,7 +192,11 @@ async fn create_update_delete(store: Store, _: Kind) {
     );
     assert_eq!(load(&store, &k).await.row, Some(json!({"n": 3})));
 }
-on_stores!(crud, create_update_delete, [Memory, Rows, PerStream]);
+on_stores!(
+    crud,
+    create_update_delete,
+    [Memory, Rows, PerStream, Postgres]
+);
 
 /// A stale ledger version anywhere in a unit of many items: nothing of it
 /// is written.
@@ -229,7 +249,7 @@ async fn stale_ledger_writes_nothing(store: Store, _: Kind) {
 on_stores!(
     stale_ledger,
     stale_ledger_writes_nothing,
-    [Memory, Rows, PerStream]
+    [Memory, Rows, PerStream, Postgres]
 );
 
 /// A stale row revision anywhere in a unit of many items: nothing of it is
@@ -275,7 +295,11 @@ async fn stale_row_writes_nothing(store: Store, _: Kind) {
     assert_eq!(store.commit(&again).await.unwrap(), Commit::Conflict);
     assert_eq!(store.load_rows(&keys).await.unwrap(), loaded);
 }
-on_stores!(stale_row, stale_row_writes_nothing, [Memory, Rows]);
+on_stores!(
+    stale_row,
+    stale_row_writes_nothing,
+    [Memory, Rows, Postgres]
+);
 
 fn parked(event_id: u64) -> Parked {
     Parked {
@@ -371,7 +395,11 @@ async fn parked_round_trip(store: Store, _: Kind) {
     );
     assert_eq!(version(&store, "p").await, 4);
 }
-on_stores!(parked, parked_round_trip, [Memory, Rows, PerStream]);
+on_stores!(
+    parked,
+    parked_round_trip,
+    [Memory, Rows, PerStream, Postgres]
+);
 
 /// A driver that has not seen a park must not move the stream on (clearing
 /// the park by writing over it): a ledger write that applies events to a
@@ -408,7 +436,7 @@ async fn a_parked_stream_is_not_moved_on_by_a_driver_that_missed_the_park(store:
 on_stores!(
     missed_park,
     a_parked_stream_is_not_moved_on_by_a_driver_that_missed_the_park,
-    [Memory, Rows, PerStream]
+    [Memory, Rows, PerStream, Postgres]
 );
 
 /// `versions()` by stream, `rows()` by model then key.
@@ -455,7 +483,11 @@ async fn listings_are_sorted(store: Store, kind: Kind) {
     assert_eq!(rows, want);
     assert_eq!(rows.len(), if kind == Kind::PerStream { 5 } else { 9 });
 }
-on_stores!(sorted, listings_are_sorted, [Memory, Rows, PerStream]);
+on_stores!(
+    sorted,
+    listings_are_sorted,
+    [Memory, Rows, PerStream, Postgres]
+);
 
 /// What a DynamoDB store cannot hold is refused before anything is written.
 async fn refused_before_any_write(store: Store, kind: Kind) {
@@ -731,7 +763,11 @@ async fn applier_end_to_end(store: Store, kind: Kind) {
         ]
     );
 }
-on_stores!(end_to_end, applier_end_to_end, [Memory, Rows, PerStream]);
+on_stores!(
+    end_to_end,
+    applier_end_to_end,
+    [Memory, Rows, PerStream, Postgres]
+);
 
 /// Counts every event on one global row.
 struct Counter;
@@ -758,10 +794,15 @@ impl Projection for Counter {
 /// Eight appliers, each with its own streams, all counting on one row:
 /// nothing lost.
 async fn hot_row_race(store: Store, _: Kind) {
-    const TASKS: usize = 8;
+    appliers_on_one_row((0..8).map(|_| Arc::clone(&store)).collect()).await;
+}
+
+/// An applier on each of `stores` (each with its own streams), all counting
+/// on one row: nothing lost.
+async fn appliers_on_one_row(stores: Vec<Store>) {
+    let (tasks_count, check) = (stores.len(), Arc::clone(&stores[0]));
     let per_task = 12 * evs_testkit::soak();
-    let tasks = (0..TASKS).map(|t| {
-        let store = Arc::clone(&store);
+    let tasks = stores.into_iter().enumerate().map(|(t, store)| {
         tokio::spawn(async move {
             let payloads = vec![json!({}); per_task / 2];
             let events = events(&[
@@ -786,16 +827,16 @@ async fn hot_row_race(store: Store, _: Kind) {
     for task in futures_util::future::join_all(tasks).await {
         task.unwrap();
     }
-    let total = (TASKS * (per_task / 2) * 2) as i64;
+    let total = (tasks_count * (per_task / 2) * 2) as i64;
     assert_eq!(
-        store.rows().await.unwrap(),
+        check.rows().await.unwrap(),
         vec![(
             key("total", "all"),
             json!({"orders": total, "total": total})
         )]
     );
 }
-on_stores!(hot_row, hot_row_race, [Memory, Rows]);
+on_stores!(hot_row, hot_row_race, [Memory, Rows, Postgres]);
 
 // ---- DynamoDB only ----
 
