@@ -71,6 +71,8 @@ soak: venv postgres
 	  cargo test --release -p evs --test it -- --nocapture under_s3_faults killed_at_random_moments
 	EVS_SOAK=$${EVS_SOAK:-10} EVS_MOTO_SERVER=$(abspath $(VENV))/bin/moto_server \
 	  cargo test --release -p evs-projection --test store exactly_once_under -- --nocapture
+	EVS_SOAK=$${EVS_SOAK:-10} cargo test --release -p evs-projection --test store -- --nocapture \
+	  connections_killed_mid_commit hot_row::Postgres appliers_on_their_own_connections
 
 ## lint: formatting, clippy and the SAM template, as CI runs them
 lint: lint-template
