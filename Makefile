@@ -22,7 +22,7 @@ SAM_VERSION := 1.170.0
 SAM_VENV := $(VENV)/sam
 SAM_STAMP := $(SAM_VENV)/.sam-$(SAM_VERSION)
 
-.PHONY: all run test lint lint-template fmt check venv clean-venv invoke invoke-test bench build build-ArchiverFunction package deploy lambda-tools soak fuzz
+.PHONY: all run test postgres lint lint-template fmt check venv clean-venv invoke invoke-test bench build build-ArchiverFunction package deploy lambda-tools soak fuzz
 
 all: test
 
@@ -34,6 +34,16 @@ $(MOTO_STAMP):
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'moto[server]==$(MOTO_VERSION)' 'duckdb==$(DUCKDB_VERSION)'
 	touch $@
 
+## postgres: PostgreSQL's server binaries, which the PostgreSQL read-model store's tests start a throwaway cluster of
+## (crates/evs-testkit/src/postgres.rs): Debian's `postgresql` is installed (as root, or with sudo) only when no initdb
+## is found where the tests look ($$EVS_PG_BIN, /usr/lib/postgresql/*/bin, `pg_config --bindir`)
+postgres:
+	@if [ -n "$$EVS_PG_BIN" ] || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+	    || [ -x "$$(pg_config --bindir 2>/dev/null)/initdb" ]; then exit 0; fi; \
+	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  echo "== installing postgresql"; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq postgresql
+
 ## run: the offline demos (no AWS, no emulator): writers -> change feed -> archiver -> local archive -> live replay -> verify;
 ## then the projection handoffs: a balances read model and the orders example's cross-stream read model, each rebuilt
 ## from the archive and kept live from the change feed; the orders read model is left in ./orders.db (SQLite), with a
@@ -43,15 +53,16 @@ run:
 	cargo run -q -p evs-balances --example handoff
 	cargo run -q -p evs-orders --example orders_handoff
 
-## test: every test of the workspace; emulator-backed tests start their own moto server
-test: venv
+## test: every test of the workspace; emulator-backed tests start their own moto server, the PostgreSQL store's tests
+## their own cluster
+test: venv postgres
 	EVS_MOTO_SERVER=$(abspath $(VENV))/bin/moto_server EVS_PYTHON=$(abspath $(VENV))/bin/python \
 	  cargo test --workspace --all-targets
 	EVS_MOTO_SERVER=$(abspath $(VENV))/bin/moto_server cargo test --workspace --doc
 
 ## soak: the replay, archiver and projection property tests with many more cases (PROPTEST_CASES=N to change),
 ## then the fault and crash tests EVS_SOAK times larger (default 10)
-soak: venv
+soak: venv postgres
 	PROPTEST_CASES=$${PROPTEST_CASES:-100000} cargo test --release -p evs-replay --test simulation
 	PROPTEST_CASES=$${PROPTEST_CASES:-10000} cargo test --release -p evs-archiver -p evs-pump --lib
 	PROPTEST_CASES=$${PROPTEST_CASES:-20000} cargo test --release -p evs-projection --test simulation
@@ -61,6 +72,8 @@ soak: venv
 	  cargo test --release -p evs --test it -- --nocapture under_s3_faults killed_at_random_moments
 	EVS_SOAK=$${EVS_SOAK:-10} EVS_MOTO_SERVER=$(abspath $(VENV))/bin/moto_server \
 	  cargo test --release -p evs-projection --test store exactly_once_under -- --nocapture
+	EVS_SOAK=$${EVS_SOAK:-10} cargo test --release -p evs-projection --test store -- --nocapture \
+	  connections_killed_mid_commit hot_row::Postgres appliers_on_their_own_connections
 
 ## lint: formatting, clippy and the SAM template, as CI runs them
 lint: lint-template

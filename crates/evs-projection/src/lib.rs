@@ -15,7 +15,9 @@
 //! * [`Projection`]: what the user writes.
 //! * [`RowStore`]: where rows and ledger live; [`DynamoRowStore`] in a
 //!   DynamoDB table (a commit is one `TransactWriteItems`),
-//!   [`MemoryRowStore`] in memory for tests and demos.
+//!   [`MemoryRowStore`] in memory for tests and demos, `PostgresRowStore`
+//!   in a PostgreSQL database (feature `postgres`; a commit is one
+//!   transaction).
 //! * [`Applier`]: the one algorithm every driver uses: ledger skips, holes
 //!   filled from the events table in pages, units folded and committed,
 //!   lost races reloaded, refused events parking their stream.
@@ -39,6 +41,8 @@ pub use projection::{Ledger, Parked, Projection, RowKey, RowKeyError};
 /// projection's own tables are written with).
 #[cfg(feature = "sqlite")]
 pub use rusqlite;
+#[cfg(feature = "postgres")]
+pub use store::PostgresRowStore;
 pub use store::{
     Commit, DynamoLayout, DynamoRowStore, LedgerWrite, MemoryRowStore, RowStore, RowWrite,
     StoreError, Stored, Unit,

@@ -1,8 +1,10 @@
-//! One behaviour suite for every [`RowStore`]: the memory store and the
+//! One behaviour suite for every [`RowStore`]: the memory store, the
 //! DynamoDB store in both layouts (on the emulator, see `evs_testkit`; under
-//! CI a missing emulator fails), plus what only concerns DynamoDB: the item
-//! a read model exposes, the old per-stream format, the table's key, and
-//! [`Applier`]s racing on one row.
+//! CI a missing emulator fails) and the PostgreSQL store (on a throwaway
+//! cluster, `evs_testkit::postgres`), plus what only concerns DynamoDB: the
+//! item a read model exposes, the old per-stream format, the table's key,
+//! and [`Applier`]s racing on one row; and what only concerns PostgreSQL
+//! (`store/postgres.rs`).
 
 // Test code: unwrap, expect and panic are how it fails (clippy.toml lets
 // #[test] functions use them, not the helpers around them).
@@ -28,6 +30,7 @@ enum Kind {
     Rows,
     PerStream,
     Sqlite,
+    Postgres,
 }
 
 type Store = Arc<dyn RowStore<Value>>;
@@ -56,7 +59,20 @@ async fn store(kind: Kind) -> Option<(Store, Option<TempDir>)> {
             let store = SqliteRowStore::open(dir.join("rows.db"), "suite").unwrap();
             (Arc::new(store), Some(dir))
         }
+        Kind::Postgres => (postgres::store().await?, None),
     })
+}
+
+#[cfg(feature = "postgres")]
+#[path = "store/postgres.rs"]
+mod postgres;
+
+#[cfg(not(feature = "postgres"))]
+mod postgres {
+    pub(crate) async fn store() -> Option<super::Store> {
+        eprintln!("SKIPPED: evs-projection is built without its postgres feature");
+        None
+    }
 }
 
 /// Runs `case` on every store of `kinds`.
@@ -136,7 +152,11 @@ async fn absent_loads(store: Store, _: Kind) {
     assert!(store.parked().await.unwrap().is_empty());
     assert!(store.rows().await.unwrap().is_empty());
 }
-on_stores!(absent, absent_loads, [Memory, Rows, PerStream, Sqlite]);
+on_stores!(
+    absent,
+    absent_loads,
+    [Memory, Rows, PerStream, Sqlite, Postgres]
+);
 
 /// Create, update, delete, with exact values (numbers past 64 bits, nested
 /// values, odd keys).
@@ -192,7 +212,7 @@ async fn create_update_delete(store: Store, _: Kind) {
 on_stores!(
     crud,
     create_update_delete,
-    [Memory, Rows, PerStream, Sqlite]
+    [Memory, Rows, PerStream, Sqlite, Postgres]
 );
 
 /// A stale ledger version anywhere in a unit of many items: nothing of it
@@ -246,7 +266,7 @@ async fn stale_ledger_writes_nothing(store: Store, _: Kind) {
 on_stores!(
     stale_ledger,
     stale_ledger_writes_nothing,
-    [Memory, Rows, PerStream, Sqlite]
+    [Memory, Rows, PerStream, Sqlite, Postgres]
 );
 
 /// A stale row revision anywhere in a unit of many items: nothing of it is
@@ -302,7 +322,11 @@ async fn stale_row_writes_nothing(store: Store, _: Kind) {
     assert_eq!(store.commit(&behind).await.unwrap(), Commit::Conflict);
     assert_eq!(load(&store, &keys[1]).await.row, Some(json!({"n": 3})));
 }
-on_stores!(stale_row, stale_row_writes_nothing, [Memory, Rows, Sqlite]);
+on_stores!(
+    stale_row,
+    stale_row_writes_nothing,
+    [Memory, Rows, Sqlite, Postgres]
+);
 
 fn parked(event_id: u64) -> Parked {
     Parked {
@@ -398,7 +422,11 @@ async fn parked_round_trip(store: Store, _: Kind) {
     );
     assert_eq!(version(&store, "p").await, 4);
 }
-on_stores!(parked, parked_round_trip, [Memory, Rows, PerStream, Sqlite]);
+on_stores!(
+    parked,
+    parked_round_trip,
+    [Memory, Rows, PerStream, Sqlite, Postgres]
+);
 
 /// A driver that has not seen a park must not move the stream on (clearing
 /// the park by writing over it): a ledger write that applies events to a
@@ -435,7 +463,7 @@ async fn a_parked_stream_is_not_moved_on_by_a_driver_that_missed_the_park(store:
 on_stores!(
     missed_park,
     a_parked_stream_is_not_moved_on_by_a_driver_that_missed_the_park,
-    [Memory, Rows, PerStream, Sqlite]
+    [Memory, Rows, PerStream, Sqlite, Postgres]
 );
 
 /// `versions()` by stream, `rows()` by model then key.
@@ -485,7 +513,7 @@ async fn listings_are_sorted(store: Store, kind: Kind) {
 on_stores!(
     sorted,
     listings_are_sorted,
-    [Memory, Rows, PerStream, Sqlite]
+    [Memory, Rows, PerStream, Sqlite, Postgres]
 );
 
 /// What a DynamoDB store cannot hold is refused before anything is written.
@@ -765,7 +793,7 @@ async fn applier_end_to_end(store: Store, kind: Kind) {
 on_stores!(
     end_to_end,
     applier_end_to_end,
-    [Memory, Rows, PerStream, Sqlite]
+    [Memory, Rows, PerStream, Sqlite, Postgres]
 );
 
 /// Counts every event on one global row.
@@ -793,10 +821,15 @@ impl Projection for Counter {
 /// Eight appliers, each with its own streams, all counting on one row:
 /// nothing lost.
 async fn hot_row_race(store: Store, _: Kind) {
-    const TASKS: usize = 8;
+    appliers_on_one_row((0..8).map(|_| Arc::clone(&store)).collect()).await;
+}
+
+/// An applier on each of `stores` (each with its own streams), all counting
+/// on one row: nothing lost.
+async fn appliers_on_one_row(stores: Vec<Store>) {
+    let (tasks_count, check) = (stores.len(), Arc::clone(&stores[0]));
     let per_task = 12 * evs_testkit::soak();
-    let tasks = (0..TASKS).map(|t| {
-        let store = Arc::clone(&store);
+    let tasks = stores.into_iter().enumerate().map(|(t, store)| {
         tokio::spawn(async move {
             let payloads = vec![json!({}); per_task / 2];
             let events = events(&[
@@ -821,16 +854,16 @@ async fn hot_row_race(store: Store, _: Kind) {
     for task in futures_util::future::join_all(tasks).await {
         task.unwrap();
     }
-    let total = (TASKS * (per_task / 2) * 2) as i64;
+    let total = (tasks_count * (per_task / 2) * 2) as i64;
     assert_eq!(
-        store.rows().await.unwrap(),
+        check.rows().await.unwrap(),
         vec![(
             key("total", "all"),
             json!({"orders": total, "total": total})
         )]
     );
 }
-on_stores!(hot_row, hot_row_race, [Memory, Rows, Sqlite]);
+on_stores!(hot_row, hot_row_race, [Memory, Rows, Sqlite, Postgres]);
 
 // ---- DynamoDB only ----
 

@@ -28,8 +28,12 @@
 //! workspace root (`make venv` installs it); the launcher runs with the
 //! `python` next to it. When they are missing the tests that need them fail
 //! under `CI=true` and are skipped with a loud message elsewhere.
+//!
+//! [`postgres::Postgres`] is the same kind of fixture for PostgreSQL: one
+//! throwaway cluster per test process, a fresh database per test.
 
 pub mod lambda;
+pub mod postgres;
 mod temp;
 pub mod template;
 

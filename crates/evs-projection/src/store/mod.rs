@@ -7,11 +7,15 @@ use crate::projection::{Ledger, RowKey};
 
 mod dynamodb;
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
 pub use dynamodb::{DynamoLayout, DynamoRowStore};
 pub use memory::MemoryRowStore;
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresRowStore;
 #[cfg(feature = "sqlite")]
 pub use sqlite::{NoTables, SqliteRowStore, SqliteSchema, SqliteTables};
 
