@@ -16,7 +16,8 @@ use evs_dynamodb::{DynamoStore, TableStatus};
 use evs_orders::{dump_line, Orders, OrdersRow, OrdersTables, ReadModel};
 use evs_projection::replay::{rebuild, replayer_for, RebuildOptions, RebuildReport};
 use evs_projection::{
-    Applier, DynamoLayout, DynamoRowStore, MemoryRowStore, Partition, RowStore, SqliteRowStore,
+    Applier, DynamoLayout, DynamoRowStore, MemoryRowStore, Partition, PostgresRowStore, RowStore,
+    SqliteRowStore,
 };
 use evs_replay::{Archive, Frontier, ReplayOptions};
 
@@ -485,8 +486,11 @@ fn rfc3339_ms(text: &str) -> Result<i64, String> {
         .map_err(|_| format!("{text:?} is out of range"))
 }
 
-/// The PostgreSQL store of a read model.
+/// The PostgreSQL store of a read model, with the orders tables.
 async fn postgres_store(url: &str) -> Result<Arc<dyn RowStore<OrdersRow>>> {
-    let _ = url;
-    anyhow::bail!("PostgreSQL read models are being wired in")
+    let store = PostgresRowStore::connect(url, evs_orders::PROJECTION)
+        .await?
+        .with_tables(OrdersTables)
+        .await?;
+    Ok(Arc::new(store))
 }

@@ -2,7 +2,8 @@
 //! (one row per customer) and `daily` (one row per UTC day), with a column
 //! per field, written in the same transaction as the rows and the ledger
 //! of every commit ([`evs_projection::SqliteTables`]): exactly once, like
-//! the rows themselves.
+//! the rows themselves; the same tables in PostgreSQL
+//! ([`evs_projection::PostgresTables`]).
 //!
 //! ```sql
 //! select customer_id, placed, cancelled, paid_cents from customers;
@@ -10,7 +11,8 @@
 //! ```
 
 use evs_projection::rusqlite::{params, Transaction};
-use evs_projection::{RowKey, SqliteSchema, SqliteTables};
+use evs_projection::tokio_postgres::Transaction as PgTransaction;
+use evs_projection::{PostgresTables, RowKey, SqliteSchema, SqliteTables};
 
 use crate::{OrdersRow, CUSTOMERS, DAILY};
 
@@ -83,6 +85,52 @@ impl SqliteTables<OrdersRow> for OrdersTables {
                     .execute(params![key.key])?;
             }
             // the projection writes no other row
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+#[evs_projection::async_trait]
+impl PostgresTables<OrdersRow> for OrdersTables {
+    fn schema(&self) -> &str {
+        SCHEMA
+    }
+
+    async fn write(
+        &self,
+        tx: &PgTransaction<'_>,
+        key: &RowKey,
+        row: Option<&OrdersRow>,
+    ) -> Result<(), evs_projection::tokio_postgres::Error> {
+        match (key.model.as_ref(), row) {
+            (CUSTOMERS, Some(OrdersRow::Customer(c))) => {
+                tx.execute(
+                    "insert into customers (customer_id, placed, cancelled, paid_cents)
+                     values ($1, $2, $3, $4)
+                     on conflict (customer_id) do update set placed = excluded.placed,
+                         cancelled = excluded.cancelled, paid_cents = excluded.paid_cents",
+                    &[&key.key, &int(c.placed), &int(c.cancelled), &c.paid_cents],
+                )
+                .await?;
+            }
+            (DAILY, Some(OrdersRow::Day(d))) => {
+                tx.execute(
+                    "insert into daily (day, orders, revenue_cents) values ($1, $2, $3)
+                     on conflict (day) do update set orders = excluded.orders,
+                         revenue_cents = excluded.revenue_cents",
+                    &[&key.key, &int(d.orders), &d.revenue_cents],
+                )
+                .await?;
+            }
+            (CUSTOMERS, None) => {
+                tx.execute("delete from customers where customer_id = $1", &[&key.key])
+                    .await?;
+            }
+            (DAILY, None) => {
+                tx.execute("delete from daily where day = $1", &[&key.key])
+                    .await?;
+            }
             _ => {}
         }
         Ok(())

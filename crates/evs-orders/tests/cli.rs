@@ -172,3 +172,21 @@ fn init_and_dump_of_a_new_sqlite_file() {
         assert!(tables.contains(&table.to_owned()), "{tables:?}");
     }
 }
+
+#[test]
+fn an_unreachable_postgres_server_is_one_line() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("postgres://evs:secret@127.0.0.1:{port}/orders");
+    for command in ["dump", "parked", "init"] {
+        refused(
+            &[command, "--read-model", &url],
+            &format!("127.0.0.1:{port}"),
+        );
+        let (_, _, stderr) = run(&[command, "--read-model", &url]);
+        assert!(!stderr.contains("secret"), "{stderr}");
+    }
+}

@@ -13,8 +13,12 @@ use std::time::Duration;
 use evs_archive::store::LocalDir;
 use evs_archiver::config::Config;
 use evs_core::{EventStore, ExpectedVersion, MemoryStore, NewEvent, ReadRequest, StreamId};
-use evs_orders::{dump_line, Orders, OrdersRow};
-use evs_projection::{Applier, MemoryRowStore};
+use std::sync::Arc;
+
+use evs_orders::{dump_line, Orders, OrdersRow, OrdersTables};
+use evs_projection::live::apply_records;
+use evs_projection::tokio_postgres;
+use evs_projection::{Applier, MemoryRowStore, PostgresRowStore, RowStore, SqliteRowStore};
 use evs_pump::{MemorySource, Options, Stop};
 use serde_json::json;
 
@@ -161,6 +165,12 @@ async fn a_rebuild_the_archive_leaves_short_fails_naming_the_stream() {
 /// `n` order events over `streams` streams and 40 customers (seeded).
 async fn orders_table(seed: u64, n: usize, streams: u32) -> MemoryStore {
     let table = MemoryStore::new();
+    append_orders(&table, seed, n, streams).await;
+    table
+}
+
+/// Appends `n` order events to `table` (see `orders_table`).
+async fn append_orders(table: &MemoryStore, seed: u64, n: usize, streams: u32) {
     let mut rng = fastrand::Rng::with_seed(seed);
     for i in 0..n {
         let customer = format!("c-{}", rng.u8(0..40));
@@ -185,7 +195,6 @@ async fn orders_table(seed: u64, n: usize, streams: u32) -> MemoryStore {
             .await
             .unwrap();
     }
-    table
 }
 
 fn orders_cli(args: &[&str]) -> Command {
@@ -309,4 +318,137 @@ async fn a_rebuild_into_sqlite_killed_midway_then_rerun_equals_the_fold() {
     let want = fold(&table).await;
     assert_eq!(String::from_utf8(dump.stdout).unwrap(), want);
     assert_eq!(tables_as_lines(&db), want);
+}
+
+/// The handoff on a SQL read model: `evs-orders rebuild` (its own process)
+/// from an archive of the history, while a live driver in this process
+/// applies the change feed from before the history's end (the two overlap
+/// by 500 events; one live batch in four is delivered again). The rows
+/// equal the fold of the table, and so do the projection's own tables.
+async fn handoff_into(model: &str, store: Arc<dyn RowStore<OrdersRow>>, seed: u64) {
+    println!("seed {seed}");
+    let dir = evs_testkit::TempDir::new("evs-orders-handoff");
+    let archive_dir = dir.join("archive");
+    let table = orders_table(seed, 3_000, 300).await;
+    archive(&table, &archive_dir, 100).await;
+    let history = table.changes(0, usize::MAX).1;
+    // more writes after the archive's end: the live driver's alone
+    append_orders(&table, seed + 1, 1_000, 300).await;
+    let archive_arg = archive_dir.display().to_string();
+    let rebuild = orders_cli(&[
+        "rebuild",
+        "--quiet",
+        "--read-model",
+        model,
+        "--archive",
+        &archive_arg,
+    ])
+    .output();
+    let live = async {
+        let mut applier =
+            Applier::new(Orders, Arc::clone(&store)).with_table(Arc::new(table.clone()));
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let mut at = history - 500;
+        loop {
+            let (records, _) = table.changes(at, 100);
+            if records.is_empty() {
+                break;
+            }
+            let report = apply_records(&mut applier, &records, 0).await;
+            assert!(report.batch.failures().next().is_none(), "{report:?}");
+            if rng.u8(0..4) != 0 {
+                at += report.first_retry;
+            }
+        }
+    };
+    let (out, ()) = tokio::join!(tokio::task::spawn_blocking(move || rebuild), live);
+    let out = out.unwrap().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dump = orders_cli(&["dump", "--read-model", model])
+        .output()
+        .unwrap();
+    assert!(
+        dump.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
+    assert_eq!(String::from_utf8(dump.stdout).unwrap(), fold(&table).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_handoff_on_sqlite_equals_the_fold() {
+    let dir = evs_testkit::TempDir::new("evs-orders-handoff-db");
+    let db = dir.join("orders.db");
+    let store = SqliteRowStore::open(&db, evs_orders::PROJECTION)
+        .unwrap()
+        .with_tables(OrdersTables)
+        .unwrap();
+    let model = format!("sqlite:{}", db.display());
+    handoff_into(&model, Arc::new(store), fastrand::u64(..)).await;
+    let dump = orders_cli(&["dump", "--read-model", &model])
+        .output()
+        .unwrap();
+    assert_eq!(
+        tables_as_lines(&db),
+        String::from_utf8(dump.stdout).unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_handoff_on_postgres_equals_the_fold() {
+    let Some(pg) = evs_testkit::postgres::Postgres::shared() else {
+        return;
+    };
+    let url = pg.fresh_database();
+    let store = PostgresRowStore::connect(&url, evs_orders::PROJECTION)
+        .await
+        .unwrap()
+        .with_tables(OrdersTables)
+        .await
+        .unwrap();
+    handoff_into(&url, Arc::new(store), fastrand::u64(..)).await;
+    // the orders tables hold what the rows hold
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut lines = Vec::new();
+    for row in client
+        .query(
+            "select customer_id, placed, cancelled, paid_cents from customers",
+            &[],
+        )
+        .await
+        .unwrap()
+    {
+        let c = evs_orders::Customer {
+            placed: row.get::<_, i64>(1) as u64,
+            cancelled: row.get::<_, i64>(2) as u64,
+            paid_cents: row.get(3),
+        };
+        let key = evs_projection::RowKey::new(evs_orders::CUSTOMERS, row.get::<_, String>(0));
+        lines.push((key, OrdersRow::Customer(c)));
+    }
+    for row in client
+        .query("select day, orders, revenue_cents from daily", &[])
+        .await
+        .unwrap()
+    {
+        let d = evs_orders::Daily {
+            orders: row.get::<_, i64>(1) as u64,
+            revenue_cents: row.get(2),
+        };
+        let key = evs_projection::RowKey::new(evs_orders::DAILY, row.get::<_, String>(0));
+        lines.push((key, OrdersRow::Day(d)));
+    }
+    lines.sort_by(|a, b| a.0.cmp(&b.0));
+    let tables: String = lines.iter().map(|(k, r)| dump_line(k, r) + "\n").collect();
+    let dump = orders_cli(&["dump", "--read-model", &url])
+        .output()
+        .unwrap();
+    assert_eq!(tables, String::from_utf8(dump.stdout).unwrap());
 }

@@ -27,6 +27,9 @@
 //!   [`Partition`] of the streams per worker.
 
 mod apply;
+/// For implementing [`PostgresTables`] (an async trait).
+#[cfg(feature = "postgres")]
+pub use async_trait::async_trait;
 pub mod live;
 mod projection;
 pub mod replay;
@@ -41,11 +44,15 @@ pub use projection::{Ledger, Parked, Projection, RowKey, RowKeyError};
 /// projection's own tables are written with).
 #[cfg(feature = "sqlite")]
 pub use rusqlite;
-#[cfg(feature = "postgres")]
-pub use store::PostgresRowStore;
 pub use store::{
     Commit, DynamoLayout, DynamoRowStore, LedgerWrite, MemoryRowStore, RowStore, RowWrite,
     StoreError, Stored, Unit,
 };
 #[cfg(feature = "sqlite")]
 pub use store::{NoTables, SqliteRowStore, SqliteSchema, SqliteTables};
+#[cfg(feature = "postgres")]
+pub use store::{PostgresRowStore, PostgresTables};
+/// The PostgreSQL client the PostgreSQL store uses (its `Transaction` is
+/// what a projection's own tables are written with).
+#[cfg(feature = "postgres")]
+pub use tokio_postgres;

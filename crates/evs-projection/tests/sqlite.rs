@@ -261,3 +261,16 @@ async fn drivers_on_their_own_connections_to_one_file_apply_each_event_once() {
         .sum();
     assert_eq!(groups, all.len() as i64);
 }
+
+#[tokio::test]
+async fn a_read_model_of_an_unknown_format_is_refused() {
+    let dir = TempDir::new("sqlite");
+    let db = dir.join("f.db");
+    drop(SqliteRowStore::open(&db, "groups").unwrap());
+    let conn = Connection::open(&db).unwrap();
+    conn.execute("update evs_meta set value = '2' where name = 'format'", [])
+        .unwrap();
+    drop(conn);
+    let err = SqliteRowStore::open(&db, "groups").unwrap_err();
+    assert!(err.to_string().contains("format 2"), "{err}");
+}

@@ -15,7 +15,7 @@ mod sqlite;
 pub use dynamodb::{DynamoLayout, DynamoRowStore};
 pub use memory::MemoryRowStore;
 #[cfg(feature = "postgres")]
-pub use postgres::PostgresRowStore;
+pub use postgres::{PostgresRowStore, PostgresTables};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{NoTables, SqliteRowStore, SqliteSchema, SqliteTables};
 

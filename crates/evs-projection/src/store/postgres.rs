@@ -21,7 +21,13 @@
 //!
 //! [`PostgresRowStore::with_view`] creates a view per model that reads a
 //! row's fields as columns (`select key, revision, "placed" from
-//! "customers"`), so the read model answers plain SQL.
+//! "customers"`), so the read model answers plain SQL. A projection may
+//! also keep tables of its own ([`PostgresTables`],
+//! [`PostgresRowStore::with_tables`]): each row change of a commit is handed
+//! to it with the commit's open transaction, after the conditional
+//! statements passed, so its statements count exactly once with the ledger,
+//! whatever the schema; an error rolls the commit back (a serialization
+//! failure or deadlock in them is a conflict, as above).
 //!
 //! # Commit
 //!
@@ -63,7 +69,9 @@
 //! The database must be UTF-8. The connection is plain TCP or a Unix
 //! socket, without TLS.
 
+use std::any::Any;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -72,7 +80,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 use tokio_postgres::config::Host;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Config, IsolationLevel, NoTls, Statement};
+use tokio_postgres::{Client, Config, IsolationLevel, NoTls, Statement, Transaction};
 
 use super::{Commit, RowStore, StoreError, Stored, Unit};
 use crate::projection::{Ledger, Parked, RowKey};
@@ -110,12 +118,35 @@ create table if not exists evs_ledger (stream text primary key, version bigint n
 /// Table names a view may not take.
 const TABLES: [&str; 3] = ["evs_meta", "evs_rows", "evs_ledger"];
 
+/// A projection's own tables, written in the transaction of every commit
+/// that changes a row: the projection owns the schema and the statements,
+/// the store adds the rows and the ledger to the same transaction.
+#[async_trait]
+pub trait PostgresTables<R>: Send + Sync {
+    /// Statements creating the tables (`create table if not exists …`),
+    /// run by [`PostgresRowStore::with_tables`].
+    fn schema(&self) -> &str;
+
+    /// Writes the change of the row `key` (its new state; `None`: deleted)
+    /// with the commit's open transaction. An error rolls the whole commit
+    /// back.
+    async fn write(
+        &self,
+        tx: &Transaction<'_>,
+        key: &RowKey,
+        row: Option<&R>,
+    ) -> Result<(), tokio_postgres::Error>;
+}
+
 /// A projection's rows and ledger in a PostgreSQL database (see the module
 /// docs for the schema and the commit).
 pub struct PostgresRowStore {
     config: Config,
     location: String,
     projection: String,
+    /// The projection's own tables: an `Arc<dyn PostgresTables<R>>` of the
+    /// row type it was given for.
+    tables: Option<Arc<dyn Any + Send + Sync>>,
     /// `None` once lost (or before the first call): the next call connects.
     conn: Mutex<Option<Conn>>,
 }
@@ -265,11 +296,30 @@ impl PostgresRowStore {
             location: location(&config),
             config,
             projection: projection.to_owned(),
+            tables: None,
             conn: Mutex::new(None),
         };
         let conn = store.open().await?;
         *store.conn.lock().await = Some(conn);
         Ok(store)
+    }
+
+    /// Adds the projection's own tables (created now when absent), written
+    /// with every commit of rows of type `R`.
+    pub async fn with_tables<R: 'static>(
+        mut self,
+        tables: impl PostgresTables<R> + 'static,
+    ) -> Result<Self, StoreError> {
+        {
+            let conn = self.conn().await?;
+            conn.client
+                .batch_execute(tables.schema())
+                .await
+                .map_err(|e| self.error("creating the projection's tables", e))?;
+        }
+        let tables: Arc<dyn PostgresTables<R>> = Arc::new(tables);
+        self.tables = Some(Arc::new(tables));
+        Ok(self)
     }
 
     /// The database, as `host:port/database` (never the password).
@@ -439,10 +489,11 @@ impl PostgresRowStore {
 impl Conn {
     /// Runs the statements of a unit (already in lock order) in one
     /// transaction: `Conflict` when one of them changes no row.
-    async fn commit(
+    async fn commit<R: Sync>(
         &mut self,
         rows: &[RowParams<'_>],
         ledger: &[LedgerParams<'_>],
+        tables: Option<(&dyn PostgresTables<R>, &Unit<R>)>,
     ) -> Result<Commit, tokio_postgres::Error> {
         let Conn { client, st } = self;
         let tx = client
@@ -503,6 +554,18 @@ impl Conn {
             // nothing was committed, whatever the rollback's answer
             let _ = tx.rollback().await;
             return Ok(Commit::Conflict);
+        }
+        if let Some((tables, unit)) = tables {
+            for write in &unit.rows {
+                if let Err(e) = tables.write(&tx, &write.key, write.row.as_ref()).await {
+                    let _ = tx.rollback().await;
+                    return if is_conflict(&e) {
+                        Ok(Commit::Conflict)
+                    } else {
+                        Err(e)
+                    };
+                }
+            }
         }
         match tx.commit().await {
             Ok(()) => Ok(Commit::Done),
@@ -869,8 +932,19 @@ where
         if rows.is_empty() && ledger.is_empty() {
             return Ok(Commit::Done);
         }
+        let tables = match &self.tables {
+            None => None,
+            Some(any) => match any.downcast_ref::<Arc<dyn PostgresTables<R>>>() {
+                Some(tables) => Some((tables.as_ref(), unit)),
+                None => {
+                    return Err(self.refused(
+                        "the projection's tables were given for another row type".to_owned(),
+                    ))
+                }
+            },
+        };
         let mut conn = self.conn().await?;
-        conn.commit(&rows, &ledger)
+        conn.commit(&rows, &ledger, tables)
             .await
             .map_err(|e| self.error("committing", e))
     }

@@ -255,11 +255,28 @@ fn check_owner(conn: &Connection, shown: &str, projection: &str) -> Result<(), S
         )
         .optional()
         .map_err(|e| backend(shown, "cannot be read", e))?;
-    match found {
-        Some(found) if found != projection => Err(StoreError::OtherProjection {
+    if let Some(found) = found.filter(|f| f != projection) {
+        return Err(StoreError::OtherProjection {
             location: shown.to_owned(),
             found,
             expected: projection.to_owned(),
+        });
+    }
+    let format: Option<String> = conn
+        .query_row(
+            "select value from evs_meta where name = 'format'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(|e| backend(shown, "cannot be read", e))?;
+    match format {
+        Some(f) if f != FORMAT => Err(StoreError::Backend {
+            message: format!(
+                "{shown} holds a read model of format {f}, which this build does not read (it reads {FORMAT})"
+            ),
+            transient: false,
+            source: None,
         }),
         _ => Ok(()),
     }
