@@ -10,6 +10,8 @@
 #      evs replay --archive DIR --quiet > /dev/null
 #      evs-orders rebuild --archive DIR --read-model memory: --quiet > /dev/null
 #      the same rebuild as two processes at once, --partition 0/2 and 1/2 (the wall time of the pair)
+#      evs-orders rebuild --read-model sqlite:FILE (a new file each run), alone and as a pair of partitions
+#        into one file
 # 4. prints each as events/s and as a ratio to the replay's rate.
 #
 # Usage: bash bench/orders.sh [N]   (or ORDERS_EVENTS=N; ORDERS_RUNS=R)
@@ -50,15 +52,17 @@ best() {
     echo "$best_s $best_kb"
 }
 
-# the pair of partitions at once: best wall time of RUNS runs
+# the pair of partitions at once into read model $1 (a SQLite file is removed first): best wall time of
+# RUNS runs
 pair() {
     local best_s=""
     for _ in $(seq "$RUNS"); do
         local start end
+        rm -f "$WORK"/orders.db*
         start=$(date +%s%N)
-        "$ORDERS" rebuild --archive "$ARCHIVE" --read-model memory: --quiet --partition 0/2 > /dev/null &
+        "$ORDERS" rebuild --archive "$ARCHIVE" --read-model "$1" --quiet --partition 0/2 > /dev/null &
         local a=$!
-        "$ORDERS" rebuild --archive "$ARCHIVE" --read-model memory: --quiet --partition 1/2 > /dev/null &
+        "$ORDERS" rebuild --archive "$ARCHIVE" --read-model "$1" --quiet --partition 1/2 > /dev/null &
         local b=$!
         wait "$a" "$b"
         end=$(date +%s%N)
@@ -71,14 +75,25 @@ pair() {
     echo "$best_s"
 }
 
+# a rebuild into a new SQLite file
+sqlite_rebuild() {
+    rm -f "$WORK"/orders.db*
+    "$ORDERS" rebuild --archive "$ARCHIVE" --read-model "sqlite:$WORK/orders.db" --quiet
+}
+export -f sqlite_rebuild
+export ORDERS ARCHIVE WORK
+
 read -r replay_s replay_kb < <(best "$EVS" replay --archive "$ARCHIVE" --quiet)
 read -r rebuild_s rebuild_kb < <(best "$ORDERS" rebuild --archive "$ARCHIVE" --read-model memory: --quiet)
-pair_s=$(pair)
+pair_s=$(pair memory:)
+read -r sqlite_s sqlite_kb < <(best bash -c sqlite_rebuild)
+sqlite_pair_s=$(pair "sqlite:$WORK/orders.db")
 
-python3 - "$EVENTS" "$replay_s" "$replay_kb" "$rebuild_s" "$rebuild_kb" "$pair_s" <<'EOF'
+python3 - "$EVENTS" "$replay_s" "$replay_kb" "$rebuild_s" "$rebuild_kb" "$pair_s" \
+    "$sqlite_s" "$sqlite_kb" "$sqlite_pair_s" <<'EOF'
 import sys
 events = int(sys.argv[1])
-replay_s, replay_kb, rebuild_s, rebuild_kb, pair_s = map(float, sys.argv[2:])
+replay_s, replay_kb, rebuild_s, rebuild_kb, pair_s, sqlite_s, sqlite_kb, sqlite_pair_s = map(float, sys.argv[2:])
 rate = lambda s: events / s
 print(f"orders rebuild, {events:,} events (best of the runs; ratio = events/s over evs replay --quiet's)")
 print(f"{'':<44}{'wall s':>8}{'events/s':>12}{'ratio':>8}{'peak RSS MB':>13}")
@@ -86,6 +101,8 @@ rows = [
     ("evs replay --quiet", replay_s, replay_kb),
     ("evs-orders rebuild --read-model memory:", rebuild_s, rebuild_kb),
     ("the same, --partition 0/2 + 1/2 at once", pair_s, None),
+    ("evs-orders rebuild --read-model sqlite:FILE", sqlite_s, sqlite_kb),
+    ("the same, --partition 0/2 + 1/2 at once", sqlite_pair_s, None),
 ]
 for name, s, kb in rows:
     mb = f"{kb / 1024:.0f}" if kb else "-"
