@@ -16,8 +16,8 @@ use evs_dynamodb::{DynamoStore, TableStatus};
 use evs_orders::{dump_line, Orders, OrdersRow, OrdersTables, ReadModel};
 use evs_projection::replay::{rebuild, replayer_for, RebuildOptions, RebuildReport};
 use evs_projection::{
-    Applier, DynamoLayout, DynamoRowStore, MemoryRowStore, Partition, PostgresRowStore, RowStore,
-    SqliteRowStore,
+    Applier, DynamoLayout, DynamoRowStore, MemoryRowStore, Partition, PostgresRowStore, Projection,
+    RowStore, SqliteRowStore,
 };
 use evs_replay::{Archive, Frontier, ReplayOptions};
 
@@ -363,6 +363,8 @@ async fn run_rebuild(args: RebuildArgs) -> Result<()> {
         follow: args.until.is_some(),
         read_ahead: args.read_ahead.max(1),
         partition: args.partition.unwrap_or(Partition::ALL),
+        // the payloads of other events are not read
+        event_names: Orders.event_names(),
         ..ReplayOptions::default()
     };
     let clock = evs_core::system_clock();

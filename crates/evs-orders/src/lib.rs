@@ -231,6 +231,10 @@ impl Projection for Orders {
     type Row = OrdersRow;
     type Error = Refused;
 
+    fn event_names(&self) -> Option<&'static [&'static str]> {
+        Some(&["OrderPlaced", "OrderPaid", "OrderCancelled"])
+    }
+
     fn keys(&self, event: &RecordedEvent) -> Result<Vec<RowKey>, Refused> {
         let Some(order) = Order::of(event)? else {
             return Ok(Vec::new());

@@ -106,6 +106,15 @@ pub trait Projection: Send + Sync {
     /// given twice counts once.
     fn keys(&self, event: &RecordedEvent) -> Result<Vec<RowKey>, Self::Error>;
 
+    /// The only event names this projection reads (`None`, the default:
+    /// every name). An event of any other name must touch no row
+    /// ([`keys`](Self::keys) gives none for it; its stream's ledger still
+    /// advances): a rebuild builds such events without their payload,
+    /// metadata and attributes, which saves parsing them.
+    fn event_names(&self) -> Option<&'static [&'static str]> {
+        None
+    }
+
     /// Applies `event` to one of the rows [`keys`](Self::keys) named: `row`
     /// is `None` when the row does not exist; set it to `Some` to create or
     /// update it and to `None` to delete it.

@@ -106,8 +106,9 @@ impl ReplayEvent {
     }
 
     /// Takes the event as the table holds it, when it was built as the line
-    /// was decoded ([`crate::ReplayOptions::events`]); `None` otherwise (and
-    /// after it was taken): read it from [`ReplayEvent::line`] then.
+    /// was decoded ([`crate::ReplayOptions::events`]: such an event has no
+    /// line); `None` otherwise, and after it was taken: an event that was
+    /// not built is read from [`ReplayEvent::line`].
     pub fn take_recorded(&mut self) -> Option<evs_core::RecordedEvent> {
         self.recorded.take().map(|e| *e)
     }
@@ -119,7 +120,8 @@ impl ReplayEvent {
         self
     }
 
-    /// The event as one line of JSON text.
+    /// The event as one line of JSON text; empty for an event built as its
+    /// line was decoded ([`crate::ReplayOptions::events`]).
     pub fn line(&self) -> &str {
         &self.line
     }

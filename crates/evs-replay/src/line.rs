@@ -48,21 +48,50 @@ pub(crate) fn event_in(text: &str, keep: Keep) -> Result<Option<ReplayEvent>, Li
     } else {
         None
     };
-    // a line the event cannot be built from is left to its reader, which
-    // reads it again and says why
-    let recorded = if keep.events && !line.needs_decoding() {
-        line.to_event().ok()
-    } else {
-        None
-    };
     if keep.events && line.needs_decoding() {
         return Ok(Some(decoded_with_event(text)?.with_timestamp(timestamp_ms)));
     }
-    Ok(Some(
-        convert(text, line)?
-            .with_timestamp(timestamp_ms)
-            .with_recorded(recorded),
-    ))
+    // a line the event cannot be built from is left to its reader, which
+    // reads it again and says why
+    let recorded = if keep.events {
+        built(&line, keep)
+    } else {
+        None
+    };
+    if let Some(event) = recorded {
+        // the event is what its taker reads: the line is not written
+        let (stream_id, event_id) = (line.stream_id.0.into_owned(), line.event_id);
+        let timestamp_ms = Some(event.timestamp_ms);
+        return Ok(Some(
+            ReplayEvent::from_json_text(stream_id, event_id, String::new())
+                .with_timestamp(timestamp_ms)
+                .with_recorded(Some(event)),
+        ));
+    }
+    Ok(Some(convert(text, line)?.with_timestamp(timestamp_ms)))
+}
+
+/// The event a line holds, as the table holds it; an event whose name
+/// `keep.names` leaves out is built without its payload, metadata and
+/// attributes (its reader ignores them).
+fn built(line: &Line<'_>, keep: Keep) -> Option<evs_core::RecordedEvent> {
+    let Some(names) = keep.names else {
+        return line.to_event().ok();
+    };
+    let name = line.event_name.as_ref()?.to_string().ok()?;
+    if names.contains(&name.as_str()) {
+        return line.to_event().ok();
+    }
+    Some(evs_core::RecordedEvent {
+        stream_id: evs_core::StreamId::new(&*line.stream_id.0).ok()?,
+        event_id: line.event_id,
+        name,
+        payload: serde_json::Value::Null,
+        timestamp_ms: line.timestamp_ms()?,
+        id: None,
+        metadata: None,
+        attributes: Default::default(),
+    })
 }
 
 /// What decoding an object keeps.
@@ -75,8 +104,12 @@ pub(crate) struct Keep {
     /// replay from a time judges every event by it).
     pub timestamps: bool,
     /// Each event as the table holds it, built from the parsed line (a
-    /// projection's rebuild takes it: no second parse).
+    /// projection's rebuild takes it: no second parse, and no line
+    /// written).
     pub events: bool,
+    /// With `events`: the event names whose payload is read; others are
+    /// built without payload, metadata and attributes (`None`: every name).
+    pub names: Option<&'static [&'static str]>,
 }
 
 impl Keep {
@@ -85,6 +118,7 @@ impl Keep {
         partition: Partition::ALL,
         timestamps: false,
         events: false,
+        names: None,
     };
 }
 
@@ -138,6 +172,7 @@ pub(crate) mod tests {
             ..Keep::ALL
         };
         let mut typed = event_in(&text, keep).unwrap().unwrap();
+        assert_eq!(typed.line(), "", "the line is not written");
         let built = typed.take_recorded().expect("built as decoded");
         let delivered = Line::parse(fast.line()).unwrap().to_event().unwrap();
         assert_eq!(built, delivered, "line {text}");
@@ -192,6 +227,48 @@ pub(crate) mod tests {
         let mut escaped = base();
         escaped["payload"] = json!("a string payload with \"quotes\" and \\ and \n");
         check(escaped);
+    }
+
+    #[test]
+    fn names_left_out_are_built_without_their_payload() {
+        let text = base().to_string();
+        let mut keep = Keep {
+            events: true,
+            ..Keep::ALL
+        };
+        let whole = event_in(&text, keep)
+            .unwrap()
+            .unwrap()
+            .take_recorded()
+            .unwrap();
+        keep.names = Some(&["Paid"]);
+        let listed = event_in(&text, keep)
+            .unwrap()
+            .unwrap()
+            .take_recorded()
+            .unwrap();
+        assert_eq!(listed, whole);
+        keep.names = Some(&["Placed", "Cancelled"]);
+        let other = event_in(&text, keep)
+            .unwrap()
+            .unwrap()
+            .take_recorded()
+            .unwrap();
+        assert_eq!(other.payload, json!(null));
+        assert_eq!(
+            (
+                &other.stream_id,
+                other.event_id,
+                &other.name,
+                other.timestamp_ms
+            ),
+            (
+                &whole.stream_id,
+                whole.event_id,
+                &whole.name,
+                whole.timestamp_ms
+            )
+        );
     }
 
     #[test]

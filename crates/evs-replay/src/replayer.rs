@@ -119,8 +119,14 @@ pub struct ReplayOptions {
     /// Build each event as the table holds it (`RecordedEvent`) as its
     /// line is decoded, on the read-ahead workers
     /// ([`ReplayEvent::take_recorded`]): for a projection's rebuild, which
-    /// would otherwise parse every delivered line again.
+    /// would otherwise parse every delivered line again. Such an event's
+    /// line is not written ([`ReplayEvent::line`] is empty).
     pub events: bool,
+    /// With `events`: the only event names whose payloads are read (a
+    /// projection that ignores every other name); an event of another name
+    /// is built without payload, metadata and attributes. `None`: every
+    /// name.
+    pub event_names: Option<&'static [&'static str]>,
 }
 
 impl Default for ReplayOptions {
@@ -139,6 +145,7 @@ impl Default for ReplayOptions {
             skip_keys: BTreeSet::new(),
             partition: Partition::ALL,
             events: false,
+            event_names: None,
         }
     }
 }
@@ -444,6 +451,7 @@ impl Replayer {
             // judges every event by its timestamp.
             timestamps: sequencer.since_ms().is_some(),
             events: options.events,
+            names: options.event_names,
         };
         let prefetch = Prefetch::new(Arc::clone(&archive), options.read_ahead, keep);
         Self {
