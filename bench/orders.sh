@@ -12,6 +12,8 @@
 #      the same rebuild as two processes at once, --partition 0/2 and 1/2 (the wall time of the pair)
 #      evs-orders rebuild --read-model sqlite:FILE (a new file each run), alone and as a pair of partitions
 #        into one file
+#      evs-orders rebuild --read-model postgres://… (a new database each run) on a throwaway PostgreSQL
+#        cluster on loopback (initdb and pg_ctl, run as `nobody` under root; skipped without PostgreSQL)
 # 4. prints each as events/s and as a ratio to the replay's rate.
 #
 # Usage: bash bench/orders.sh [N]   (or ORDERS_EVENTS=N; ORDERS_RUNS=R)
@@ -83,17 +85,46 @@ sqlite_rebuild() {
 export -f sqlite_rebuild
 export ORDERS ARCHIVE WORK
 
+# A throwaway PostgreSQL cluster on a free loopback port, stopped at exit.
+PG_URL=""
+PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+if [[ -n $PG_BIN && -x $PG_BIN/initdb ]]; then
+    PGDIR=$WORK/pg
+    mkdir -p "$PGDIR"
+    as_pg() { if [[ $(id -u) == 0 ]]; then su nobody -s /bin/sh -c "$1"; else sh -c "$1"; fi; }
+    [[ $(id -u) == 0 ]] && chown nobody "$PGDIR" "$WORK" && chmod 755 "$WORK"
+    PG_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    as_pg "$PG_BIN/initdb -D $PGDIR/data -U evs -A trust --no-sync -E UTF8 --locale=C" > /dev/null
+    as_pg "$PG_BIN/pg_ctl -D $PGDIR/data -l $PGDIR/log -w -o '-p $PG_PORT -k $PGDIR -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off' start" > /dev/null
+    trap 'as_pg "$PG_BIN/pg_ctl -D $PGDIR/data -m fast stop" > /dev/null 2>&1; rm -rf "$WORK"' EXIT
+    PG_URL=postgres://evs@127.0.0.1:$PG_PORT
+fi
+
+# a rebuild into a new PostgreSQL database
+pg_rebuild() {
+    local db=orders_$RANDOM$RANDOM
+    "$PG_BIN/psql" -q "$PG_URL/postgres" -c "create database $db" > /dev/null
+    "$ORDERS" rebuild --archive "$ARCHIVE" --read-model "$PG_URL/$db" --quiet
+}
+export -f pg_rebuild
+export PG_URL PG_BIN
+
 read -r replay_s replay_kb < <(best "$EVS" replay --archive "$ARCHIVE" --quiet)
 read -r rebuild_s rebuild_kb < <(best "$ORDERS" rebuild --archive "$ARCHIVE" --read-model memory: --quiet)
 pair_s=$(pair memory:)
 read -r sqlite_s sqlite_kb < <(best bash -c sqlite_rebuild)
 sqlite_pair_s=$(pair "sqlite:$WORK/orders.db")
+pg_s=0 pg_kb=0
+if [[ -n $PG_URL ]]; then
+    read -r pg_s pg_kb < <(best bash -c pg_rebuild)
+fi
 
 python3 - "$EVENTS" "$replay_s" "$replay_kb" "$rebuild_s" "$rebuild_kb" "$pair_s" \
-    "$sqlite_s" "$sqlite_kb" "$sqlite_pair_s" <<'EOF'
+    "$sqlite_s" "$sqlite_kb" "$sqlite_pair_s" "$pg_s" "$pg_kb" <<'EOF'
 import sys
 events = int(sys.argv[1])
-replay_s, replay_kb, rebuild_s, rebuild_kb, pair_s, sqlite_s, sqlite_kb, sqlite_pair_s = map(float, sys.argv[2:])
+(replay_s, replay_kb, rebuild_s, rebuild_kb, pair_s, sqlite_s, sqlite_kb, sqlite_pair_s, pg_s,
+ pg_kb) = map(float, sys.argv[2:])
 rate = lambda s: events / s
 print(f"orders rebuild, {events:,} events (best of the runs; ratio = events/s over evs replay --quiet's)")
 print(f"{'':<44}{'wall s':>8}{'events/s':>12}{'ratio':>8}{'peak RSS MB':>13}")
@@ -104,6 +135,8 @@ rows = [
     ("evs-orders rebuild --read-model sqlite:FILE", sqlite_s, sqlite_kb),
     ("the same, --partition 0/2 + 1/2 at once", sqlite_pair_s, None),
 ]
+if pg_s:
+    rows.append(("evs-orders rebuild --read-model postgres://", pg_s, pg_kb))
 for name, s, kb in rows:
     mb = f"{kb / 1024:.0f}" if kb else "-"
     print(f"{name:<44}{s:>8.2f}{rate(s):>12,.0f}{rate(s) / rate(replay_s):>8.2f}{mb:>13}")

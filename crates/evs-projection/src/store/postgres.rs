@@ -31,19 +31,21 @@
 //!
 //! # Commit
 //!
-//! A unit is one `READ COMMITTED` transaction of one conditional statement
-//! per item: a row expected at revision `r > 0` is an `update … where
-//! revision = r` (to `r + 1`), a row expected absent an `insert … on
-//! conflict do nothing` (a present row, a tombstone too, is a conflict); a
-//! ledger entry expected at `v > 0` an `update … where version = v`, one
-//! expected at 0 an upsert that accepts an absent entry or one at version 0.
+//! A unit is one `READ COMMITTED` transaction of at most four conditional
+//! statements, each over arrays of the unit's items (`unnest`): rows
+//! expected at a revision `r > 0` are an `update … where revision = r` (to
+//! `r + 1`), rows expected absent an `insert … on conflict do nothing` (a
+//! present row, a tombstone too, is a conflict); ledger entries expected at
+//! `v > 0` an `update … where version = v`, those expected at 0 an upsert
+//! that accepts an absent entry or one at version 0. Each statement must
+//! change as many entries as it names.
 //! A ledger write that applies events (a higher version, no park) also
 //! requires the stored entry not to be parked: a driver that has not seen
 //! a park must not clear it. Any statement that changes no row rolls the
 //! transaction back: [`Commit::Conflict`]. So does a serialization failure
-//! or a deadlock (`40001`, `40P01`). The statements go in one pipelined
-//! round trip, rows by model and key then ledger entries by stream: every
-//! driver takes its row locks in the same order.
+//! or a deadlock (`40001`, `40P01`: drivers writing the same rows may lock
+//! them in different orders; one of them loses and folds again). The
+//! statements go in one pipelined round trip.
 //!
 //! Why revisions rather than `select … for update`: the applier loads,
 //! folds and commits optimistically, holding no lock while it folds (the
@@ -197,28 +199,40 @@ impl Statements {
                 .await?,
             row_update: client
                 .prepare(
-                    "update evs_rows set revision = revision + 1, state = $4::text::jsonb \
-                     where model = $1 and key = $2 and revision = $3",
+                    "update evs_rows r set revision = r.revision + 1, state = u.state::jsonb \
+                     from unnest($1::text[], $2::text[], $3::int8[], $4::text[]) \
+                         as u(model, key, expected, state) \
+                     where r.model = u.model and r.key = u.key and r.revision = u.expected",
                 )
                 .await?,
             row_insert: client
                 .prepare(
                     "insert into evs_rows (model, key, revision, state) \
-                     values ($1, $2, 1, $3::text::jsonb) on conflict (model, key) do nothing",
+                     select model, key, 1, state::jsonb \
+                     from unnest($1::text[], $2::text[], $3::text[]) as u(model, key, state) \
+                     on conflict (model, key) do nothing",
                 )
                 .await?,
             ledger_update: client
                 .prepare(
-                    "update evs_ledger set version = $2, parked = $3::text::jsonb \
-                     where stream = $1 and version = $4 and (not $5::boolean or parked is null)",
+                    "update evs_ledger l set version = u.version, parked = u.parked::jsonb \
+                     from unnest($1::text[], $2::int8[], $3::text[], $4::int8[], $5::bool[]) \
+                         as u(stream, version, parked, expected, moves) \
+                     where l.stream = u.stream and l.version = u.expected \
+                         and (not u.moves or l.parked is null)",
                 )
                 .await?,
+            // expecting 0: a write moves the stream on when it applies
+            // events (a version above 0) without parking it
             ledger_upsert: client
                 .prepare(
                     "insert into evs_ledger as l (stream, version, parked) \
-                     values ($1, $2, $3::text::jsonb) on conflict (stream) do update \
+                     select stream, version, parked::jsonb \
+                     from unnest($1::text[], $2::int8[], $3::text[]) as u(stream, version, parked) \
+                     on conflict (stream) do update \
                      set version = excluded.version, parked = excluded.parked \
-                     where l.version = 0 and (not $4::boolean or l.parked is null)",
+                     where l.version = 0 and (excluded.version = 0 \
+                         or excluded.parked is not null or l.parked is null)",
                 )
                 .await?,
             versions: client
@@ -501,43 +515,72 @@ impl Conn {
             .isolation_level(IsolationLevel::ReadCommitted)
             .start()
             .await?;
-        type Params<'p> = Vec<&'p (dyn ToSql + Sync)>;
-        let mut calls: Vec<(&Statement, Params<'_>)> =
-            Vec::with_capacity(rows.len() + ledger.len());
+        // four statements at most, each over arrays: the unit's items in
+        // one round trip; each must change as many entries as it names
+        let (mut ins_model, mut ins_key, mut ins_state) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut up_model, mut up_key, mut up_expected, mut up_state) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for w in rows {
-            calls.push(if w.expected == 0 {
-                (&st.row_insert, vec![&w.model, &w.key.key, &w.state])
+            if w.expected == 0 {
+                ins_model.push(w.model);
+                ins_key.push(w.key.key.as_str());
+                ins_state.push(w.state.as_deref());
             } else {
-                (
-                    &st.row_update,
-                    vec![&w.model, &w.key.key, &w.expected, &w.state],
-                )
-            });
+                up_model.push(w.model);
+                up_key.push(w.key.key.as_str());
+                up_expected.push(w.expected);
+                up_state.push(w.state.as_deref());
+            }
         }
+        let (mut new_stream, mut new_version, mut new_parked) =
+            (Vec::new(), Vec::new(), Vec::new());
+        let (mut up_stream, mut up_version, mut up_parked, mut up_from, mut up_moves) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for l in ledger {
-            calls.push(if l.expected == 0 {
-                (
-                    &st.ledger_upsert,
-                    vec![&l.stream, &l.version, &l.parked, &l.moves],
-                )
+            if l.expected == 0 {
+                new_stream.push(l.stream);
+                new_version.push(l.version);
+                new_parked.push(l.parked.as_deref());
             } else {
-                (
-                    &st.ledger_update,
-                    vec![&l.stream, &l.version, &l.parked, &l.expected, &l.moves],
-                )
-            });
+                up_stream.push(l.stream);
+                up_version.push(l.version);
+                up_parked.push(l.parked.as_deref());
+                up_from.push(l.expected);
+                up_moves.push(l.moves);
+            }
+        }
+        type Params<'p> = Vec<&'p (dyn ToSql + Sync)>;
+        let mut calls: Vec<(&Statement, Params<'_>, usize)> = Vec::with_capacity(4);
+        if !ins_model.is_empty() {
+            calls.push((
+                &st.row_insert,
+                vec![&ins_model, &ins_key, &ins_state],
+                ins_model.len(),
+            ));
+        }
+        if !up_model.is_empty() {
+            let params: Params<'_> = vec![&up_model, &up_key, &up_expected, &up_state];
+            calls.push((&st.row_update, params, up_model.len()));
+        }
+        if !new_stream.is_empty() {
+            let params: Params<'_> = vec![&new_stream, &new_version, &new_parked];
+            calls.push((&st.ledger_upsert, params, new_stream.len()));
+        }
+        if !up_stream.is_empty() {
+            let params: Params<'_> = vec![&up_stream, &up_version, &up_parked, &up_from, &up_moves];
+            calls.push((&st.ledger_update, params, up_stream.len()));
         }
         // pipelined: sent in this order, answered in this order
         let results = futures_util::future::join_all(
             calls
                 .iter()
-                .map(|(statement, params)| tx.execute(*statement, params)),
+                .map(|(statement, params, _)| tx.execute(*statement, params)),
         )
         .await;
         let mut applied = true;
-        for result in results {
+        for (result, (_, _, named)) in results.into_iter().zip(&calls) {
             match result {
-                Ok(changed) => applied &= changed == 1,
+                Ok(changed) => applied &= changed == *named as u64,
                 // the first error is the cause (the later statements fail
                 // because the transaction is aborted)
                 Err(e) => {
@@ -556,15 +599,22 @@ impl Conn {
             return Ok(Commit::Conflict);
         }
         if let Some((tables, unit)) = tables {
-            for write in &unit.rows {
-                if let Err(e) = tables.write(&tx, &write.key, write.row.as_ref()).await {
-                    let _ = tx.rollback().await;
-                    return if is_conflict(&e) {
-                        Ok(Commit::Conflict)
-                    } else {
-                        Err(e)
-                    };
-                }
+            // pipelined too: each write's statements are sent in row order
+            let writes = unit
+                .rows
+                .iter()
+                .map(|w| tables.write(&tx, &w.key, w.row.as_ref()));
+            let failed = futures_util::future::join_all(writes)
+                .await
+                .into_iter()
+                .find_map(Result::err);
+            if let Some(e) = failed {
+                let _ = tx.rollback().await;
+                return if is_conflict(&e) {
+                    Ok(Commit::Conflict)
+                } else {
+                    Err(e)
+                };
             }
         }
         match tx.commit().await {
