@@ -12,7 +12,7 @@
 
 use evs_projection::rusqlite::{params, Transaction};
 use evs_projection::tokio_postgres::Transaction as PgTransaction;
-use evs_projection::{PostgresTables, RowKey, SqliteSchema, SqliteTables};
+use evs_projection::{PostgresTables, RowKey, RowWrite, SqliteSchema, SqliteTables};
 
 use crate::{OrdersRow, CUSTOMERS, DAILY};
 
@@ -97,41 +97,65 @@ impl PostgresTables<OrdersRow> for OrdersTables {
         SCHEMA
     }
 
+    /// Four statements at most, each over arrays: upserts and deletes of
+    /// `customers` and of `daily`.
     async fn write(
         &self,
         tx: &PgTransaction<'_>,
-        key: &RowKey,
-        row: Option<&OrdersRow>,
+        rows: &[RowWrite<OrdersRow>],
     ) -> Result<(), evs_projection::tokio_postgres::Error> {
-        match (key.model.as_ref(), row) {
-            (CUSTOMERS, Some(OrdersRow::Customer(c))) => {
-                tx.execute(
-                    "insert into customers (customer_id, placed, cancelled, paid_cents)
-                     values ($1, $2, $3, $4)
-                     on conflict (customer_id) do update set placed = excluded.placed,
-                         cancelled = excluded.cancelled, paid_cents = excluded.paid_cents",
-                    &[&key.key, &int(c.placed), &int(c.cancelled), &c.paid_cents],
-                )
+        let (mut ids, mut placed, mut cancelled, mut paid) = (vec![], vec![], vec![], vec![]);
+        let (mut days, mut orders, mut revenue) = (vec![], vec![], vec![]);
+        let (mut gone_customers, mut gone_days) = (vec![], vec![]);
+        for w in rows {
+            match (w.key.model.as_ref(), &w.row) {
+                (CUSTOMERS, Some(OrdersRow::Customer(c))) => {
+                    ids.push(w.key.key.as_str());
+                    placed.push(int(c.placed));
+                    cancelled.push(int(c.cancelled));
+                    paid.push(c.paid_cents);
+                }
+                (DAILY, Some(OrdersRow::Day(d))) => {
+                    days.push(w.key.key.as_str());
+                    orders.push(int(d.orders));
+                    revenue.push(d.revenue_cents);
+                }
+                (CUSTOMERS, None) => gone_customers.push(w.key.key.as_str()),
+                (DAILY, None) => gone_days.push(w.key.key.as_str()),
+                // the projection writes no other row
+                _ => {}
+            }
+        }
+        if !ids.is_empty() {
+            tx.execute(
+                "insert into customers (customer_id, placed, cancelled, paid_cents)
+                 select * from unnest($1::text[], $2::int8[], $3::int8[], $4::int8[])
+                 on conflict (customer_id) do update set placed = excluded.placed,
+                     cancelled = excluded.cancelled, paid_cents = excluded.paid_cents",
+                &[&ids, &placed, &cancelled, &paid],
+            )
+            .await?;
+        }
+        if !days.is_empty() {
+            tx.execute(
+                "insert into daily (day, orders, revenue_cents)
+                 select * from unnest($1::text[], $2::int8[], $3::int8[])
+                 on conflict (day) do update set orders = excluded.orders,
+                     revenue_cents = excluded.revenue_cents",
+                &[&days, &orders, &revenue],
+            )
+            .await?;
+        }
+        if !gone_customers.is_empty() {
+            tx.execute(
+                "delete from customers where customer_id = any($1)",
+                &[&gone_customers],
+            )
+            .await?;
+        }
+        if !gone_days.is_empty() {
+            tx.execute("delete from daily where day = any($1)", &[&gone_days])
                 .await?;
-            }
-            (DAILY, Some(OrdersRow::Day(d))) => {
-                tx.execute(
-                    "insert into daily (day, orders, revenue_cents) values ($1, $2, $3)
-                     on conflict (day) do update set orders = excluded.orders,
-                         revenue_cents = excluded.revenue_cents",
-                    &[&key.key, &int(d.orders), &d.revenue_cents],
-                )
-                .await?;
-            }
-            (CUSTOMERS, None) => {
-                tx.execute("delete from customers where customer_id = $1", &[&key.key])
-                    .await?;
-            }
-            (DAILY, None) => {
-                tx.execute("delete from daily where day = $1", &[&key.key])
-                    .await?;
-            }
-            _ => {}
         }
         Ok(())
     }

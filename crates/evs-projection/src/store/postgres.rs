@@ -84,7 +84,7 @@ use tokio_postgres::config::Host;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Config, IsolationLevel, NoTls, Statement, Transaction};
 
-use super::{Commit, RowStore, StoreError, Stored, Unit};
+use super::{Commit, RowStore, RowWrite, StoreError, Stored, Unit};
 use crate::projection::{Ledger, Parked, RowKey};
 
 /// See [`PostgresRowStore::MAX_ITEMS`].
@@ -129,14 +129,14 @@ pub trait PostgresTables<R>: Send + Sync {
     /// run by [`PostgresRowStore::with_tables`].
     fn schema(&self) -> &str;
 
-    /// Writes the change of the row `key` (its new state; `None`: deleted)
-    /// with the commit's open transaction. An error rolls the whole commit
-    /// back.
+    /// Writes the rows a commit changes (each with its new state; `None`:
+    /// deleted, sorted by model then key) with the commit's open
+    /// transaction: a few statements over arrays keep a commit of thousands
+    /// of rows to a few round trips. An error rolls the whole commit back.
     async fn write(
         &self,
         tx: &Transaction<'_>,
-        key: &RowKey,
-        row: Option<&R>,
+        rows: &[RowWrite<R>],
     ) -> Result<(), tokio_postgres::Error>;
 }
 
@@ -599,16 +599,7 @@ impl Conn {
             return Ok(Commit::Conflict);
         }
         if let Some((tables, unit)) = tables {
-            // pipelined too: each write's statements are sent in row order
-            let writes = unit
-                .rows
-                .iter()
-                .map(|w| tables.write(&tx, &w.key, w.row.as_ref()));
-            let failed = futures_util::future::join_all(writes)
-                .await
-                .into_iter()
-                .find_map(Result::err);
-            if let Some(e) = failed {
+            if let Err(e) = tables.write(&tx, &unit.rows).await {
                 let _ = tx.rollback().await;
                 return if is_conflict(&e) {
                     Ok(Commit::Conflict)

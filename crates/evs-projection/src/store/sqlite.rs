@@ -116,7 +116,7 @@ const FORMAT: &str = "1";
 
 impl SqliteRowStore<NoTables> {
     /// How long a commit waits for another process's write.
-    pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
     /// Opens (creating when absent) the read model of `projection` in the
     /// database file `path`. Refused, with nothing written: a file that is
@@ -126,24 +126,33 @@ impl SqliteRowStore<NoTables> {
     pub fn open(path: impl AsRef<Path>, projection: &str) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
         let shown = path.display().to_string();
-        let conn = Connection::open(&path).map_err(|e| backend(&shown, "cannot be opened", e))?;
-        check_owner(&conn, &shown, projection)?;
+        let mut conn =
+            Connection::open(&path).map_err(|e| backend(&shown, "cannot be opened", e))?;
         conn.busy_timeout(Self::BUSY_TIMEOUT)
             .map_err(|e| backend(&shown, "cannot be set up", e))?;
-        // WAL: readers never block a commit; NORMAL: a commit is durable
-        // once the WAL is synced at a checkpoint (a crash of the process
-        // loses nothing; a power cut may lose the last commits, and with
-        // them their ledger entries, so they are applied again)
-        conn.execute_batch("pragma journal_mode = wal; pragma synchronous = normal;")
+        check_owner(&conn, &shown, projection)?;
+        // WAL: readers never block a commit; FULL: a commit is on disk when
+        // it returns (a live driver acknowledges its records after it: a
+        // commit lost to a power cut would be an event lost)
+        conn.execute_batch("pragma journal_mode = wal; pragma synchronous = full;")
             .map_err(|e| backend(&shown, "cannot be set up", e))?;
-        conn.execute_batch(SCHEMA)
+        // a database already set up is only read: opening it beside a
+        // busy writer (another partition's rebuild) never waits for its lock
+        if !is_set_up(&conn).map_err(|e| backend(&shown, "cannot be read", e))? {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| backend(&shown, "cannot be set up", e))?;
+            tx.execute_batch(SCHEMA)
+                .map_err(|e| backend(&shown, "cannot be set up", e))?;
+            tx.execute(
+                "insert into evs_meta (name, value) values ('projection', ?1), ('format', ?2)
+                 on conflict (name) do nothing",
+                params![projection, FORMAT],
+            )
             .map_err(|e| backend(&shown, "cannot be set up", e))?;
-        conn.execute(
-            "insert into evs_meta (name, value) values ('projection', ?1), ('format', ?2)
-             on conflict (name) do nothing",
-            params![projection, FORMAT],
-        )
-        .map_err(|e| backend(&shown, "cannot be set up", e))?;
+            tx.commit()
+                .map_err(|e| backend(&shown, "cannot be set up", e))?;
+        }
         Ok(Self {
             conn: Mutex::new(conn),
             path,
@@ -226,6 +235,25 @@ fn view_sql(model: &str, columns: &[&str]) -> Result<String, StoreError> {
         " from evs_rows where model = '{model}' and state is not null;"
     ));
     Ok(sql)
+}
+
+/// Whether the read model's tables and its owner are recorded already.
+fn is_set_up(conn: &Connection) -> rusqlite::Result<bool> {
+    let tables: i64 = conn.query_row(
+        "select count(*) from sqlite_schema where type = 'table'
+         and name in ('evs_meta', 'evs_rows', 'evs_ledger')",
+        [],
+        |r| r.get(0),
+    )?;
+    if tables < 3 {
+        return Ok(false);
+    }
+    let recorded: i64 = conn.query_row(
+        "select count(*) from evs_meta where name in ('projection', 'format')",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(recorded == 2)
 }
 
 /// Refuses a database that is not this projection's read model (nothing
