@@ -274,3 +274,17 @@ async fn a_read_model_of_an_unknown_format_is_refused() {
     let err = SqliteRowStore::open(&db, "groups").unwrap_err();
     assert!(err.to_string().contains("format 2"), "{err}");
 }
+
+/// A database already set up opens while another connection holds its
+/// write lock (another partition's rebuild committing): opening only reads.
+#[tokio::test]
+async fn a_set_up_database_opens_beside_a_writer() {
+    let dir = TempDir::new("sqlite");
+    let db = dir.join("busy.db");
+    drop(SqliteRowStore::open(&db, "groups").unwrap());
+    let writer = Connection::open(&db).unwrap();
+    writer.execute_batch("begin immediate").unwrap();
+    let opened = SqliteRowStore::open(&db, "groups");
+    writer.execute_batch("commit").unwrap();
+    opened.unwrap();
+}
