@@ -78,14 +78,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 use tokio_postgres::config::Host;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Config, IsolationLevel, NoTls, Statement, Transaction};
 
+use super::sql::{decode, ledger_of, parked_json, unsigned};
 use super::{Commit, RowStore, RowWrite, StoreError, Stored, Unit};
-use crate::projection::{Ledger, Parked, RowKey};
+use crate::projection::{Ledger, RowKey};
 
 /// See [`PostgresRowStore::MAX_ITEMS`].
 const MAX_ITEMS: usize = 10_000;
@@ -266,15 +267,6 @@ struct LedgerParams<'a> {
     parked: Option<String>,
     /// Applies events: only onto an entry that is not parked.
     moves: bool,
-}
-
-/// `parked` as stored.
-#[derive(Serialize, Deserialize)]
-struct ParkedJson {
-    event_id: u64,
-    event_name: String,
-    reason: String,
-    at_ms: i64,
 }
 
 impl PostgresRowStore {
@@ -771,63 +763,6 @@ fn bigint(n: u64, what: &str) -> Result<i64, StoreError> {
         transient: false,
         source: None,
     })
-}
-
-/// A stored `bigint` as a revision or version.
-fn unsigned(n: i64, what: impl FnOnce() -> String) -> Result<u64, StoreError> {
-    u64::try_from(n).map_err(|e| StoreError::Corrupt {
-        what: what(),
-        source: Box::new(e),
-    })
-}
-
-fn parked_json(parked: &Parked) -> Result<String, StoreError> {
-    serde_json::to_string(&ParkedJson {
-        event_id: parked.event_id,
-        event_name: parked.event_name.clone(),
-        reason: parked.reason.clone(),
-        at_ms: parked.at_ms,
-    })
-    .map_err(|e| StoreError::Backend {
-        message: format!("a park does not encode: {e}"),
-        transient: false,
-        source: None,
-    })
-}
-
-fn ledger_of(stream: &str, version: i64, parked: Option<String>) -> Result<Ledger, StoreError> {
-    let what = || format!("the ledger entry of stream {stream:?}");
-    let parked = match parked {
-        None => None,
-        Some(text) => {
-            let p: ParkedJson = serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
-                what: what(),
-                source: Box::new(e),
-            })?;
-            Some(Parked {
-                event_id: p.event_id,
-                event_name: p.event_name,
-                reason: p.reason,
-                at_ms: p.at_ms,
-            })
-        }
-    };
-    Ok(Ledger {
-        version: unsigned(version, what)?,
-        parked,
-    })
-}
-
-/// A row from its `jsonb` text, through a JSON value as the DynamoDB store
-/// reads it (serde_json's `arbitrary_precision` reads a float inside an
-/// untagged enum from a value, not from text).
-fn decode<R: DeserializeOwned>(key: &RowKey, text: &str) -> Result<R, StoreError> {
-    serde_json::from_str(text)
-        .and_then(serde_json::from_value)
-        .map_err(|e| StoreError::Corrupt {
-            what: format!("row {key}"),
-            source: Box::new(e),
-        })
 }
 
 impl PostgresRowStore {

@@ -41,8 +41,9 @@ use rusqlite::{
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::sql::{decode, ledger_of, parked_json, unsigned};
 use super::{Commit, RowStore, StoreError, Stored, Unit};
-use crate::projection::{Ledger, Parked, RowKey};
+use crate::projection::{Ledger, RowKey};
 
 /// A projection's own tables, written in the transaction of every commit
 /// that changes a row: the projection owns the schema and the statements,
@@ -348,52 +349,11 @@ fn corrupt(what: String, source: impl std::error::Error + Send + Sync + 'static)
     }
 }
 
-/// A ledger entry's `parked` column.
-#[derive(Serialize, serde::Deserialize)]
-struct ParkedJson {
-    event_id: u64,
-    event_name: String,
-    reason: String,
-    at_ms: i64,
-}
-
-fn parked_json(parked: &Parked) -> Result<String, StoreError> {
-    serde_json::to_string(&ParkedJson {
-        event_id: parked.event_id,
-        event_name: parked.event_name.clone(),
-        reason: parked.reason.clone(),
-        at_ms: parked.at_ms,
-    })
-    .map_err(|e| corrupt("a parked entry".to_owned(), e))
-}
-
-fn ledger_of(stream: &str, version: i64, parked: Option<String>) -> Result<Ledger, StoreError> {
-    let parked = match parked {
-        None => None,
-        Some(text) => {
-            let p: ParkedJson = serde_json::from_str(&text)
-                .map_err(|e| corrupt(format!("the ledger entry of stream {stream}"), e))?;
-            Some(Parked {
-                event_id: p.event_id,
-                event_name: p.event_name,
-                reason: p.reason,
-                at_ms: p.at_ms,
-            })
-        }
-    };
-    Ok(Ledger {
-        version: u64::try_from(version).unwrap_or(0),
-        parked,
-    })
-}
-
 fn row_of<R: DeserializeOwned>(
     key: &RowKey,
     state: Option<String>,
 ) -> Result<Option<R>, StoreError> {
-    state
-        .map(|text| serde_json::from_str(&text).map_err(|e| corrupt(format!("row {key}"), e)))
-        .transpose()
+    state.map(|text| decode(key, &text)).transpose()
 }
 
 /// A revision or version as SQLite's integer (they stay far below 2^63).
@@ -550,7 +510,7 @@ where
             .map(|(key, found)| match found {
                 None => Ok(Stored::default()),
                 Some((revision, state)) => Ok(Stored {
-                    revision: u64::try_from(revision).unwrap_or(0),
+                    revision: unsigned(revision, || format!("row {key}"))?,
                     row: row_of(key, state)?,
                 }),
             })
