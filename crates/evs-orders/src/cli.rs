@@ -202,11 +202,7 @@ async fn open(
             let client = evs_cli::aws::dynamodb().await?;
             (dynamo_store(client.clone(), table), Some(client))
         }
-        ReadModel::Sqlite(path) => {
-            let store = SqliteRowStore::open(path, evs_orders::PROJECTION)
-                .and_then(|s| s.with_tables(OrdersTables))?;
-            (Arc::new(store), None)
-        }
+        ReadModel::Sqlite(path) => (Arc::new(sqlite_store(path)?), None),
         ReadModel::Postgres(url) => (postgres_store(url).await?, None),
     })
 }
@@ -348,7 +344,17 @@ async fn run_rebuild(args: RebuildArgs) -> Result<()> {
     let model = read_model(&args.store)?;
     let archive = open_archive(args.archive.clone()).await?;
     let memory = MemoryRowStore::<OrdersRow>::new();
-    let (store, client) = open(&model, &memory).await?;
+    // a SQLite rebuild commits without waiting for the disk, and syncs once
+    // at the end (a power cut before it loses commits, not events: the
+    // ledger goes with them and a rerun applies them)
+    let sqlite = match &model {
+        ReadModel::Sqlite(path) => Some(Arc::new(sqlite_store(path)?.relaxed()?)),
+        _ => None,
+    };
+    let (store, client) = match &sqlite {
+        Some(s) => (Arc::clone(s) as Arc<dyn RowStore<OrdersRow>>, None),
+        None => open(&model, &memory).await?,
+    };
     let mut applier = Applier::new(Orders, Arc::clone(&store));
     if let Some(table) = args.events_table.filter(|t| !t.is_empty()) {
         let client = match client {
@@ -383,6 +389,9 @@ async fn run_rebuild(args: RebuildArgs) -> Result<()> {
     .await
     .context("rebuild failed")?;
     progress.done();
+    if let Some(s) = &sqlite {
+        s.sync()?;
+    }
     eprintln!("{}", summary(&report, started.elapsed()));
     if model == ReadModel::Memory {
         print_rows(&memory.rows().await?)?;
@@ -486,6 +495,11 @@ fn rfc3339_ms(text: &str) -> Result<i64, String> {
         .map_err(|_| format!("{text:?} is not an RFC 3339 time such as 2026-11-24T08:00:00Z"))?;
     i64::try_from(t.unix_timestamp_nanos() / 1_000_000)
         .map_err(|_| format!("{text:?} is out of range"))
+}
+
+/// The SQLite store of a read model, with the orders tables.
+fn sqlite_store(path: &std::path::Path) -> Result<SqliteRowStore<OrdersTables>> {
+    Ok(SqliteRowStore::open(path, evs_orders::PROJECTION)?.with_tables(OrdersTables)?)
 }
 
 /// The PostgreSQL store of a read model, with the orders tables.

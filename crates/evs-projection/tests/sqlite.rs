@@ -288,3 +288,24 @@ async fn a_set_up_database_opens_beside_a_writer() {
     writer.execute_batch("commit").unwrap();
     opened.unwrap();
 }
+
+/// A relaxed store (a rebuild's) commits as any other and syncs on demand.
+#[tokio::test]
+async fn a_relaxed_store_commits_and_syncs() {
+    let dir = TempDir::new("sqlite");
+    let db = dir.join("relaxed.db");
+    let store = Arc::new(
+        SqliteRowStore::open(&db, "groups")
+            .unwrap()
+            .relaxed()
+            .unwrap(),
+    );
+    let report = Applier::new(Groups, Arc::clone(&store))
+        .apply_batch(&events(3, 5))
+        .await;
+    assert_eq!(report.applied(), 15);
+    store.sync().unwrap();
+    let again = SqliteRowStore::open(&db, "groups").unwrap();
+    let versions = RowStore::<Value>::versions(&again).await.unwrap();
+    assert_eq!(versions.iter().map(|v| v.1).sum::<u64>(), 15);
+}

@@ -182,6 +182,28 @@ impl<T> SqliteRowStore<T> {
         &self.path
     }
 
+    /// Commits of this store no longer wait for the disk (`synchronous =
+    /// normal`): a process that crashes loses nothing, but a power cut may
+    /// lose the commits since the last [`sync`](Self::sync), ledger
+    /// entries with them (so their events are applied again by a rerun,
+    /// not lost in the read model). For a rebuild, which calls `sync`
+    /// before it reports done; never for a live driver, which acknowledges
+    /// its records once a commit returns.
+    pub fn relaxed(self) -> Result<Self, StoreError> {
+        self.lock()
+            .execute_batch("pragma synchronous = normal;")
+            .map_err(|e| backend(&self.shown(), "cannot be set up", e))?;
+        Ok(self)
+    }
+
+    /// Puts every commit so far on disk (a checkpoint of the write-ahead
+    /// log, which syncs it first).
+    pub fn sync(&self) -> Result<(), StoreError> {
+        self.lock()
+            .query_row("pragma wal_checkpoint(full)", [], |_| Ok(()))
+            .map_err(|e| backend(&self.shown(), "cannot be synced to disk", e))
+    }
+
     /// Creates (or replaces) a view named after `model` that shows its rows
     /// with `key`, `revision` and one column per field in `columns` (a
     /// field of the row's JSON object, `null` where absent): the read
