@@ -61,8 +61,8 @@ if [[ -x /usr/bin/time ]]; then
         >/dev/null 2>"$DATA/time-v-6mb.txt"
 fi
 
-say "criterion (cargo bench --bench archive)"
-EVS_BENCH_DATA=$DATA cargo bench --bench archive 2>&1 | tee "$DATA/criterion.log" >&2
+say "criterion (cargo bench -p evs-archiver --bench archive)"
+EVS_BENCH_DATA=$DATA cargo bench -p evs-archiver --bench archive 2>&1 | tee "$DATA/criterion.log" >&2
 
 say "Python handler ($PYTHON)"
 for name in "${NAMES[@]}"; do
