@@ -132,14 +132,14 @@ fn main() {
         }
     }
     println!(
-        "{:<20}{:>12}{:>12}{:>14}",
+        "{:<20}{:>14}{:>10}{:>16}",
         "step", "best ns/line", "median", "best ms/object"
     );
     for ((name, _), times) in steps.iter().zip(&mut times) {
         times.sort();
         let per_line = |d: Duration| d.as_nanos() as f64 / lines as f64;
         println!(
-            "{name:<20}{:>12.0}{:>12.0}{:>14.3}",
+            "{name:<20}{:>14.0}{:>10.0}{:>16.3}",
             per_line(times[0]),
             per_line(times[times.len() / 2]),
             times[0].as_secs_f64() * 1e3 / stored.len() as f64
