@@ -131,6 +131,12 @@ for name in names:
         r["speedupOverNode"] = node["meanSeconds"] / rust_s
         r["sameNdjsonNode"] = node.get("compare", {}).get("identical")
     try:
+        zlib_s = criterion_ns("archive-zlib-rs", name) / 1e9
+        r["rustZlibRs"] = {"seconds": zlib_s, "recordsPerSecond": records / zlib_s,
+                           "speedupOverPython": py["meanSeconds"] / zlib_s}
+    except OSError:
+        pass
+    try:
         zstd_s = criterion_ns("archive-zstd", name) / 1e9
         r["rustZstd"] = {"seconds": zstd_s, "recordsPerSecond": records / zstd_s,
                          "speedupOverPythonGzip": py["meanSeconds"] / zstd_s}
@@ -138,7 +144,7 @@ for name in names:
         pass
     results["inputs"][name] = r
 
-for step in ["1-parse-json", "2-classify", "3-sort-and-ndjson", "4-gzip"]:
+for step in ["1-parse-json", "2-classify", "3-sort-and-ndjson", "4-gzip", "4-gzip-zlib-rs"]:
     try:
         results["steps10k"][step] = criterion_ns("steps-10k", step) / 1e9
     except OSError:
@@ -172,6 +178,12 @@ if all("node" in results["inputs"][n] for n in names):
         r = results["inputs"][name]
         print(f"{name:<6} {r['rust']['recordsPerSecond']:>10,.0f} | {r['node']['recordsPerSecond']:>10,.0f} "
               f"{r['node']['mbPerSecond']:>6.1f} | {r['speedupOverNode']:>7.1f}x | {r['sameNdjsonNode']}")
+for name in names:
+    z = results["inputs"][name].get("rustZlibRs")
+    if z:
+        print(f"{name:<6} with the gzip of before (zlib-rs): {z['recordsPerSecond']:>10,.0f} rec/s "
+              f"({z['speedupOverPython']:.1f}x Python; libdeflate's path takes "
+              f"{results['inputs'][name]['rust']['seconds'] / z['seconds']:.2f} of its time)")
 for name in names:
     z = results["inputs"][name].get("rustZstd")
     if z:

@@ -20,8 +20,13 @@
 //!   as raw text and each read into the fields an event needs,
 //!   `record::bench::parse`), `2-classify` (those fields to archived
 //!   events, `record::bench::classify`), `3-sort-and-ndjson` (sorting and
-//!   writing the lines) and `4-gzip` (gzip of the NDJSON at the default level);
-//! * `gzip-levels-10k/{1,3,6,9}`: gzip of the same NDJSON at other levels.
+//!   writing the lines) and `4-gzip` (gzip of the NDJSON at level 6 with
+//!   libdeflate, as `encode_events` does; `4-gzip-zlib-rs`: with flate2 and
+//!   zlib-rs, as it did before);
+//! * `archive-zlib-rs/{1k,10k,6mb}`: the whole path as it was with flate2 and
+//!   zlib-rs, for a ratio measured in the same run as `archive/*`;
+//! * `gzip-levels-10k/{1,2,4,5,6,9}`: zlib-rs's gzip of the same NDJSON at
+//!   other levels (`cargo bench -p evs-archive --bench codec` has libdeflate's).
 
 // Test code: unwrap, expect and panic are how it fails (clippy.toml lets
 // #[test] functions use them, not the helpers around them).
@@ -139,10 +144,30 @@ fn archive_with(bytes: &[u8], compression: Compression) -> EncodedBatch {
     encode_events(&events, compression).expect("encode")
 }
 
-fn gzip(bytes: &[u8]) -> Vec<u8> {
+/// gzip at level 6 through flate2 and zlib-rs, fed 64 KiB at a time (how
+/// `encode_events` compressed before libdeflate).
+fn gzip_zlib_rs(bytes: &[u8]) -> Vec<u8> {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(bytes).expect("gzip");
+    for chunk in bytes.chunks(64 * 1024) {
+        gz.write_all(chunk).expect("gzip");
+    }
     gz.finish().expect("gzip")
+}
+
+/// gzip at level 6 through libdeflate in one call (what `encode_events` does).
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let level = libdeflater::CompressionLvl::new(6).expect("level 6");
+    let mut compressor = libdeflater::Compressor::new(level);
+    let mut out = vec![0; compressor.gzip_compress_bound(bytes.len())];
+    let n = compressor.gzip_compress(bytes, &mut out).expect("gzip");
+    out.truncate(n);
+    out
+}
+
+/// The whole path with the gzip of before: the lines written, then gzip
+/// through zlib-rs.
+fn archive_zlib_rs(bytes: &[u8]) -> Vec<u8> {
+    gzip_zlib_rs(&archive_with(bytes, Compression::None).bytes)
 }
 
 fn whole_path<M: Measurement>(c: &mut Criterion<M>) {
@@ -156,6 +181,16 @@ fn whole_path<M: Measurement>(c: &mut Criterion<M>) {
     for input in &inputs {
         group.throughput(Throughput::Elements(input.records as u64));
         group.bench_function(input.name, |b| b.iter(|| archive(black_box(&input.bytes))));
+    }
+    group.finish();
+    // The same with the gzip of before (flate2 and zlib-rs), for a ratio in one run.
+    let mut group = c.benchmark_group("archive-zlib-rs");
+    group.sampling_mode(SamplingMode::Flat);
+    for input in &inputs {
+        group.throughput(Throughput::Elements(input.records as u64));
+        group.bench_function(input.name, |b| {
+            b.iter(|| archive_zlib_rs(black_box(&input.bytes)))
+        });
     }
     group.finish();
     // The same with EVS_COMPRESSION=zstd.
@@ -193,6 +228,9 @@ fn steps<M: Measurement>(c: &mut Criterion<M>) {
         b.iter(|| encode_events(black_box(&events), Compression::None).expect("encode"))
     });
     group.bench_function("4-gzip", |b| b.iter(|| gzip(black_box(&ndjson))));
+    group.bench_function("4-gzip-zlib-rs", |b| {
+        b.iter(|| gzip_zlib_rs(black_box(&ndjson)))
+    });
     group.finish();
 }
 
