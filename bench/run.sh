@@ -11,11 +11,13 @@
 #    against, and the process's peak RSS (also from /usr/bin/time -v, if present);
 # 4. runs the criterion bench (benches/archive.rs) on the same files;
 # 5. runs bench/python_handler.py on the same files (and checks that its NDJSON
-#    is byte for byte the Rust archive's);
+#    is byte for byte the Rust archive's), and bench/node_handler.js the same
+#    way when `node` is installed;
 # 6. prints a table (also written as results.json next to the data).
 #
 # Environment: PYTHON (default .venv/bin/python, made by `make venv`, else
-# python3; needs boto3), PY_MIN_SECONDS (Python timing per file, default 5),
+# python3; needs boto3), PY_MIN_SECONDS (Python and Node timing per file,
+# default 5), NODE (default: `node` on the PATH; none: no Node column),
 # EVS_BENCH_CPU_TIME=1 (criterion measures the thread's CPU time instead of
 # the wall clock: the same on an idle machine, steadier on a busy one).
 set -euo pipefail
@@ -61,8 +63,8 @@ if [[ -x /usr/bin/time ]]; then
         >/dev/null 2>"$DATA/time-v-6mb.txt"
 fi
 
-say "criterion (cargo bench --bench archive)"
-EVS_BENCH_DATA=$DATA cargo bench --bench archive 2>&1 | tee "$DATA/criterion.log" >&2
+say "criterion (cargo bench -p evs-archiver --bench archive)"
+EVS_BENCH_DATA=$DATA cargo bench -p evs-archiver --bench archive 2>&1 | tee "$DATA/criterion.log" >&2
 
 say "Python handler ($PYTHON)"
 for name in "${NAMES[@]}"; do
@@ -70,6 +72,19 @@ for name in "${NAMES[@]}"; do
     "$PYTHON" bench/python_handler.py "$DATA/$name.json" --compare "$object" \
         --min-seconds "${PY_MIN_SECONDS:-5}" | tee "$DATA/python-$name.json" >&2
 done
+
+NODE=${NODE:-$(command -v node || true)}
+rm -f "$DATA"/node-*.json
+if [[ -n $NODE ]]; then
+    say "Node handler ($NODE $("$NODE" --version))"
+    for name in "${NAMES[@]}"; do
+        object=$(find "$DATA/archive-$name" -name '*.ndjson.gz' | head -n 1)
+        "$NODE" bench/node_handler.js "$DATA/$name.json" --compare "$object" \
+            --min-seconds "${PY_MIN_SECONDS:-5}" | tee "$DATA/node-$name.json" >&2
+    done
+else
+    say "no node on the PATH: no Node comparison"
+fi
 
 BINARY=$TARGET/release/evs-archiver
 INSTALLED_TARGETS=$(rustup target list --installed 2>/dev/null | tr '\n' ' ' || true)
@@ -107,6 +122,20 @@ for name in names:
         "sameNdjson": py.get("compare", {}).get("identical"),
     }
     r["speedup"] = py["meanSeconds"] / rust_s
+    node_path = os.path.join(data, f"node-{name}.json")
+    if os.path.exists(node_path):
+        node = load(node_path)
+        r["node"] = {"seconds": node["meanSeconds"], "recordsPerSecond": node["recordsPerSecond"],
+                     "mbPerSecond": node["mbPerSecond"], "outputBytes": node["outputBytes"],
+                     "steps": node["stepsMeanSeconds"], "version": node["node"]}
+        r["speedupOverNode"] = node["meanSeconds"] / rust_s
+        r["sameNdjsonNode"] = node.get("compare", {}).get("identical")
+    try:
+        zlib_s = criterion_ns("archive-zlib-rs", name) / 1e9
+        r["rustZlibRs"] = {"seconds": zlib_s, "recordsPerSecond": records / zlib_s,
+                           "speedupOverPython": py["meanSeconds"] / zlib_s}
+    except OSError:
+        pass
     try:
         zstd_s = criterion_ns("archive-zstd", name) / 1e9
         r["rustZstd"] = {"seconds": zstd_s, "recordsPerSecond": records / zstd_s,
@@ -115,7 +144,7 @@ for name in names:
         pass
     results["inputs"][name] = r
 
-for step in ["1-parse-json", "2-classify", "3-sort-and-ndjson", "4-gzip"]:
+for step in ["1-parse-json", "2-classify", "3-sort-and-ndjson", "4-gzip", "4-gzip-zlib-rs"]:
     try:
         results["steps10k"][step] = criterion_ns("steps-10k", step) / 1e9
     except OSError:
@@ -142,6 +171,19 @@ for name in names:
           f"{r['rust']['recordsPerSecond']:>10,.0f} {r['rust']['mbPerSecond']:>6.1f} | "
           f"{r['python']['recordsPerSecond']:>12,.0f} {r['python']['mbPerSecond']:>6.1f} | "
           f"{r['speedup']:>7.1f}x | {r['sameNdjson']}")
+if all("node" in results["inputs"][n] for n in names):
+    print()
+    print(f"{'input':<6} {'Rust rec/s':>10} | {'Node rec/s':>10} {'MB/s':>6} | {'speed-up':>8} | same NDJSON   ({results['inputs']['1k']['node']['version']})")
+    for name in names:
+        r = results["inputs"][name]
+        print(f"{name:<6} {r['rust']['recordsPerSecond']:>10,.0f} | {r['node']['recordsPerSecond']:>10,.0f} "
+              f"{r['node']['mbPerSecond']:>6.1f} | {r['speedupOverNode']:>7.1f}x | {r['sameNdjsonNode']}")
+for name in names:
+    z = results["inputs"][name].get("rustZlibRs")
+    if z:
+        print(f"{name:<6} with the gzip of before (zlib-rs): {z['recordsPerSecond']:>10,.0f} rec/s "
+              f"({z['speedupOverPython']:.1f}x Python; libdeflate's path takes "
+              f"{results['inputs'][name]['rust']['seconds'] / z['seconds']:.2f} of its time)")
 for name in names:
     z = results["inputs"][name].get("rustZstd")
     if z:
@@ -152,6 +194,9 @@ if results["steps10k"]:
     py = results["inputs"]["10k"]["python"]["steps"]
     print("10k, per step (ms):  Rust: " + ", ".join(f"{k} {v*1e3:.0f}" for k, v in results["steps10k"].items()))
     print("                   Python: " + ", ".join(f"{k} {v*1e3:.0f}" for k, v in py.items()))
+    if "node" in results["inputs"]["10k"]:
+        node = results["inputs"]["10k"]["node"]["steps"]
+        print("                     Node: " + ", ".join(f"{k} {v*1e3:.0f}" for k, v in node.items()))
 print(f"peak RSS, 6 MB batch ({results['inputs']['6mb']['records']} records, real handler, LocalDir): "
       f"{results['peakRss6mbKiB']['vmHwm'] / 1024:.1f} MiB (VmHWM)"
       + (f", {time_v / 1024:.1f} MiB (/usr/bin/time -v)" if time_v else ""))
@@ -163,7 +208,9 @@ print(f"installed rust targets: {installed or '?'}"
       + ("" if "aarch64-unknown-linux-gnu" in installed else " (no aarch64 std: arm64 size not measured)"))
 print(f"details: {os.path.join(data, 'results.json')}")
 different = [n for n in names if results["inputs"][n]["sameNdjson"] is not True]
+different += [f"{n} (Node)" for n in names
+              if "node" in results["inputs"][n] and results["inputs"][n]["sameNdjsonNode"] is not True]
 if different:
     # The comparison is only fair on the same output: a difference is a bug to look at.
-    sys.exit(f"bench: the Python handler's NDJSON differs from the archive's for {', '.join(different)} (see results.json)")
+    sys.exit(f"bench: the Python or Node handler's NDJSON differs from the archive's for {', '.join(different)} (see results.json)")
 EOF

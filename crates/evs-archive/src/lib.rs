@@ -30,6 +30,7 @@
 //! [`store::LocalDir`], [`store::S3Store`], [`store::MemoryStore`].
 
 mod dead_letter;
+mod gzip;
 mod key;
 mod line;
 mod object;

@@ -431,6 +431,97 @@ impl<'a> Line<'a> {
         }
     }
 
+    /// [`Self::event_only`] as JSON text: byte for byte what
+    /// `serde_json::to_string(&line.event_only())` writes, built by copying
+    /// the text read (a line read by [`Self::parse`] holds its values as raw
+    /// text) instead of serializing it again: this runs once per replayed
+    /// line. Values that are not raw text are written by serde.
+    pub fn event_only_json(&self) -> Result<String, serde_json::Error> {
+        // Exhaustive, so that a field added to the line is a compile error
+        // here until it is either written or known to be a record field.
+        let Line {
+            stream_id,
+            event_id,
+            event_name,
+            timestamp,
+            payload,
+            id,
+            metadata,
+            attributes,
+            record_id: _,
+            sequence_number: _,
+            timestamp_source: _,
+            payload_encoding: _,
+            payload_absent: _,
+            payload_attr: _,
+            metadata_attr: _,
+            timestamp_attr: _,
+            id_attr: _,
+        } = self;
+        fn text<'b>(t: &'b Text<'b>) -> Result<Cow<'b, str>, serde_json::Error> {
+            match t {
+                Text::Raw(raw) => Ok(Cow::Borrowed(raw.get())),
+                Text::Str(s) => json_str(s),
+            }
+        }
+        fn json<'b>(j: &'b Json<'b>) -> Result<Cow<'b, str>, serde_json::Error> {
+            match j {
+                Json::Raw(raw) => Ok(Cow::Borrowed(raw.get())),
+                other => serde_json::to_string(other).map(Cow::Owned),
+            }
+        }
+        // The optional fields in the struct's order (serde writes them so).
+        let optional: [(&str, Option<Cow<'_, str>>); 6] = [
+            (
+                ",\"eventName\":",
+                event_name.as_ref().map(text).transpose()?,
+            ),
+            (",\"timestamp\":", timestamp.as_ref().map(text).transpose()?),
+            (",\"payload\":", payload.as_ref().map(json).transpose()?),
+            (",\"id\":", id.as_ref().map(text).transpose()?),
+            (",\"metadata\":", metadata.as_ref().map(json).transpose()?),
+            (
+                ",\"attributes\":",
+                attributes.as_ref().map(json).transpose()?,
+            ),
+        ];
+        let escaped_id = escaped(stream_id)?;
+        let mut digits = [0; 20];
+        let event_id = decimal(*event_id, &mut digits);
+        const HEAD: &str = "{\"streamId\":";
+        const EVENT_ID: &str = ",\"eventId\":";
+        let len = HEAD.len()
+            + escaped_id.as_ref().map_or(stream_id.len() + 2, String::len)
+            + EVENT_ID.len()
+            + event_id.len()
+            + optional
+                .iter()
+                .filter_map(|(name, value)| Some(name.len() + value.as_ref()?.len()))
+                .sum::<usize>()
+            + 1;
+        let mut out = String::with_capacity(len);
+        out.push_str(HEAD);
+        match &escaped_id {
+            Some(text) => out.push_str(text),
+            None => {
+                out.push('"');
+                out.push_str(stream_id);
+                out.push('"');
+            }
+        }
+        out.push_str(EVENT_ID);
+        out.push_str(event_id);
+        for (name, value) in &optional {
+            if let Some(value) = value {
+                out.push_str(name);
+                out.push_str(value);
+            }
+        }
+        out.push('}');
+        debug_assert_eq!(out.len(), len, "the room reserved is the line's length");
+        Ok(out)
+    }
+
     /// The event the line holds, as the line says it: for an archive line
     /// without lossless extras, or a line in the shape of `evs read` (what a
     /// replay delivers), the event as the table holds it. (An archive line's
@@ -493,6 +584,39 @@ impl<'a> Line<'a> {
             || self.payload_attr.is_some()
             || self.metadata_attr.is_some()
     }
+}
+
+/// A string as JSON text, as serde_json writes it: quoted, escaping only
+/// `"`, `\\` and control characters; `None` for a string that has none of
+/// them, which is written as it is between quotes.
+fn escaped(s: &str) -> Result<Option<String>, serde_json::Error> {
+    s.bytes()
+        .any(|b| b == b'"' || b == b'\\' || b < 0x20)
+        .then(|| serde_json::to_string(s))
+        .transpose()
+}
+
+/// `n` in decimal, written into `buf` (20 digits hold any `u64`).
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // ASCII digits only
+    std::str::from_utf8(&buf[i..]).unwrap_or("0")
+}
+
+/// A string as JSON text ([`escaped`]).
+fn json_str(s: &str) -> Result<Cow<'_, str>, serde_json::Error> {
+    Ok(match escaped(s)? {
+        Some(text) => Cow::Owned(text),
+        None => Cow::Owned(format!("\"{s}\"")),
+    })
 }
 
 /// The line of an event as `evs read` prints it, borrowing from the event.

@@ -30,7 +30,8 @@ pub const DEAD_LETTER_CONTENT_TYPE: &str = "application/json";
 /// How an events object is compressed; the key's extension says which.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Compression {
-    /// gzip at flate2's default level (6): `.ndjson.gz`, `Content-Encoding: gzip`.
+    /// gzip at level 6 (zlib's default; written by libdeflate, `crate::gzip`):
+    /// `.ndjson.gz`, `Content-Encoding: gzip`.
     #[default]
     Gzip,
     /// zstd at level [`ZSTD_LEVEL`]: `.ndjson.zst`, `Content-Encoding: zstd`.
@@ -206,21 +207,11 @@ pub fn encode_events(
     }
 
     let bytes = match compression {
-        Compression::None => {
-            let mut ndjson = Vec::new();
-            for e in &sorted {
-                write_line(&mut ndjson, e)?;
-            }
-            ndjson
-        }
+        Compression::None => ndjson(&sorted)?,
+        // libdeflate compresses the whole NDJSON in one call.
+        Compression::Gzip => crate::gzip::compress(&ndjson(&sorted)?)?,
         // Room for the usual compressed size (about 150 bytes a line), so
         // the object is rarely copied to grow; untouched room costs nothing.
-        Compression::Gzip => {
-            let out = Vec::with_capacity(sorted.len().saturating_mul(256));
-            let mut gz = flate2::write::GzEncoder::new(out, flate2::Compression::default());
-            write_chunked(&mut gz, &sorted)?;
-            gz.finish()?
-        }
         Compression::Zstd => {
             let out = Vec::with_capacity(sorted.len().saturating_mul(256));
             let mut zst = zstd::stream::write::Encoder::new(out, ZSTD_LEVEL)?;
@@ -239,7 +230,17 @@ pub fn encode_events(
     })
 }
 
-/// How many bytes of NDJSON are handed to the compressor at a time.
+/// The lines as NDJSON, in one buffer (1 KiB a line, more than the usual
+/// line, so the buffer is rarely copied to grow; untouched room costs nothing).
+fn ndjson(sorted: &[&ArchivedEvent]) -> Result<Vec<u8>, EncodeError> {
+    let mut ndjson = Vec::with_capacity(sorted.len().saturating_mul(1024));
+    for e in sorted {
+        write_line(&mut ndjson, e)?;
+    }
+    Ok(ndjson)
+}
+
+/// How many bytes of NDJSON are handed to the zstd compressor at a time.
 const CHUNK: usize = 64 * 1024;
 
 /// The zstd level of [`Compression::Zstd`]. Measured on event NDJSON (the
@@ -309,9 +310,7 @@ pub fn decompress_limited(
             }
             std::borrow::Cow::Borrowed(bytes)
         }
-        Compression::Gzip => {
-            std::borrow::Cow::Owned(read_all(&mut flate2::read::MultiGzDecoder::new(bytes))?)
-        }
+        Compression::Gzip => std::borrow::Cow::Owned(crate::gzip::decompress(bytes, limit)?),
         Compression::Zstd => {
             std::borrow::Cow::Owned(read_all(&mut zstd::stream::read::Decoder::new(bytes)?)?)
         }

@@ -20,8 +20,13 @@
 //!   as raw text and each read into the fields an event needs,
 //!   `record::bench::parse`), `2-classify` (those fields to archived
 //!   events, `record::bench::classify`), `3-sort-and-ndjson` (sorting and
-//!   writing the lines) and `4-gzip` (gzip of the NDJSON at the default level);
-//! * `gzip-levels-10k/{1,3,6,9}`: gzip of the same NDJSON at other levels.
+//!   writing the lines) and `4-gzip` (gzip of the NDJSON at level 6 with
+//!   libdeflate, as `encode_events` does; `4-gzip-zlib-rs`: with flate2 and
+//!   zlib-rs, as it did before);
+//! * `archive-zlib-rs/{1k,10k,6mb}`: the whole path as it was with flate2 and
+//!   zlib-rs, for a ratio measured in the same run as `archive/*`;
+//! * `gzip-levels-10k/{1,2,4,5,6,9}`: zlib-rs's gzip of the same NDJSON at
+//!   other levels (`cargo bench -p evs-archive --bench codec` has libdeflate's).
 
 // Test code: unwrap, expect and panic are how it fails (clippy.toml lets
 // #[test] functions use them, not the helpers around them).
@@ -139,10 +144,30 @@ fn archive_with(bytes: &[u8], compression: Compression) -> EncodedBatch {
     encode_events(&events, compression).expect("encode")
 }
 
-fn gzip(bytes: &[u8]) -> Vec<u8> {
+/// gzip at level 6 through flate2 and zlib-rs, fed 64 KiB at a time (how
+/// `encode_events` compressed before libdeflate).
+fn gzip_zlib_rs(bytes: &[u8]) -> Vec<u8> {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(bytes).expect("gzip");
+    for chunk in bytes.chunks(64 * 1024) {
+        gz.write_all(chunk).expect("gzip");
+    }
     gz.finish().expect("gzip")
+}
+
+/// gzip at level 6 through libdeflate in one call (what `encode_events` does).
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let level = libdeflater::CompressionLvl::new(6).expect("level 6");
+    let mut compressor = libdeflater::Compressor::new(level);
+    let mut out = vec![0; compressor.gzip_compress_bound(bytes.len())];
+    let n = compressor.gzip_compress(bytes, &mut out).expect("gzip");
+    out.truncate(n);
+    out
+}
+
+/// The whole path with the gzip of before: the lines written, then gzip
+/// through zlib-rs.
+fn archive_zlib_rs(bytes: &[u8]) -> Vec<u8> {
+    gzip_zlib_rs(&archive_with(bytes, Compression::None).bytes)
 }
 
 fn whole_path<M: Measurement>(c: &mut Criterion<M>) {
@@ -156,6 +181,16 @@ fn whole_path<M: Measurement>(c: &mut Criterion<M>) {
     for input in &inputs {
         group.throughput(Throughput::Elements(input.records as u64));
         group.bench_function(input.name, |b| b.iter(|| archive(black_box(&input.bytes))));
+    }
+    group.finish();
+    // The same with the gzip of before (flate2 and zlib-rs), for a ratio in one run.
+    let mut group = c.benchmark_group("archive-zlib-rs");
+    group.sampling_mode(SamplingMode::Flat);
+    for input in &inputs {
+        group.throughput(Throughput::Elements(input.records as u64));
+        group.bench_function(input.name, |b| {
+            b.iter(|| archive_zlib_rs(black_box(&input.bytes)))
+        });
     }
     group.finish();
     // The same with EVS_COMPRESSION=zstd.
@@ -193,6 +228,9 @@ fn steps<M: Measurement>(c: &mut Criterion<M>) {
         b.iter(|| encode_events(black_box(&events), Compression::None).expect("encode"))
     });
     group.bench_function("4-gzip", |b| b.iter(|| gzip(black_box(&ndjson))));
+    group.bench_function("4-gzip-zlib-rs", |b| {
+        b.iter(|| gzip_zlib_rs(black_box(&ndjson)))
+    });
     group.finish();
 }
 
@@ -287,109 +325,5 @@ fn main() {
 
 /// A criterion measurement of the calling thread's CPU time (Linux).
 #[cfg(target_os = "linux")]
-mod cpu_time {
-    use criterion::measurement::{Measurement, ValueFormatter};
-    use criterion::Throughput;
-
-    pub(crate) struct ThreadCpuTime;
-
-    #[repr(C)]
-    struct Timespec {
-        tv_sec: i64,
-        tv_nsec: i64,
-    }
-
-    const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
-
-    unsafe extern "C" {
-        fn clock_gettime(clock: i32, time: *mut Timespec) -> i32;
-    }
-
-    fn now_ns() -> u64 {
-        let mut t = Timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: `t` is a valid, writable timespec for the call to fill.
-        let rc = unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut t) };
-        assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
-        u64::try_from(t.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(t.tv_nsec).unwrap_or(0)
-    }
-
-    impl Measurement for ThreadCpuTime {
-        type Intermediate = u64;
-        type Value = u64;
-        fn start(&self) -> u64 {
-            now_ns()
-        }
-        fn end(&self, start: u64) -> u64 {
-            now_ns().saturating_sub(start)
-        }
-        fn add(&self, a: &u64, b: &u64) -> u64 {
-            a + b
-        }
-        fn zero(&self) -> u64 {
-            0
-        }
-        fn to_f64(&self, value: &u64) -> f64 {
-            *value as f64
-        }
-        fn formatter(&self) -> &dyn ValueFormatter {
-            &Nanoseconds
-        }
-    }
-
-    struct Nanoseconds;
-
-    impl ValueFormatter for Nanoseconds {
-        fn scale_values(&self, ns: f64, values: &mut [f64]) -> &'static str {
-            let (factor, unit) = match ns {
-                ns if ns < 1e3 => (1.0, "ns"),
-                ns if ns < 1e6 => (1e-3, "µs"),
-                ns if ns < 1e9 => (1e-6, "ms"),
-                _ => (1e-9, "s"),
-            };
-            values.iter_mut().for_each(|v| *v *= factor);
-            unit
-        }
-
-        fn scale_throughputs(
-            &self,
-            typical_ns: f64,
-            throughput: &Throughput,
-            values: &mut [f64],
-        ) -> &'static str {
-            let (count, unit) = match *throughput {
-                Throughput::Bytes(n) | Throughput::BytesDecimal(n) => (n as f64, "B/s"),
-                Throughput::Bits(n) => (n as f64, "bit/s"),
-                Throughput::Elements(n) | Throughput::ElementsAndBytes { elements: n, .. } => {
-                    (n as f64, "elem/s")
-                }
-            };
-            let per_second = count * 1e9 / typical_ns;
-            let (factor, prefix) = match per_second {
-                p if p < 1e3 => (1.0, ""),
-                p if p < 1e6 => (1e-3, "K"),
-                p if p < 1e9 => (1e-6, "M"),
-                _ => (1e-9, "G"),
-            };
-            values
-                .iter_mut()
-                .for_each(|v| *v = count * 1e9 / *v * factor);
-            match (prefix, unit) {
-                ("", u) => u,
-                ("K", "elem/s") => "Kelem/s",
-                ("M", "elem/s") => "Melem/s",
-                ("G", "elem/s") => "Gelem/s",
-                ("K", "B/s") => "KB/s",
-                ("M", "B/s") => "MB/s",
-                ("G", "B/s") => "GB/s",
-                (_, u) => u,
-            }
-        }
-
-        fn scale_for_machines(&self, _values: &mut [f64]) -> &'static str {
-            "ns"
-        }
-    }
-}
+#[path = "../../evs-archive/benches/support/cpu_time.rs"]
+mod cpu_time;

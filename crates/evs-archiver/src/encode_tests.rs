@@ -548,6 +548,38 @@ proptest! {
         prop_assert_eq!(ArchivedEvent::from_line(&event.to_line().unwrap().to_string()).unwrap(), event);
     }
 
+    /// The event's line a replay delivers is the archived line cut before the
+    /// record's fields, byte for byte, and what serializing `event_only`
+    /// writes, also for a line laid out otherwise (spaces, another order).
+    #[test]
+    fn the_event_only_line_is_the_archived_line_cut_before_the_record(mut event in any_event(), pretty in any::<bool>()) {
+        // a line's eventId is at least 1
+        event.event.event_id = event.event.event_id.max(1);
+        let mut archived = Vec::new();
+        event.write_line(&mut archived).unwrap();
+        let archived = String::from_utf8(archived).unwrap();
+        let line = Line::parse(&archived).unwrap();
+        let delivered = line.event_only_json().unwrap();
+        prop_assert_eq!(&delivered, &serde_json::to_string(&line.event_only()).unwrap());
+        let open = delivered.strip_suffix('}').unwrap();
+        prop_assert!(archived.starts_with(open), "{} / {}", delivered, archived);
+        prop_assert!(archived[open.len()..].starts_with(",\"eventID\":"), "{} / {}", delivered, archived);
+        // the same line laid out otherwise: spaces, fields reversed
+        let value: Value = serde_json::from_str(&archived).unwrap();
+        let text = if pretty {
+            serde_json::to_string_pretty(&value).unwrap()
+        } else {
+            let fields: Vec<String> = value.as_object().unwrap().iter().rev()
+                .map(|(k, v)| format!("{} : {}", Value::from(k.as_str()), v)).collect();
+            format!("{{ {} }}", fields.join(" , "))
+        };
+        let other = Line::parse(&text).unwrap();
+        prop_assert_eq!(other.event_only_json().unwrap(), serde_json::to_string(&other.event_only()).unwrap());
+        // and a line built from the event rather than read: serde writes its values
+        let built = event_line(&event.event);
+        prop_assert_eq!(built.event_only_json().unwrap(), serde_json::to_string(&built).unwrap());
+    }
+
     #[test]
     fn lines_of_classified_records_are_written_as_to_line_gives(items in proptest::collection::vec(stored(), 1..4)) {
         for s in &items {

@@ -401,6 +401,42 @@ mod tests {
         }
     }
 
+    /// A delivered line is the archived line cut before the stream record's
+    /// fields, byte for byte: the event's text is passed on unchanged.
+    #[test]
+    fn a_delivered_line_is_the_archived_line_byte_for_byte() {
+        let mut lines = Vec::new();
+        for (n, stream) in ["order-\u{e9}\"1", "plain-2", "tab\t3"].iter().enumerate() {
+            let mut line = crate::line::tests::base();
+            line["streamId"] = (*stream).into();
+            line["eventId"] = (n + 1).into();
+            lines.push(line.clone());
+            line["id"] = "6f1f8a8e-8c8f-4bb4-9f7e-3c1c2a0f0e11".into();
+            line["metadata"] =
+                serde_json::json!({"user": "u-\u{1f600}", "n": -0.000001, "q": "\"\\/"});
+            line["attributes"] = serde_json::json!({"Tenant": {"S": "a\"b"}, "N": {"N": "1e30"}});
+            line["timestampSource"] = "approximateCreationDateTime".into();
+            line["eventId"] = (n + 10).into();
+            lines.push(line);
+        }
+        let events: Vec<ArchivedEvent> = lines
+            .iter()
+            .map(|l| ArchivedEvent::from_line(&l.to_string()).unwrap())
+            .collect();
+        let stored = encode_events(&events, Compression::Gzip).unwrap().bytes;
+        let text = decompress(&stored, Compression::Gzip).unwrap();
+        let archived: Vec<&str> = std::str::from_utf8(&text).unwrap().lines().collect();
+        let object = decode_object(&key(Compression::Gzip), &stored).unwrap();
+        assert_eq!(object.events.len(), archived.len());
+        for (archived, event) in archived.iter().zip(&object.events) {
+            let open = event.line().strip_suffix('}').unwrap();
+            let rest = archived.strip_prefix(open).unwrap_or_else(|| {
+                panic!("delivered {} is not a prefix of {archived}", event.line())
+            });
+            assert!(rest.starts_with(",\"eventID\":"), "{archived}");
+        }
+    }
+
     proptest! {
         #[test]
         fn arbitrary_bytes_are_an_object_or_an_error(

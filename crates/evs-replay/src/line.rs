@@ -5,8 +5,9 @@
 //! it keeps the first group and drops the second.
 //!
 //! The common line is read as [`Line`], whose JSON values stay raw text, and
-//! written back without the record's fields: the event's values are copied
-//! through, byte for byte, with no JSON tree built. A line whose payload or
+//! written back without the record's fields ([`Line::event_only_json`]): the
+//! event's values are copied through, byte for byte, with no JSON tree built
+//! and no serializer run. A line whose payload or
 //! metadata must come from the lossless extras ([`Line::needs_decoding`])
 //! goes through the archive's own decoder ([`ArchivedEvent::from_line`]), so
 //! both paths print what `evs read` prints for the same item (a payload
@@ -127,7 +128,7 @@ fn convert(text: &str, line: Line<'_>) -> Result<ReplayEvent, LineError> {
     if line.needs_decoding() {
         return decoded(text);
     }
-    let out = serde_json::to_string(&line.event_only())?;
+    let out = line.event_only_json()?;
     let (stream_id, event_id) = (line.stream_id.0.into_owned(), line.event_id);
     // Every piece is JSON the parse just checked: no second parse.
     Ok(ReplayEvent::from_json_text(stream_id, event_id, out))
