@@ -309,3 +309,41 @@ async fn a_relaxed_store_commits_and_syncs() {
     let versions = RowStore::<Value>::versions(&again).await.unwrap();
     assert_eq!(versions.iter().map(|v| v.1).sum::<u64>(), 15);
 }
+
+/// A rebuild's sync is a commit, made beside a reader pinning an old
+/// snapshot (another partition's rebuild), and leaves the file writable.
+/// (It was a FULL checkpoint, which holds the write lock while it waits for
+/// such readers: the other partition's commits timed out behind it.)
+#[tokio::test]
+async fn a_sync_beside_a_busy_writer_waits_only_for_its_commit() {
+    let dir = TempDir::new("sqlite");
+    let db = dir.join("sync.db");
+    let store = SqliteRowStore::open(&db, "groups")
+        .unwrap()
+        .relaxed()
+        .unwrap();
+    // another connection reading and writing, as a second partition does
+    let other = Connection::open(&db).unwrap();
+    other
+        .execute_batch("insert into evs_ledger (stream, version) values ('x', 1)")
+        .unwrap();
+    other.execute_batch("begin").unwrap();
+    let n: i64 = other
+        .query_row("select count(*) from evs_ledger", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 1);
+    // a commit after the reader's snapshot: the reader now pins an old one
+    let report = Applier::new(Groups, Arc::new(store))
+        .apply_batch(&events(2, 2))
+        .await;
+    assert_eq!(report.applied(), 4);
+    let store = SqliteRowStore::open(&db, "groups")
+        .unwrap()
+        .relaxed()
+        .unwrap();
+    store.sync().unwrap();
+    other.execute_batch("commit").unwrap();
+    other
+        .execute_batch("insert into evs_ledger (stream, version) values ('y', 1)")
+        .unwrap();
+}

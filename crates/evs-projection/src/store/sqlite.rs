@@ -196,11 +196,20 @@ impl<T> SqliteRowStore<T> {
         Ok(self)
     }
 
-    /// Puts every commit so far on disk (a checkpoint of the write-ahead
-    /// log, which syncs it first).
+    /// Puts every commit so far on disk: one durable commit (a no-op write
+    /// at `synchronous = full`) syncs the write-ahead log, which holds the
+    /// relaxed commits before it. It waits for the write lock as any commit
+    /// does, never for other writers to stop (a checkpoint would, and a
+    /// second partition's rebuild never stops writing until it ends).
     pub fn sync(&self) -> Result<(), StoreError> {
         self.lock()
-            .query_row("pragma wal_checkpoint(full)", [], |_| Ok(()))
+            .execute_batch(
+                "pragma synchronous = full;
+                 begin immediate;
+                 update evs_meta set value = value where name = 'format';
+                 commit;
+                 pragma synchronous = normal;",
+            )
             .map_err(|e| backend(&self.shown(), "cannot be synced to disk", e))
     }
 
