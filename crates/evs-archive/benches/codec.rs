@@ -41,6 +41,9 @@ use evs_archive::{decompress, Compression};
 #[cfg(target_os = "linux")]
 #[path = "support/cpu_time.rs"]
 mod cpu_time;
+#[cfg(target_os = "linux")]
+#[path = "support/thread_clock.rs"]
+mod thread_clock;
 
 /// One input: its name and NDJSON.
 struct Input {

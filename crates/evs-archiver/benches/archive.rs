@@ -327,3 +327,6 @@ fn main() {
 #[cfg(target_os = "linux")]
 #[path = "../../evs-archive/benches/support/cpu_time.rs"]
 mod cpu_time;
+#[cfg(target_os = "linux")]
+#[path = "../../evs-archive/benches/support/thread_clock.rs"]
+mod thread_clock;

@@ -1,34 +1,16 @@
 //! A criterion measurement of the calling thread's CPU time (Linux), for the
 //! benches of evs-archive and evs-archiver (`EVS_BENCH_CPU_TIME=1`): the same
 //! figure as the wall clock on an idle machine for a single-threaded path
-//! without I/O, a much steadier one on a busy machine.
+//! without I/O, a much steadier one on a busy machine. Its includer also
+//! includes `thread_clock.rs` as `thread_clock`.
 
 use criterion::measurement::{Measurement, ValueFormatter};
 use criterion::Throughput;
 
 pub(crate) struct ThreadCpuTime;
 
-#[repr(C)]
-struct Timespec {
-    tv_sec: i64,
-    tv_nsec: i64,
-}
-
-const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
-
-unsafe extern "C" {
-    fn clock_gettime(clock: i32, time: *mut Timespec) -> i32;
-}
-
 fn now_ns() -> u64 {
-    let mut t = Timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `t` is a valid, writable timespec for the call to fill.
-    let rc = unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut t) };
-    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
-    u64::try_from(t.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(t.tv_nsec).unwrap_or(0)
+    u64::try_from(super::thread_clock::thread_cpu_time().as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl Measurement for ThreadCpuTime {

@@ -307,14 +307,16 @@ fn check_owner(conn: &Connection, shown: &str, projection: &str) -> Result<(), S
         }
         return Ok(());
     }
-    let found: Option<String> = conn
-        .query_row(
-            "select value from evs_meta where name = 'projection'",
-            [],
+    let meta = |name: &str| -> Result<Option<String>, StoreError> {
+        conn.query_row(
+            "select value from evs_meta where name = ?1",
+            params![name],
             |r| r.get(0),
         )
         .optional()
-        .map_err(|e| backend(shown, "cannot be read", e))?;
+        .map_err(|e| backend(shown, "cannot be read", e))
+    };
+    let found = meta("projection")?;
     if let Some(found) = found.filter(|f| f != projection) {
         return Err(StoreError::OtherProjection {
             location: shown.to_owned(),
@@ -322,15 +324,7 @@ fn check_owner(conn: &Connection, shown: &str, projection: &str) -> Result<(), S
             expected: projection.to_owned(),
         });
     }
-    let format: Option<String> = conn
-        .query_row(
-            "select value from evs_meta where name = 'format'",
-            [],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(|e| backend(shown, "cannot be read", e))?;
-    match format {
+    match meta("format")? {
         Some(f) if f != FORMAT => Err(StoreError::Backend {
             message: format!(
                 "{shown} holds a read model of format {f}, which this build does not read (it reads {FORMAT})"
